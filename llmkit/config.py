@@ -1,0 +1,369 @@
+"""Recipes: one YAML schema for every task, dotted ``key=value`` overrides, and validation.
+
+A recipe has five top-level keys::
+
+    task: classification            # which task object runs it (llmkit.tasks)
+    model: minilm-l6                # local folder, bundled alias or hub id (llmkit.models)
+    data: {train: ..., text: ...}   # files + column mapping; the task adds its own keys
+    training: {max_steps: 50, ...}  # any transformers.TrainingArguments field
+    output_dir: runs/classification
+
+Everything is checked before any work starts, so a typo costs a second, not a training run.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import enum
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from llmkit.errors import LlmkitError, did_you_mean
+
+TOP_LEVEL_KEYS = ("task", "model", "data", "training", "output_dir", "overwrite")
+
+#: Data keys every task understands; tasks add their column names and options.
+COMMON_DATA_DEFAULTS: dict[str, Any] = {
+    "train": None,
+    "validation": None,
+    "test": None,
+    "validation_split": 0.1,  # carved (seeded) from train when no validation file is given
+    "max_length": 128,
+    "max_train_samples": None,
+    "max_eval_samples": None,
+}
+
+#: llmkit's TrainingArguments defaults; a task may refine them, a recipe overrides them.
+TRAINING_DEFAULTS: dict[str, Any] = {
+    "per_device_train_batch_size": 32,
+    "per_device_eval_batch_size": 64,
+    "learning_rate": 5e-5,
+    "num_train_epochs": 3,
+    "warmup_steps": 0.1,
+    "weight_decay": 0.01,
+    "logging_steps": 10,
+    "eval_strategy": "epoch",
+    "save_strategy": "no",
+    "report_to": "none",
+    "seed": 42,
+}
+
+#: TrainingArguments fields a recipe may not set, and where the setting lives instead.
+RESERVED_TRAINING_KEYS = {
+    "output_dir": "set the top-level key output_dir",
+    "do_train": "llmkit always trains",
+    "do_eval": "llmkit evaluates whenever there is validation data",
+    "do_predict": "give data.test to predict on a test split",
+}
+
+RECIPES_DIR_NAME = "recipes"
+
+
+@dataclass
+class Recipe:
+    """A validated recipe; ``data`` and ``training`` hold defaults merged with the user's values."""
+
+    task: str
+    model: str
+    data: dict[str, Any]
+    training: dict[str, Any]
+    output_dir: str
+    overwrite: bool = False
+    source: str = "<dict>"
+    user_training: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The recipe as it was resolved, in the same shape a user writes (saved as recipe.yaml)."""
+        return {
+            "task": self.task,
+            "model": self.model,
+            "data": dict(self.data),
+            "training": dict(self.training),
+            "output_dir": self.output_dir,
+            "overwrite": self.overwrite,
+        }
+
+
+def bundled_recipes_dir() -> Path:
+    """Where the bundled recipes live: inside the wheel, or the repo's recipes/ in a source checkout."""
+    package_dir = Path(__file__).resolve().parent
+    for candidate in (package_dir / RECIPES_DIR_NAME, package_dir.parent / RECIPES_DIR_NAME):
+        if candidate.is_dir():
+            return candidate
+    return package_dir / RECIPES_DIR_NAME
+
+
+def bundled_recipes() -> dict[str, Path]:
+    """Bundled recipe name -> file, e.g. ``{"classification": .../classification.yaml}``."""
+    folder = bundled_recipes_dir()
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))} if folder.is_dir() else {}
+
+
+def default_recipe_path() -> Path:
+    """The recipe `llmkit finetune` runs with no argument: MiniLM on the shipped sentiment sample."""
+    return bundled_recipes()["classification"]
+
+
+def read_recipe_file(path: str | Path) -> dict[str, Any]:
+    """Parse a recipe file, or a bundled recipe given by name; YAML errors name the line."""
+    path = Path(path)
+    if not path.is_file():
+        named = bundled_recipes().get(str(path))
+        if named is None:
+            hint = did_you_mean(path.stem, bundled_recipes())
+            raise LlmkitError(
+                f"recipe {path}: no such file{hint}; give a YAML file or a bundled recipe name "
+                f"(`llmkit recipes` lists them)"
+            )
+        path = named
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LlmkitError(f"recipe {path}: cannot be read ({exc}); check the file") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise LlmkitError(f"recipe {path}{where}: invalid YAML ({problem}); fix the syntax") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise LlmkitError(f"recipe {path}: the top level must be a mapping of keys (task, model, data, ...)")
+    raw["__source__"] = str(path)
+    return raw
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``training.max_steps=50`` -> (["training", "max_steps"], 50); values are read as YAML."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise LlmkitError(
+            f"override '{text}': expected KEY=VALUE with a dotted key, e.g. training.max_steps=50"
+        )
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.split("."), parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Set each dotted override in a copy of the raw recipe."""
+    raw = copy.deepcopy(raw)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for i, part in enumerate(path[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                dotted = ".".join(path[: i + 1])
+                raise LlmkitError(f"override '{text}': {dotted} is not a mapping, so it has no sub-keys")
+            node = child
+        node[path[-1]] = value
+    return raw
+
+
+def load_recipe(
+    recipe: str | Path | dict[str, Any] | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> Recipe:
+    """Read (path, bundled name or dict; None = the default recipe), apply overrides, validate."""
+    if recipe is None:
+        recipe = default_recipe_path()
+    if isinstance(recipe, dict):
+        raw = copy.deepcopy(recipe)
+        raw.setdefault("__source__", "<dict>")
+    else:
+        raw = read_recipe_file(recipe)
+    raw = apply_overrides(raw, overrides)
+    return validate_recipe(raw)
+
+
+def _type_name(value: Any) -> str:
+    """'an integer', 'a string', ... for messages like 'data.max_length must be an integer'."""
+    names = {
+        bool: "true/false",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a mapping",
+    }
+    return names.get(type(value), f"a {type(value).__name__}")
+
+
+def validate_recipe(raw: dict[str, Any]) -> Recipe:
+    """Check every key and value type; merge defaults. Errors name the key and what to do."""
+    from llmkit.tasks import get_task_class, task_names
+
+    raw = dict(raw)
+    source = str(raw.pop("__source__", "<dict>"))
+    where = f"recipe {source}"
+    for key in raw:
+        if key not in TOP_LEVEL_KEYS:
+            raise LlmkitError(
+                f"{where}: unknown key '{key}'{did_you_mean(key, TOP_LEVEL_KEYS)}; "
+                f"valid keys: {', '.join(TOP_LEVEL_KEYS)}"
+            )
+
+    task_name = raw.get("task", "classification")
+    if not isinstance(task_name, str):
+        raise LlmkitError(f"{where}: task must be a string, one of {', '.join(task_names())}")
+    task_cls = get_task_class(task_name, where=where)
+
+    model = raw.get("model", task_cls.default_model)
+    if not isinstance(model, str) or not model.strip():
+        raise LlmkitError(f"{where}: model must be a string (a local folder, a bundled alias or a hub id)")
+
+    data_defaults = {**COMMON_DATA_DEFAULTS, **task_cls.data_defaults}
+    data = _check_section(raw.get("data") or {}, data_defaults, "data", where)
+    if not data.get("train"):
+        raise LlmkitError(f"{where}: data.train is required; give a file, e.g. data.train=path/to/train.csv")
+    split = data["validation_split"]
+    if not isinstance(split, (int, float)) or isinstance(split, bool) or not 0 <= split < 1:
+        raise LlmkitError(f"{where}: data.validation_split must be a number in [0, 1), got {split!r}")
+
+    user_training = raw.get("training") or {}
+    if not isinstance(user_training, dict):
+        raise LlmkitError(f"{where}: training must be a mapping of TrainingArguments fields")
+    training = {**TRAINING_DEFAULTS, **task_cls.training_defaults}
+    training.update(check_training_args(user_training, where))
+
+    output_dir = raw.get("output_dir", f"runs/{task_name}")
+    if not isinstance(output_dir, str) or not output_dir.strip():
+        raise LlmkitError(f"{where}: output_dir must be a folder path (string)")
+    overwrite = raw.get("overwrite", False)
+    if not isinstance(overwrite, bool):
+        raise LlmkitError(f"{where}: overwrite must be true or false, got {overwrite!r}")
+    return Recipe(
+        task=task_name,
+        model=model,
+        data=data,
+        training=training,
+        output_dir=output_dir,
+        overwrite=overwrite,
+        source=source,
+        user_training=dict(user_training),
+    )
+
+
+def _check_section(values: Any, defaults: dict[str, Any], section: str, where: str) -> dict[str, Any]:
+    """Merge a section with its defaults; unknown keys and values of the wrong type are errors."""
+    if not isinstance(values, dict):
+        raise LlmkitError(f"{where}: {section} must be a mapping of keys, got {_type_name(values)}")
+    merged = dict(defaults)
+    for key, value in values.items():
+        if key not in defaults:
+            raise LlmkitError(
+                f"{where}: unknown key '{section}.{key}'{did_you_mean(key, defaults)}; "
+                f"valid keys: {', '.join(defaults)}"
+            )
+        default = defaults[key]
+        if value is not None and default is not None and not _same_kind(value, default):
+            raise LlmkitError(f"{where}: {section}.{key} must be {_type_name(default)}, got {value!r}")
+        merged[key] = float(value) if isinstance(default, float) and isinstance(value, int) else value
+    return merged
+
+
+def _same_kind(value: Any, default: Any) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))
+
+
+_FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def check_training_args(user: dict[str, Any], where: str) -> dict[str, Any]:
+    """Validate keys and value types against ``transformers.TrainingArguments``; coerce '1e-4' to float."""
+    from transformers import TrainingArguments
+
+    fields = {f.name: f for f in dataclasses.fields(TrainingArguments) if f.init}
+    checked: dict[str, Any] = {}
+    for key, value in user.items():
+        if key in RESERVED_TRAINING_KEYS:
+            raise LlmkitError(f"{where}: training.{key} is not set here: {RESERVED_TRAINING_KEYS[key]}")
+        if key not in fields:
+            raise LlmkitError(
+                f"{where}: unknown key 'training.{key}'{did_you_mean(key, fields)}; "
+                f"training takes transformers.TrainingArguments fields"
+            )
+        annotation = fields[key].type
+        ok, coerced = _coerce(annotation, value)
+        if not ok:
+            raise LlmkitError(f"{where}: training.{key} must be {_describe(annotation)}, got {value!r}")
+        checked[key] = coerced
+    return checked
+
+
+def _coerce(annotation: Any, value: Any) -> tuple[bool, Any]:
+    """Does ``value`` fit the dataclass annotation? Returns (ok, value converted where harmless)."""
+    if isinstance(annotation, str) or annotation is Any:
+        return True, value
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(annotation)
+        enums = [a for a in args if isinstance(a, type) and issubclass(a, enum.Enum)]
+        if enums and isinstance(value, str):  # `SchedulerType | str` still means one of the enum's names
+            return any(value in {m.value for m in e} for e in enums), value
+        for arg in args:
+            ok, coerced = _coerce(arg, value)
+            if ok:
+                return True, coerced
+        return False, value
+    if origin is typing.Literal:
+        return value in typing.get_args(annotation), value
+    if origin is not None:
+        return isinstance(value, origin), value
+    if annotation is type(None):
+        return value is None, value
+    if annotation is bool:
+        return isinstance(value, bool), value
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if annotation is float:
+        if isinstance(value, bool):
+            return False, value
+        if isinstance(value, (int, float)):
+            return True, float(value)
+        if isinstance(value, str) and _FLOAT_RE.match(value.strip()):
+            return True, float(value)
+        return False, value
+    if annotation is str:
+        return isinstance(value, str), value
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return value in {member.value for member in annotation}, value
+    if annotation in (list, dict):
+        return isinstance(value, annotation), value
+    return True, value
+
+
+def _describe(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(annotation)
+        enums = [a for a in args if isinstance(a, type) and issubclass(a, enum.Enum)]
+        return " or ".join(dict.fromkeys(_describe(a) for a in (enums or args)))
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return "one of " + ", ".join(repr(m.value) for m in annotation)
+    names = {bool: "true/false", int: "an integer", float: "a number", str: "a string", type(None): "null"}
+    return names.get(annotation, getattr(annotation, "__name__", str(annotation)))
+
+
+def dump_recipe(recipe: Recipe, path: Path) -> None:
+    """Write the resolved recipe as YAML (it reruns the same training when passed back to finetune)."""
+    path.write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False), encoding="utf-8")

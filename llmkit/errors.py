@@ -1,0 +1,21 @@
+"""The one exception type users see.
+
+Anything the user can fix (a bad recipe, a missing file, a wrong column) is raised as
+``LlmkitError`` with a one-line message that names the thing and what to do. The CLI turns
+it into ``error: <message>`` on stderr and exit code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class LlmkitError(Exception):
+    """A problem with the user's input, reported as one line (exit code 2 in the CLI)."""
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """' (did you mean 'x'?)' for the closest choice, or '' when nothing is close."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""

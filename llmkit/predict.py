@@ -1,0 +1,77 @@
+"""Batch predictions from a saved llmkit (or plain Hugging Face) model folder."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from llmkit.config import COMMON_DATA_DEFAULTS
+from llmkit.data import Split, read_table
+from llmkit.errors import LlmkitError
+from llmkit.models import resolve_model
+from llmkit.tasks import Task, get_task_class
+from llmkit.train import RECIPE_FILE, load_model, load_tokenizer, write_jsonl
+
+#: Architecture name suffix -> task, for folders that llmkit did not write (no recipe.yaml).
+ARCHITECTURE_TASKS = {"ForSequenceClassification": "classification"}
+
+
+def task_for_model(model_dir: Path) -> Task:
+    """The task (and its column mapping) a model folder was trained for: recipe.yaml, else its config."""
+    recipe_file = model_dir / RECIPE_FILE
+    if recipe_file.exists():
+        saved = yaml.safe_load(recipe_file.read_text(encoding="utf-8")) or {}
+        task_cls = get_task_class(saved.get("task", "classification"), where=str(recipe_file))
+        data = {**COMMON_DATA_DEFAULTS, **task_cls.data_defaults, **(saved.get("data") or {})}
+        return task_cls(data)
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    for architecture in config.get("architectures") or []:
+        for suffix, name in ARCHITECTURE_TASKS.items():
+            if architecture.endswith(suffix):
+                task_cls = get_task_class(name)
+                return task_cls({**COMMON_DATA_DEFAULTS, **task_cls.data_defaults})
+    raise LlmkitError(
+        f"model folder {model_dir}: cannot tell which task it was trained for (no {RECIPE_FILE}, "
+        f"architectures {config.get('architectures')}); predict on a folder written by `llmkit finetune`"
+    )
+
+
+def predict_file(
+    model: str, input_path: str | Path, output_path: str | Path | None = None
+) -> list[dict[str, Any]]:
+    """Predict every row of ``input_path``; write JSONL/CSV/TSV to ``output_path`` or stdout."""
+    model_dir = resolve_model(model)
+    task = task_for_model(model_dir)
+    path = Path(input_path)
+    split = Split("test", read_table(path, "--input"), path, key="--input")
+    task.check_inputs(split)
+    output = Path(output_path) if output_path else None
+    if output is not None and output.suffix.lower() not in (".jsonl", ".json", ".csv", ".tsv"):
+        raise LlmkitError(f"--output {output}: use a .jsonl, .csv or .tsv file name")
+    tokenizer = load_tokenizer(model_dir)
+    loaded = load_model(task, model_dir)
+    rows = split.dataset.to_list()
+    results = [
+        {**row, **prediction}
+        for row, prediction in zip(rows, task.predict(loaded, tokenizer, rows), strict=True)
+    ]
+    if output is None:
+        for row in results:
+            sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+    elif output.suffix.lower() in (".csv", ".tsv"):
+        with output.open("w", encoding="utf-8", newline="") as handle:
+            writer = csv.DictWriter(
+                handle,
+                fieldnames=list(results[0]),
+                delimiter="\t" if output.suffix.lower() == ".tsv" else ",",
+            )
+            writer.writeheader()
+            writer.writerows(results)
+    else:
+        write_jsonl(output, results)
+    return results

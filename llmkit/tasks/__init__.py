@@ -1,0 +1,29 @@
+"""Task registry: recipe ``task:`` name -> task class (imported only when used)."""
+
+from __future__ import annotations
+
+import importlib
+
+from llmkit.errors import LlmkitError, did_you_mean
+from llmkit.tasks.base import Task
+
+#: name -> "module:Class"; each module is imported on first use.
+TASKS: dict[str, str] = {
+    "classification": "llmkit.tasks.classification:ClassificationTask",
+}
+
+
+def task_names() -> list[str]:
+    return list(TASKS)
+
+
+def get_task_class(name: str, where: str = "recipe") -> type[Task]:
+    if name not in TASKS:
+        raise LlmkitError(
+            f"{where}: unknown task '{name}'{did_you_mean(name, TASKS)}; tasks: {', '.join(TASKS)}"
+        )
+    module_name, class_name = TASKS[name].split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+__all__ = ["TASKS", "Task", "get_task_class", "task_names"]

@@ -1,0 +1,85 @@
+"""The protocol every task honours; ``llmkit.train`` runs any task through the same spine.
+
+A task answers five questions: which Auto class loads the model, how rows become model inputs,
+which collator batches them, which metrics judge them, and how a trained model predicts on new rows.
+Everything else (reading data, resolving models, TrainingArguments, saving) is shared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from datasets import Dataset
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from llmkit.data import Split
+
+
+class Task:
+    """Base class: subclasses set the class attributes and override the hooks they need."""
+
+    name: ClassVar[str]
+    #: The model a recipe gets when it names none.
+    default_model: ClassVar[str]
+    #: Task-specific ``data`` keys (column names, options) and their defaults.
+    data_defaults: ClassVar[dict[str, Any]] = {}
+    #: TrainingArguments defaults that suit this task (over llmkit's general ones).
+    training_defaults: ClassVar[dict[str, Any]] = {}
+    #: The ``transformers.pipeline`` task name the saved folder serves.
+    pipeline_task: ClassVar[str]
+    #: Metric reported as the headline of a run (key without the ``eval_`` prefix).
+    headline_metric: ClassVar[str] = "loss"
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+
+    # -- data -------------------------------------------------------------------------------------
+    def check_inputs(self, split: Split) -> None:
+        """Validate the input columns a model needs to predict (no targets); raise LlmkitError."""
+
+    def check_data(self, splits: dict[str, Split]) -> None:
+        """Validate inputs and targets of the training splits; errors name the file, row and column."""
+        for split in splits.values():
+            self.check_inputs(split)
+
+    def encode(self, dataset: Dataset, tokenizer: PreTrainedTokenizerBase) -> Dataset:
+        """Rows -> model inputs (input_ids, labels, ...); drop every other column."""
+        raise NotImplementedError
+
+    def collator(self, tokenizer: PreTrainedTokenizerBase) -> Callable[[list[dict]], dict]:
+        raise NotImplementedError
+
+    # -- model ------------------------------------------------------------------------------------
+    def auto_class(self) -> type:
+        raise NotImplementedError
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """Extra ``from_pretrained`` arguments (e.g. label maps for a classification head)."""
+        return {}
+
+    def load_model(self, path: Path) -> PreTrainedModel:
+        return self.auto_class().from_pretrained(path, **self.model_kwargs())
+
+    # -- evaluation ---------------------------------------------------------------------------------
+    def compute_metrics(self) -> Callable[[Any], dict[str, float]] | None:
+        return None
+
+    def preprocess_logits_for_metrics(self) -> Callable[[Any, Any], Any] | None:
+        """Reduce logits batch by batch (e.g. argmax) so eval never holds every logit in memory."""
+        return None
+
+    def trainer_class(self) -> type:
+        from transformers import Trainer
+
+        return Trainer
+
+    # -- inference ----------------------------------------------------------------------------------
+    def predict(
+        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Predictions for raw rows (same columns as training data), one dict per row."""
+        raise NotImplementedError

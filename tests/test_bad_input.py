@@ -1,0 +1,161 @@
+"""Every bad input gets one line on stderr naming the file/row/column/key, exit code 2, nothing written."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_csv
+
+GOOD_ROWS = [
+    ["a fine film", "positive"],
+    ["a bad film", "negative"],
+    ["lovely", "positive"],
+    ["awful", "negative"],
+]
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    made = {
+        "train": write_csv(tmp_path / "train.csv", ["text", "label"], GOOD_ROWS),
+        "null_text": write_csv(tmp_path / "null_text.csv", ["text", "label"], [*GOOD_ROWS, ["", "positive"]]),
+        "unseen": write_csv(
+            tmp_path / "unseen.csv", ["text", "label"], [["meh", "neutral"], ["ok", "positive"]]
+        ),
+        "one_label": write_csv(tmp_path / "one_label.csv", ["text", "label"], [["a", "x"], ["b", "x"]]),
+        "ragged": tmp_path / "ragged.csv",
+        "empty": tmp_path / "empty.csv",
+        "latin1": tmp_path / "latin1.csv",
+        "xlsx": tmp_path / "train.xlsx",
+        "bad_jsonl": tmp_path / "bad.jsonl",
+        "bad_yaml": tmp_path / "bad.yaml",
+        "no_config": tmp_path / "not-a-model",
+        "busy_out": tmp_path / "busy-out",
+    }
+    made["ragged"].write_text("text,label\ngood,positive\ntoo,many,fields\n", encoding="utf-8")
+    made["empty"].write_text("", encoding="utf-8")
+    made["latin1"].write_bytes("text,label\ncaf\xe9 au lait,positive\n".encode("latin-1"))
+    made["xlsx"].write_bytes(b"PK\x03\x04")
+    made["bad_jsonl"].write_text('{"text": "ok", "label": "positive"}\n{"text": broken\n', encoding="utf-8")
+    made["bad_yaml"].write_text("task: classification\ndata: [unclosed\n", encoding="utf-8")
+    made["no_config"].mkdir()
+    made["busy_out"].mkdir()
+    (made["busy_out"] / "keep.txt").write_text("precious")
+    return made
+
+
+# (name, arguments with {placeholders} for the files above, what the message must contain)
+CASES = [
+    ("missing data file", ["data.train={tmp}/nope.csv"], "data.train: file {tmp}/nope.csv does not exist"),
+    ("unsupported extension", ["data.train={xlsx}"], "unsupported extension '.xlsx'"),
+    ("empty file", ["data.train={empty}"], "data.train: {empty} is empty"),
+    ("not UTF-8", ["data.train={latin1}"], "is not valid UTF-8"),
+    ("ragged CSV row", ["data.train={ragged}"], "{ragged} line 3: 3 fields where the header has 2"),
+    ("broken JSONL line", ["data.train={bad_jsonl}"], "{bad_jsonl} line 2: invalid JSON"),
+    (
+        "missing text column",
+        ["data.text=sentence"],
+        "no column 'sentence' (set by data.text); columns are: text, label",
+    ),
+    (
+        "missing label column",
+        ["data.label=gold"],
+        "no column 'gold' (set by data.label); columns are: text, label",
+    ),
+    ("null text", ["data.train={null_text}"], "{null_text} line 6: column 'text' (data.text) is empty"),
+    (
+        "unseen validation label",
+        ["data.validation={unseen}"],
+        "{unseen} line 2: label 'neutral' never occurs in data.train",
+    ),
+    ("a single class", ["data.train={one_label}", "data.validation=null"], "has only one label ('x')"),
+    ("unknown recipe key", ["trianing.max_steps=3"], "unknown key 'trianing' (did you mean 'training'?)"),
+    ("unknown training key", ["training.lerning_rate=3"], "did you mean 'learning_rate'?"),
+    ("wrong value type", ["training.max_steps=many"], "training.max_steps must be an integer, got 'many'"),
+    ("bad override syntax", ["max_steps"], "override 'max_steps': expected KEY=VALUE"),
+    ("missing model folder", ["model=./no/such/model"], "model folder no/such/model does not exist"),
+    ("folder without config", ["model={no_config}"], "has no config.json"),
+    ("hub id offline", ["model=someone/some-model"], "can't be fetched from the Hugging Face hub"),
+    (
+        "non-empty output dir",
+        ["output_dir={busy_out}"],
+        "output_dir {busy_out} is not empty; pass --overwrite",
+    ),
+    ("recipe file missing", ["@{tmp}/missing.yaml"], "recipe {tmp}/missing.yaml: no such file"),
+    ("recipe YAML syntax", ["@{bad_yaml}"], "bad.yaml line 3, column 1: invalid YAML"),
+]
+
+
+def expand(text: str, files: dict[str, Path]) -> str:
+    return text.format(tmp=files["train"].parent, **files)
+
+
+@pytest.mark.parametrize(("name", "args", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_exit_2(run_cli, files, tmp_path: Path, name, args, expected) -> None:
+    arguments = [expand(a, files) for a in args]
+    recipe = arguments.pop(0)[1:] if arguments[0].startswith("@") else "classification"
+    out = tmp_path / "out"
+    defaults = [
+        "model=tiny-bert",
+        f"data.train={files['train']}",
+        f"data.validation={files['train']}",
+        f"output_dir={out}",
+        "training.max_steps=1",
+    ]
+    result = run_cli("finetune", recipe, *defaults, *arguments)
+
+    assert result.exit_code == 2, (name, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert expand(expected, files) in lines[0]
+    assert "Traceback" not in result.stderr
+    assert not out.exists(), "nothing may be written for a bad input"
+    assert (files["busy_out"] / "keep.txt").read_text() == "precious"
+
+
+def test_predict_bad_inputs(run_cli, files, sentiment_files, tmp_path: Path) -> None:
+    train, validation = sentiment_files
+    out = tmp_path / "model"
+    assert (
+        run_cli(
+            "finetune",
+            "model=tiny-bert",
+            f"data.train={train}",
+            f"data.validation={validation}",
+            f"output_dir={out}",
+            "training.max_steps=1",
+        ).exit_code
+        == 0
+    )
+    wrong = write_csv(tmp_path / "wrong.csv", ["sentence"], [["hello"]])
+    result = run_cli("predict", "--model", out, "--input", wrong)
+    assert result.exit_code == 2
+    assert f"--input {wrong}: no column 'text' (set by data.text); columns are: sentence" in result.stderr
+    result = run_cli("predict", "--model", out, "--input", validation, "--output", tmp_path / "p.xlsx")
+    assert result.exit_code == 2 and "use a .jsonl, .csv or .tsv file name" in result.stderr
+    result = run_cli("predict", "--model", tmp_path / "nowhere", "--input", validation)
+    assert result.exit_code == 2 and "does not exist" in result.stderr
+
+
+def test_console_script_prints_no_traceback(tmp_path: Path) -> None:
+    """The installed entry point itself (a real subprocess), and LLMKIT_DEBUG=1 showing the traceback."""
+    command = [sys.executable, "-m", "llmkit", "finetune", "data.train=missing.csv", "model=tiny-bert"]
+    plain = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, check=False)
+    assert plain.returncode == 2
+    assert (
+        plain.stderr.strip()
+        == f"error: data.train: file missing.csv does not exist; check the path (relative to {tmp_path})"
+    )
+    debug = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+        env={**__import__("os").environ, "LLMKIT_DEBUG": "1"},
+    )
+    assert debug.returncode != 0 and "Traceback" in debug.stderr

@@ -1,0 +1,142 @@
+"""Classification end to end on tiny-bert: API, CLI, saved folder in transformers.pipeline, predict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+import llmkit
+from tests.conftest import NEGATIVE, POSITIVE, write_csv
+
+FAST = ["training.max_steps=4", "training.per_device_train_batch_size=8", "training.logging_steps=2"]
+
+
+def recipe_for(train: Path, validation: Path | None, output_dir: Path, **data) -> dict:
+    return {
+        "task": "classification",
+        "model": "tiny-bert",
+        "data": {"train": str(train), "validation": str(validation) if validation else None, **data},
+        "training": {"max_steps": 4, "per_device_train_batch_size": 8, "learning_rate": 1e-3},
+        "output_dir": str(output_dir),
+    }
+
+
+def test_api_run_saves_a_pipeline_ready_folder(sentiment_files, tmp_path: Path) -> None:
+    from transformers import pipeline
+
+    train, validation = sentiment_files
+    result = llmkit.finetune(recipe_for(train, validation, tmp_path / "out"))
+
+    out = result.output_dir
+    assert {"config.json", "model.safetensors", "tokenizer.json", "metrics.json", "recipe.yaml"} <= {
+        p.name for p in out.iterdir()
+    }
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics == pytest.approx(result.metrics)
+    assert {"train_loss", "eval_loss", "eval_accuracy", "eval_f1", "eval_matthews_correlation"} <= set(
+        metrics
+    )
+    assert 0.0 <= metrics["eval_accuracy"] <= 1.0
+    config = json.loads((out / "config.json").read_text())
+    assert config["id2label"] == {"0": "negative", "1": "positive"}
+
+    classify = pipeline("text-classification", model=str(out))
+    predictions = classify(["a wonderful film", "a dull film"])
+    assert {p["label"] for p in predictions} <= {"negative", "positive"}
+
+    saved = yaml.safe_load((out / "recipe.yaml").read_text())
+    assert saved["task"] == "classification" and saved["training"]["max_steps"] == 4
+
+
+def test_saved_recipe_reruns_the_same_training(sentiment_files, tmp_path: Path) -> None:
+    train, validation = sentiment_files
+    first = llmkit.finetune(recipe_for(train, validation, tmp_path / "a"))
+    again = llmkit.finetune(first.output_dir / "recipe.yaml", [f"output_dir={tmp_path / 'b'}"])
+    assert again.metrics["eval_loss"] == pytest.approx(first.metrics["eval_loss"], rel=1e-5)
+    assert again.metrics["train_loss"] == pytest.approx(first.metrics["train_loss"], rel=1e-5)
+
+
+def test_text_pairs_three_classes_integer_labels_and_carved_validation(tmp_path: Path) -> None:
+    rows = []
+    for i, (a, b) in enumerate(zip(POSITIVE + NEGATIVE, NEGATIVE + POSITIVE, strict=True)):
+        rows.append([a, b, i % 3])
+    train = write_csv(tmp_path / "pairs.csv", ["premise", "hypothesis", "gold"], rows)
+    recipe = recipe_for(
+        train,
+        None,
+        tmp_path / "out",
+        text="premise",
+        text_pair="hypothesis",
+        label="gold",
+        label_names=["entailment", "neutral", "contradiction"],
+        validation_split=0.25,
+    )
+    result = llmkit.finetune(recipe)
+    config = json.loads((result.output_dir / "config.json").read_text())
+    assert config["id2label"] == {"0": "entailment", "1": "neutral", "2": "contradiction"}
+    assert "eval_accuracy" in result.metrics
+
+
+def test_test_split_with_labels_is_scored(sentiment_files, tmp_path: Path) -> None:
+    train, validation = sentiment_files
+    result = llmkit.finetune(recipe_for(train, validation, tmp_path / "out", test=str(validation)))
+    assert result.metrics["test_accuracy"] == pytest.approx(result.metrics["eval_accuracy"])
+
+
+def test_cli_finetune_then_predict(run_cli, sentiment_files, tmp_path: Path) -> None:
+    train, validation = sentiment_files
+    out = tmp_path / "cli-out"
+    result = run_cli(
+        "finetune",
+        "classification",
+        "model=tiny-bert",
+        f"data.train={train}",
+        f"data.validation={validation}",
+        f"output_dir={out}",
+        *FAST,
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "eval_accuracy = " in result.stdout and f"model saved to {out}" in result.stdout
+
+    predictions = tmp_path / "predictions.jsonl"
+    result = run_cli("predict", "--model", out, "--input", validation, "--output", predictions)
+    assert result.exit_code == 0, result.stderr
+    rows = [json.loads(line) for line in predictions.read_text().splitlines()]
+    assert len(rows) == 4
+    assert all(row["label"] in {"negative", "positive"} and 0.5 <= row["score"] <= 1.0 for row in rows)
+    assert rows[0]["text"]  # input columns are kept beside the prediction
+
+    as_csv = tmp_path / "predictions.csv"
+    assert run_cli("predict", "--model", out, "--input", validation, "--output", as_csv).exit_code == 0
+    assert as_csv.read_text().splitlines()[0] == "text,label,score"
+
+    result = run_cli("predict", "-m", out, "-i", validation)  # JSONL on stdout
+    assert [json.loads(line)["label"] for line in result.stdout.splitlines()] == [r["label"] for r in rows]
+
+
+def test_cli_overwrite_replaces_output(run_cli, sentiment_files, tmp_path: Path) -> None:
+    train, validation = sentiment_files
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("old run")
+    args = [
+        "finetune",
+        "model=tiny-bert",
+        f"data.train={train}",
+        f"data.validation={validation}",
+        f"output_dir={out}",
+        *FAST,
+    ]
+    assert run_cli(*args).exit_code == 2
+    assert (out / "old.txt").read_text() == "old run"
+    assert run_cli(*args, "--overwrite").exit_code == 0
+    assert not (out / "old.txt").exists() and (out / "model.safetensors").exists()
+
+
+def test_recipes_command_lists_bundled_recipes(run_cli) -> None:
+    result = run_cli("recipes")
+    assert result.exit_code == 0
+    assert "classification" in result.stdout and "sst2-minilm" in result.stdout
