@@ -80,6 +80,69 @@ def predict(
         typer.echo(f"{len(rows)} predictions written to {output}", err=True)
 
 
+def read_texts(text: str | None, input_file: Path | None) -> list[str]:
+    """TEXT, or one text per line from --input FILE, or from stdin (TEXT '-' or piped input)."""
+    if text is not None and text != "-":
+        return [text]
+    if input_file is not None:
+        try:
+            lines = input_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise LlmkitError(
+                f"--input {input_file}: cannot be read ({exc}); give a UTF-8 text file"
+            ) from None
+        source = f"--input {input_file}"
+    elif text == "-" or not sys.stdin.isatty():
+        lines, source = sys.stdin.read().splitlines(), "standard input"
+    else:
+        raise LlmkitError("give a TEXT, --input FILE, or pipe texts in on standard input (one per line)")
+    texts = [line for line in lines if line.strip()]
+    if not texts:
+        raise LlmkitError(f"{source} is empty; give one text per line")
+    return texts
+
+
+@app.command("fill-mask")
+def fill_mask(
+    text: Annotated[
+        str | None, typer.Argument(help="Text with [MASK] or <mask> (several allowed); '-' reads stdin.")
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", "-m", help="Fill-mask model folder or alias (default: your newest fill-mask run)."
+        ),
+    ] = None,
+    input_file: Annotated[
+        Path | None, typer.Option("--input", "-i", help="File with one text per line.")
+    ] = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Candidates per mask.")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per text (for scripts).")] = False,
+) -> None:
+    """Fill the masks in a text with a masked-LM model: ranked candidates with scores."""
+    import json
+
+    texts = read_texts(text, input_file)
+    from llmkit.predict import folder_for_task
+    from llmkit.tasks.fill_mask import fill_masks, with_model_masks
+    from llmkit.train import load_model, load_tokenizer
+
+    task, folder = folder_for_task(model, "fill-mask", "llmkit finetune recipes/fill-mask-brown.yaml")
+    tokenizer = load_tokenizer(folder)
+    with_model_masks(texts, tokenizer)  # fail on a missing mask before the model loads
+    loaded = load_model(task, folder)
+    for source, masks in zip(texts, fill_masks(loaded, tokenizer, texts, top_k=top_k), strict=True):
+        if as_json:
+            typer.echo(json.dumps({"text": source, "masks": masks}, ensure_ascii=False))
+            continue
+        typer.echo(source)
+        for number, candidates in enumerate(masks, start=1):
+            label = f"  mask {number}:" if len(masks) > 1 else "  "
+            for rank, candidate in enumerate(candidates, start=1):
+                prefix = label if rank == 1 else " " * len(label)
+                typer.echo(f"{prefix} {rank}. {candidate['token']:<14} {candidate['score']:.3f}")
+
+
 @app.command()
 def recipes() -> None:
     """List the bundled recipes (run one with `llmkit finetune NAME`)."""

@@ -18,7 +18,7 @@ from llmkit.tasks import Task, get_task_class
 from llmkit.train import RECIPE_FILE, load_model, load_tokenizer, write_jsonl
 
 #: Architecture name suffix -> task, for folders that llmkit did not write (no recipe.yaml).
-ARCHITECTURE_TASKS = {"ForSequenceClassification": "classification"}
+ARCHITECTURE_TASKS = {"ForSequenceClassification": "classification", "ForMaskedLM": "fill-mask"}
 
 
 def task_for_model(model_dir: Path) -> Task:
@@ -75,3 +75,36 @@ def predict_file(
     else:
         write_jsonl(output, results)
     return results
+
+
+def architectures(model_dir: Path) -> list[str]:
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    return list(config.get("architectures") or [])
+
+
+def folder_for_task(model: str | None, task_name: str, how_to_make_one: str) -> tuple[Task, Path]:
+    """Resolve the model folder for a demo command, and the task object that loads it.
+
+    ``model=None`` takes the newest output of that task; a folder trained for another task (a classifier
+    asked to fill masks) is refused with a one-line error rather than giving nonsense.
+    """
+    from llmkit.train import latest_run
+
+    if model is None:
+        folder = latest_run(task_name)
+        if folder is None:
+            raise LlmkitError(
+                f"no {task_name} model yet: make one with `{how_to_make_one}`, or pass --model DIR"
+            )
+    else:
+        folder = resolve_model(model)
+    task_cls = get_task_class(task_name)
+    suffix = next(s for s, name in ARCHITECTURE_TASKS.items() if name == task_name)
+    found = architectures(folder)
+    base_encoder = any(a.endswith("Model") for a in found)  # no head yet: the task adds one
+    if found and not base_encoder and not any(a.endswith(suffix) for a in found):
+        raise LlmkitError(
+            f"model folder {folder} holds a {found[0]}, which cannot do {task_name}; "
+            f"pass a folder trained with a {task_name} recipe (`{how_to_make_one}`)"
+        )
+    return task_cls({**COMMON_DATA_DEFAULTS, **task_cls.data_defaults}), folder

@@ -7,6 +7,7 @@ All user input is validated before anything is written, so a bad recipe never cl
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import sys
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from typing import Any
 from llmkit.config import Recipe, dump_recipe, load_recipe
 from llmkit.data import load_splits
 from llmkit.errors import LlmkitError
-from llmkit.models import resolve_model
+from llmkit.models import cache_dir, resolve_model
 from llmkit.tasks import Task, get_task_class
 
 METRICS_FILE = "metrics.json"
@@ -109,9 +110,9 @@ def run(recipe: Recipe) -> FinetuneResult:
     train_output = trainer.train()
     metrics: dict[str, float] = dict(train_output.metrics)
     if "validation" in encoded:
-        metrics.update(trainer.evaluate())
+        metrics.update(evaluate(trainer, task, encoded["validation"], "eval"))
     if "test" in encoded and "labels" in encoded["test"].column_names:
-        metrics.update(trainer.evaluate(encoded["test"], metric_key_prefix="test"))
+        metrics.update(evaluate(trainer, task, encoded["test"], "test"))
 
     with quiet_library_progress():
         trainer.save_model(str(output_dir))
@@ -122,9 +123,42 @@ def run(recipe: Recipe) -> FinetuneResult:
             output_dir / "test_predictions.jsonl",
             task.predict(model, tokenizer, splits["test"].dataset.to_list()),
         )
-    result = FinetuneResult(metrics=metrics, output_dir=output_dir)
+    record_latest_run(task.name, output_dir)
     log(f"saved to {output_dir}")
-    return result
+    return FinetuneResult(metrics=metrics, output_dir=output_dir)
+
+
+def evaluate(trainer, task: Task, dataset, prefix: str) -> dict[str, float]:
+    metrics = trainer.evaluate(dataset, metric_key_prefix=prefix)
+    if task.reports_perplexity and f"{prefix}_loss" in metrics:
+        metrics[f"{prefix}_perplexity"] = math.exp(min(metrics[f"{prefix}_loss"], 50.0))
+    return metrics
+
+
+def latest_runs_file() -> Path:
+    return cache_dir() / "latest-runs.json"
+
+
+def record_latest_run(task_name: str, output_dir: Path) -> None:
+    """Remember the newest output per task, so demos (`llmkit fill-mask`) can default to it."""
+    path = latest_runs_file()
+    try:
+        runs = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    except (OSError, ValueError):
+        runs = {}
+    runs[task_name] = str(output_dir.resolve())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(runs, indent=2) + "\n", encoding="utf-8")
+
+
+def latest_run(task_name: str) -> Path | None:
+    """The newest output folder of a task that still exists, or None."""
+    try:
+        runs = json.loads(latest_runs_file().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    folder = runs.get(task_name)
+    return Path(folder) if folder and (Path(folder) / "config.json").exists() else None
 
 
 @contextmanager
@@ -169,7 +203,8 @@ def load_model(task: Task, model_path: Path):
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        model = task.load_model(model_path)
+        with quiet_library_progress():
+            model = task.load_model(model_path)
     except (OSError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0]
         raise LlmkitError(

@@ -33,6 +33,8 @@ class Task:
     pipeline_task: ClassVar[str]
     #: Metric reported as the headline of a run (key without the ``eval_`` prefix).
     headline_metric: ClassVar[str] = "loss"
+    #: Language-modelling tasks also report perplexity = exp(loss) for every evaluated split.
+    reports_perplexity: ClassVar[bool] = False
 
     def __init__(self, data: dict[str, Any]) -> None:
         self.data = data
