@@ -45,15 +45,42 @@ def finetune(
         ),
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty output_dir.")] = False,
+    num_processes: Annotated[
+        int, typer.Option("--num-processes", min=1, help="Processes per machine (GPUs, or CPU processes).")
+    ] = 1,
+    num_machines: Annotated[int, typer.Option("--num-machines", min=1, help="Machines (multi-node).")] = 1,
+    machine_rank: Annotated[int, typer.Option("--machine-rank", min=0, help="This machine's rank.")] = 0,
+    main_process_ip: Annotated[
+        str | None, typer.Option("--main-process-ip", help="Address of rank 0.")
+    ] = None,
+    main_process_port: Annotated[
+        int | None, typer.Option("--main-process-port", help="Port on rank 0.")
+    ] = None,
 ) -> None:
     """Fine-tune a model from a recipe and save it (model, tokenizer, metrics.json, recipe.yaml)."""
     overrides = list(overrides or [])
     if recipe is not None and "=" in recipe and not Path(recipe).exists():
         overrides.insert(0, recipe)  # `llmkit finetune training.max_steps=5`: no recipe, only overrides
         recipe = None
+    if num_processes * num_machines > 1 and "RANK" not in os.environ:
+        from llmkit.config import load_recipe
+        from llmkit.distributed import launch
+
+        load_recipe(recipe, overrides)  # a bad recipe fails here once, not in every process
+        argv = [
+            "finetune",
+            *([recipe] if recipe else []),
+            *overrides,
+            *(["--overwrite"] if overwrite else []),
+        ]
+        code = launch(argv, num_processes, num_machines, machine_rank, main_process_ip, main_process_port)
+        raise typer.Exit(code)
+    from llmkit.distributed import is_main_process
     from llmkit.train import finetune as run_finetune
 
     result = run_finetune(recipe, overrides, overwrite=overwrite or None)
+    if not is_main_process():
+        return
     for key, value in result.quality_metrics().items():
         typer.echo(f"{key} = {value:.4f}")
     typer.echo(f"model saved to {result.output_dir}")

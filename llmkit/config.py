@@ -53,7 +53,11 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "save_strategy": "no",
     "report_to": "none",
     "seed": 42,
+    "precision": "auto",  # llmkit's own key: auto | bf16 | fp16 | fp32 (auto: bf16 where native)
 }
+
+#: Keys of the training section that llmkit adds to TrainingArguments' fields, with their allowed values.
+LLMKIT_TRAINING_KEYS = {"precision": ("auto", "bf16", "fp16", "fp32")}
 
 #: TrainingArguments fields a recipe may not set, and where the setting lives instead.
 RESERVED_TRAINING_KEYS = {
@@ -295,12 +299,18 @@ def check_training_args(user: dict[str, Any], where: str) -> dict[str, Any]:
     fields = {f.name: f for f in dataclasses.fields(TrainingArguments) if f.init}
     checked: dict[str, Any] = {}
     for key, value in user.items():
+        if key in LLMKIT_TRAINING_KEYS:
+            if value not in LLMKIT_TRAINING_KEYS[key]:
+                allowed = ", ".join(LLMKIT_TRAINING_KEYS[key])
+                raise LlmkitError(f"{where}: training.{key} must be one of {allowed}, got {value!r}")
+            checked[key] = value
+            continue
         if key in RESERVED_TRAINING_KEYS:
             raise LlmkitError(f"{where}: training.{key} is not set here: {RESERVED_TRAINING_KEYS[key]}")
         if key not in fields:
             raise LlmkitError(
-                f"{where}: unknown key 'training.{key}'{did_you_mean(key, fields)}; "
-                f"training takes transformers.TrainingArguments fields"
+                f"{where}: unknown key 'training.{key}'{did_you_mean(key, [*fields, *LLMKIT_TRAINING_KEYS])};"
+                f" training takes transformers.TrainingArguments fields"
             )
         annotation = fields[key].type
         ok, coerced = _coerce(annotation, value)

@@ -6,8 +6,10 @@ All user input is validated before anything is written, so a bad recipe never cl
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 import shutil
 import sys
 from collections.abc import Iterator
@@ -17,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from llmkit.config import Recipe, dump_recipe, load_recipe
-from llmkit.data import load_splits
+from llmkit.data import Split, load_splits
+from llmkit.distributed import check_sharding, cuda_available, is_main_process, precision_flags, world_size
 from llmkit.errors import LlmkitError
 from llmkit.models import cache_dir, resolve_model
 from llmkit.tasks import Task, get_task_class
@@ -43,8 +46,9 @@ class FinetuneResult:
 
 
 def log(message: str) -> None:
-    """Progress for people, on stderr so stdout stays clean for results."""
-    print(f"llmkit: {message}", file=sys.stderr, flush=True)
+    """Progress for people, on stderr so stdout stays clean for results (main process only)."""
+    if is_main_process():
+        print(f"llmkit: {message}", file=sys.stderr, flush=True)
 
 
 def finetune(
@@ -87,13 +91,17 @@ def run(recipe: Recipe) -> FinetuneResult:
     model_path = resolve_model(recipe.model)
     tokenizer = load_tokenizer(model_path)
     sizes = ", ".join(f"{role} {len(split.dataset)}" for role, split in splits.items())
-    log(f"task {recipe.task}, model {recipe.model} ({model_path}), rows: {sizes}")
+    processes = f", {world_size()} processes" if world_size() > 1 else ""
+    log(f"task {recipe.task}, model {recipe.model} ({model_path}), rows: {sizes}{processes}")
+    args = training_arguments(recipe, output_dir, has_eval="validation" in splits)
 
     with quiet_library_progress():
-        encoded = {role: task.encode(split.dataset, tokenizer) for role, split in splits.items()}
+        encoded = {
+            role: encode_cached(task, split, tokenizer, model_path, recipe, args)
+            for role, split in splits.items()
+        }
         set_seed(recipe.training["seed"])
         model = load_model(task, model_path)
-    args = training_arguments(recipe, output_dir, has_eval="validation" in encoded)
 
     trainer = task.trainer_class()(
         model=model,
@@ -105,8 +113,9 @@ def run(recipe: Recipe) -> FinetuneResult:
         compute_metrics=task.compute_metrics(),
         preprocess_logits_for_metrics=task.preprocess_logits_for_metrics(),
     )
-    if recipe.overwrite and output_dir.exists():
-        shutil.rmtree(output_dir)
+    with args.main_process_first(desc="clearing output_dir"):
+        if recipe.overwrite and output_dir.exists() and is_main_process():
+            shutil.rmtree(output_dir)
     train_output = trainer.train()
     metrics: dict[str, float] = dict(train_output.metrics)
     if "validation" in encoded:
@@ -115,7 +124,9 @@ def run(recipe: Recipe) -> FinetuneResult:
         metrics.update(evaluate(trainer, task, encoded["test"], "test"))
 
     with quiet_library_progress():
-        trainer.save_model(str(output_dir))
+        trainer.save_model(str(output_dir))  # every rank calls it (sharded models gather); rank 0 writes
+    if not is_main_process():
+        return FinetuneResult(metrics=metrics, output_dir=output_dir)
     (output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     dump_recipe(recipe, output_dir / RECIPE_FILE)
     if "test" in encoded and "labels" not in encoded["test"].column_names:
@@ -220,10 +231,16 @@ def training_arguments(recipe: Recipe, output_dir: Path, has_eval: bool):
     from transformers import TrainingArguments
 
     values = dict(recipe.training)
+    where = f"recipe {recipe.source}"
+    precision = values.pop("precision")
+    if not {"bf16", "fp16"} & set(recipe.user_training):  # explicit flags win over training.precision
+        values.update(precision_flags(precision, where))
+    check_sharding(values, where)
+    on_gpu = cuda_available()
     if "dataloader_pin_memory" not in recipe.user_training:
-        import torch
-
-        values["dataloader_pin_memory"] = torch.cuda.is_available()  # pinning without a GPU only warns
+        values["dataloader_pin_memory"] = on_gpu  # pinning without a GPU only warns
+    if world_size() > 1 and not on_gpu:
+        values["use_cpu"] = True  # several CPU processes: DDP over gloo
     if not has_eval:
         values["eval_strategy"] = "no"
     try:
@@ -231,6 +248,49 @@ def training_arguments(recipe: Recipe, output_dir: Path, has_eval: bool):
     except (ValueError, TypeError) as exc:
         first_line = str(exc).strip().splitlines()[0]
         raise LlmkitError(f"recipe {recipe.source}: invalid training settings: {first_line}") from None
+
+
+def encode_cached(task: Task, split: Split, tokenizer, model_path: Path, recipe: Recipe, args) -> Any:
+    """Tokenize a split once: the main process encodes and saves it, other processes (and reruns) load it.
+
+    The cache key covers everything the encoding depends on: the file (path, size, mtime), how the split
+    was cut, the task's data settings, the tokenizer and llmkit's version.
+    """
+    from datasets import load_from_disk
+
+    import llmkit
+
+    stat = split.path.stat()
+    tokenizer_file = model_path / "tokenizer.json"
+    identity = {
+        "file": [str(split.path.resolve()), stat.st_size, stat.st_mtime_ns],
+        "role": split.role,
+        "carved": split.carved,
+        "rows": len(split.dataset),
+        "seed": recipe.training["seed"],
+        "task": task.name,
+        "data": {k: v for k, v in recipe.data.items() if k not in ("train", "validation", "test")},
+        "tokenizer": [
+            str(model_path.resolve()),
+            len(tokenizer),
+            tokenizer_file.stat().st_mtime_ns if tokenizer_file.exists() else 0,
+        ],
+        "version": llmkit.__version__,
+    }
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    folder = cache_dir() / "tokenized" / key
+    with args.main_process_first(desc=f"tokenizing {split.role}"):
+        if (folder / "dataset_info.json").exists():
+            return load_from_disk(str(folder))
+        encoded = task.encode(split.dataset, tokenizer)
+        if is_main_process():
+            staging = folder.with_name(f".{key}-{os.getpid()}")
+            encoded.save_to_disk(str(staging))
+            try:
+                staging.rename(folder)
+            except OSError:
+                shutil.rmtree(staging, ignore_errors=True)  # another run saved it first
+        return encoded
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:

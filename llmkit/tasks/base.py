@@ -85,3 +85,9 @@ class Task:
     ) -> list[dict[str, Any]]:
         """Predictions for raw rows (same columns as training data), one dict per row."""
         raise NotImplementedError
+
+
+def argmax_logits(logits: Any, labels: Any) -> Any:
+    """``preprocess_logits_for_metrics`` for classifiers: keep only predicted ids, batch by batch."""
+    logits = logits[0] if isinstance(logits, tuple) else logits
+    return logits.argmax(dim=-1)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from llmkit.data import Split, require_columns, require_text
 from llmkit.errors import LlmkitError
-from llmkit.tasks.base import Task
+from llmkit.tasks.base import Task, argmax_logits
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -26,6 +26,8 @@ class ClassificationTask(Task):
     default_model = "minilm-l6"
     pipeline_task = "text-classification"
     headline_metric = "accuracy"
+    # One loss per sequence: averaging a token count across devices would double the reported DDP loss.
+    training_defaults: ClassVar[dict[str, Any]] = {"average_tokens_across_devices": False}
     data_defaults: ClassVar[dict[str, Any]] = {
         "text": "text",
         "text_pair": None,
@@ -181,11 +183,7 @@ class ClassificationTask(Task):
         return compute
 
     def preprocess_logits_for_metrics(self):
-        def argmax(logits, labels):
-            logits = logits[0] if isinstance(logits, tuple) else logits
-            return logits.argmax(dim=-1)
-
-        return argmax
+        return argmax_logits
 
     # -- inference ----------------------------------------------------------------------------------
     def predict(

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from llmkit.data import Split, require_columns, require_text
 from llmkit.errors import LlmkitError
-from llmkit.tasks.base import Task
+from llmkit.tasks.base import Task, argmax_logits
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -140,11 +140,7 @@ class FillMaskTask(Task):
         return compute
 
     def preprocess_logits_for_metrics(self):
-        def argmax(logits, labels):
-            logits = logits[0] if isinstance(logits, tuple) else logits
-            return logits.argmax(dim=-1)
-
-        return argmax
+        return argmax_logits
 
     # -- inference ----------------------------------------------------------------------------------
     def predict(
