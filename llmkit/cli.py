@@ -107,6 +107,25 @@ def predict(
         typer.echo(f"{len(rows)} predictions written to {output}", err=True)
 
 
+@app.command()
+def validate(
+    recipe: Annotated[str | None, typer.Argument(help="Recipe YAML file or bundled recipe name.")] = None,
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="Dotted KEY=VALUE overrides.", show_default=False)
+    ] = None,
+    examples: Annotated[int, typer.Option("--examples", "-n", min=0, help="Examples to show decoded.")] = 3,
+) -> None:
+    """Check a recipe, its data and model without training: decoded examples, lengths, labels."""
+    overrides = list(overrides or [])
+    if recipe is not None and "=" in recipe and not Path(recipe).exists():
+        overrides.insert(0, recipe)
+        recipe = None
+    from llmkit.validate import validate as run_validate
+
+    for line in run_validate(recipe, overrides, examples=examples):
+        typer.echo(line)
+
+
 def read_texts(text: str | None, input_file: Path | None) -> list[str]:
     """TEXT, or one text per line from --input FILE, or from stdin (TEXT '-' or piped input)."""
     if text is not None and text != "-":
@@ -150,6 +169,7 @@ def fill_mask(
     import json
 
     texts = read_texts(text, input_file)
+    from llmkit.models import check_weights
     from llmkit.predict import folder_for_task
     from llmkit.tasks.fill_mask import fill_masks, with_model_masks
     from llmkit.train import load_model, load_tokenizer
@@ -157,7 +177,7 @@ def fill_mask(
     task, folder = folder_for_task(model, "fill-mask", "llmkit finetune recipes/fill-mask-brown.yaml")
     tokenizer = load_tokenizer(folder)
     with_model_masks(texts, tokenizer)  # fail on a missing mask before the model loads
-    loaded = load_model(task, folder)
+    loaded = load_model(task, folder, **check_weights(folder))
     for source, masks in zip(texts, fill_masks(loaded, tokenizer, texts, top_k=top_k), strict=True):
         if as_json:
             typer.echo(json.dumps({"text": source, "masks": masks}, ensure_ascii=False))

@@ -53,11 +53,17 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "save_strategy": "no",
     "report_to": "none",
     "seed": 42,
-    "precision": "auto",  # llmkit's own key: auto | bf16 | fp16 | fp32 (auto: bf16 where native)
+    "logging_nan_inf_filter": False,  # a NaN loss must show in the logs so training can stop on it
+    # llmkit's own keys (not TrainingArguments fields):
+    "precision": "auto",  # auto | bf16 | fp16 | fp32 (auto: bf16 where the hardware runs it natively)
+    "resume": "auto",  # auto | never | a checkpoint folder
 }
 
-#: Keys of the training section that llmkit adds to TrainingArguments' fields, with their allowed values.
-LLMKIT_TRAINING_KEYS = {"precision": ("auto", "bf16", "fp16", "fp32")}
+#: llmkit's own training keys (beside TrainingArguments fields): allowed values, None for any text.
+LLMKIT_TRAINING_KEYS: dict[str, tuple[str, ...] | None] = {
+    "precision": ("auto", "bf16", "fp16", "fp32"),
+    "resume": None,
+}
 
 #: TrainingArguments fields a recipe may not set, and where the setting lives instead.
 RESERVED_TRAINING_KEYS = {
@@ -65,6 +71,12 @@ RESERVED_TRAINING_KEYS = {
     "do_train": "llmkit always trains",
     "do_eval": "llmkit evaluates whenever there is validation data",
     "do_predict": "give data.test to predict on a test split",
+}
+
+#: `model:` may be a mapping {name: ..., <option>: ...}; the options make loading less safe, so all are off.
+MODEL_OPTION_DEFAULTS: dict[str, Any] = {
+    "trust_remote_code": False,  # run Python code shipped in the model folder
+    "allow_pickle": False,  # load pickle weights (pytorch_model.bin), which can run code, when no safetensors
 }
 
 RECIPES_DIR_NAME = "recipes"
@@ -82,12 +94,14 @@ class Recipe:
     overwrite: bool = False
     source: str = "<dict>"
     user_training: dict[str, Any] = field(default_factory=dict)
+    model_options: dict[str, Any] = field(default_factory=lambda: dict(MODEL_OPTION_DEFAULTS))
 
     def to_dict(self) -> dict[str, Any]:
         """The recipe as it was resolved, in the same shape a user writes (saved as recipe.yaml)."""
+        options = {k: v for k, v in self.model_options.items() if v != MODEL_OPTION_DEFAULTS[k]}
         return {
             "task": self.task,
-            "model": self.model,
+            "model": {"name": self.model, **options} if options else self.model,
             "data": dict(self.data),
             "training": dict(self.training),
             "output_dir": self.output_dir,
@@ -228,8 +242,16 @@ def validate_recipe(raw: dict[str, Any]) -> Recipe:
     task_cls = get_task_class(task_name, where=where)
 
     model = raw.get("model", task_cls.default_model)
+    model_options = dict(MODEL_OPTION_DEFAULTS)
+    if isinstance(model, dict):
+        options = dict(model)
+        model = options.pop("name", None)
+        model_options = _check_section(options, MODEL_OPTION_DEFAULTS, "model", where)
     if not isinstance(model, str) or not model.strip():
-        raise LlmkitError(f"{where}: model must be a string (a local folder, a bundled alias or a hub id)")
+        raise LlmkitError(
+            f"{where}: model must be a string (a local folder, a bundled alias or a hub id) "
+            f"or a mapping with a name: {{name: ..., trust_remote_code: false}}"
+        )
 
     data_defaults = {**COMMON_DATA_DEFAULTS, **task_cls.data_defaults}
     data = _check_section(raw.get("data") or {}, data_defaults, "data", where)
@@ -260,6 +282,7 @@ def validate_recipe(raw: dict[str, Any]) -> Recipe:
         overwrite=overwrite,
         source=source,
         user_training=dict(user_training),
+        model_options=model_options,
     )
 
 
@@ -300,9 +323,10 @@ def check_training_args(user: dict[str, Any], where: str) -> dict[str, Any]:
     checked: dict[str, Any] = {}
     for key, value in user.items():
         if key in LLMKIT_TRAINING_KEYS:
-            if value not in LLMKIT_TRAINING_KEYS[key]:
-                allowed = ", ".join(LLMKIT_TRAINING_KEYS[key])
-                raise LlmkitError(f"{where}: training.{key} must be one of {allowed}, got {value!r}")
+            allowed = LLMKIT_TRAINING_KEYS[key]
+            if not isinstance(value, str) or (allowed is not None and value not in allowed):
+                expected = f"one of {', '.join(allowed)}" if allowed else "auto, never or a checkpoint folder"
+                raise LlmkitError(f"{where}: training.{key} must be {expected}, got {value!r}")
             checked[key] = value
             continue
         if key in RESERVED_TRAINING_KEYS:
@@ -328,6 +352,8 @@ def _coerce(annotation: Any, value: Any) -> tuple[bool, Any]:
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(annotation)
         enums = [a for a in args if isinstance(a, type) and issubclass(a, enum.Enum)]
+        if enums and value is False and any("no" in {m.value for m in e} for e in enums):
+            return True, "no"  # YAML reads an unquoted `no` (eval_strategy: no) as false
         if enums and isinstance(value, str):  # `SchedulerType | str` still means one of the enum's names
             return any(value in {m.value for m in e} for e in enums), value
         for arg in args:

@@ -123,3 +123,29 @@ def _from_hub(repo_id: str) -> Path:
         f"(offline or unreachable); pass a local folder (model=/path/to/model, written by save_pretrained) "
         f"or a bundled alias: {', '.join(ALIASES)}"
     )
+
+
+SAFE_WEIGHTS = ("*.safetensors",)
+PICKLE_WEIGHTS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt")
+
+
+def check_weights(folder: Path, allow_pickle: bool = False) -> dict[str, bool]:
+    """Refuse folders without weights, and pickle-only weights unless allowed; returns load options.
+
+    Pickle files can execute code when loaded, so llmkit loads them only when the recipe opts in with
+    ``model: {name: ..., allow_pickle: true}``; safetensors are always preferred.
+    """
+    has_safe = any(any(folder.glob(pattern)) for pattern in SAFE_WEIGHTS)
+    has_pickle = any(any(folder.glob(pattern)) for pattern in PICKLE_WEIGHTS)
+    if not has_safe and not has_pickle:
+        raise LlmkitError(
+            f"model folder {folder} has no weights (no model.safetensors); "
+            f"point model at a folder written by save_pretrained"
+        )
+    if not has_safe and not allow_pickle:
+        raise LlmkitError(
+            f"model folder {folder} has only pickle weights (pytorch_model.bin), which can run code "
+            f"when loaded; convert them to safetensors or opt in with "
+            f"model: {{name: {folder}, allow_pickle: true}}"
+        )
+    return {"use_safetensors": has_safe}

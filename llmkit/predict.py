@@ -13,7 +13,7 @@ import yaml
 from llmkit.config import COMMON_DATA_DEFAULTS
 from llmkit.data import Split, read_table
 from llmkit.errors import LlmkitError
-from llmkit.models import resolve_model
+from llmkit.models import check_weights, resolve_model
 from llmkit.tasks import Task, get_task_class
 from llmkit.train import RECIPE_FILE, load_model, load_tokenizer, write_jsonl
 
@@ -54,7 +54,7 @@ def predict_file(
     if output is not None and output.suffix.lower() not in (".jsonl", ".json", ".csv", ".tsv"):
         raise LlmkitError(f"--output {output}: use a .jsonl, .csv or .tsv file name")
     tokenizer = load_tokenizer(model_dir)
-    loaded = load_model(task, model_dir)
+    loaded = load_model(task, model_dir, **check_weights(model_dir))
     rows = split.dataset.to_list()
     results = [
         {**row, **prediction}

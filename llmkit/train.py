@@ -12,21 +12,24 @@ import math
 import os
 import shutil
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmkit.checkpoints import checkpoint_to_resume, crash_safe_trainer, stop_on_non_finite_loss
 from llmkit.config import Recipe, dump_recipe, load_recipe
 from llmkit.data import Split, load_splits
 from llmkit.distributed import check_sharding, cuda_available, is_main_process, precision_flags, world_size
 from llmkit.errors import LlmkitError
-from llmkit.models import cache_dir, resolve_model
+from llmkit.models import cache_dir, check_weights, resolve_model
 from llmkit.tasks import Task, get_task_class
 
 METRICS_FILE = "metrics.json"
 RECIPE_FILE = "recipe.yaml"
+MANIFEST_FILE = "manifest.json"
 
 
 @dataclass
@@ -68,28 +71,22 @@ def finetune(
     return run(resolved)
 
 
-def check_output_dir(path: Path, overwrite: bool) -> None:
-    if path.exists() and not path.is_dir():
-        raise LlmkitError(f"output_dir {path} is a file; choose a folder, e.g. output_dir=runs/my-run")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise LlmkitError(
-            f"output_dir {path} is not empty; pass --overwrite (overwrite=true) to replace it "
-            f"or choose another output_dir=..."
-        )
-
-
 def run(recipe: Recipe) -> FinetuneResult:
     """Run a validated recipe end to end."""
     from transformers import set_seed
 
     task: Task = get_task_class(recipe.task)(recipe.data)
     output_dir = Path(recipe.output_dir)
-    check_output_dir(output_dir, recipe.overwrite)
+    resume_from = checkpoint_to_resume(output_dir, recipe.training["resume"], recipe.overwrite, METRICS_FILE)
 
     splits = load_splits(recipe.data, seed=recipe.training["seed"])
     task.check_data(splits)
     model_path = resolve_model(recipe.model)
-    tokenizer = load_tokenizer(model_path)
+    load_options = {
+        **check_weights(model_path, recipe.model_options["allow_pickle"]),
+        "trust_remote_code": recipe.model_options["trust_remote_code"],
+    }
+    tokenizer = load_tokenizer(model_path, trust_remote_code=recipe.model_options["trust_remote_code"])
     sizes = ", ".join(f"{role} {len(split.dataset)}" for role, split in splits.items())
     processes = f", {world_size()} processes" if world_size() > 1 else ""
     log(f"task {recipe.task}, model {recipe.model} ({model_path}), rows: {sizes}{processes}")
@@ -101,9 +98,9 @@ def run(recipe: Recipe) -> FinetuneResult:
             for role, split in splits.items()
         }
         set_seed(recipe.training["seed"])
-        model = load_model(task, model_path)
+        model = load_model(task, model_path, **load_options)
 
-    trainer = task.trainer_class()(
+    trainer = crash_safe_trainer(task.trainer_class())(
         model=model,
         args=args,
         train_dataset=encoded["train"],
@@ -112,31 +109,97 @@ def run(recipe: Recipe) -> FinetuneResult:
         processing_class=tokenizer,
         compute_metrics=task.compute_metrics(),
         preprocess_logits_for_metrics=task.preprocess_logits_for_metrics(),
+        callbacks=[divergence_guard := stop_on_non_finite_loss()],
     )
     with args.main_process_first(desc="clearing output_dir"):
         if recipe.overwrite and output_dir.exists() and is_main_process():
             shutil.rmtree(output_dir)
-    train_output = trainer.train()
+    if resume_from is not None:
+        log(f"resuming from {resume_from}")
+    train_output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    if divergence_guard.problem:
+        raise LlmkitError(divergence_guard.problem)
     metrics: dict[str, float] = dict(train_output.metrics)
     if "validation" in encoded:
         metrics.update(evaluate(trainer, task, encoded["validation"], "eval"))
     if "test" in encoded and "labels" in encoded["test"].column_names:
         metrics.update(evaluate(trainer, task, encoded["test"], "test"))
 
-    with quiet_library_progress():
-        trainer.save_model(str(output_dir))  # every rank calls it (sharded models gather); rank 0 writes
+    save_final_model(trainer, output_dir)
     if not is_main_process():
         return FinetuneResult(metrics=metrics, output_dir=output_dir)
-    (output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     dump_recipe(recipe, output_dir / RECIPE_FILE)
     if "test" in encoded and "labels" not in encoded["test"].column_names:
         write_jsonl(
             output_dir / "test_predictions.jsonl",
             task.predict(model, tokenizer, splits["test"].dataset.to_list()),
         )
+    write_manifest(output_dir / MANIFEST_FILE, recipe, splits, resume_from)
+    # metrics.json goes last: its presence marks a finished run (resume never touches one)
+    write_json_atomic(output_dir / METRICS_FILE, metrics)
     record_latest_run(task.name, output_dir)
     log(f"saved to {output_dir}")
     return FinetuneResult(metrics=metrics, output_dir=output_dir)
+
+
+def save_final_model(trainer, output_dir: Path) -> None:
+    """Write the model + tokenizer into a staging folder, then move the files into output_dir.
+
+    Every rank calls it (sharded models gather their weights); rank 0 writes.
+    """
+    staging = output_dir / ".final"
+    with quiet_library_progress():
+        trainer.save_model(str(staging))
+    if is_main_process():
+        for item in staging.iterdir():
+            os.replace(item, output_dir / item.name)
+        staging.rmdir()
+    trainer.accelerator.wait_for_everyone()
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    staging = path.with_name(f".{path.name}.tmp")
+    staging.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(staging, path)
+
+
+def write_manifest(path: Path, recipe: Recipe, splits: dict[str, Split], resumed_from: Path | None) -> None:
+    """What produced this folder: the resolved recipe, package versions, data file hashes, seed, command."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for package in ("llmkit", "torch", "transformers", "datasets", "accelerate", "evaluate", "tokenizers"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = None
+    files = {}
+    for split in splits.values():
+        if split.path.is_file() and str(split.path) not in files:
+            files[str(split.path)] = {"sha256": file_sha256(split.path), "bytes": split.path.stat().st_size}
+    write_json_atomic(
+        path,
+        {
+            "recipe": recipe.to_dict(),
+            "seed": recipe.training["seed"],
+            "data_files": files,
+            "rows": {role: len(split.dataset) for role, split in splits.items()},
+            "versions": {"python": platform.python_version(), **versions},
+            "world_size": world_size(),
+            "resumed_from": str(resumed_from) if resumed_from else None,
+            "command": sys.argv,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+    )
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def evaluate(trainer, task: Task, dataset, prefix: str) -> dict[str, float]:
@@ -191,23 +254,28 @@ def quiet_library_progress() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def load_tokenizer(model_path: Path):
+def load_tokenizer(model_path: Path, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
     except Exception as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise LlmkitError(
             f"model folder {model_path}: cannot load its tokenizer ({first_line}); "
             f"save one there with tokenizer.save_pretrained"
         ) from None
-    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise LlmkitError(
+                f"model folder {model_path}: the tokenizer has neither a pad nor an end-of-sequence token, "
+                f"so batches cannot be padded; add one (tokenizer.add_special_tokens) and save it there"
+            )
         tokenizer.pad_token = tokenizer.eos_token  # decoder-only models ship without a pad token
     return tokenizer
 
 
-def load_model(task: Task, model_path: Path):
+def load_model(task: Task, model_path: Path, **load_options: Any):
     """Load through the task's Auto class; new heads are announced once instead of a wall of warnings."""
     from transformers.utils import logging as hf_logging
 
@@ -215,7 +283,7 @@ def load_model(task: Task, model_path: Path):
     hf_logging.set_verbosity_error()
     try:
         with quiet_library_progress():
-            model = task.load_model(model_path)
+            model = task.load_model(model_path, **load_options)
     except (OSError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0]
         raise LlmkitError(
@@ -232,6 +300,7 @@ def training_arguments(recipe: Recipe, output_dir: Path, has_eval: bool):
 
     values = dict(recipe.training)
     where = f"recipe {recipe.source}"
+    values.pop("resume")
     precision = values.pop("precision")
     if not {"bf16", "fp16"} & set(recipe.user_training):  # explicit flags win over training.precision
         values.update(precision_flags(precision, where))

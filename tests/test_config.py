@@ -32,7 +32,10 @@ def test_bad_override_syntax(bad: str) -> None:
 
 
 def test_defaults_merge_and_training_types_are_coerced() -> None:
-    recipe = load_recipe(BASE, ["training.learning_rate=3e-4", "training.max_steps=7"])
+    recipe = load_recipe(
+        BASE, ["training.learning_rate=3e-4", "training.max_steps=7", "training.save_strategy=no"]
+    )
+    assert recipe.training["save_strategy"] == "no"  # YAML 1.1 reads a bare `no` as false
     assert recipe.training["learning_rate"] == pytest.approx(3e-4)  # YAML reads 3e-4 as a string
     assert recipe.training["max_steps"] == 7
     assert recipe.training["per_device_train_batch_size"] == 32  # llmkit default

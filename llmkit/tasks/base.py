@@ -63,8 +63,32 @@ class Task:
         """Extra ``from_pretrained`` arguments (e.g. label maps for a classification head)."""
         return {}
 
-    def load_model(self, path: Path) -> PreTrainedModel:
-        return self.auto_class().from_pretrained(path, **self.model_kwargs())
+    def load_model(self, path: Path, **load_options: Any) -> PreTrainedModel:
+        """``load_options`` are the recipe's safe-loading settings (trust_remote_code, use_safetensors)."""
+        return self.auto_class().from_pretrained(path, **self.model_kwargs(), **load_options)
+
+    def label_name(self, label_id: int) -> str:
+        return str(label_id)
+
+    def describe_example(self, batch: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> list[str]:
+        """Lines showing one collated example as the model sees it (for `llmkit validate`)."""
+        input_ids = batch["input_ids"][0]
+        attention = batch.get("attention_mask")
+        real = input_ids[attention[0].bool()] if attention is not None else input_ids
+        lines = [f"input ({len(real)} tokens): {tokenizer.decode(real)!r}"]
+        labels = batch.get("labels")
+        if labels is not None:
+            labels = labels[0]
+            if labels.ndim == 0:
+                lines.append(f"label: {self.label_name(int(labels))}")
+            else:
+                kept = labels[labels != -100]
+                lines.append(f"loss on {len(kept)} of {len(labels)} tokens: {tokenizer.decode(kept)!r}")
+        return lines
+
+    def data_summary(self, splits: dict[str, Split]) -> list[str]:
+        """Extra lines for `llmkit validate` (e.g. the label distribution)."""
+        return []
 
     # -- evaluation ---------------------------------------------------------------------------------
     def compute_metrics(self) -> Callable[[Any], dict[str, float]] | None:

@@ -8,6 +8,7 @@ optionally named by ``data.label_names``) and written into the model's ``id2labe
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from llmkit.data import Split, require_columns, require_text
@@ -152,6 +153,23 @@ class ClassificationTask(Task):
         from transformers import DataCollatorWithPadding
 
         return DataCollatorWithPadding(tokenizer)
+
+    def label_name(self, label_id: int) -> str:
+        return self.label_names[label_id] if label_id < len(self.label_names) else str(label_id)
+
+    def data_summary(self, splits: dict[str, Split]) -> list[str]:
+        lines = []
+        column = self.data["label"]
+        for role, split in splits.items():
+            if column in split.dataset.column_names:
+                counts = Counter(_as_label(v) for v in split.dataset[column])
+                shown = ", ".join(
+                    f"{self.label_name(self.labels.index(k))}: {counts[k]}"
+                    for k in self.labels
+                    if k in counts
+                )
+                lines.append(f"labels in {role}: {shown}")
+        return lines
 
     # -- model ------------------------------------------------------------------------------------
     def auto_class(self) -> type:

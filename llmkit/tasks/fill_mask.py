@@ -107,9 +107,9 @@ class FillMaskTask(Task):
 
         return AutoModelForMaskedLM
 
-    def load_model(self, path: Path) -> PreTrainedModel:
+    def load_model(self, path: Path, **load_options: Any) -> PreTrainedModel:
         """Load with an MLM head; a checkpoint without one gets a new head, announced once."""
-        model, info = self.auto_class().from_pretrained(path, output_loading_info=True)
+        model, info = self.auto_class().from_pretrained(path, output_loading_info=True, **load_options)
         if info["missing_keys"]:
             model.tie_weights()
             tied = model.get_output_embeddings().weight is model.get_input_embeddings().weight

@@ -1,0 +1,63 @@
+"""`llmkit validate`: check a recipe against its data and model without training.
+
+Prints what training would see: the splits, a few examples decoded as the model receives them (with
+their labels or loss positions), token-length and truncation statistics, and task summaries such as the
+label distribution. Every problem is the same one-line error `llmkit finetune` would give.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from llmkit.config import load_recipe
+from llmkit.data import load_splits
+from llmkit.models import check_weights, resolve_model
+from llmkit.tasks import get_task_class
+
+STATISTICS_ROWS = 5000  # token statistics come from at most this many training rows
+
+
+def validate(
+    recipe: str | Path | dict[str, Any] | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    examples: int = 3,
+) -> list[str]:
+    """Return the report's lines; raise LlmkitError on the first problem."""
+    import numpy as np
+
+    from llmkit.train import load_tokenizer, quiet_library_progress
+
+    resolved = load_recipe(recipe, overrides)
+    task = get_task_class(resolved.task)(resolved.data)
+    splits = load_splits(resolved.data, seed=resolved.training["seed"])
+    task.check_data(splits)
+    model_path = resolve_model(resolved.model)
+    check_weights(model_path, resolved.model_options["allow_pickle"])
+    tokenizer = load_tokenizer(model_path, trust_remote_code=resolved.model_options["trust_remote_code"])
+
+    lines = [
+        f"recipe {resolved.source}: valid",
+        f"task {resolved.task}, model {resolved.model} ({model_path})",
+    ]
+    for role, split in splits.items():
+        carved = " (carved from train)" if split.carved else ""
+        lines.append(f"{role}: {len(split.dataset)} rows from {split.path}{carved}")
+    lines += task.data_summary(splits)
+
+    train = splits["train"].dataset
+    with quiet_library_progress():
+        sample = task.encode(train.select(range(min(STATISTICS_ROWS, len(train)))), tokenizer)
+    lengths = np.array([len(ids) for ids in sample["input_ids"]])
+    limit = resolved.data["max_length"]
+    at_limit = int((lengths >= limit).sum())
+    lines.append(
+        f"tokens per example (first {len(lengths)} training examples): mean {lengths.mean():.1f}, "
+        f"median {np.median(lengths):.0f}, p95 {np.percentile(lengths, 95):.0f}, max {lengths.max()}; "
+        f"{at_limit} ({at_limit / len(lengths):.1%}) reach max_length {limit} (truncated)"
+    )
+    collate = task.collator(tokenizer)
+    for number in range(min(examples, len(sample))):
+        lines.append(f"example {number + 1}:")
+        lines += [f"  {line}" for line in task.describe_example(collate([sample[number]]), tokenizer)]
+    return lines
