@@ -108,6 +108,8 @@ def run(recipe: Recipe) -> FinetuneResult:
         shutil.rmtree(output_dir)
     train_output = trainer.train()
     metrics: dict[str, float] = dict(train_output.metrics)
+    if args.eval_on_start:
+        metrics.update(metrics_before_training(trainer.state.log_history))
     if "validation" in encoded:
         metrics.update(trainer.evaluate())
     if "test" in encoded and "labels" in encoded["test"].column_names:
@@ -125,6 +127,16 @@ def run(recipe: Recipe) -> FinetuneResult:
     result = FinetuneResult(metrics=metrics, output_dir=output_dir)
     log(f"saved to {output_dir}")
     return result
+
+
+def metrics_before_training(log_history: list[dict[str, Any]]) -> dict[str, float]:
+    """The untrained model's scores from ``training.eval_on_start``, as ``eval_before_<metric>``."""
+    first = next((entry for entry in log_history if "eval_loss" in entry), {})
+    return {
+        "eval_before_" + key.removeprefix("eval_"): value
+        for key, value in first.items()
+        if key.startswith("eval_") and not key.endswith(("_runtime", "_per_second"))
+    }
 
 
 @contextmanager

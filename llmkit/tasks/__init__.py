@@ -10,6 +10,7 @@ from llmkit.tasks.base import Task
 #: name -> "module:Class"; each module is imported on first use.
 TASKS: dict[str, str] = {
     "classification": "llmkit.tasks.classification:ClassificationTask",
+    "generation": "llmkit.tasks.generation:GenerationTask",
 }
 
 
