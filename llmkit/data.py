@@ -71,7 +71,7 @@ def split_text_file(text: str, unit: str = "line") -> list[str]:
     if unit == "line":
         return [line for line in text.splitlines() if line.strip()]
     if unit == "paragraph":
-        return [part.strip("\n") for part in re.split(r"\n[ \t]*\n", text) if part.strip()]
+        return [part.strip("\n") for part in re.split(r"\n(?:[ \t]*\n)+", text) if part.strip()]
     if unit == "file":
         return [text] if text.strip() else []
     raise LlmkitError(f"data.txt_unit must be one of {', '.join(TXT_UNITS)}, got {unit!r}")

@@ -64,14 +64,18 @@ def generate_from_prompt(
     sampling: SamplingSettings | None = None,
     templated: bool = False,
     stream: TextIO | None = None,
+    echo: str = "",
     name: str = "model",
 ) -> Generated:
-    """Continue ``prompt`` (already chat-formatted when ``templated``); optionally stream the new text."""
+    """Continue ``prompt`` (already chat-formatted when ``templated``); optionally stream the new text.
+
+    ``echo`` is written to ``stream`` first, once the prompt is known to fit (the CLI echoes the prompt).
+    """
     import torch
     from transformers import set_seed
 
     sampling = sampling or SamplingSettings(max_new_tokens=max_new_tokens, temperature=0)
-    encoded = tokenizer(prompt, add_special_tokens=not templated, return_tensors="pt")
+    encoded = tokenizer(prompt, add_special_tokens=not templated, return_tensors="pt", verbose=False)
     input_ids = encoded.input_ids.to(model.device)
     prompt_tokens = input_ids.shape[1]
     new_tokens = sampling.max_new_tokens
@@ -91,6 +95,9 @@ def generate_from_prompt(
             )
     streamer = None
     if stream is not None:
+        if echo:
+            stream.write(echo)
+            stream.flush()
         streamer = streamer_to(stream, tokenizer)
     set_seed(sampling.seed)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -165,11 +172,15 @@ def generate(
         text = render_chat(tokenizer, [{"role": "user", "content": prompt}], template, True)
     with quiet_library_progress():
         loaded = load_causal_lm(model_path)
-    if stream is not None and not chat:
-        stream.write(prompt)
-        stream.flush()
     return generate_from_prompt(
-        loaded, tokenizer, text, sampling=sampling, templated=chat, stream=stream, name=model
+        loaded,
+        tokenizer,
+        text,
+        sampling=sampling,
+        templated=chat,
+        stream=stream,
+        echo="" if chat else prompt,
+        name=model,
     )
 
 

@@ -84,6 +84,7 @@ def run(recipe: Recipe) -> FinetuneResult:
     splits = load_splits(recipe.data, seed=recipe.training["seed"])
     task.check_data(splits)
     model_path = resolve_model(recipe.model)
+    task.check_model(model_path)
     tokenizer = load_tokenizer(model_path)
     sizes = ", ".join(f"{role} {len(split.dataset)}" for role, split in splits.items())
     log(f"task {recipe.task}, model {recipe.model} ({model_path}), rows: {sizes}")

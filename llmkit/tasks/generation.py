@@ -24,7 +24,6 @@ from llmkit.causal_lm import (
     causal_lm_trainer_class,
     chat_template_for,
     concatenated_blocks,
-    context_length,
     conversation_segments,
     document_examples,
     document_ids,
@@ -235,15 +234,18 @@ class GenerationTask(Task):
         return CausalLMCollator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
 
     # -- model ------------------------------------------------------------------------------------
-    def load_model(self, path: Path) -> PreTrainedModel:
-        require_causal_lm(path, str(path))
-        model = load_causal_lm(path)
-        context = context_length(model)
-        if context is not None and self.data["max_length"] > context:
+    def check_model(self, model_path: Path) -> None:
+        config = require_causal_lm(model_path, str(model_path))
+        context = config.get("max_position_embeddings") or config.get("n_positions")
+        if isinstance(context, int) and self.data["max_length"] > context:
             raise LlmkitError(
                 f"data.max_length={self.data['max_length']} is longer than the model's context "
                 f"({context} positions); set data.max_length={context} or less"
             )
+
+    def load_model(self, path: Path) -> PreTrainedModel:
+        self.check_model(path)
+        model = load_causal_lm(path)
         if self.data["packing"]:
             # A KV cache, even an empty one, makes transformers skip the detection of packed documents
             # in position_ids; training never needs it, and generate() still caches (generation_config).
