@@ -204,6 +204,7 @@ def training_arguments(recipe: Recipe, output_dir: Path, has_eval: bool):
         values["dataloader_pin_memory"] = torch.cuda.is_available()  # pinning without a GPU only warns
     if not has_eval:
         values["eval_strategy"] = "no"
+        values["eval_on_start"] = False  # nothing to evaluate (the Trainer would raise mid-run)
     try:
         return TrainingArguments(output_dir=str(output_dir), **values)
     except (ValueError, TypeError) as exc:

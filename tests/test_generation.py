@@ -413,3 +413,21 @@ def test_smollm2_without_its_package_names_the_install_command(run_cli, monkeypa
 def test_generation_task_rejects_bad_option_values() -> None:
     with pytest.raises(LlmkitError, match=r"data\.txt_unit must be one of line, paragraph, file"):
         task(txt_unit="sentence")
+
+
+def test_eval_on_start_without_validation_data_trains_without_before_metrics(tmp_path: Path) -> None:
+    rows = json.loads(ALPACA.read_text())[:8]
+    train = write_json(tmp_path / "train.json", rows)
+    result = llmkit.finetune(
+        "instruct-alpaca",
+        [
+            "model=tiny-gpt2",
+            f"data.train={train}",
+            "data.validation_split=0",
+            "data.max_length=256",
+            "training.max_steps=1",
+            "training.eval_on_start=true",
+            f"output_dir={tmp_path / 'out'}",
+        ],
+    )
+    assert "train_loss" in result.metrics and not any(k.startswith("eval_") for k in result.metrics)
