@@ -191,6 +191,32 @@ def fill_mask(
 
 
 @app.command()
+def generate(
+    prompt: Annotated[str, typer.Argument(help="Text to continue (or, with --chat, a user message).")],
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Causal LM folder or alias (smollm2-135m, tiny-gpt2).")
+    ] = "smollm2-135m",
+    max_new_tokens: Annotated[int, typer.Option(help="Most tokens to generate.")] = 64,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature; 0 = greedy.")] = 0.7,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling: keep this much probability mass.")] = 0.9,
+    top_k: Annotated[int, typer.Option(help="Sample among the k likeliest tokens; 0 = no limit.")] = 50,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same text).")] = 0,
+    chat: Annotated[bool, typer.Option("--chat", help="Format the prompt with the chat template.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object, no streaming.")] = False,
+) -> None:
+    """Generate text with a causal LM, streamed to the terminal as it is produced."""
+    import json
+
+    from llmkit.generate import SamplingSettings, as_json_record
+    from llmkit.generate import generate as run_generate
+
+    settings = SamplingSettings(max_new_tokens, temperature, top_p, top_k, seed)
+    result = run_generate(prompt, model, sampling=settings, chat=chat, stream=None if as_json else sys.stdout)
+    if as_json:
+        typer.echo(json.dumps(as_json_record(result, prompt, model), ensure_ascii=False))
+
+
+@app.command()
 def recipes() -> None:
     """List the bundled recipes (run one with `llmkit finetune NAME`)."""
     from llmkit.config import bundled_recipes

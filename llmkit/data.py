@@ -1,14 +1,16 @@
 """Reading data files into ``datasets.Dataset`` splits, with errors that name the file, row and column.
 
 Supported: CSV, TSV, JSON (a list of records or JSON lines), JSONL, Parquet, plain text (one example a
-line) and a folder written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``. Relative paths
-are relative to the current directory; ``sample:NAME`` points into the samples shipped with llmkit.
+line; a paragraph or the whole file with a task's ``data.txt_unit``) and a folder written by
+``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``. Relative paths are relative to the current
+directory; ``sample:NAME`` points into the samples shipped with llmkit.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +24,7 @@ SAMPLE_PREFIX = "sample:"
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
 TABLE_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet", ".txt")
 SPLIT_ROLES = ("train", "validation", "test")
+TXT_UNITS = ("line", "paragraph", "file")  # what one example of a .txt file is (a task's data.txt_unit)
 
 
 @dataclass
@@ -63,8 +66,22 @@ def resolve_data_path(value: str, key: str) -> Path:
     return Path(value).expanduser()
 
 
-def read_table(path: Path, key: str) -> Dataset:
-    """Read one data file or saved-dataset folder into a Dataset; every failure is a LlmkitError."""
+def split_text_file(text: str, unit: str = "line") -> list[str]:
+    """A .txt file's examples: each non-blank ``line``, each blank-line separated ``paragraph``, or all."""
+    if unit == "line":
+        return [line for line in text.splitlines() if line.strip()]
+    if unit == "paragraph":
+        return [part.strip("\n") for part in re.split(r"\n(?:[ \t]*\n)+", text) if part.strip()]
+    if unit == "file":
+        return [text] if text.strip() else []
+    raise LlmkitError(f"data.txt_unit must be one of {', '.join(TXT_UNITS)}, got {unit!r}")
+
+
+def read_table(path: Path, key: str, txt_unit: str = "line") -> Dataset:
+    """Read one data file or saved-dataset folder into a Dataset; every failure is a LlmkitError.
+
+    ``txt_unit`` says what one example of a .txt file is (see :func:`split_text_file`).
+    """
     from datasets import Dataset
 
     if not path.exists():
@@ -87,8 +104,7 @@ def read_table(path: Path, key: str) -> Dataset:
         elif suffix == ".json":
             records = _read_json(path, key)
         elif suffix == ".txt":
-            lines = path.read_text(encoding="utf-8").splitlines()
-            records = [{"text": line} for line in lines if line.strip()]
+            records = [{"text": part} for part in split_text_file(path.read_text(encoding="utf-8"), txt_unit)]
         else:
             import pandas as pd
 
@@ -226,7 +242,7 @@ def load_splits(data: dict[str, Any], seed: int) -> dict[str, Split]:
         if value:
             key = f"data.{role}"
             path = resolve_data_path(value, key)
-            splits[role] = Split(role, read_table(path, key), path)
+            splits[role] = Split(role, read_table(path, key, data.get("txt_unit", "line")), path)
     train = splits["train"]
     max_train = data.get("max_train_samples")
     if "validation" not in splits and data["validation_split"] > 0:

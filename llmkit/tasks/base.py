@@ -56,6 +56,9 @@ class Task:
         raise NotImplementedError
 
     # -- model ------------------------------------------------------------------------------------
+    def check_model(self, model_path: Path) -> None:
+        """Refuse, before any data is encoded, a model folder this task cannot use; raise LlmkitError."""
+
     def auto_class(self) -> type:
         raise NotImplementedError
 

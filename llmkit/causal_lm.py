@@ -1,0 +1,349 @@
+"""Decoder-only machinery shared by the tasks that train causal LMs (generation now, summarization next).
+
+* Examples: a conversation or a prompt/response pair becomes ``input_ids`` + ``labels`` where every token
+  the model should not learn to write (system text, the user's turn, the template) carries -100.
+* Plain text: documents are either joined with EOS and cut into equal blocks, or *packed*: several
+  documents share a row, ``position_ids`` restart at 0 for each, and no ``attention_mask`` is passed, so
+  transformers' mask builder sees the restarts and keeps each document from attending to the others.
+* Models: loading a causal LM and refusing, with one line, folders that cannot generate.
+* Training: a padding collator that understands packed rows and a Trainer that reports perplexity.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llmkit.errors import LlmkitError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+IGNORE_INDEX = -100  # label value that the loss skips (torch's cross-entropy default)
+CHAT_ROLES = ("system", "user", "assistant")
+
+#: llmkit's template for models without a chat template of their own (Alpaca-style headings). A system
+#: message is a preamble, each user turn an "### Instruction:", each assistant turn a "### Response:" that
+#: ends with the EOS token, so a model trained on it learns to stop. It is saved with the fine-tuned
+#: tokenizer, so `llmkit generate --chat` and pipelines use the same format afterwards.
+DEFAULT_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ message['content'] + '\n\n' }}"
+    "{% elif message['role'] == 'user' %}{{ '### Instruction:\n' + message['content'] + '\n\n' }}"
+    "{% elif message['role'] == 'assistant' %}"
+    "{{ '### Response:\n' + message['content'] + eos_token + '\n\n' }}"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '### Response:\n' }}{% endif %}"
+)
+
+
+# -- examples: prompt / response -> input_ids + labels --------------------------------------------------
+@dataclass
+class Example:
+    """One training sequence; ``labels`` is ``input_ids`` with IGNORE_INDEX where no loss is taken."""
+
+    input_ids: list[int]
+    labels: list[int]
+    truncated: bool = False
+
+
+def leading_special_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """The ids a tokenizer puts before any text by default (Llama-style BOS), [] for GPT-2-style ones."""
+    with_specials = tokenizer("a").input_ids
+    without = tokenizer("a", add_special_tokens=False).input_ids
+    if not without or with_specials[-len(without) :] != without:
+        return []
+    return list(with_specials[: len(with_specials) - len(without)])
+
+
+def segments_to_example(
+    tokenizer: PreTrainedTokenizerBase,
+    segments: Sequence[tuple[str, bool]],
+    max_length: int,
+    append_eos: bool = False,
+) -> Example | None:
+    """Tokenize ``(text, trainable)`` pieces in order; only trainable pieces keep their labels.
+
+    Pieces are tokenized separately, so a label boundary never falls inside a token. Over-long examples are
+    cut at ``max_length`` (``truncated`` says so); None when nothing trainable is left.
+    """
+    input_ids: list[int] = []
+    labels: list[int] = []
+    prefix = leading_special_ids(tokenizer)
+    if prefix and not (segments and segments[0][0].startswith(tokenizer.decode(prefix))):
+        input_ids += prefix
+        labels += [IGNORE_INDEX] * len(prefix)
+    for text, trainable in segments:
+        ids = tokenizer(text, add_special_tokens=False, verbose=False).input_ids
+        input_ids += ids
+        labels += ids if trainable else [IGNORE_INDEX] * len(ids)
+    if append_eos and tokenizer.eos_token_id is not None:
+        input_ids.append(tokenizer.eos_token_id)
+        labels.append(tokenizer.eos_token_id if segments and segments[-1][1] else IGNORE_INDEX)
+    truncated = len(input_ids) > max_length
+    input_ids, labels = input_ids[:max_length], labels[:max_length]
+    if all(label == IGNORE_INDEX for label in labels[1:]):  # the first label is never predicted
+        return None
+    return Example(input_ids, labels, truncated)
+
+
+def prompt_response_example(
+    tokenizer: PreTrainedTokenizerBase, prompt: str, response: str, max_length: int
+) -> Example | None:
+    """A formatted prompt followed by its response + EOS; the loss covers the response and EOS only."""
+    return segments_to_example(tokenizer, [(prompt, False), (response, True)], max_length, append_eos=True)
+
+
+def chat_template_for(tokenizer: PreTrainedTokenizerBase, use_model_template: bool = True) -> str:
+    """The model's own chat template when it has one (and it is wanted), else llmkit's default."""
+    own = getattr(tokenizer, "chat_template", None)
+    return own if use_model_template and isinstance(own, str) and own.strip() else DEFAULT_CHAT_TEMPLATE
+
+
+def render_chat(
+    tokenizer: PreTrainedTokenizerBase,
+    messages: list[dict[str, str]],
+    template: str,
+    add_generation_prompt: bool = False,
+) -> str:
+    return tokenizer.apply_chat_template(
+        messages, chat_template=template, tokenize=False, add_generation_prompt=add_generation_prompt
+    )
+
+
+def conversation_segments(
+    tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], template: str
+) -> list[tuple[str, bool]]:
+    """Split a rendered conversation into (text, trainable) pieces: assistant replies are trainable.
+
+    Each reply is located by rendering the conversation up to it with the generation prompt, then with
+    it: the difference is exactly what the model would have to write, template tokens (end of turn)
+    included. Templates that re-render earlier turns differently cannot be split this way.
+    """
+    segments: list[tuple[str, bool]] = []
+    done = ""
+    for index, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        before = render_chat(tokenizer, messages[:index], template, add_generation_prompt=True)
+        after = render_chat(tokenizer, messages[: index + 1], template)
+        if not before.startswith(done) or not after.startswith(before):
+            raise ValueError("the chat template renders earlier turns differently as the conversation grows")
+        segments += [(before[len(done) :], False), (after[len(before) :], True)]
+        done = after
+    rest = render_chat(tokenizer, messages, template)[len(done) :]
+    if rest:
+        segments.append((rest, False))
+    return [(text, trainable) for text, trainable in segments if text]
+
+
+def instruction_messages(
+    instruction: str, input_text: str | None, output: str | None
+) -> list[dict[str, str]]:
+    """An Alpaca-style row as a conversation; an input follows the instruction after a blank line."""
+    user = instruction.strip()
+    if isinstance(input_text, str) and input_text.strip():
+        user = f"{user}\n\n{input_text.strip()}"
+    messages = [{"role": "user", "content": user}]
+    if output is not None:
+        messages.append({"role": "assistant", "content": output})
+    return messages
+
+
+# -- plain text: blocks or packed documents ---------------------------------------------------------------
+def document_ids(tokenizer: PreTrainedTokenizerBase, documents: Iterable[str]) -> Iterable[list[int]]:
+    """Each document's token ids followed by EOS (the model learns where documents end)."""
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    for document in documents:
+        yield tokenizer(document, add_special_tokens=False, verbose=False).input_ids + eos
+
+
+def concatenated_blocks(token_lists: Iterable[list[int]], block_size: int) -> dict[str, list[list[int]]]:
+    """Join all documents and cut the stream into ``block_size`` blocks (the last may be shorter).
+
+    Attention crosses document boundaries inside a block: the classic run_clm recipe.
+    """
+    stream = [token for tokens in token_lists for token in tokens]
+    blocks = [stream[start : start + block_size] for start in range(0, len(stream), block_size)]
+    blocks = [block for block in blocks if len(block) > 1]
+    return {"input_ids": blocks, "labels": [list(block) for block in blocks]}
+
+
+def document_examples(token_lists: Iterable[list[int]], max_length: int) -> list[Example]:
+    """Documents as separate examples; a long one is cut into ``max_length`` pieces, each on its own."""
+    examples = []
+    for tokens in token_lists:
+        for start in range(0, len(tokens), max_length):
+            piece = tokens[start : start + max_length]
+            if len(piece) > 1:
+                examples.append(Example(piece, [IGNORE_INDEX, *piece[1:]]))
+    return examples
+
+
+def pack_examples(examples: Iterable[Example], max_length: int) -> dict[str, list[list[int]]]:
+    """Put consecutive examples into rows of at most ``max_length`` tokens, positions restarting at 0.
+
+    The first label of every example is IGNORE_INDEX (nothing before it in its own document predicts it),
+    so the loss of a packed row is the sum of its documents' own losses.
+    """
+    rows: dict[str, list[list[int]]] = {"input_ids": [], "labels": [], "position_ids": []}
+    current: dict[str, list[int]] = {"input_ids": [], "labels": [], "position_ids": []}
+    for example in examples:
+        if current["input_ids"] and len(current["input_ids"]) + len(example.input_ids) > max_length:
+            for key in rows:
+                rows[key].append(current[key])
+            current = {"input_ids": [], "labels": [], "position_ids": []}
+        current["input_ids"] += example.input_ids
+        current["labels"] += [IGNORE_INDEX, *example.labels[1:]]
+        current["position_ids"] += list(range(len(example.input_ids)))
+    if current["input_ids"]:
+        for key in rows:
+            rows[key].append(current[key])
+    return rows
+
+
+class CausalLMCollator:
+    """Right-pads ``input_ids``/``labels``; rows with ``position_ids`` (packed) get no attention mask.
+
+    Passing ``position_ids`` without a 2D mask is what lets transformers detect the packed documents;
+    padding gets position 0, so each pad token is a one-token "document" that nothing real attends to.
+    """
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        longest = max(len(feature["input_ids"]) for feature in features)
+        packed = "position_ids" in features[0]
+        batch: dict[str, list[list[int]]] = {"input_ids": [], "labels": []}
+        if packed:
+            batch["position_ids"] = []
+        else:
+            batch["attention_mask"] = []
+        for feature in features:
+            ids = list(feature["input_ids"])
+            padding = longest - len(ids)
+            batch["input_ids"].append(ids + [self.pad_token_id] * padding)
+            batch["labels"].append(list(feature.get("labels", ids)) + [IGNORE_INDEX] * padding)
+            if packed:
+                batch["position_ids"].append(list(feature["position_ids"]) + [0] * padding)
+            else:
+                batch["attention_mask"].append([1] * len(ids) + [0] * padding)
+        return {key: torch.tensor(value, dtype=torch.long) for key, value in batch.items()}
+
+
+# -- models -------------------------------------------------------------------------------------------
+def causal_lm_problem(config: dict[str, Any]) -> str | None:
+    """Why a model folder's config cannot generate text, or None when it is a decoder that can."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    model_type = config.get("model_type", "?")
+    architectures = config.get("architectures") or []
+    if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):
+        return None
+    if config.get("is_encoder_decoder"):
+        return f"it is an encoder-decoder ({model_type})"
+    heads = [a for a in architectures if "For" in a]
+    if heads:
+        return f"it is a {heads[0]}, not a causal language model"
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return f"model type '{model_type}' has no causal-LM head in transformers"
+    if model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not config.get("is_decoder"):
+        return f"it is an encoder ({model_type}, a masked LM)"
+    return None
+
+
+def require_causal_lm(model_path: Path, name: str) -> dict[str, Any]:
+    """The folder's config, or a one-line error saying why this model cannot generate."""
+    config = json.loads((Path(model_path) / "config.json").read_text(encoding="utf-8"))
+    problem = causal_lm_problem(config)
+    if problem:
+        raise LlmkitError(
+            f"model {name} ({model_path}) cannot generate text: {problem}; use a decoder-only "
+            f"model such as smollm2-135m or tiny-gpt2"
+        )
+    return config
+
+
+def context_length(model: PreTrainedModel) -> int | None:
+    """How many positions the model can attend over (None when the config does not say)."""
+    value = getattr(model.config, "max_position_embeddings", None)
+    return value if isinstance(value, int) and value > 0 else None
+
+
+def load_causal_lm(model_path: Path, **load_options: Any) -> PreTrainedModel:
+    """``load_options``: the recipe's safe-loading settings (trust_remote_code, use_safetensors)."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(model_path, **load_options)
+
+
+def packed_documents_stay_apart(model: PreTrainedModel, tolerance: float = 1e-3) -> bool:
+    """Run two short documents packed in one row and alone: equal logits prove no cross attention.
+
+    Costs two forward passes over 12 tokens. Models whose attention ignores ``position_ids`` restarts (or
+    that take no ``position_ids``) fail, and packing must then be switched off for them. The model runs as
+    configured, so a ``use_cache`` left on (which disables the detection in transformers) fails too.
+    """
+    import torch
+
+    vocab = model.get_input_embeddings().num_embeddings
+    generator = torch.Generator().manual_seed(0)
+    first = torch.randint(0, vocab, (1, 5), generator=generator)
+    second = torch.randint(0, vocab, (1, 7), generator=generator)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            device = model.device
+            alone = model(input_ids=second.to(device)).logits
+            positions = torch.tensor([[*range(5), *range(7)]], device=device)
+            both = torch.cat([first, second], dim=1).to(device)
+            packed = model(input_ids=both, position_ids=positions).logits
+    except TypeError:
+        return False
+    finally:
+        model.train(was_training)
+    return bool((packed[:, 5:] - alone).abs().max() <= tolerance)
+
+
+# -- training ----------------------------------------------------------------------------------------
+def perplexity(loss: float) -> float:
+    """exp(mean token loss); inf instead of an OverflowError for a diverged model."""
+    try:
+        return math.exp(loss)
+    except OverflowError:
+        return math.inf
+
+
+def causal_lm_trainer_class() -> type:
+    """A Trainer whose evaluations also report ``<prefix>_perplexity`` (logged and returned)."""
+    from transformers import Trainer
+
+    class CausalLMTrainer(Trainer):
+        def evaluation_loop(
+            self,
+            dataloader,
+            description: str,
+            prediction_loss_only: bool | None = None,
+            ignore_keys: list[str] | None = None,
+            metric_key_prefix: str = "eval",
+        ):
+            output = super().evaluation_loop(
+                dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
+            )
+            loss = output.metrics.get(f"{metric_key_prefix}_loss")
+            if loss is not None:
+                output.metrics[f"{metric_key_prefix}_perplexity"] = perplexity(loss)
+            return output
+
+    return CausalLMTrainer

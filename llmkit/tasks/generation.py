@@ -1,0 +1,286 @@
+"""Causal language modelling: continue plain text, or follow instructions / chat, with a decoder-only model.
+
+Three data shapes, chosen by ``data.format`` (``auto`` looks at the training file's columns):
+
+* ``text`` -- documents (a text column, or a .txt file split by ``data.txt_unit``) joined with EOS and cut
+  into ``max_length`` blocks, or with ``data.packing`` packed so that no document attends to another;
+* ``instruction`` -- ``instruction`` / optional ``input`` / ``output`` columns (Alpaca);
+* ``chat`` -- a ``messages`` column of ``{role, content}`` lists (roles system, user, assistant).
+
+Instruction and chat rows are rendered with the model's chat template (llmkit's documented default,
+``llmkit.causal_lm.DEFAULT_CHAT_TEMPLATE``, when it has none) and only the assistant's tokens carry a loss.
+Metrics: eval loss and perplexity.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from llmkit.causal_lm import (
+    CHAT_ROLES,
+    CausalLMCollator,
+    Example,
+    causal_lm_trainer_class,
+    chat_template_for,
+    concatenated_blocks,
+    conversation_segments,
+    document_examples,
+    document_ids,
+    instruction_messages,
+    load_causal_lm,
+    pack_examples,
+    packed_documents_stay_apart,
+    render_chat,
+    require_causal_lm,
+    segments_to_example,
+)
+from llmkit.data import TXT_UNITS, Split, require_columns, require_text
+from llmkit.errors import LlmkitError, did_you_mean
+from llmkit.tasks.base import Task
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from datasets import Dataset
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+FORMATS = ("auto", "text", "instruction", "chat")
+
+
+class GenerationTask(Task):
+    name = "generation"
+    default_model = "smollm2-135m"
+    pipeline_task = "text-generation"
+    headline_metric = "perplexity"
+    data_defaults: ClassVar[dict[str, Any]] = {
+        "format": "auto",
+        "text": "text",
+        "instruction": "instruction",
+        "input": "input",
+        "output": "output",
+        "messages": "messages",
+        "packing": False,
+        "txt_unit": "paragraph",
+        "use_chat_template": True,
+        "max_new_tokens": 128,
+        "max_length": 256,
+    }
+    training_defaults: ClassVar[dict[str, Any]] = {
+        "per_device_train_batch_size": 8,
+        "per_device_eval_batch_size": 8,
+    }
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        super().__init__(data)
+        for key, allowed in (("format", FORMATS), ("txt_unit", TXT_UNITS)):
+            if data[key] not in allowed:
+                raise LlmkitError(
+                    f"data.{key} must be one of {', '.join(allowed)}, got {data[key]!r}"
+                    f"{did_you_mean(str(data[key]), allowed)}"
+                )
+        self.format: str = data["format"]
+
+    # -- data -------------------------------------------------------------------------------------
+    def detect_format(self, split: Split) -> str:
+        """``auto``: a messages column means chat, an instruction column instruction data, else text."""
+        if self.format != "auto":
+            return self.format
+        columns = split.dataset.column_names
+        for shape in ("chat", "instruction", "text"):
+            if self._shape_column(shape) in columns:
+                return shape
+        raise LlmkitError(
+            f"{split.origin}: no column for any generation data shape (text '{self.data['text']}', "
+            f"instruction '{self.data['instruction']}', messages '{self.data['messages']}'); columns are: "
+            f"{', '.join(columns)}; set data.text, data.instruction or data.messages to one of them"
+        )
+
+    def _shape_column(self, shape: str) -> str:
+        return self.data[{"chat": "messages", "instruction": "instruction", "text": "text"}[shape]]
+
+    def check_inputs(self, split: Split) -> None:
+        if self.format == "auto":
+            self.format = self.detect_format(split)
+        if self.format == "text":
+            require_columns(split, {"text": self.data["text"]})
+            require_text(split, self.data["text"], "text")
+        elif self.format == "instruction":
+            require_columns(split, {"instruction": self.data["instruction"]})
+            require_text(split, self.data["instruction"], "instruction")
+            self._check_optional_input(split)
+        else:
+            require_columns(split, {"messages": self.data["messages"]})
+            self._check_messages(split, need_reply=False)
+
+    def check_data(self, splits: dict[str, Split]) -> None:
+        self.format = self.detect_format(splits["train"])
+        for split in splits.values():
+            self.check_inputs(split)
+            if self.format == "instruction" and (
+                split.role != "test" or self.data["output"] in split.dataset.column_names
+            ):
+                require_columns(split, {"output": self.data["output"]})
+                require_text(split, self.data["output"], "output")
+            if self.format == "chat" and split.role != "test":
+                self._check_messages(split, need_reply=True)
+
+    def _check_optional_input(self, split: Split) -> None:
+        column = self.data["input"]
+        if column not in split.dataset.column_names:
+            return
+        for index, value in enumerate(split.dataset[column]):
+            if value is not None and not isinstance(value, str):
+                raise LlmkitError(
+                    f"{split.origin} {split.where(index)}: column '{column}' (data.input) is not text "
+                    f"({value!r}); give a string or leave it empty"
+                )
+
+    def _check_messages(self, split: Split, need_reply: bool) -> None:
+        column = self.data["messages"]
+        for index, conversation in enumerate(split.dataset[column]):
+            where = f"{split.origin} {split.where(index)}: column '{column}' (data.messages)"
+            if not isinstance(conversation, list) or not conversation:
+                raise LlmkitError(f"{where} is not a non-empty list of {{role, content}} messages")
+            for number, message in enumerate(conversation, start=1):
+                if not isinstance(message, dict) or not isinstance(message.get("content"), str):
+                    raise LlmkitError(
+                        f"{where}: message {number} is not a {{role, content}} object with text content"
+                    )
+                role = message.get("role")
+                if role not in CHAT_ROLES:
+                    raise LlmkitError(
+                        f"{where}: message {number} has unknown role {role!r}"
+                        f"{did_you_mean(str(role), CHAT_ROLES)}; roles are {', '.join(CHAT_ROLES)}"
+                    )
+            if need_reply and not any(
+                m["role"] == "assistant" and m["content"].strip() for m in conversation
+            ):
+                raise LlmkitError(
+                    f"{where} has no assistant message, so there is nothing to learn; add the reply"
+                )
+
+    def conversation(self, row: dict[str, Any], with_reply: bool = True) -> list[dict[str, str]]:
+        """A row of instruction or chat data as a list of messages."""
+        if self.format == "instruction":
+            output = row.get(self.data["output"]) if with_reply else None
+            return instruction_messages(row[self.data["instruction"]], row.get(self.data["input"]), output)
+        messages = [{"role": m["role"], "content": m["content"]} for m in row[self.data["messages"]]]
+        if not with_reply:
+            while messages and messages[-1]["role"] == "assistant":
+                messages.pop()
+        return messages
+
+    def chat_template(self, tokenizer: PreTrainedTokenizerBase) -> str:
+        """The template instruction/chat rows are rendered with; it is saved with the tokenizer."""
+        template = chat_template_for(tokenizer, self.data["use_chat_template"])
+        tokenizer.chat_template = template  # the saved model then generates in the format it learned
+        return template
+
+    def encode(self, dataset: Dataset, tokenizer: PreTrainedTokenizerBase) -> Dataset:
+        from datasets import Dataset
+
+        max_length = self.data["max_length"]
+        if self.format == "text":
+            token_lists = document_ids(tokenizer, dataset[self.data["text"]])
+            if self.data["packing"]:
+                return Dataset.from_dict(
+                    pack_examples(document_examples(token_lists, max_length), max_length)
+                )
+            return Dataset.from_dict(concatenated_blocks(token_lists, max_length))
+
+        template = self.chat_template(tokenizer)
+        has_replies = self.format == "chat" or self.data["output"] in dataset.column_names
+        if not has_replies:  # a test split without outputs: prompts only, answered by predict()
+            prompts = [
+                render_chat(tokenizer, self.conversation(row, False), template, add_generation_prompt=True)
+                for row in dataset
+            ]
+            return Dataset.from_dict({"input_ids": tokenizer(prompts, add_special_tokens=False).input_ids})
+        examples: list[Example] = []
+        truncated = dropped = 0
+        for row in dataset:
+            try:
+                segments = conversation_segments(tokenizer, self.conversation(row), template)
+            except ValueError as exc:
+                raise LlmkitError(
+                    f"the model's chat template cannot be split into prompt and reply ({exc}); "
+                    f"set data.use_chat_template=false to use llmkit's template"
+                ) from None
+            example = segments_to_example(tokenizer, segments, max_length)
+            if example is None:
+                dropped += 1
+                continue
+            truncated += example.truncated
+            examples.append(example)
+        if truncated or dropped:
+            print(
+                f"llmkit: {truncated + dropped} of {len(dataset)} examples are longer than "
+                f"data.max_length={max_length}: {truncated} truncated, {dropped} dropped (prompt alone "
+                f"too long)",
+                file=sys.stderr,
+            )
+        if not examples:
+            raise LlmkitError(
+                f"every example's prompt is longer than data.max_length={max_length}; raise data.max_length"
+            )
+        if self.data["packing"]:
+            return Dataset.from_dict(pack_examples(examples, max_length))
+        return Dataset.from_dict(
+            {"input_ids": [e.input_ids for e in examples], "labels": [e.labels for e in examples]}
+        )
+
+    def collator(self, tokenizer: PreTrainedTokenizerBase):
+        return CausalLMCollator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+
+    # -- model ------------------------------------------------------------------------------------
+    def check_model(self, model_path: Path) -> None:
+        config = require_causal_lm(model_path, str(model_path))
+        context = config.get("max_position_embeddings") or config.get("n_positions")
+        if isinstance(context, int) and self.data["max_length"] > context:
+            raise LlmkitError(
+                f"data.max_length={self.data['max_length']} is longer than the model's context "
+                f"({context} positions); set data.max_length={context} or less"
+            )
+
+    def load_model(self, path: Path, **load_options: Any) -> PreTrainedModel:
+        self.check_model(path)
+        model = load_causal_lm(path, **load_options)
+        if self.data["packing"]:
+            # A KV cache, even an empty one, makes transformers skip the detection of packed documents
+            # in position_ids; training never needs it, and generate() still caches (generation_config).
+            model.config.use_cache = False
+        if self.data["packing"] and not packed_documents_stay_apart(model):
+            raise LlmkitError(
+                f"model {path} ({model.config.model_type}) lets packed documents attend to each other "
+                f"(its attention ignores restarted position_ids); set data.packing=false"
+            )
+        return model
+
+    def trainer_class(self) -> type:
+        return causal_lm_trainer_class()
+
+    # -- inference ----------------------------------------------------------------------------------
+    def prompt_text(self, tokenizer: PreTrainedTokenizerBase, row: dict[str, Any]) -> str:
+        """What the model continues for a row: the text itself, or the conversation up to the reply."""
+        if self.format == "text":
+            return row[self.data["text"]]
+        template = chat_template_for(tokenizer, True)
+        return render_chat(tokenizer, self.conversation(row, False), template, add_generation_prompt=True)
+
+    def predict(
+        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        from llmkit.generate import generate_from_prompt
+
+        results = []
+        for row in rows:
+            generated = generate_from_prompt(
+                model,
+                tokenizer,
+                self.prompt_text(tokenizer, row),
+                max_new_tokens=self.data["max_new_tokens"],
+                templated=self.format != "text",
+            )
+            results.append({"generated": generated.text})
+        return results
