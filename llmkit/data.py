@@ -125,10 +125,15 @@ def read_table(path: Path, key: str, txt_unit: str = "line") -> Dataset:
     try:
         return Dataset.from_list(records)
     except Exception as exc:
+        for column in records[0]:
+            kinds = sorted({type(r[column]).__name__ for r in records if r.get(column) is not None})
+            if len(kinds) > 1:
+                raise LlmkitError(
+                    f"{key}: {path} column '{column}' mixes types ({', '.join(kinds)}); "
+                    f"make each column one type"
+                ) from None
         first_line = str(exc).strip().splitlines()[0]
-        raise LlmkitError(
-            f"{key}: {path} has a column whose values mix types ({first_line}); make each column one type"
-        ) from None
+        raise LlmkitError(f"{key}: cannot read {path} as a table ({first_line}); check the file") from None
 
 
 def _read_delimited(path: Path, key: str, delimiter: str) -> list[dict[str, Any]]:

@@ -151,7 +151,7 @@ def generate(
     stream: TextIO | None = None,
 ) -> Generated:
     """`llmkit generate`: resolve the model, check it can generate, format the prompt, generate."""
-    from llmkit.models import resolve_model
+    from llmkit.models import check_weights, resolve_model
     from llmkit.train import load_tokenizer, quiet_library_progress
 
     sampling = sampling or SamplingSettings()
@@ -171,7 +171,7 @@ def generate(
             )
         text = render_chat(tokenizer, [{"role": "user", "content": prompt}], template, True)
     with quiet_library_progress():
-        loaded = load_causal_lm(model_path)
+        loaded = load_causal_lm(model_path, **check_weights(model_path))
     return generate_from_prompt(
         loaded,
         tokenizer,

@@ -49,6 +49,10 @@ def _built(name: str, build: Callable[[Path], None]) -> Callable[[], Path]:
             return target
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+        from transformers.utils import logging as hf_logging
+
+        bars_were_on = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # a sub-second build needs no progress bar
         try:
             build(staging)
             try:
@@ -57,6 +61,8 @@ def _built(name: str, build: Callable[[Path], None]) -> Callable[[], Path]:
                 if not (target / "config.json").exists():
                     raise
         finally:
+            if bars_were_on:
+                hf_logging.enable_progress_bar()
             shutil.rmtree(staging, ignore_errors=True)
         return target
 

@@ -78,6 +78,8 @@ def run(recipe: Recipe) -> FinetuneResult:
     task: Task = get_task_class(recipe.task)(recipe.data)
     output_dir = Path(recipe.output_dir)
     resume_from = checkpoint_to_resume(output_dir, recipe.training["resume"], recipe.overwrite, METRICS_FILE)
+    has_eval = bool(recipe.data["validation"]) or recipe.data["validation_split"] > 0
+    args = training_arguments(recipe, output_dir, has_eval=has_eval)  # settings fail before data loads
 
     splits = load_splits(recipe.data, seed=recipe.training["seed"])
     task.check_data(splits)
@@ -91,7 +93,6 @@ def run(recipe: Recipe) -> FinetuneResult:
     sizes = ", ".join(f"{role} {len(split.dataset)}" for role, split in splits.items())
     processes = f", {world_size()} processes" if world_size() > 1 else ""
     log(f"task {recipe.task}, model {recipe.model} ({model_path}), rows: {sizes}{processes}")
-    args = training_arguments(recipe, output_dir, has_eval="validation" in splits)
 
     with quiet_library_progress():
         encoded = {

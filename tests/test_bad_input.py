@@ -35,7 +35,24 @@ def files(tmp_path: Path) -> dict[str, Path]:
         "bad_yaml": tmp_path / "bad.yaml",
         "no_config": tmp_path / "not-a-model",
         "busy_out": tmp_path / "busy-out",
+        "dup_columns": tmp_path / "dup.csv",
+        "mixed_labels": tmp_path / "mixed.jsonl",
+        "empty_label": write_csv(tmp_path / "empty_label.csv", ["text", "label"], [*GOOD_ROWS, ["fine", ""]]),
+        "not_records": tmp_path / "numbers.json",
+        "no_weights": tmp_path / "no-weights",
+        "pickled": tmp_path / "pickled",
+        "half_checkpoint": tmp_path / "run" / "checkpoint-5",
     }
+    made["dup_columns"].write_text("text,label,text\na,positive,b\n", encoding="utf-8")
+    made["mixed_labels"].write_text(
+        '{"text": "good", "label": 1}\n{"text": "bad", "label": "negative"}\n', encoding="utf-8"
+    )
+    made["not_records"].write_text("[1, 2, 3]", encoding="utf-8")
+    for folder in ("no_weights", "pickled"):
+        made[folder].mkdir()
+        (made[folder] / "config.json").write_text('{"model_type": "bert"}', encoding="utf-8")
+    (made["pickled"] / "pytorch_model.bin").write_bytes(b"not loaded")
+    made["half_checkpoint"].mkdir(parents=True)
     made["ragged"].write_text("text,label\ngood,positive\ntoo,many,fields\n", encoding="utf-8")
     made["empty"].write_text("", encoding="utf-8")
     made["latin1"].write_bytes("text,label\ncaf\xe9 au lait,positive\n".encode("latin-1"))
@@ -84,6 +101,34 @@ CASES = [
         "non-empty output dir",
         ["output_dir={busy_out}"],
         "output_dir {busy_out} is not empty; pass --overwrite",
+    ),
+    ("duplicate CSV columns", ["data.train={dup_columns}"], "{dup_columns} header repeats column 'text'"),
+    (
+        "labels of mixed types",
+        ["data.train={mixed_labels}"],
+        "{mixed_labels} column 'label' mixes types (int, str)",
+    ),
+    ("empty label", ["data.train={empty_label}"], "{empty_label} line 6: label column 'label' is empty"),
+    ("JSON not records", ["data.train={not_records}"], "expected a JSON list of objects"),
+    ("model without weights", ["model={no_weights}"], "has no weights (no model.safetensors)"),
+    ("pickle-only weights", ["model={pickled}"], "has only pickle weights (pytorch_model.bin)"),
+    (
+        "unknown model option",
+        ["model={{name: tiny-bert, trust_code: true}}"],
+        "unknown key 'model.trust_code'",
+    ),
+    ("data not a mapping", ["data=[a, b]"], "data must be a mapping of keys, got a list"),
+    ("label_names not a list", ["data.label_names=5"], "data.label_names must be a list of strings"),
+    (
+        "bad precision",
+        ["training.precision=half"],
+        "training.precision must be one of auto, bf16, fp16, fp32",
+    ),
+    ("FSDP without a GPU", ["training.fsdp=full_shard"], "training.fsdp shards the model over GPUs"),
+    (
+        "resume from a half-written checkpoint",
+        ["training.resume={half_checkpoint}"],
+        "not a complete checkpoint",
     ),
     ("recipe file missing", ["@{tmp}/missing.yaml"], "recipe {tmp}/missing.yaml: no such file"),
     ("recipe YAML syntax", ["@{bad_yaml}"], "bad.yaml line 3, column 1: invalid YAML"),
