@@ -45,6 +45,12 @@ def finetune(
         ),
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty output_dir.")] = False,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            "--resume", help="Continue from this checkpoint folder (default: the last one, if any)."
+        ),
+    ] = None,
     num_processes: Annotated[
         int, typer.Option("--num-processes", min=1, help="Processes per machine (GPUs, or CPU processes).")
     ] = 1,
@@ -62,6 +68,8 @@ def finetune(
     if recipe is not None and "=" in recipe and not Path(recipe).exists():
         overrides.insert(0, recipe)  # `llmkit finetune training.max_steps=5`: no recipe, only overrides
         recipe = None
+    if resume is not None:
+        overrides.append(f"training.resume={resume}")
     if num_processes * num_machines > 1 and "RANK" not in os.environ:
         from llmkit.config import load_recipe
         from llmkit.distributed import launch

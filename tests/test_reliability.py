@@ -85,6 +85,13 @@ def test_only_complete_checkpoints_are_resumed(tmp_path: Path) -> None:
     )
 
 
+def test_resume_flag_reaches_the_recipe(run_cli, sentiment_files, tmp_path: Path) -> None:
+    train, _ = sentiment_files
+    result = run_cli("finetune", "model=tiny-bert", f"data.train={train}", "--resume", tmp_path / "nowhere")
+    assert result.exit_code == 2
+    assert f"--resume {tmp_path / 'nowhere'}: not a complete checkpoint" in result.stderr
+
+
 def test_checkpoints_are_written_whole_and_manifest_describes_the_run(
     sentiment_files, tmp_path: Path
 ) -> None:
