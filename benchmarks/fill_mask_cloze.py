@@ -112,8 +112,8 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     import llmkit
-    from llmkit.config import COMMON_DATA_DEFAULTS
     from llmkit.models import resolve_model
+    from llmkit.predict import task_with_defaults
     from llmkit.tasks.fill_mask import FillMaskTask
     from llmkit.train import load_model
 
@@ -148,7 +148,7 @@ def main() -> None:
     items = build_cloze(held_out, train, tokenizer, args.size, args.seed)
     if len(items) < 300:
         sys.exit(f"only {len(items)} cloze sentences; expected at least 300")
-    task = FillMaskTask({**COMMON_DATA_DEFAULTS, **FillMaskTask.data_defaults})
+    task = task_with_defaults(FillMaskTask)
     torch.manual_seed(args.seed)
     fresh = load_model(task, minilm)
     report["cloze_sentences"] = len(items)

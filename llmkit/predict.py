@@ -27,18 +27,21 @@ def task_for_model(model_dir: Path) -> Task:
     if recipe_file.exists():
         saved = yaml.safe_load(recipe_file.read_text(encoding="utf-8")) or {}
         task_cls = get_task_class(saved.get("task", "classification"), where=str(recipe_file))
-        data = {**COMMON_DATA_DEFAULTS, **task_cls.data_defaults, **(saved.get("data") or {})}
-        return task_cls(data)
-    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    for architecture in config.get("architectures") or []:
+        return task_with_defaults(task_cls, saved.get("data") or {})
+    found = architectures(model_dir)
+    for architecture in found:
         for suffix, name in ARCHITECTURE_TASKS.items():
             if architecture.endswith(suffix):
-                task_cls = get_task_class(name)
-                return task_cls({**COMMON_DATA_DEFAULTS, **task_cls.data_defaults})
+                return task_with_defaults(get_task_class(name))
     raise LlmkitError(
         f"model folder {model_dir}: cannot tell which task it was trained for (no {RECIPE_FILE}, "
-        f"architectures {config.get('architectures')}); predict on a folder written by `llmkit finetune`"
+        f"architectures {found or None}); predict on a folder written by `llmkit finetune`"
     )
+
+
+def task_with_defaults(task_cls: type[Task], data: dict | None = None) -> Task:
+    """A task object for inference: default data settings, overlaid with a saved recipe's."""
+    return task_cls({**COMMON_DATA_DEFAULTS, **task_cls.data_defaults, **(data or {})})
 
 
 def predict_file(
@@ -107,4 +110,4 @@ def folder_for_task(model: str | None, task_name: str, how_to_make_one: str) -> 
             f"model folder {folder} holds a {found[0]}, which cannot do {task_name}; "
             f"pass a folder trained with a {task_name} recipe (`{how_to_make_one}`)"
         )
-    return task_cls({**COMMON_DATA_DEFAULTS, **task_cls.data_defaults}), folder
+    return task_with_defaults(task_cls), folder

@@ -13,8 +13,6 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from llmkit.data import Split, load_splits
 from llmkit.distributed import check_sharding, cuda_available, is_main_process, precision_flags, world_size
 from llmkit.errors import LlmkitError
 from llmkit.models import cache_dir, check_weights, resolve_model
+from llmkit.progress import quiet_library_progress
 from llmkit.tasks import Task, get_task_class
 
 METRICS_FILE = "metrics.json"
@@ -249,25 +248,6 @@ def metrics_before_training(log_history: list[dict[str, Any]]) -> dict[str, floa
     }
 
 
-@contextmanager
-def quiet_library_progress() -> Iterator[None]:
-    """Hide the per-step bars of datasets.map and weight loading/saving (short, and noisy in logs)."""
-    import datasets
-    from transformers.utils import logging as hf_logging
-
-    datasets_were_on = datasets.is_progress_bar_enabled()
-    transformers_were_on = hf_logging.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if datasets_were_on:
-            datasets.enable_progress_bars()
-        if transformers_were_on:
-            hf_logging.enable_progress_bar()
-
-
 def load_tokenizer(model_path: Path, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
@@ -291,20 +271,14 @@ def load_tokenizer(model_path: Path, trust_remote_code: bool = False):
 
 def load_model(task: Task, model_path: Path, **load_options: Any):
     """Load through the task's Auto class; new heads are announced once instead of a wall of warnings."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
     try:
-        with quiet_library_progress():
+        with quiet_library_progress(errors_only=True):
             model = task.load_model(model_path, **load_options)
     except (OSError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0]
         raise LlmkitError(
             f"model folder {model_path}: cannot load it for {task.name} ({first_line}); check the folder"
         ) from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
     return model
 
 
