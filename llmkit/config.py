@@ -54,6 +54,8 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "report_to": "none",
     "seed": 42,
     "logging_nan_inf_filter": False,  # a NaN loss must show in the logs so training can stop on it
+    # count real (attention-mask) tokens: metrics.json reports train_tokens_per_second
+    "include_num_input_tokens_seen": "non_padding",
     # llmkit's own keys (not TrainingArguments fields):
     "precision": "auto",  # auto | bf16 | fp16 | fp32 (auto: bf16 where the hardware runs it natively)
     "resume": "auto",  # auto | never | a checkpoint folder

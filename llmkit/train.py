@@ -24,6 +24,7 @@ from llmkit.distributed import check_sharding, cuda_available, is_main_process, 
 from llmkit.errors import LlmkitError
 from llmkit.models import cache_dir, check_weights, resolve_model
 from llmkit.progress import quiet_library_progress
+from llmkit.sampling import length_grouping_trainer
 from llmkit.tasks import Task, get_task_class
 
 METRICS_FILE = "metrics.json"
@@ -101,7 +102,7 @@ def run(recipe: Recipe) -> FinetuneResult:
         set_seed(recipe.training["seed"])
         model = load_model(task, model_path, **load_options)
 
-    trainer = crash_safe_trainer(task.trainer_class())(
+    trainer = length_grouping_trainer(crash_safe_trainer(task.trainer_class()))(
         model=model,
         args=args,
         train_dataset=encoded["train"],
@@ -121,6 +122,9 @@ def run(recipe: Recipe) -> FinetuneResult:
     if divergence_guard.problem:
         raise LlmkitError(divergence_guard.problem)
     metrics: dict[str, float] = dict(train_output.metrics)
+    if metrics.get("num_input_tokens_seen") and metrics.get("train_runtime"):
+        tokens, runtime = metrics["num_input_tokens_seen"], metrics["train_runtime"]
+        metrics["train_tokens_per_second"] = round(tokens / runtime, 1)
     if args.eval_on_start:
         metrics.update(metrics_before_training(trainer.state.log_history))
     if "validation" in encoded:

@@ -140,3 +140,29 @@ def test_recipes_command_lists_bundled_recipes(run_cli) -> None:
     result = run_cli("recipes")
     assert result.exit_code == 0
     assert "classification" in result.stdout and "sst2-minilm" in result.stdout
+
+
+def test_real_tokens_are_counted_and_batches_grouped_by_length(sentiment_files, tmp_path: Path) -> None:
+    """One epoch of 32 rows in 4 batches: the run's token count is every row's real (unpadded) length."""
+    from transformers import AutoTokenizer
+
+    from llmkit.config import load_recipe
+    from llmkit.models import resolve_model
+    from llmkit.train import training_arguments
+
+    rows = [
+        [texts[i % 10] + " indeed" * (i % 5), label]
+        for texts, label in ((POSITIVE, "positive"), (NEGATIVE, "negative"))
+        for i in range(16)
+    ]
+    assert len(rows) == 32
+    train = write_csv(tmp_path / "train.csv", ["text", "label"], rows)
+    recipe = recipe_for(train, None, tmp_path / "out", validation_split=0.0)
+    result = llmkit.finetune(recipe)
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("tiny-bert"))
+    lengths = [len(ids) for ids in tokenizer([row[0] for row in rows], truncation=True)["input_ids"]]
+    assert result.metrics["num_input_tokens_seen"] == sum(lengths)
+    assert result.metrics["train_tokens_per_second"] > 0
+    args = training_arguments(load_recipe(recipe), tmp_path / "args", has_eval=False)
+    assert args.train_sampling_strategy == "group_by_length"

@@ -1,0 +1,309 @@
+"""Throughput benchmark: llmkit's recipes against a plain ``Trainer``, side by side in one process.
+
+One command (from the repo root, ../shared/data beside it):
+
+    python benchmarks/throughput.py                    # SST-2 (200 steps each) + Alpaca + CLI help times
+    python benchmarks/throughput.py --steps 50 --skip alpaca
+
+1. SST-2 sequence classification, MiniLM-L6, batch 32, the same steps, learning rate, schedule and seed for
+   every contestant:
+   - ``plain, pad to 128``: the transformers example scripts' default (``padding="max_length"``);
+   - ``plain, dynamic padding``: ``DataCollatorWithPadding``;
+   - ``llmkit``: ``recipes/sst2-minilm.yaml`` with its defaults.
+   Reported: samples/s, real (non-pad) tokens/s, padded tokens per real token, the share of this machine's
+   measured fp32 matmul peak spent on real tokens, and SST-2 dev accuracy after the same steps.
+2. Causal LM on Alpaca (``recipes/instruct-alpaca.yaml``, SmolLM2-135M): real tokens/s padded vs packed.
+3. Wall time of ``llmkit --help`` and ``llmkit finetune --help``.
+
+Writes benchmarks/results/throughput.json and .md. Throughput comes from the Trainer's own clock
+(``train_runtime``: the training loop, not tokenization or model loading); real tokens are counted by the
+Trainer (``include_num_input_tokens_seen="non_padding"``: attention-mask sums).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+RESULTS = REPO / "benchmarks" / "results"
+WORK = REPO / "runs" / "bench-throughput"
+BATCH = 32
+# The SST-2 recipe's optimisation settings, repeated for the plain baselines.
+LEARNING_RATE, WARMUP, WEIGHT_DECAY, SEED = 1e-4, 0.1, 0.01, 42
+
+
+def matmul_peak_gflops(seconds: float = 2.0) -> float:
+    """Best fp32 GEMM rate this machine reaches (square matrices, all cores torch uses)."""
+    import torch
+
+    best = 0.0
+    for size in (1024, 2048):
+        a, b = torch.randn(size, size), torch.randn(size, size)
+        a @ b
+        start, count = time.perf_counter(), 0
+        while time.perf_counter() - start < seconds / 2:
+            a @ b
+            count += 1
+        best = max(best, 2 * size**3 * count / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def training_flops_per_token(model) -> float:
+    """6 x parameters outside the embedding tables (2 forward + 4 backward FLOPs per weight and token)."""
+    embeddings = sum(
+        module.weight.numel()
+        for name, module in model.named_modules()
+        if type(module).__name__ == "Embedding" and "embeddings" in name
+    )
+    return 6.0 * (sum(p.numel() for p in model.parameters()) - embeddings)
+
+
+def plain_trainer_sst2(padding: str, steps: int, model_path: Path) -> dict:
+    """What one writes from the transformers docs: tokenize, Trainer, train, evaluate."""
+    import numpy as np
+    from datasets import Dataset
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+        default_data_collator,
+        set_seed,
+    )
+
+    import pandas as pd
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    pad_to_128 = padding == "max_length"
+
+    def encode(path: Path) -> Dataset:
+        frame = pd.read_csv(path, sep="\t", quoting=3)
+        dataset = Dataset.from_pandas(frame)
+        return dataset.map(
+            lambda batch: tokenizer(
+                batch["sentence"],
+                truncation=True,
+                max_length=128,
+                padding="max_length" if pad_to_128 else False,
+            ),
+            batched=True,
+            remove_columns=["sentence"],
+        )
+
+    train, dev = encode(DATA / "sst2" / "train.tsv"), encode(DATA / "sst2" / "dev.tsv")
+    set_seed(SEED)
+    model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=2)
+    args = TrainingArguments(
+        output_dir=str(WORK / f"plain-{padding}"),
+        max_steps=steps,
+        per_device_train_batch_size=BATCH,
+        per_device_eval_batch_size=128,
+        learning_rate=LEARNING_RATE,
+        warmup_steps=WARMUP,
+        weight_decay=WEIGHT_DECAY,
+        seed=SEED,
+        save_strategy="no",
+        report_to="none",
+        logging_steps=max(steps // 4, 1),
+        disable_tqdm=True,
+        include_num_input_tokens_seen="non_padding",
+    )
+
+    def accuracy(prediction) -> dict[str, float]:
+        return {"accuracy": float((np.argmax(prediction.predictions, -1) == prediction.label_ids).mean())}
+
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train,
+        eval_dataset=dev,
+        data_collator=default_data_collator if pad_to_128 else DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+        compute_metrics=accuracy,
+    )
+    metrics = trainer.train().metrics
+    metrics.update(trainer.evaluate())
+    return contestant_figures(metrics, model, padded_tokens=steps * BATCH * 128 if pad_to_128 else None)
+
+
+def llmkit_sst2(steps: int, overrides: list[str]) -> dict:
+    import llmkit
+    from llmkit.models import resolve_model
+    from llmkit.predict import task_with_defaults
+    from llmkit.tasks.classification import ClassificationTask
+    from llmkit.train import load_model
+
+    result = llmkit.finetune(
+        "recipes/sst2-minilm.yaml",
+        [f"training.max_steps={steps}", f"output_dir={WORK / 'llmkit'}", *overrides],
+        overwrite=True,
+    )
+    model = load_model(task_with_defaults(ClassificationTask), resolve_model("minilm-l6"))
+    return contestant_figures(result.metrics, model)
+
+
+def contestant_figures(metrics: dict, model, padded_tokens: int | None = None) -> dict:
+    runtime = metrics["train_runtime"]
+    real_tokens = metrics["num_input_tokens_seen"]
+    figures = {
+        "train_runtime_s": round(runtime, 1),
+        "samples_per_second": round(metrics["train_samples_per_second"], 1),
+        "real_tokens": real_tokens,
+        "real_tokens_per_second": round(real_tokens / runtime, 1),
+        "flops_per_real_token": training_flops_per_token(model),
+        "dev_accuracy": round(metrics["eval_accuracy"], 4),
+    }
+    if padded_tokens is not None:
+        figures["padded_tokens_per_real_token"] = round(padded_tokens / real_tokens, 2)
+    return figures
+
+
+def llmkit_alpaca(packing: bool, steps: int, batch: int, max_length: int) -> dict:
+    import llmkit
+
+    result = llmkit.finetune(
+        "recipes/instruct-alpaca.yaml",
+        [
+            f"data.packing={str(packing).lower()}",
+            f"data.max_length={max_length}",
+            "data.max_train_samples=2000",
+            "data.max_eval_samples=8",
+            f"training.max_steps={steps}",
+            f"training.per_device_train_batch_size={batch}",
+            f"output_dir={WORK / ('alpaca-packed' if packing else 'alpaca-padded')}",
+        ],
+        overwrite=True,
+    )
+    metrics = result.metrics
+    return {
+        "train_runtime_s": round(metrics["train_runtime"], 1),
+        "rows_per_second": round(metrics["train_samples_per_second"], 2),
+        "real_tokens": metrics["num_input_tokens_seen"],
+        "real_tokens_per_second": round(metrics["num_input_tokens_seen"] / metrics["train_runtime"], 1),
+    }
+
+
+def help_seconds(arguments: list[str], repeats: int = 5) -> float:
+    """Median wall time of `llmkit ARGS` in a fresh interpreter (what a user waits for)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "llmkit", *arguments], check=True, capture_output=True)
+        times.append(time.perf_counter() - start)
+    return round(statistics.median(times), 3)
+
+
+def markdown(report: dict) -> str:
+    lines = [f"Machine: {report['machine']}; fp32 matmul peak {report['matmul_peak_gflops']:.0f} GFLOP/s", ""]
+    if "sst2" in report:
+        sst2 = report["sst2"]
+        lines += [
+            f"SST-2, MiniLM-L6, batch {BATCH}, {sst2['steps']} steps each (dev: 872 sentences)",
+            "",
+            "| contestant | samples/s | real tokens/s | padded/real tokens | peak used on real tokens "
+            "| dev accuracy | vs dynamic padding |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        dynamic = sst2["contestants"].get("plain, dynamic padding", {}).get("samples_per_second")
+        for name, figures in sst2["contestants"].items():
+            padded = figures.get("padded_tokens_per_real_token", "")
+            speedup = f"{figures['samples_per_second'] / dynamic:.2f}x" if dynamic else ""
+            lines.append(
+                f"| {name} | {figures['samples_per_second']:.1f} | {figures['real_tokens_per_second']:.0f} "
+                f"| {padded} | {figures['peak_share']:.0%} | {figures['dev_accuracy']:.4f} | {speedup} |"
+            )
+        lines.append("")
+    if "alpaca" in report:
+        alpaca = report["alpaca"]
+        padded, packed = alpaca["padded"], alpaca["packed"]
+        lines += [
+            f"Alpaca instruction tuning, SmolLM2-135M, batch {alpaca['batch']}, max_length "
+            f"{alpaca['max_length']}, {alpaca['steps']} steps each",
+            "",
+            "| data.packing | rows/s | real tokens/s |",
+            "|---|---|---|",
+            f"| false (padded) | {padded['rows_per_second']} | {padded['real_tokens_per_second']:.0f} |",
+            f"| true (packed) | {packed['rows_per_second']} | {packed['real_tokens_per_second']:.0f} |",
+            "",
+            f"Packing: {alpaca['packing_speedup']:.2f}x real tokens/s.",
+            "",
+        ]
+    if "cli" in report:
+        lines += [
+            "| command | wall time (median of 5) |",
+            "|---|---|",
+            *(f"| `{command}` | {seconds:.2f} s |" for command, seconds in report["cli"].items()),
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=200, help="SST-2 training steps per contestant")
+    parser.add_argument("--alpaca-steps", type=int, default=12)
+    parser.add_argument("--alpaca-batch", type=int, default=8)
+    parser.add_argument("--alpaca-max-length", type=int, default=512)
+    parser.add_argument(
+        "--skip", action="append", default=[], choices=["pad128", "dynamic", "llmkit", "alpaca", "cli"]
+    )
+    parser.add_argument("overrides", nargs="*", help="recipe overrides for llmkit's SST-2 run")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    from llmkit.models import resolve_model
+    from llmkit.progress import quiet_library_progress
+
+    peak = matmul_peak_gflops()
+    report: dict = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "matmul_peak_gflops": round(peak, 1),
+    }
+    minilm = resolve_model("minilm-l6")
+    contestants: dict[str, dict] = {}
+    with quiet_library_progress():
+        if "pad128" not in args.skip:
+            contestants["plain, pad to 128"] = plain_trainer_sst2("max_length", args.steps, minilm)
+        if "dynamic" not in args.skip:
+            contestants["plain, dynamic padding"] = plain_trainer_sst2("dynamic", args.steps, minilm)
+    if "llmkit" not in args.skip:
+        contestants["llmkit"] = llmkit_sst2(args.steps, args.overrides)
+    for figures in contestants.values():
+        figures["peak_share"] = figures["real_tokens_per_second"] * figures["flops_per_real_token"] / (peak * 1e9)
+    if contestants:
+        report["sst2"] = {"steps": args.steps, "overrides": args.overrides, "contestants": contestants}
+    if "alpaca" not in args.skip:
+        shape = {"steps": args.alpaca_steps, "batch": args.alpaca_batch, "max_length": args.alpaca_max_length}
+        padded = llmkit_alpaca(False, args.alpaca_steps, args.alpaca_batch, args.alpaca_max_length)
+        packed = llmkit_alpaca(True, args.alpaca_steps, args.alpaca_batch, args.alpaca_max_length)
+        report["alpaca"] = {
+            **shape,
+            "padded": padded,
+            "packed": packed,
+            "packing_speedup": round(packed["real_tokens_per_second"] / padded["real_tokens_per_second"], 2),
+        }
+    if "cli" not in args.skip:
+        report["cli"] = {
+            "llmkit --help": help_seconds(["--help"]),
+            "llmkit finetune --help": help_seconds(["finetune", "--help"]),
+        }
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "throughput.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    table = markdown(report)
+    (RESULTS / "throughput.md").write_text(table, encoding="utf-8")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
