@@ -266,9 +266,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200, help="SST-2 training steps per contestant")
     parser.add_argument("--seeds", default="42,43", help="comma-separated; accuracy is averaged over them")
-    parser.add_argument("--alpaca-steps", type=int, default=12)
-    parser.add_argument("--alpaca-batch", type=int, default=8)
-    parser.add_argument("--alpaca-max-length", type=int, default=512)
+    parser.add_argument("--alpaca-steps", type=int, default=8)
+    parser.add_argument("--alpaca-batch", type=int, default=4)
+    parser.add_argument("--alpaca-max-length", type=int, default=256)
     parser.add_argument(
         "--skip", action="append", default=[], choices=["pad128", "dynamic", "llmkit", "alpaca", "cli"]
     )
