@@ -270,6 +270,7 @@ class SummarizationTask(Task):
     def collator(self, tokenizer: PreTrainedTokenizerBase):
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         if self._family() == "causal":
+            self.frame(tokenizer)  # the template saved with the model, also when encodings came from cache
             return CausalLMCollator(pad_id)
         return Seq2SeqCollator(tokenizer)
 
