@@ -30,7 +30,7 @@ RESULTS = REPO / "benchmarks" / "results"
 RECIPE = REPO / "recipes" / "summarize-dialogsum.yaml"
 #: The short fine-tune that fits ~15 minutes on 2 CPU cores (README, Results).
 SHORT_RUN = [
-    "training.max_steps=60",
+    "training.max_steps=40",
     "training.per_device_train_batch_size=8",
     "training.learning_rate=1e-4",
     "data.max_train_samples=3000",
