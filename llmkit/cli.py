@@ -271,8 +271,10 @@ def summarize(
     if output is not None:
         write_jsonl(output, rows)
         typer.echo(f"{len(rows)} summaries written to {output}", err=True)
-    for row in rows if output is None else []:
-        typer.echo(json.dumps(row, ensure_ascii=False) if as_json else row["generated_summary"])
+    for row in rows if output is None else []:  # plain: one line per summary, whatever it contains
+        typer.echo(
+            json.dumps(row, ensure_ascii=False) if as_json else " ".join(row["generated_summary"].split())
+        )
 
 
 @app.command()
