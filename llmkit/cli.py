@@ -95,7 +95,7 @@ def finetune(
     if not is_main_process():
         return
     for key, value in result.quality_metrics().items():
-        typer.echo(f"{key} = {value:.4f}")
+        typer.echo(f"{key} = {value}" if isinstance(value, int) else f"{key} = {value:.4f}")
     typer.echo(f"model saved to {result.output_dir}")
 
 
@@ -224,6 +224,57 @@ def generate(
     result = run_generate(prompt, model, sampling=settings, chat=chat, stream=None if as_json else sys.stdout)
     if as_json:
         typer.echo(json.dumps(as_json_record(result, prompt, model), ensure_ascii=False))
+
+
+@app.command()
+def summarize(
+    text: Annotated[
+        str | None, typer.Argument(help="The document to summarize; '-' (or a pipe) reads it from stdin.")
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Summarization run, model folder or alias (e.g. smollm2-135m; default: your newest run).",
+        ),
+    ] = None,
+    input_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--input", "-i", help="CSV/JSONL/... with the document column, or .txt (blank-line separated)."
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write JSONL here: each input row + its summary.")
+    ] = None,
+    max_new_tokens: Annotated[
+        int | None, typer.Option(help="Most tokens per summary (default: the run's data.max_new_tokens).")
+    ] = None,
+    num_beams: Annotated[int | None, typer.Option(help="Beam search width (default: the run's).")] = None,
+    column: Annotated[
+        str | None, typer.Option("--column", help="Document column of --input (default: the run's).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines on stdout (row + summary).")] = False,
+) -> None:
+    """Summarize documents with an encoder-decoder or a decoder-only model: one summary per line."""
+    import json
+
+    from llmkit.summarize import check_output
+    from llmkit.summarize import summarize as run_summarize
+    from llmkit.train import write_jsonl
+
+    check_output(output)
+    rows = run_summarize(
+        text, input_file, model, max_new_tokens=max_new_tokens, num_beams=num_beams, column=column
+    )
+    if output is not None:
+        write_jsonl(output, rows)
+        typer.echo(f"{len(rows)} summaries written to {output}", err=True)
+    for row in rows if output is None else []:  # plain: one line per summary, whatever it contains
+        typer.echo(
+            json.dumps(row, ensure_ascii=False) if as_json else " ".join(row["generated_summary"].split())
+        )
 
 
 @app.command()

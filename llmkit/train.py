@@ -79,7 +79,8 @@ def run(recipe: Recipe) -> FinetuneResult:
     output_dir = Path(recipe.output_dir)
     resume_from = checkpoint_to_resume(output_dir, recipe.training["resume"], recipe.overwrite, METRICS_FILE)
     has_eval = bool(recipe.data["validation"]) or recipe.data["validation_split"] > 0
-    args = training_arguments(recipe, output_dir, has_eval=has_eval)  # settings fail before data loads
+    # settings fail before data loads
+    args = training_arguments(recipe, output_dir, has_eval=has_eval, arguments_class=task.arguments_class())
 
     splits = load_splits(recipe.data, seed=recipe.training["seed"])
     task.check_data(splits)
@@ -101,6 +102,9 @@ def run(recipe: Recipe) -> FinetuneResult:
         }
         set_seed(recipe.training["seed"])
         model = load_model(task, model_path, **load_options)
+    data_counts = {}  # e.g. truncated documents per split
+    for role, dataset in encoded.items():
+        data_counts.update(task.encoding_metrics(role, dataset))
 
     trainer = length_grouping_trainer(crash_safe_trainer(task.trainer_class()))(
         model=model,
@@ -121,7 +125,7 @@ def run(recipe: Recipe) -> FinetuneResult:
     train_output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     if divergence_guard.problem:
         raise LlmkitError(divergence_guard.problem)
-    metrics: dict[str, float] = dict(train_output.metrics)
+    metrics: dict[str, float] = {**train_output.metrics, **data_counts}
     if metrics.get("num_input_tokens_seen") and metrics.get("train_runtime"):
         tokens, runtime = metrics["num_input_tokens_seen"], metrics["train_runtime"]
         metrics["train_tokens_per_second"] = round(tokens / runtime, 1)
@@ -286,8 +290,11 @@ def load_model(task: Task, model_path: Path, **load_options: Any):
     return model
 
 
-def training_arguments(recipe: Recipe, output_dir: Path, has_eval: bool):
-    """TrainingArguments from the recipe's merged training section; its own ValueErrors become one line."""
+def training_arguments(recipe: Recipe, output_dir: Path, has_eval: bool, arguments_class: type | None = None):
+    """TrainingArguments (or the task's subclass) from the recipe's merged training section.
+
+    Its own ValueErrors become one line.
+    """
     from transformers import TrainingArguments
 
     values = dict(recipe.training)
@@ -306,7 +313,7 @@ def training_arguments(recipe: Recipe, output_dir: Path, has_eval: bool):
         values["eval_strategy"] = "no"
         values["eval_on_start"] = False  # nothing to evaluate (the Trainer would raise mid-run)
     try:
-        return TrainingArguments(output_dir=str(output_dir), **values)
+        return (arguments_class or TrainingArguments)(output_dir=str(output_dir), **values)
     except (ValueError, TypeError) as exc:
         first_line = str(exc).strip().splitlines()[0]
         raise LlmkitError(f"recipe {recipe.source}: invalid training settings: {first_line}") from None

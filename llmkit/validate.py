@@ -34,6 +34,7 @@ def validate(
     splits = load_splits(resolved.data, seed=resolved.training["seed"])
     task.check_data(splits)
     model_path = resolve_model(resolved.model)
+    task.check_model(model_path)
     check_weights(model_path, resolved.model_options["allow_pickle"])
     tokenizer = load_tokenizer(model_path, trust_remote_code=resolved.model_options["trust_remote_code"])
 

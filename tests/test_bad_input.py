@@ -42,7 +42,16 @@ def files(tmp_path: Path) -> dict[str, Path]:
         "no_weights": tmp_path / "no-weights",
         "pickled": tmp_path / "pickled",
         "half_checkpoint": tmp_path / "run" / "checkpoint-5",
+        "summ_recipe": tmp_path / "summarize.yaml",
+        "dialogs": tmp_path / "dialogs.jsonl",
+        "no_summary": tmp_path / "no_summary.jsonl",
+        "empty_summary": tmp_path / "empty_summary.jsonl",
     }
+    made["summ_recipe"].write_text("task: summarization\ndata:\n  document: dialogue\n", encoding="utf-8")
+    dialog = '{"dialogue": "#Person1#: Hi.\\n#Person2#: Hello.", "summary": "They greet."}\n'
+    made["dialogs"].write_text(dialog * 4, encoding="utf-8")
+    made["no_summary"].write_text('{"dialogue": "#Person1#: Hi."}\n' * 4, encoding="utf-8")
+    made["empty_summary"].write_text(dialog * 2 + '{"dialogue": "Hi.", "summary": " "}\n', encoding="utf-8")
     made["dup_columns"].write_text("text,label,text\na,positive,b\n", encoding="utf-8")
     made["mixed_labels"].write_text(
         '{"text": "good", "label": 1}\n{"text": "bad", "label": "negative"}\n', encoding="utf-8"
@@ -64,6 +73,9 @@ def files(tmp_path: Path) -> dict[str, Path]:
     (made["busy_out"] / "keep.txt").write_text("precious")
     return made
 
+
+# A summarization recipe on tiny-t5 with good data; each case below spoils one thing.
+SUMMARIZE = ["@{summ_recipe}", "model=tiny-t5", "data.train={dialogs}", "data.validation={dialogs}"]
 
 # (name, arguments with {placeholders} for the files above, what the message must contain)
 CASES = [
@@ -131,6 +143,36 @@ CASES = [
         "not a complete checkpoint",
     ),
     ("recipe file missing", ["@{tmp}/missing.yaml"], "recipe {tmp}/missing.yaml: no such file"),
+    (
+        "summarization: no document column",
+        [*SUMMARIZE, "data.document=text"],
+        "{dialogs}: no column 'text' (set by data.document); columns are: dialogue, summary",
+    ),
+    (
+        "summarization: no summary column",
+        [*SUMMARIZE, "data.train={no_summary}"],
+        "{no_summary}: no column 'summary' (set by data.summary); columns are: dialogue; set data.summary=",
+    ),
+    (
+        "summarization: empty summary",
+        [*SUMMARIZE, "data.train={empty_summary}"],
+        "{empty_summary} line 3: column 'summary' (data.summary) is empty; fill in or remove that row",
+    ),
+    (
+        "summarization: a model neither seq2seq nor causal",
+        [*SUMMARIZE, "model=tiny-bert"],
+        "cannot summarize: it is neither a sequence-to-sequence model nor a causal LM (it is an encoder",
+    ),
+    (
+        "summarization: prompt without the document",
+        [*SUMMARIZE, "data.prompt=Summarize."],
+        "data.prompt must contain {{document}} exactly once",
+    ),
+    (
+        "summarization: lengths beyond the context",
+        [*SUMMARIZE, "model=tiny-bart", "data.max_length=1024"],
+        "data.max_length = 1024 is longer than the model's context (512 positions)",
+    ),
     ("recipe YAML syntax", ["@{bad_yaml}"], "bad.yaml line 3, column 1: invalid YAML"),
 ]
 

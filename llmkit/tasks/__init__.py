@@ -12,6 +12,7 @@ TASKS: dict[str, str] = {
     "classification": "llmkit.tasks.classification:ClassificationTask",
     "fill-mask": "llmkit.tasks.fill_mask:FillMaskTask",
     "generation": "llmkit.tasks.generation:GenerationTask",
+    "summarization": "llmkit.tasks.summarization:SummarizationTask",
 }
 
 

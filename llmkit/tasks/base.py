@@ -55,6 +55,13 @@ class Task:
     def collator(self, tokenizer: PreTrainedTokenizerBase) -> Callable[[list[dict]], dict]:
         raise NotImplementedError
 
+    def encoding_metrics(self, role: str, dataset: Dataset) -> dict[str, int]:
+        """Counts about an encoded split worth keeping (e.g. truncated documents), for metrics.json.
+
+        Called for every split, whether it was just encoded or loaded from the tokenization cache.
+        """
+        return {}
+
     # -- model ------------------------------------------------------------------------------------
     def check_model(self, model_path: Path) -> None:
         """Refuse, before any data is encoded, a model folder this task cannot use; raise LlmkitError."""
@@ -105,6 +112,12 @@ class Task:
         from transformers import Trainer
 
         return Trainer
+
+    def arguments_class(self) -> type:
+        """The TrainingArguments class ``trainer_class`` needs (e.g. Seq2SeqTrainingArguments)."""
+        from transformers import TrainingArguments
+
+        return TrainingArguments
 
     # -- inference ----------------------------------------------------------------------------------
     def predict(
