@@ -123,7 +123,8 @@ def render_model_card(run: RunRecord, task_cls: type[Task], plots: list[Path]) -
     lines += [f"- processes: {run.manifest.get('world_size', 1)}", ""]
 
     # one row per evaluated step: the evaluation after training repeats the last step's
-    evals = list({entry.get("step"): entry for entry in run.log_history or [] if "eval_loss" in entry}.values())
+    by_step = {entry.get("step"): entry for entry in run.log_history or [] if "eval_loss" in entry}
+    evals = list(by_step.values())
     if evals:
         metric_key = f"eval_{task_cls.headline_metric}"
         header = ["step", "epoch", "training loss", "validation loss"]
