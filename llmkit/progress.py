@@ -123,6 +123,7 @@ def log_lines_callback() -> Any:
     class LogLinesCallback(TrainerCallback):
         def __init__(self) -> None:
             self.last_line = -math.inf
+            self.last_text = ""
             self.started = time.perf_counter()
             self.first_step = 0
 
@@ -139,8 +140,9 @@ def log_lines_callback() -> Any:
             if not (is_eval or last_step or now - self.last_line >= TRAINING_LINE_SECONDS):
                 return
             line = format_log_line(logs, state.global_step, state.max_steps)
-            if line is None:
+            if line is None or line == self.last_text:  # the evaluation after training may repeat the last
                 return
+            self.last_text = line
             done = state.global_step - self.first_step
             if not is_eval and done > 0 and state.global_step < state.max_steps:
                 per_step = (now - self.started) / done
