@@ -41,6 +41,8 @@ def data_statistics(task: Task, splits: dict[str, Split], encoded: dict[str, Any
 
     tokens = {}
     for role, dataset in encoded.items():
+        if "input_ids" not in dataset.column_names:
+            continue
         sample = dataset.select(range(min(STATISTICS_ROWS, len(dataset))))
         lengths = np.array([len(ids) for ids in sample["input_ids"]]) if len(sample) else np.array([0])
         tokens[role] = {
