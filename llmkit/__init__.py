@@ -9,12 +9,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["FinetuneResult", "LlmkitError", "__version__", "finetune", "load_recipe"]
+__all__ = ["FinetuneResult", "LlmkitError", "__version__", "finetune", "load_recipe", "write_report"]
 
 from llmkit.errors import LlmkitError
 
 if TYPE_CHECKING:
     from llmkit.config import load_recipe
+    from llmkit.report import write_report
     from llmkit.train import FinetuneResult, finetune
 
 
@@ -27,4 +28,8 @@ def __getattr__(name: str) -> Any:
         from llmkit.config import load_recipe
 
         return load_recipe
+    if name == "write_report":
+        from llmkit.report import write_report
+
+        return write_report
     raise AttributeError(f"module 'llmkit' has no attribute {name!r}")

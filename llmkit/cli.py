@@ -278,6 +278,17 @@ def summarize(
 
 
 @app.command()
+def report(
+    output_dir: Annotated[Path, typer.Argument(help="Output folder of a finished `llmkit finetune` run.")],
+) -> None:
+    """Regenerate a run's report.md, plots (plots/*.png) and model card (README.md) from its files."""
+    from llmkit.report import write_report
+
+    for path in write_report(output_dir):
+        typer.echo(str(path))
+
+
+@app.command()
 def recipes() -> None:
     """List the bundled recipes (run one with `llmkit finetune NAME`)."""
     from llmkit.config import bundled_recipes

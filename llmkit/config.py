@@ -51,7 +51,7 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "logging_steps": 10,
     "eval_strategy": "epoch",
     "save_strategy": "no",
-    "report_to": "none",
+    "report_to": "auto",  # llmkit's: tensorboard when it is installed, else none (train.report_targets)
     "seed": 42,
     "logging_nan_inf_filter": False,  # a NaN loss must show in the logs so training can stop on it
     # count real (attention-mask) tokens: metrics.json reports train_tokens_per_second

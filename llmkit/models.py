@@ -108,6 +108,20 @@ ALIASES: dict[str, Callable[[], Path]] = {
 }
 
 
+#: The hub models that bundled aliases are copies of (a model card's ``base_model``); built ones have none.
+ALIAS_HUB_IDS: dict[str, str] = {
+    "minilm-l6": "sentence-transformers/all-MiniLM-L6-v2",
+    "smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct",
+}
+
+
+def hub_id(name: str) -> str | None:
+    """The hub id a recipe's ``model`` stands for: an alias's origin or a hub id itself; None for folders."""
+    if name in ALIASES:
+        return ALIAS_HUB_IDS.get(name)
+    return None if looks_like_path(name) else name
+
+
 def looks_like_path(name: str) -> bool:
     """A path is anything that exists, starts like a path, or has more than one '/' (hub ids have one)."""
     return (

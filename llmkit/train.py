@@ -23,13 +23,16 @@ from llmkit.data import Split, load_splits
 from llmkit.distributed import check_sharding, cuda_available, is_main_process, precision_flags, world_size
 from llmkit.errors import LlmkitError
 from llmkit.models import cache_dir, check_weights, resolve_model
-from llmkit.progress import quiet_library_progress
+from llmkit.progress import interactive, log, log_lines_callback, quiet_library_progress, timed_step
+from llmkit.report import LOG_HISTORY_FILE, RUN_STATS_FILE, data_statistics, sample_predictions, write_report
 from llmkit.sampling import length_grouping_trainer
 from llmkit.tasks import Task, get_task_class
 
 METRICS_FILE = "metrics.json"
 RECIPE_FILE = "recipe.yaml"
 MANIFEST_FILE = "manifest.json"
+#: TensorBoard event files (``tensorboard --logdir OUTPUT_DIR/tensorboard``).
+TENSORBOARD_DIR = "tensorboard"
 
 
 @dataclass
@@ -46,12 +49,6 @@ class FinetuneResult:
             for key, value in self.metrics.items()
             if key.startswith(("eval_", "test_")) and not key.endswith(("_runtime", "_per_second"))
         }
-
-
-def log(message: str) -> None:
-    """Progress for people, on stderr so stdout stays clean for results (main process only)."""
-    if is_main_process():
-        print(f"llmkit: {message}", file=sys.stderr, flush=True)
 
 
 def finetune(
@@ -75,6 +72,7 @@ def run(recipe: Recipe) -> FinetuneResult:
     """Run a validated recipe end to end."""
     from transformers import set_seed
 
+    started = time.perf_counter()
     task: Task = get_task_class(recipe.task)(recipe.data)
     output_dir = Path(recipe.output_dir)
     resume_from = checkpoint_to_resume(output_dir, recipe.training["resume"], recipe.overwrite, METRICS_FILE)
@@ -95,11 +93,15 @@ def run(recipe: Recipe) -> FinetuneResult:
     processes = f", {world_size()} processes" if world_size() > 1 else ""
     log(f"task {recipe.task}, model {recipe.model} ({model_path}), rows: {sizes}{processes}")
 
+    encoded = {}
+    for role, split in splits.items():
+        # in a terminal datasets' bar redraws in place; in a log it would print a line per update
+        with (
+            timed_step(f"tokenizing {role} ({len(split.dataset):,} rows)"),
+            quiet_library_progress(keep_datasets_bars=interactive()),
+        ):
+            encoded[role] = encode_cached(task, split, tokenizer, model_path, recipe, args)
     with quiet_library_progress():
-        encoded = {
-            role: encode_cached(task, split, tokenizer, model_path, recipe, args)
-            for role, split in splits.items()
-        }
         set_seed(recipe.training["seed"])
         model = load_model(task, model_path, **load_options)
     data_counts = {}  # e.g. truncated documents per split
@@ -115,16 +117,26 @@ def run(recipe: Recipe) -> FinetuneResult:
         processing_class=tokenizer,
         compute_metrics=task.compute_metrics(),
         preprocess_logits_for_metrics=task.preprocess_logits_for_metrics(),
-        callbacks=[divergence_guard := stop_on_non_finite_loss()],
+        callbacks=[
+            divergence_guard := stop_on_non_finite_loss(),
+            *tensorboard_callbacks(report_targets(recipe.training["report_to"], "")[1], output_dir),
+        ],
     )
+    if args.disable_tqdm:  # no bars: throttled stderr lines instead of a printed dict per log (stdout)
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+        trainer.add_callback(log_lines_callback())
     with args.main_process_first(desc="clearing output_dir"):
         if recipe.overwrite and output_dir.exists() and is_main_process():
             shutil.rmtree(output_dir)
     if resume_from is not None:
         log(f"resuming from {resume_from}")
+    prepared = time.perf_counter()
     train_output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     if divergence_guard.problem:
         raise LlmkitError(divergence_guard.problem)
+    trained = time.perf_counter()
     metrics: dict[str, float] = {**train_output.metrics, **data_counts}
     if metrics.get("num_input_tokens_seen") and metrics.get("train_runtime"):
         tokens, runtime = metrics["num_input_tokens_seen"], metrics["train_runtime"]
@@ -136,21 +148,88 @@ def run(recipe: Recipe) -> FinetuneResult:
     if "test" in encoded and "labels" in encoded["test"].column_names:
         metrics.update(evaluate(trainer, task, encoded["test"], "test"))
 
+    evaluated = time.perf_counter()
+
     save_final_model(trainer, output_dir)
     if not is_main_process():
         return FinetuneResult(metrics=metrics, output_dir=output_dir)
     dump_recipe(recipe, output_dir / RECIPE_FILE)
+    write_json_atomic(output_dir / LOG_HISTORY_FILE, trainer.state.log_history)
+    stats = {
+        "data": data_statistics(task, splits, encoded, recipe.data["max_length"]),
+        "samples": report_samples(task, model, tokenizer, splits),
+        "timing": {
+            "prepare_seconds": round(prepared - started, 2),
+            "train_seconds": round(trained - prepared, 2),
+            "evaluate_seconds": round(evaluated - trained, 2),
+        },
+    }
     if "test" in encoded and "labels" not in encoded["test"].column_names:
         write_jsonl(
             output_dir / "test_predictions.jsonl",
             task.predict(model, tokenizer, splits["test"].dataset.to_list()),
         )
     write_manifest(output_dir / MANIFEST_FILE, recipe, splits, resume_from)
+    stats["timing"]["total_seconds"] = round(time.perf_counter() - started, 2)
+    write_json_atomic(output_dir / RUN_STATS_FILE, stats)
     # metrics.json goes last: its presence marks a finished run (resume never touches one)
     write_json_atomic(output_dir / METRICS_FILE, metrics)
     record_latest_run(task.name, output_dir)
+    write_run_report(output_dir)
     log(f"saved to {output_dir}")
     return FinetuneResult(metrics=metrics, output_dir=output_dir)
+
+
+def report_samples(task: Task, model, tokenizer, splits: dict[str, Split]) -> list[dict[str, str]]:
+    """A few predictions for report.md; a row the task cannot predict on costs the samples, not the run."""
+    try:
+        with quiet_library_progress(errors_only=True):
+            return sample_predictions(task, model, tokenizer, splits)
+    except LlmkitError as exc:
+        log(f"warning: no sample predictions for the report ({exc})")
+        return []
+
+
+def write_run_report(output_dir: Path) -> None:
+    """report.md, plots and the model card. The model and metrics are saved by now: a failure here is
+    reported in one line (and `llmkit report DIR` retries), it does not fail the finished run."""
+    try:
+        with timed_step("writing report.md, plots and the model card (README.md)"):
+            write_report(output_dir)
+    except Exception as exc:  # any report problem must not lose a finished training run
+        log(f"warning: report not written ({type(exc).__name__}: {exc}); retry: llmkit report {output_dir}")
+
+
+def report_targets(report_to: Any, where: str) -> tuple[str | list[str], bool]:
+    """(what TrainingArguments.report_to gets, whether llmkit adds its own TensorBoard callback).
+
+    ``auto`` (llmkit's default) is TensorBoard when the package is installed and nothing otherwise,
+    silently. TensorBoard goes through llmkit's callback so the events land in ``output_dir/tensorboard``
+    rather than a dated folder; other integrations (and ``all``) are the Trainer's, as they are.
+    """
+    from transformers.integrations import is_tensorboard_available
+
+    targets = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    if targets == ["auto"]:
+        targets = ["tensorboard"] if is_tensorboard_available() else []
+    tensorboard = "tensorboard" in targets
+    if tensorboard and not is_tensorboard_available():
+        raise LlmkitError(
+            f"{where}: training.report_to asks for tensorboard, which is not installed; "
+            f"`pip install tensorboard` (or llmkit's `tensorboard` extra), or set training.report_to=auto"
+        )
+    others = [target for target in targets if target not in ("tensorboard", "none", "auto")]
+    return others or "none", tensorboard
+
+
+def tensorboard_callbacks(wanted: bool, output_dir: Path) -> list:
+    if not wanted:
+        return []
+    from transformers.integrations import TensorBoardCallback
+
+    callback = TensorBoardCallback()
+    callback.logging_dir = str(output_dir / TENSORBOARD_DIR)
+    return [callback]
 
 
 def save_final_model(trainer, output_dir: Path) -> None:
@@ -304,6 +383,9 @@ def training_arguments(recipe: Recipe, output_dir: Path, has_eval: bool, argumen
     if not {"bf16", "fp16"} & set(recipe.user_training):  # explicit flags win over training.precision
         values.update(precision_flags(precision, where))
     check_sharding(values, where)
+    values["report_to"], _ = report_targets(values["report_to"], where)
+    if "disable_tqdm" not in recipe.user_training:
+        values["disable_tqdm"] = not interactive()  # bars only where they redraw in place
     on_gpu = cuda_available()
     if "dataloader_pin_memory" not in recipe.user_training:
         values["dataloader_pin_memory"] = on_gpu  # pinning without a GPU only warns

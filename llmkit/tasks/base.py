@@ -126,8 +126,30 @@ class Task:
         """Predictions for raw rows (same columns as training data), one dict per row."""
         raise NotImplementedError
 
+    def report_samples(
+        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]
+    ) -> list[dict[str, str]]:
+        """A few predictions for the run report: ``input``, ``prediction`` and, where known, ``reference``.
+
+        The default shows each row and ``predict``'s answer as they are; tasks override it to show
+        their inputs and targets by name (and to pose a question the row answers, as fill-mask does).
+        """
+        import json
+
+        return [
+            {"input": json.dumps(row, ensure_ascii=False, default=str), "prediction": _compact(prediction)}
+            for row, prediction in zip(rows, self.predict(model, tokenizer, rows), strict=True)
+        ]
+
 
 def argmax_logits(logits: Any, labels: Any) -> Any:
     """``preprocess_logits_for_metrics`` for classifiers: keep only predicted ids, batch by batch."""
     logits = logits[0] if isinstance(logits, tuple) else logits
     return logits.argmax(dim=-1)
+
+
+def _compact(prediction: dict[str, Any]) -> str:
+    """A prediction dict as one short string: a lone value as it is, several as key: value pairs."""
+    if len(prediction) == 1:
+        return str(next(iter(prediction.values())))
+    return ", ".join(f"{key}: {value}" for key, value in prediction.items())

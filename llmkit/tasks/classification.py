@@ -233,6 +233,23 @@ class ClassificationTask(Task):
                 results.append({"label": model.config.id2label[class_id], "score": round(score, 6)})
         return results
 
+    def report_samples(
+        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]
+    ) -> list[dict[str, str]]:
+        text, pair, label = self.data["text"], self.data["text_pair"], self.data["label"]
+        samples = []
+        for row, prediction in zip(rows, self.predict(model, tokenizer, rows), strict=True):
+            sample = {
+                "input": f"{row[text]} / {row[pair]}" if pair else str(row[text]),
+                "prediction": f"{prediction['label']} ({prediction['score']:.2f})",
+            }
+            if row.get(label) is not None:
+                value = _as_label(row[label])
+                known = value in self.labels
+                sample["reference"] = self.label_name(self.labels.index(value)) if known else str(value)
+            samples.append(sample)
+        return samples
+
 
 def _as_label(value: Any) -> Any:
     """Integral floats (1.0, from a JSON or Parquet column) count as the integer class 1."""

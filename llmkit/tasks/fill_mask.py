@@ -149,6 +149,35 @@ class FillMaskTask(Task):
         texts = [row[self.data["text"]] for row in rows]
         return [{"masks": masks} for masks in fill_masks(model, tokenizer, texts)]
 
+    def report_samples(
+        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]
+    ) -> list[dict[str, str]]:
+        """Hide one word of each text (its longest) and show the model's top guesses for it."""
+        posed = [mask_longest_word(row[self.data["text"]], tokenizer.mask_token) for row in rows]
+        posed = [(text, word) for text, word in posed if word]
+        if not posed:
+            return []
+        answers = fill_masks(model, tokenizer, [text for text, _ in posed], top_k=3)
+        return [
+            {
+                "input": text,
+                "prediction": ", ".join(f"{c['token']} ({c['score']:.2f})" for c in masks[0]),
+                "reference": word,
+            }
+            for (text, word), masks in zip(posed, answers, strict=True)
+        ]
+
+
+def mask_longest_word(text: str, mask_token: str, max_words: int = 40) -> tuple[str, str]:
+    """(text with its longest word among the first ``max_words`` masked, that word); ('', '') if none."""
+    words = text.split()[:max_words]
+    candidates = [w for w in words if w.isalpha()]
+    if not candidates:
+        return "", ""
+    word = max(candidates, key=len)
+    index = words.index(word)
+    return " ".join([*words[:index], mask_token, *words[index + 1 :]]), word
+
 
 def normalise_masks(text: str, mask_token: str) -> str:
     """Turn [MASK], <mask> (any case) into the model's own mask token."""

@@ -46,6 +46,9 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 FORMATS = ("auto", "text", "instruction", "chat")
+#: Run-report samples: a plain text's opening words become the prompt; replies are cut at this many tokens.
+REPORT_PROMPT_WORDS = 12
+REPORT_NEW_TOKENS = 48
 
 
 class GenerationTask(Task):
@@ -284,3 +287,34 @@ class GenerationTask(Task):
             )
             results.append({"generated": generated.text})
         return results
+
+    def report_samples(
+        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]
+    ) -> list[dict[str, str]]:
+        """Plain text: the model continues each text's opening words; else it answers the last user turn."""
+        from llmkit.generate import generate_from_prompt
+
+        samples = []
+        for row in rows:
+            if self.format == "text":
+                words = row[self.data["text"]].split()
+                cut = min(REPORT_PROMPT_WORDS, max(1, len(words) // 2))
+                prompt, shown = " ".join(words[:cut]), " ".join(words[:cut])
+                reference = " ".join(words[cut : cut + REPORT_PROMPT_WORDS * 2])
+            else:
+                messages = self.conversation(row, with_reply=True)
+                asked = [
+                    m["content"] for m in self.conversation(row, with_reply=False) if m["role"] == "user"
+                ]
+                prompt, shown = self.prompt_text(tokenizer, row), asked[-1] if asked else ""
+                last = messages[-1] if messages else {}
+                reference = last.get("content", "") if last.get("role") == "assistant" else ""
+            generated = generate_from_prompt(
+                model,
+                tokenizer,
+                prompt,
+                max_new_tokens=min(self.data["max_new_tokens"], REPORT_NEW_TOKENS),
+                templated=self.format != "text",
+            )
+            samples.append({"input": shown, "prediction": generated.text.strip(), "reference": reference})
+        return samples

@@ -1,0 +1,165 @@
+"""A Hugging Face model card (README.md) for a run's output folder.
+
+YAML front matter the hub reads (library_name, pipeline_tag, base_model, tags, metrics), then what the
+model is, how to load it with ``transformers.pipeline``, its data, hyperparameters and results, in the
+layout of the cards the Trainer writes. Built from the run's files only (see ``llmkit.report``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from llmkit.models import hub_id
+from llmkit.report import RunRecord, format_value, quality_metrics, table
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from llmkit.tasks import Task
+
+#: Usage inputs when the run recorded no sample (MASK is replaced by the tokenizer's mask token).
+DEFAULT_INPUTS = {
+    "text-classification": "I really enjoyed this.",
+    "fill-mask": "The weather is MASK today.",
+    "text-generation": "Once upon a time",
+    "summarization": "Write a long text here; the model returns a short summary of it.",
+}
+#: Extra pipeline-call arguments per pipeline task, so the snippet behaves well out of the box.
+CALL_OPTIONS = {"text-generation": ", max_new_tokens=64", "summarization": ", max_new_tokens=64"}
+
+
+def model_name(run: RunRecord) -> str:
+    model = run.recipe.get("model")
+    return str(model.get("name") if isinstance(model, dict) else model)
+
+
+def front_matter(run: RunRecord, task_cls: type[Task]) -> dict[str, Any]:
+    base = hub_id(model_name(run))
+    metrics = sorted(
+        {
+            key.split("_", 1)[1]
+            for key in quality_metrics(run.metrics)
+            if key.startswith(("eval_", "test_")) and not key.startswith("eval_before_")
+        }
+        - {"loss"}
+    )
+    matter: dict[str, Any] = {"library_name": "transformers", "pipeline_tag": task_cls.pipeline_task}
+    if base:
+        matter["base_model"] = base
+    matter["tags"] = ["llmkit", task_cls.name, "generated_from_trainer"]
+    if metrics:
+        matter["metrics"] = metrics
+    return matter
+
+
+def usage_input(run: RunRecord, task_cls: type[Task]) -> Any:
+    """The example the usage snippet passes: a recorded sample's input, else a default for the task."""
+    samples = run.stats.get("samples") or []
+    text = samples[0]["input"] if samples and samples[0].get("input") else None
+    if text is None:
+        text = DEFAULT_INPUTS.get(task_cls.pipeline_task, "Some input text.")
+        if task_cls.pipeline_task == "fill-mask":
+            text = text.replace("MASK", tokenizer_setting(run, "mask_token") or "[MASK]")
+    text = text if len(text) <= 300 else text[:300]
+    if task_cls.pipeline_task == "text-generation" and has_chat_template(run):
+        return [{"role": "user", "content": text}]
+    return text
+
+
+def tokenizer_setting(run: RunRecord, key: str) -> Any:
+    path = run.output_dir / "tokenizer_config.json"
+    try:
+        value = json.loads(path.read_text(encoding="utf-8")).get(key)
+    except (OSError, ValueError):
+        return None
+    return value.get("content") if isinstance(value, dict) else value
+
+
+def has_chat_template(run: RunRecord) -> bool:
+    return (run.output_dir / "chat_template.jinja").exists() or bool(tokenizer_setting(run, "chat_template"))
+
+
+def render_model_card(run: RunRecord, task_cls: type[Task], plots: list[Path]) -> str:
+    recipe, name = run.recipe, model_name(run)
+    base = hub_id(name)
+    origin = f"[{base}](https://huggingface.co/{base})" if base else f"`{name}`"
+    data = recipe.get("data") or {}
+    rows = (run.stats.get("data") or {}).get("rows") or run.manifest.get("rows") or {}
+    train_file = data.get("train", "?")
+    scores = quality_metrics(run.metrics)
+    held_out = {key: value for key, value in scores.items() if key.startswith(("eval_", "test_"))}
+
+    lines = ["---", yaml.safe_dump(front_matter(run, task_cls), sort_keys=False).rstrip(), "---", ""]
+    lines += [f"# {run.name}", ""]
+    lines += [
+        f"A {task_cls.pipeline_task} model: {origin} fine-tuned with llmkit "
+        f"(task `{task_cls.name}`) on `{train_file}` ({rows.get('train', '?')} training rows).",
+        "",
+    ]
+    if held_out:
+        lines += ["Results on the held-out data:", ""]
+        lines += [f"- {key}: {format_value(value)}" for key, value in held_out.items()]
+        lines.append("")
+
+    lines += ["## Usage", "", "```python", "from transformers import pipeline", ""]
+    lines.append(f'pipe = pipeline("{task_cls.pipeline_task}", model="{run.recipe.get("output_dir", ".")}")')
+    options = CALL_OPTIONS.get(task_cls.pipeline_task, "")
+    lines += [f"print(pipe({usage_input(run, task_cls)!r}{options}))", "```", ""]
+
+    lines += ["## Training data", ""]
+    lines += table(
+        ["split", "source", "rows"],
+        [[role, data.get(role) or "carved from train", count] for role, count in rows.items()],
+    )
+    summary = (run.stats.get("data") or {}).get("summary") or []
+    lines += ["", *[f"- {line}" for line in summary], ""]
+
+    lines += ["## Training procedure", "", "### Training hyperparameters", ""]
+    training = dict(recipe.get("training") or {})
+    lines += [f"- {key}: {value}" for key, value in training.items()]
+    lines += [f"- processes: {run.manifest.get('world_size', 1)}", ""]
+
+    # one row per evaluated step: the evaluation after training repeats the last step's
+    by_step = {entry.get("step"): entry for entry in run.log_history or [] if "eval_loss" in entry}
+    evals = list(by_step.values())
+    if evals:
+        metric_key = f"eval_{task_cls.headline_metric}"
+        header = ["step", "epoch", "training loss", "validation loss"]
+        show_metric = metric_key != "eval_loss" and any(metric_key in entry for entry in evals)
+        header += [task_cls.headline_metric] if show_metric else []
+        rows_out = []
+        for entry in evals:
+            train_loss = last_training_loss(run.log_history or [], entry.get("step", 0))
+            row = [
+                entry.get("step", ""),
+                format_value(entry.get("epoch", "")),
+                train_loss,
+                format_value(entry["eval_loss"]),
+            ]
+            rows_out.append(row + ([format_value(entry.get(metric_key, ""))] if show_metric else []))
+        lines += ["### Training results", "", *table(header, rows_out), ""]
+    for path in plots:
+        if path.stem == "loss":
+            lines += [f"![loss](plots/{path.name})", ""]
+    lines += [
+        "### Reproduce",
+        "",
+        "`recipe.yaml` in this folder is the resolved recipe: `llmkit finetune recipe.yaml output_dir=...`; "
+        "`report.md` has the full run report.",
+        "",
+    ]
+    versions = run.manifest.get("versions") or {}
+    if versions:
+        lines += ["### Framework versions", ""]
+        lines += [f"- {package}: {version}" for package, version in versions.items() if version]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def last_training_loss(log_history: list[dict[str, Any]], step: int) -> str:
+    """The last training loss logged at or before ``step`` ('no log' before the first one)."""
+    losses = [entry["loss"] for entry in log_history if "loss" in entry and entry.get("step", 0) <= step]
+    return format_value(losses[-1]) if losses else "no log"
