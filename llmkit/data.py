@@ -34,8 +34,10 @@ class Split:
     role: str  # train, validation or test
     dataset: Dataset
     path: Path
-    carved: bool = False  # True when validation was split off train (row numbers then refer to train)
+    carved: bool = False  # True when validation was split off train (its rows are rows of the train file)
     key: str = ""  # what the user set to name this file, e.g. "data.train" or "--input"
+    #: File position of each row after carving, subsetting or dropping; None while rows are in file order.
+    file_rows: list[int] | None = None
 
     @property
     def origin(self) -> str:
@@ -43,14 +45,20 @@ class Split:
 
     def where(self, index: int) -> str:
         """Human position of row ``index`` in its file: the line for text formats, else the row."""
-        if self.carved:
-            return f"row {index + 1} of the validation part carved from train"
+        if self.file_rows is not None:
+            index = self.file_rows[index]
         suffix = self.path.suffix.lower()
         if suffix in (".csv", ".tsv"):
             return f"line {index + 2}"  # 1-based, after the header
         if suffix in (".jsonl", ".txt"):
             return f"line {index + 1}"
         return f"row {index + 1}"
+
+    def keep_rows(self, indices: Any) -> None:
+        """Keep only the rows at ``indices`` (in that order), remembering where each came from."""
+        indices = list(indices)
+        self.file_rows = [self.file_rows[i] for i in indices] if self.file_rows is not None else indices
+        self.dataset = self.dataset.select(indices)
 
 
 def resolve_data_path(value: str, key: str) -> Path:
@@ -255,16 +263,22 @@ def load_splits(data: dict[str, Any], seed: int) -> dict[str, Split]:
             raise LlmkitError(
                 f"{train.origin} has {len(train.dataset)} row; give more rows or set data.validation"
             )
-        parts = train.dataset.train_test_split(test_size=data["validation_split"], seed=seed)
-        splits["validation"] = Split("validation", parts["test"], train.path, carved=True)
-        train.dataset = parts["train"]
+        # Split row numbers, not rows, so that messages can still name each row's place in the file.
+        from datasets import Dataset
+
+        numbers = Dataset.from_dict({"row": range(len(train.dataset))})
+        parts = numbers.train_test_split(test_size=data["validation_split"], seed=seed)
+        validation = Split("validation", train.dataset, train.path, carved=True, key="data.train")
+        validation.keep_rows(parts["test"]["row"])
+        splits["validation"] = validation
+        train.keep_rows(parts["train"]["row"])
     if max_train:
-        train.dataset = train.dataset.select(range(min(max_train, len(train.dataset))))
+        train.keep_rows(range(min(max_train, len(train.dataset))))
     max_eval = data.get("max_eval_samples")
     for role in ("validation", "test"):
         if max_eval and role in splits:
             split = splits[role]
-            split.dataset = split.dataset.select(range(min(max_eval, len(split.dataset))))
+            split.keep_rows(range(min(max_eval, len(split.dataset))))
     return splits
 
 
@@ -281,12 +295,12 @@ def require_columns(split: Split, columns: dict[str, str | None]) -> None:
             )
 
 
-def require_text(split: Split, column: str, recipe_key: str) -> None:
-    """Every value of a text column must be a non-empty string."""
+def require_text(split: Split, column: str, recipe_key: str, also: str = "") -> None:
+    """Every value of a text column must be a non-empty string; ``also`` adds another way out."""
     for index, value in enumerate(split.dataset[column]):
         if not isinstance(value, str) or not value.strip():
             shown = "empty" if value is None or (isinstance(value, str)) else f"not text ({value!r})"
             raise LlmkitError(
                 f"{split.origin} {split.where(index)}: column '{column}' (data.{recipe_key}) is {shown}; "
-                f"fill in or remove that row"
+                f"fill in or remove that row{also}"
             )

@@ -404,8 +404,8 @@ def training_arguments(recipe: Recipe, output_dir: Path, has_eval: bool, argumen
 def encode_cached(task: Task, split: Split, tokenizer, model_path: Path, recipe: Recipe, args) -> Any:
     """Tokenize a split once: the main process encodes and saves it, other processes (and reruns) load it.
 
-    The cache key covers everything the encoding depends on: the file (path, size, mtime), how the split
-    was cut, the task's data settings, the tokenizer and llmkit's version.
+    The cache key covers everything the encoding depends on: the file (path, size, mtime), which of its
+    rows the split holds, the task's data settings, the tokenizer, and llmkit's version and source code.
     """
     from datasets import load_from_disk
 
@@ -418,6 +418,7 @@ def encode_cached(task: Task, split: Split, tokenizer, model_path: Path, recipe:
         "role": split.role,
         "carved": split.carved,
         "rows": len(split.dataset),
+        "which_rows": _digest(json.dumps(split.file_rows)),  # carving, subsets and skipped rows
         "seed": recipe.training["seed"],
         "task": task.name,
         "data": {k: v for k, v in recipe.data.items() if k not in ("train", "validation", "test")},
@@ -427,6 +428,7 @@ def encode_cached(task: Task, split: Split, tokenizer, model_path: Path, recipe:
             tokenizer_file.stat().st_mtime_ns if tokenizer_file.exists() else 0,
         ],
         "version": llmkit.__version__,
+        "code": package_code_digest(),  # an edited encoder (an editable install) must not reuse old rows
     }
     key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:20]
     folder = cache_dir() / "tokenized" / key
@@ -442,6 +444,20 @@ def encode_cached(task: Task, split: Split, tokenizer, model_path: Path, recipe:
             except OSError:
                 shutil.rmtree(staging, ignore_errors=True)  # another run saved it first
         return encoded
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def package_code_digest() -> str:
+    """A digest of llmkit's own source files (a millisecond to compute)."""
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for source in sorted(package.rglob("*.py")):
+        digest.update(source.relative_to(package).as_posix().encode())
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:20]
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:

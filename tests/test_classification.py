@@ -166,3 +166,20 @@ def test_real_tokens_are_counted_and_batches_grouped_by_length(sentiment_files, 
     assert result.metrics["train_tokens_per_second"] > 0
     args = training_arguments(load_recipe(recipe), tmp_path / "args", has_eval=False)
     assert args.train_sampling_strategy == "group_by_length"
+
+
+def test_tokenized_splits_are_cached_per_rows_and_code(sentiment_files, tmp_path: Path, monkeypatch) -> None:
+    from llmkit import train as train_module
+
+    monkeypatch.setenv("LLMKIT_CACHE", str(tmp_path / "cache"))
+    tokenized = tmp_path / "cache" / "tokenized"
+    train = sentiment_files[0]
+    llmkit.finetune(recipe_for(train, None, tmp_path / "a", validation_split=0.25))
+    first = {p.name for p in tokenized.iterdir()}
+    assert len(first) == 2  # train and the validation part carved from it
+    llmkit.finetune(recipe_for(train, None, tmp_path / "b", validation_split=0.25))
+    assert {p.name for p in tokenized.iterdir()} == first  # a rerun tokenizes nothing
+
+    monkeypatch.setattr(train_module, "package_code_digest", lambda: "edited encoder")
+    llmkit.finetune(recipe_for(train, None, tmp_path / "c", validation_split=0.25))
+    assert len({p.name for p in tokenized.iterdir()} - first) == 2  # edited llmkit code: encoded again

@@ -68,6 +68,9 @@ def test_validation_is_carved_from_train_reproducibly(tmp_path: Path) -> None:
     assert first["validation"].dataset["text"] == again["validation"].dataset["text"]
     assert first["validation"].dataset["text"] != other["validation"].dataset["text"]
     assert not set(first["validation"].dataset["text"]) & set(first["train"].dataset["text"])
+    for split in first.values():  # messages still name each row's own line in the file
+        for index, text in enumerate(split.dataset["text"]):
+            assert split.where(index) == f"line {int(text.split()[1]) + 1}"
 
 
 def test_max_samples_limit_rows(tmp_path: Path) -> None:

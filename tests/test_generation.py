@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import random
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from llmkit.causal_lm import (
     causal_lm_problem,
     concatenated_blocks,
     document_examples,
+    document_ids,
     pack_examples,
     packed_documents_stay_apart,
     prompt_response_example,
@@ -120,12 +123,31 @@ def test_blocks_join_documents_with_eos_and_cut_equal_blocks() -> None:
 
 
 def test_packing_restarts_positions_and_ignores_each_first_token() -> None:
-    # the third document is longer than max_length=5: it is cut into two pieces, each its own document
+    # the third document is longer than max_length=5: it is cut into two pieces (5 and 2 tokens).
+    # Best fit, longest first: 5 opens row 1, 4 opens row 2, 3 fills row 1 exactly, 2 joins row 2.
     examples = document_examples([[1, 2, 3, 0], [4, 5, 0], [6, 7, 8, 9, 10, 11, 0]], max_length=5)
     rows = pack_examples(examples, max_length=8)
-    assert rows["input_ids"] == [[1, 2, 3, 0, 4, 5, 0], [6, 7, 8, 9, 10, 11, 0]]
-    assert rows["position_ids"] == [[0, 1, 2, 3, 0, 1, 2], [0, 1, 2, 3, 4, 0, 1]]
-    assert rows["labels"] == [[-100, 2, 3, 0, -100, 5, 0], [-100, 7, 8, 9, 10, -100, 0]]
+    assert rows["input_ids"] == [[6, 7, 8, 9, 10, 4, 5, 0], [1, 2, 3, 0, 11, 0]]
+    assert rows["position_ids"] == [[0, 1, 2, 3, 4, 0, 1, 2], [0, 1, 2, 3, 0, 1]]
+    assert rows["labels"] == [[-100, 7, 8, 9, 10, -100, 5, 0], [-100, 2, 3, 0, -100, 0]]
+
+
+def test_packing_fills_rows_tightly_and_keeps_every_example_once() -> None:
+    from llmkit.causal_lm import Example
+
+    rng = random.Random(0)
+    sizes = [rng.randint(20, 200) for _ in range(500)]
+    examples = [Example(list(range(n)), list(range(n))) for n in sizes]
+    rows = pack_examples(examples, max_length=256)
+    assert sorted(len(p) for row in rows["position_ids"] for p in _documents(row)) == sorted(sizes)
+    assert max(len(row) for row in rows["input_ids"]) <= 256
+    lower_bound = math.ceil(sum(sizes) / 256)
+    assert len(rows["input_ids"]) <= lower_bound * 1.03  # within 3% of perfect packing
+
+
+def _documents(positions: list[int]) -> list[list[int]]:
+    starts = [i for i, p in enumerate(positions) if p == 0] + [len(positions)]
+    return [positions[a:b] for a, b in itertools.pairwise(starts)]
 
 
 def test_txt_paragraphs_are_documents() -> None:
@@ -142,6 +164,7 @@ def test_packed_and_unpacked_batches_give_the_same_per_document_logits(tiny_gpt2
     model = generation.load_model(tiny_gpt2).eval()  # the training path: use_cache off, probe passed
     documents = ["To be, or not to be", "that is the question.", "Whether 'tis nobler in the mind"]
     ids = [[*tokenizer(d).input_ids, tokenizer.eos_token_id] for d in documents]
+    ids.sort(key=len, reverse=True)  # the order packing puts them in (longest first)
     collate = CausalLMCollator(tokenizer.pad_token_id)
     packed_rows = pack_examples(document_examples(ids, 64), 64)
     assert len(packed_rows["input_ids"]) == 1  # all three share one row
@@ -218,8 +241,32 @@ def test_shakespeare_recipe_end_to_end_on_tiny_gpt2_loads_in_a_pipeline(tmp_path
     assert text.startswith("ROMEO:") and len(text) > len("ROMEO:")
 
 
+def test_packed_training_counts_every_real_token_once(tmp_path: Path, tokenizer) -> None:
+    # Documents end with EOS, also the tiny tokenizer's pad token: only the rows' tail padding is not real.
+    documents = [f"Scene {n}. " + "To be or not to be. " * (n % 4 + 1) for n in range(12)]
+    train = tmp_path / "plays.txt"
+    train.write_text("\n\n".join(documents) + "\n", encoding="utf-8")
+    result = llmkit.finetune(
+        "generation-shakespeare",
+        [
+            "model=tiny-gpt2",
+            f"data.train={train}",
+            "data.validation_split=0",
+            "data.packing=true",
+            "data.max_length=64",
+            "training.max_steps=1",
+            "training.per_device_train_batch_size=32",  # one batch holds every packed row once
+            f"output_dir={tmp_path / 'out'}",
+        ],
+    )
+    assert tokenizer.pad_token_id == tokenizer.eos_token_id
+    expected = sum(len(ids) for ids in document_ids(tokenizer, documents))
+    assert result.metrics["num_input_tokens_seen"] == expected
+
+
 def test_instruct_recipe_on_tiny_gpt2_reports_before_and_after(tmp_path: Path, run_cli) -> None:
     rows = json.loads(ALPACA.read_text())[:48]
+    rows[5]["output"] = ""  # as in the real Alpaca data: the recipe leaves such rows out and says so
     train = tmp_path / "alpaca.json"
     train.write_text(json.dumps(rows))
     out = tmp_path / "out"
@@ -237,6 +284,9 @@ def test_instruct_recipe_on_tiny_gpt2_reports_before_and_after(tmp_path: Path, r
         f"output_dir={out}",
     )
     assert result.exit_code == 0, result.stderr
+    assert "skipped 1 row(s) with an empty reply (data.skip_empty_outputs=true), the first at row 6" in (
+        result.stderr
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["eval_before_perplexity"] == pytest.approx(math.exp(metrics["eval_before_loss"]))
     assert metrics["eval_loss"] < metrics["eval_before_loss"]  # 4 steps at a high rate: a random model learns
@@ -332,6 +382,9 @@ def bad_files(tmp_path: Path) -> dict[str, Path]:
         "no_reply": write_json(
             tmp_path / "no_reply.json", [{"messages": [{"role": "user", "content": "Hi"}]}] * 2
         ),
+        "empty_output": write_json(
+            tmp_path / "empty_output.json", [*good[:2], {"instruction": "Hi.", "output": ""}]
+        ),
         "no_shape": write_json(tmp_path / "no_shape.json", [{"question": "a", "answer": "b"}] * 2),
     }
 
@@ -347,7 +400,18 @@ BAD_FINETUNE = [
         ["data.train={bad_role}"],
         "bad_role.json row 2: column 'messages' (data.messages): message 2 has unknown role 'bot'",
     ),
-    ("a conversation without a reply", ["data.train={no_reply}"], "has no assistant message"),
+    (
+        "an empty output",
+        ["data.train={empty_output}", "data.skip_empty_outputs=false"],
+        "empty_output.json row 3: column 'output' (data.output) is empty; fill in or remove that row, "
+        "or set data.skip_empty_outputs=true",
+    ),
+    (
+        "a conversation without a reply",
+        ["data.train={no_reply}", "data.skip_empty_outputs=false"],
+        "has no assistant message",
+    ),
+    ("only rows without a reply", ["data.train={no_reply}"], "every row has an empty reply"),
     ("no column of any data shape", ["data.train={no_shape}"], "no column for any generation data shape"),
     ("unknown data format", ["data.format=chatml"], "data.format must be one of auto, text, instruction"),
     ("a model that cannot generate", ["model=tiny-bert"], "cannot generate text: it is an encoder (bert"),

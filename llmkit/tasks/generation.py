@@ -37,6 +37,7 @@ from llmkit.causal_lm import (
 )
 from llmkit.data import TXT_UNITS, Split, require_columns, require_text
 from llmkit.errors import LlmkitError, did_you_mean
+from llmkit.progress import log
 from llmkit.tasks.base import Task
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 FORMATS = ("auto", "text", "instruction", "chat")
+SKIP_HINT = ", or set data.skip_empty_outputs=true to leave such rows out"
 #: Run-report samples: a plain text's opening words become the prompt; replies are cut at this many tokens.
 REPORT_PROMPT_WORDS = 12
 REPORT_NEW_TOKENS = 48
@@ -64,6 +66,7 @@ class GenerationTask(Task):
         "output": "output",
         "messages": "messages",
         "packing": False,
+        "skip_empty_outputs": False,  # true: rows with an empty reply are left out (counted), not an error
         "txt_unit": "paragraph",
         "use_chat_template": True,
         "max_new_tokens": 128,
@@ -124,9 +127,40 @@ class GenerationTask(Task):
                 split.role != "test" or self.data["output"] in split.dataset.column_names
             ):
                 require_columns(split, {"output": self.data["output"]})
-                require_text(split, self.data["output"], "output")
+                if self.data["skip_empty_outputs"]:
+                    self._skip_empty_outputs(split)
+                require_text(split, self.data["output"], "output", also=SKIP_HINT)
             if self.format == "chat" and split.role != "test":
+                if self.data["skip_empty_outputs"]:
+                    self._skip_empty_outputs(split)
                 self._check_messages(split, need_reply=True)
+
+    def _skip_empty_outputs(self, split: Split) -> None:
+        """Leave out rows with nothing to learn (real Alpaca has a few empty outputs) and say how many."""
+        has_reply = [self._has_reply(row) for row in split.dataset]
+        if all(has_reply):
+            return
+        if not any(has_reply):
+            raise LlmkitError(f"{split.origin}: every row has an empty reply, so there is nothing to learn")
+        first = split.where(has_reply.index(False))
+        split.keep_rows(index for index, keep in enumerate(has_reply) if keep)
+        log(
+            f"{split.origin}: skipped {has_reply.count(False)} row(s) with an empty reply "
+            f"(data.skip_empty_outputs=true), the first at {first}"
+        )
+
+    def _has_reply(self, row: dict[str, Any]) -> bool:
+        if self.format == "instruction":
+            output = row.get(self.data["output"])
+            return isinstance(output, str) and bool(output.strip())
+        conversation = row.get(self.data["messages"])
+        return isinstance(conversation, list) and any(
+            isinstance(m, dict)
+            and m.get("role") == "assistant"
+            and isinstance(m.get("content"), str)
+            and m["content"].strip()
+            for m in conversation
+        )
 
     def _check_optional_input(self, split: Split) -> None:
         column = self.data["input"]
@@ -160,7 +194,7 @@ class GenerationTask(Task):
                 m["role"] == "assistant" and m["content"].strip() for m in conversation
             ):
                 raise LlmkitError(
-                    f"{where} has no assistant message, so there is nothing to learn; add the reply"
+                    f"{where} has no assistant message, so nothing to learn; add the reply{SKIP_HINT}"
                 )
 
     def conversation(self, row: dict[str, Any], with_reply: bool = True) -> list[dict[str, str]]:
