@@ -337,6 +337,9 @@ def main() -> None:
     parser.add_argument(
         "--skip", action="append", default=[], choices=["pad128", "dynamic", "llmkit", "alpaca", "cli"]
     )
+    parser.add_argument(
+        "--tag", default="", help="write throughput-TAG.{json,md} (e.g. extra seeds) instead of throughput.*"
+    )
     parser.add_argument("overrides", nargs="*", help="recipe overrides for llmkit's SST-2 run")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -399,9 +402,10 @@ def main() -> None:
         }
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "throughput.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    name = f"throughput-{args.tag}" if args.tag else "throughput"
+    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     table = markdown(report)
-    (RESULTS / "throughput.md").write_text(table, encoding="utf-8")
+    (RESULTS / f"{name}.md").write_text(table, encoding="utf-8")
     print(table)
 
 

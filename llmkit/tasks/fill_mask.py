@@ -40,7 +40,12 @@ class FillMaskTask(Task):
         "whole_word_mask": False,
     }
     # The collator needs special_tokens_mask (and offset_mapping for whole words); it drops them itself.
-    training_defaults: ClassVar[dict[str, Any]] = {"learning_rate": 1e-4, "remove_unused_columns": False}
+    # Lines vary in length (Brown: 2 to 60+ tokens): batches of similar lengths waste little on padding.
+    training_defaults: ClassVar[dict[str, Any]] = {
+        "learning_rate": 1e-4,
+        "remove_unused_columns": False,
+        "train_sampling_strategy": "group_by_length",
+    }
 
     # -- data -------------------------------------------------------------------------------------
     def check_inputs(self, split: Split) -> None:
