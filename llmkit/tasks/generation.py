@@ -150,9 +150,9 @@ class GenerationTask(Task):
         )
 
     def _has_reply(self, row: dict[str, Any]) -> bool:
-        if self.format == "instruction":
+        if self.format == "instruction":  # only empty outputs; one of the wrong type is still an error
             output = row.get(self.data["output"])
-            return isinstance(output, str) and bool(output.strip())
+            return not (output is None or (isinstance(output, str) and not output.strip()))
         conversation = row.get(self.data["messages"])
         return isinstance(conversation, list) and any(
             isinstance(m, dict)
