@@ -6,6 +6,7 @@ All user input is validated before anything is written, so a bad recipe never cl
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -418,7 +419,7 @@ def encode_cached(task: Task, split: Split, tokenizer, model_path: Path, recipe:
         "role": split.role,
         "carved": split.carved,
         "rows": len(split.dataset),
-        "which_rows": _digest(json.dumps(split.file_rows)),  # carving, subsets and skipped rows
+        "which_rows": split.file_rows,  # carving, subsets and skipped rows
         "seed": recipe.training["seed"],
         "task": task.name,
         "data": {k: v for k, v in recipe.data.items() if k not in ("train", "validation", "test")},
@@ -446,12 +447,9 @@ def encode_cached(task: Task, split: Split, tokenizer, model_path: Path, recipe:
         return encoded
 
 
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
-
-
+@functools.cache
 def package_code_digest() -> str:
-    """A digest of llmkit's own source files (a millisecond to compute)."""
+    """A digest of llmkit's own source files, read once per process (the running code cannot change)."""
     package = Path(__file__).resolve().parent
     digest = hashlib.sha256()
     for source in sorted(package.rglob("*.py")):

@@ -9,11 +9,11 @@ the bundled MiniLM) gets a new head whose decoder is tied to the input embedding
 from __future__ import annotations
 
 import re
-import sys
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from llmkit.data import Split, require_columns, require_text
 from llmkit.errors import LlmkitError
+from llmkit.progress import log
 from llmkit.tasks.base import Task, argmax_logits
 
 if TYPE_CHECKING:
@@ -118,12 +118,10 @@ class FillMaskTask(Task):
         if info["missing_keys"]:
             model.tie_weights()
             tied = model.get_output_embeddings().weight is model.get_input_embeddings().weight
-            print(
-                f"llmkit: warning: {path} has no masked-LM head; a new one was initialised"
+            log(
+                f"warning: {path} has no masked-LM head; a new one was initialised"
                 f"{' (decoder tied to the input embeddings)' if tied else ''}. Its guesses are noise until "
-                f"a fill-mask recipe trains it.",
-                file=sys.stderr,
-                flush=True,
+                f"a fill-mask recipe trains it."
             )
         return model
 

@@ -14,7 +14,6 @@ Metrics: eval loss and perplexity.
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from llmkit.causal_lm import (
@@ -153,14 +152,7 @@ class GenerationTask(Task):
         if self.format == "instruction":  # only empty outputs; one of the wrong type is still an error
             output = row.get(self.data["output"])
             return not (output is None or (isinstance(output, str) and not output.strip()))
-        conversation = row.get(self.data["messages"])
-        return isinstance(conversation, list) and any(
-            isinstance(m, dict)
-            and m.get("role") == "assistant"
-            and isinstance(m.get("content"), str)
-            and m["content"].strip()
-            for m in conversation
-        )
+        return has_assistant_reply(row[self.data["messages"]])  # its shape was checked by check_inputs
 
     def _check_optional_input(self, split: Split) -> None:
         column = self.data["input"]
@@ -190,9 +182,7 @@ class GenerationTask(Task):
                         f"{where}: message {number} has unknown role {role!r}"
                         f"{did_you_mean(str(role), CHAT_ROLES)}; roles are {', '.join(CHAT_ROLES)}"
                     )
-            if need_reply and not any(
-                m["role"] == "assistant" and m["content"].strip() for m in conversation
-            ):
+            if need_reply and not has_assistant_reply(conversation):
                 raise LlmkitError(
                     f"{where} has no assistant message, so nothing to learn; add the reply{SKIP_HINT}"
                 )
@@ -251,11 +241,10 @@ class GenerationTask(Task):
             truncated += example.truncated
             examples.append(example)
         if truncated or dropped:
-            print(
-                f"llmkit: {truncated + dropped} of {len(dataset)} examples are longer than "
+            log(
+                f"{truncated + dropped} of {len(dataset)} examples are longer than "
                 f"data.max_length={max_length}: {truncated} truncated, {dropped} dropped (prompt alone "
-                f"too long)",
-                file=sys.stderr,
+                f"too long)"
             )
         if not examples:
             raise LlmkitError(
@@ -352,3 +341,8 @@ class GenerationTask(Task):
             )
             samples.append({"input": shown, "prediction": generated.text.strip(), "reference": reference})
         return samples
+
+
+def has_assistant_reply(conversation: list[dict[str, str]]) -> bool:
+    """Does a (well-formed) conversation have a non-empty assistant message to learn from?"""
+    return any(m["role"] == "assistant" and m["content"].strip() for m in conversation)

@@ -23,7 +23,6 @@ generated ids are ever held: metrics ``eval_rouge1/2/L/Lsum``, ``eval_gen_len`` 
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -44,6 +43,7 @@ from llmkit.causal_lm import (
 )
 from llmkit.data import Split, require_columns, require_text
 from llmkit.errors import LlmkitError
+from llmkit.progress import log
 from llmkit.tasks.base import Task
 
 if TYPE_CHECKING:
@@ -259,11 +259,7 @@ class SummarizationTask(Task):
             else f"data.max_length - data.max_target_length = "
             f"{self.data['max_length'] - self.data['max_target_length']} prompt tokens"
         )
-        print(
-            f"llmkit: {role}: {cut} of {len(dataset)} documents are longer than {room}; their ends were cut",
-            file=sys.stderr,
-            flush=True,
-        )
+        log(f"{role}: {cut} of {len(dataset)} documents are longer than {room}; their ends were cut")
         prefix = "eval" if role == "validation" else role
         return {f"{prefix}_truncated_documents": cut}
 
