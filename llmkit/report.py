@@ -149,12 +149,13 @@ def write_report(output_dir: str | Path) -> list[Path]:
     return [report, card, *plots]
 
 
-def quality_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+def quality_metrics(metrics: dict[str, Any], with_train_loss: bool = True) -> dict[str, Any]:
     """Scores (losses, accuracies, ...) without timings and counters."""
+    prefixes = ("eval_", "test_", "train_loss") if with_train_loss else ("eval_", "test_")
     return {
         key: value
         for key, value in metrics.items()
-        if key.startswith(("eval_", "test_", "train_loss")) and not key.endswith(TIMING_SUFFIXES)
+        if key.startswith(prefixes) and not key.endswith(TIMING_SUFFIXES)
     }
 
 

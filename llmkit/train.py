@@ -25,7 +25,14 @@ from llmkit.distributed import check_sharding, cuda_available, is_main_process, 
 from llmkit.errors import LlmkitError
 from llmkit.models import cache_dir, check_weights, resolve_model
 from llmkit.progress import interactive, log, log_lines_callback, quiet_library_progress, timed_step
-from llmkit.report import LOG_HISTORY_FILE, RUN_STATS_FILE, data_statistics, sample_predictions, write_report
+from llmkit.report import (
+    LOG_HISTORY_FILE,
+    RUN_STATS_FILE,
+    data_statistics,
+    quality_metrics,
+    sample_predictions,
+    write_report,
+)
 from llmkit.sampling import length_grouping_trainer
 from llmkit.tasks import Task, get_task_class
 
@@ -45,11 +52,7 @@ class FinetuneResult:
 
     def quality_metrics(self) -> dict[str, float]:
         """Eval/test scores without the timing entries, e.g. {'eval_accuracy': 0.87, ...}."""
-        return {
-            key: value
-            for key, value in self.metrics.items()
-            if key.startswith(("eval_", "test_")) and not key.endswith(("_runtime", "_per_second"))
-        }
+        return quality_metrics(self.metrics, with_train_loss=False)
 
 
 def finetune(
