@@ -48,7 +48,10 @@ def precision_flags(precision: str, where: str) -> dict[str, Any]:
             precision = "bf16" if torch.backends.mkldnn.is_available() and _cpu_has_bf16() else "fp32"
     if precision == "fp16" and not on_gpu:
         raise LlmkitError(f"{where}: training.precision=fp16 needs a CUDA GPU; use bf16 or fp32 on CPU")
-    return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
+    flags: dict[str, Any] = {"bf16": precision == "bf16", "fp16": precision == "fp16"}
+    if precision == "bf16" and not on_gpu:
+        flags["use_cpu"] = True  # TrainingArguments refuses bf16 without a GPU unless told it is on CPU
+    return flags
 
 
 def _cpu_has_bf16() -> bool:
