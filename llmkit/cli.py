@@ -86,7 +86,14 @@ def finetune(
             *overrides,
             *(["--overwrite"] if overwrite else []),
         ]
-        code = launch(argv, num_processes, num_machines, machine_rank, main_process_ip, main_process_port)
+        code = launch(
+            argv,
+            num_processes,
+            num_machines=num_machines,
+            machine_rank=machine_rank,
+            main_process_ip=main_process_ip,
+            main_process_port=main_process_port,
+        )
         raise typer.Exit(code)
     from llmkit.distributed import is_main_process
     from llmkit.train import finetune as run_finetune
@@ -286,6 +293,24 @@ def report(
 
     for path in write_report(output_dir):
         typer.echo(str(path))
+
+
+@app.command()
+def env(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object (for scripts).")] = False,
+) -> None:
+    """What a bug report needs: versions, CPU/GPUs, the precision `auto` picks here and why, hub state."""
+    import json
+
+    from llmkit.env import environment, report_lines
+
+    facts = environment()
+    if as_json:
+        typer.echo(json.dumps(facts, indent=2))
+        return
+    typer.echo("Copy-and-paste the text below in your bug report:\n")
+    for line in report_lines(facts):
+        typer.echo(line)
 
 
 @app.command()

@@ -59,12 +59,14 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     # llmkit's own keys (not TrainingArguments fields):
     "precision": "auto",  # auto | bf16 | fp16 | fp32 (auto: bf16 where the hardware runs it natively)
     "resume": "auto",  # auto | never | a checkpoint folder
+    "early_stopping_patience": None,  # stop after this many evaluations without improvement
 }
 
 #: llmkit's own training keys (beside TrainingArguments fields): allowed values, None for any text.
 LLMKIT_TRAINING_KEYS: dict[str, tuple[str, ...] | None] = {
     "precision": ("auto", "bf16", "fp16", "fp32"),
     "resume": None,
+    "early_stopping_patience": (),  # a positive integer (checked on its own)
 }
 
 #: TrainingArguments fields a recipe may not set, and where the setting lives instead.
@@ -75,11 +77,15 @@ RESERVED_TRAINING_KEYS = {
     "do_predict": "give data.test to predict on a test split",
 }
 
-#: `model:` may be a mapping {name: ..., <option>: ...}; the options make loading less safe, so all are off.
+#: `model:` may be a mapping {name: ..., <option>: ...}; the safety options are off by default.
 MODEL_OPTION_DEFAULTS: dict[str, Any] = {
     "trust_remote_code": False,  # run Python code shipped in the model folder
     "allow_pickle": False,  # load pickle weights (pytorch_model.bin), which can run code, when no safetensors
+    # weights' dtype for training: null = fp32 master weights (mixed precision autocasts on top of them);
+    # bf16 = pure bf16 on purpose; auto = as stored in the checkpoint
+    "dtype": None,
 }
+MODEL_DTYPES = ("fp32", "bf16", "auto")
 
 RECIPES_DIR_NAME = "recipes"
 
@@ -249,6 +255,11 @@ def validate_recipe(raw: dict[str, Any]) -> Recipe:
         options = dict(model)
         model = options.pop("name", None)
         model_options = _check_section(options, MODEL_OPTION_DEFAULTS, "model", where)
+        if model_options["dtype"] not in (None, *MODEL_DTYPES):
+            raise LlmkitError(
+                f"{where}: model.dtype must be one of {', '.join(MODEL_DTYPES)} (or null for fp32 weights "
+                f"under training.precision), got {model_options['dtype']!r}"
+            )
     if not isinstance(model, str) or not model.strip():
         raise LlmkitError(
             f"{where}: model must be a string (a local folder, a bundled alias or a hub id) "
@@ -268,6 +279,8 @@ def validate_recipe(raw: dict[str, Any]) -> Recipe:
         raise LlmkitError(f"{where}: training must be a mapping of TrainingArguments fields")
     training = {**TRAINING_DEFAULTS, **task_cls.training_defaults}
     training.update(check_training_args(user_training, where))
+    has_eval = bool(data["validation"]) or data["validation_split"] > 0
+    reconcile_schedule(training, user_training, has_eval, where)
 
     output_dir = raw.get("output_dir", f"runs/{task_name}")
     if not isinstance(output_dir, str) or not output_dir.strip():
@@ -324,6 +337,11 @@ def check_training_args(user: dict[str, Any], where: str) -> dict[str, Any]:
     fields = {f.name: f for f in dataclasses.fields(TrainingArguments) if f.init}
     checked: dict[str, Any] = {}
     for key, value in user.items():
+        if key == "early_stopping_patience":
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise LlmkitError(f"{where}: training.{key} must be a positive integer, got {value!r}")
+            checked[key] = value
+            continue
         if key in LLMKIT_TRAINING_KEYS:
             allowed = LLMKIT_TRAINING_KEYS[key]
             if not isinstance(value, str) or (allowed is not None and value not in allowed):
@@ -344,6 +362,67 @@ def check_training_args(user: dict[str, Any], where: str) -> dict[str, Any]:
             raise LlmkitError(f"{where}: training.{key} must be {_describe(annotation)}, got {value!r}")
         checked[key] = coerced
     return checked
+
+
+#: ``*_steps`` settings that only act under their ``*_strategy: steps``.
+STEP_SETTINGS = {
+    "save_steps": "save_strategy",
+    "eval_steps": "eval_strategy",
+    "logging_steps": "logging_strategy",
+}
+#: Settings that only act when there is validation data to evaluate.
+EVAL_SETTINGS = (
+    "eval_steps",
+    "eval_on_start",
+    "eval_delay",
+    "load_best_model_at_end",
+    "early_stopping_patience",
+)
+
+
+def reconcile_schedule(training: dict[str, Any], user: dict[str, Any], has_eval: bool, where: str) -> None:
+    """No silent no-ops: a setting the recipe gives either takes effect or is a one-line error.
+
+    ``save_steps: 10`` alone means saving every 10 steps (likewise eval and logging steps); a contradiction
+    (``save_steps`` with ``save_strategy: epoch``), a checkpoint limit without checkpoints, or evaluation
+    settings without validation data are errors. ``load_best_model_at_end`` and early stopping need
+    checkpoints at each evaluation, so they switch saving on at the evaluation schedule.
+    """
+    for steps_key, strategy_key in STEP_SETTINGS.items():
+        if steps_key not in user:
+            continue
+        if strategy_key not in user:
+            training[strategy_key] = "steps"
+        elif str(user[strategy_key]) != "steps":
+            raise LlmkitError(
+                f"{where}: training.{steps_key} has no effect with {strategy_key}={user[strategy_key]}; "
+                f"set training.{strategy_key}=steps or remove training.{steps_key}"
+            )
+    asked = [key for key in EVAL_SETTINGS if user.get(key)]
+    if str(user.get("eval_strategy", "no")) not in ("no", "False"):
+        asked.append("eval_strategy")
+    if not has_eval and asked:
+        raise LlmkitError(
+            f"{where}: training.{asked[0]} needs validation data, and there is none (no data.validation and "
+            f"data.validation_split=0); give data.validation or a validation_split, or remove it"
+        )
+    if training.get("early_stopping_patience") and "load_best_model_at_end" not in user:
+        training["load_best_model_at_end"] = True  # stop, then keep the best model, not the last
+    if training.get("load_best_model_at_end"):
+        if str(user.get("save_strategy", "")) == "no":
+            raise LlmkitError(
+                f"{where}: training.load_best_model_at_end needs checkpoints, but save_strategy is no; "
+                f"remove save_strategy (llmkit then saves at each evaluation)"
+            )
+        if "save_strategy" not in user:
+            training["save_strategy"] = training["eval_strategy"]
+            if training["eval_strategy"] == "steps" and "save_steps" not in user and "eval_steps" in training:
+                training["save_steps"] = training["eval_steps"]
+    if "save_total_limit" in user and str(training["save_strategy"]) == "no":
+        raise LlmkitError(
+            f"{where}: training.save_total_limit has no effect without checkpoints (save_strategy is no); "
+            f"set training.save_steps (or save_strategy) or remove save_total_limit"
+        )
 
 
 def _coerce(annotation: Any, value: Any) -> tuple[bool, Any]:

@@ -1,4 +1,8 @@
-"""Scale-out through Accelerate: launching N processes, rank checks, and mixed-precision choice.
+"""Machines, devices and precision: what llmkit chooses on each kind of machine, and launching N processes.
+
+One probe (:func:`probe_machine`) reads what the hardware offers; pure functions turn that into the
+``TrainingArguments`` settings of a run (:func:`device_settings`), so every machine kind can be tested on any
+machine by building a :class:`Machine` by hand.
 
 llmkit has no launcher of its own: `llmkit finetune --num-processes N` re-runs the same command under
 ``accelerate launch``. On CPU, Accelerate's ``--cpu --num_processes N`` silently starts one process, so
@@ -8,13 +12,55 @@ llmkit uses its multi-GPU launcher there too and the Trainer runs on CPU with th
 from __future__ import annotations
 
 import os
+import platform
 import subprocess
 import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from llmkit.errors import LlmkitError
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+#: CPU flags (Linux /proc/cpuinfo) that mean the processor computes bf16 natively: AVX512-BF16 (Cooper Lake,
+#: Zen 4/5) and AMX-BF16 (Sapphire Rapids and newer); ``bf16`` is the Arm feature (Graviton 3, Neoverse V1).
+NATIVE_BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+#: The first CUDA compute capability with bf16 tensor cores (Ampere). Older GPUs (T4, V100) emulate bf16,
+#: which ``torch.cuda.is_bf16_supported()`` counts as support; llmkit does not.
+NATIVE_BF16_CUDA = (8, 0)
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What the hardware offers, as far as llmkit's defaults depend on it."""
+
+    cpu_name: str
+    cpu_cores: int  # cores this process may use (affinity), not the host's total
+    cpu_bf16: bool  # native bf16 instructions
+    cuda_gpus: list[dict[str, Any]] = field(default_factory=list)  # name, memory_gib, capability
+    mps: bool = False
+
+    @property
+    def kind(self) -> str:
+        """``cuda``, ``mps`` or ``cpu``: where the Trainer puts the model."""
+        if self.cuda_gpus:
+            return "cuda"
+        return "mps" if self.mps else "cpu"
+
+    @property
+    def cuda_bf16(self) -> bool:
+        return bool(self.cuda_gpus) and all(
+            tuple(gpu["capability"]) >= NATIVE_BF16_CUDA for gpu in self.cuda_gpus
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "kind": self.kind}
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    precision: str  # bf16, fp16 or fp32
+    reason: str
 
 
 def world_size() -> int:
@@ -32,35 +78,177 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def precision_flags(precision: str, where: str) -> dict[str, Any]:
-    """``training.precision`` -> TrainingArguments flags. auto: bf16 where the hardware runs it natively."""
+# -- probing the machine ------------------------------------------------------------------------------------
+def probe_machine() -> Machine:
+    """Read the CPU, CUDA GPUs and Apple MPS of this machine (cheap: no CUDA context beyond torch's own)."""
     import torch
 
-    if precision not in PRECISIONS:
-        raise LlmkitError(
-            f"{where}: training.precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
-        )
-    on_gpu = torch.cuda.is_available()
-    if precision == "auto":
-        if on_gpu:
-            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        else:
-            precision = "bf16" if torch.backends.mkldnn.is_available() and _cpu_has_bf16() else "fp32"
-    if precision == "fp16" and not on_gpu:
-        raise LlmkitError(f"{where}: training.precision=fp16 needs a CUDA GPU; use bf16 or fp32 on CPU")
-    flags: dict[str, Any] = {"bf16": precision == "bf16", "fp16": precision == "fp16"}
-    if precision == "bf16" and not on_gpu:
-        flags["use_cpu"] = True  # TrainingArguments refuses bf16 without a GPU unless told it is on CPU
-    return flags
+    gpus = []
+    if torch.cuda.is_available():
+        for index in range(torch.cuda.device_count()):
+            properties = torch.cuda.get_device_properties(index)
+            gpus.append(
+                {
+                    "name": properties.name,
+                    "memory_gib": round(properties.total_memory / 2**30, 1),
+                    "capability": list(torch.cuda.get_device_capability(index)),
+                }
+            )
+    mps = bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
+    flags = cpu_flags()
+    return Machine(
+        cpu_name=cpu_name(),
+        cpu_cores=usable_cores(),
+        cpu_bf16=bool(flags & NATIVE_BF16_CPU_FLAGS) or apple_cpu_bf16(),
+        cuda_gpus=gpus,
+        mps=mps,
+    )
 
 
-def _cpu_has_bf16() -> bool:
-    import torch
-
+def usable_cores() -> int:
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """The processor's feature flags (x86 ``flags``, Arm ``Features``); empty where there is no cpuinfo."""
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    try:
+        for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def apple_cpu_bf16() -> bool:
+    """Apple silicon from M2 on has the Arm BF16 extension (macOS reports it through sysctl)."""
+    if sys.platform != "darwin":
         return False
+    try:
+        answer = subprocess.run(
+            ["sysctl", "-n", "hw.optional.arm.FEAT_BF16"], capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return answer.stdout.strip() == "1"
+
+
+# -- precision ----------------------------------------------------------------------------------------------
+def choose_precision(requested: str, machine: Machine, where: str) -> PrecisionChoice:
+    """``training.precision`` -> the precision a run uses on ``machine``, and why."""
+    if requested not in PRECISIONS:
+        raise LlmkitError(
+            f"{where}: training.precision must be one of {', '.join(PRECISIONS)}, got {requested!r}"
+        )
+    if requested == "fp16" and machine.kind != "cuda":
+        raise LlmkitError(
+            f"{where}: training.precision=fp16 needs a CUDA GPU (its loss scaling is CUDA's); "
+            f"use bf16 or fp32 on {'Apple MPS' if machine.kind == 'mps' else 'a CPU'}"
+        )
+    if requested != "auto":
+        return PrecisionChoice(requested, "set by training.precision")
+    if machine.kind == "cuda":
+        if machine.cuda_bf16:
+            return PrecisionChoice("bf16", "the GPU has bf16 tensor cores (compute capability 8.0 or newer)")
+        capability = ".".join(map(str, machine.cuda_gpus[0]["capability"]))
+        return PrecisionChoice(
+            "fp16", f"the GPU (compute capability {capability}) has no native bf16: fp16 with loss scaling"
+        )
+    if machine.kind == "mps":
+        return PrecisionChoice(
+            "fp32", "Apple MPS: fp32 trains correctly on every macOS and torch version (bf16 needs macOS 14)"
+        )
+    if machine.cpu_bf16:
+        return PrecisionChoice(
+            "bf16", "the CPU has native bf16 (AVX512-BF16/AMX): faster at equal accuracy (README: Precision)"
+        )
+    return PrecisionChoice("fp32", "the CPU has no native bf16, so bf16 would be emulated and slower")
+
+
+def explicit_precision(user_training: dict[str, Any]) -> str | None:
+    """The precision a recipe forces with TrainingArguments' own ``bf16``/``fp16`` flags, if it does."""
+    if user_training.get("bf16"):
+        return "bf16"
+    if user_training.get("fp16"):
+        return "fp16"
+    if "bf16" in user_training or "fp16" in user_training:
+        return "fp32"
+    return None
+
+
+def device_settings(
+    precision: PrecisionChoice, machine: Machine, user_training: dict[str, Any], processes: int = 1
+) -> dict[str, Any]:
+    """The TrainingArguments fields llmkit sets for this machine; a field the recipe sets is left alone.
+
+    * precision: ``bf16``/``fp16`` autocast flags; on a CPU ``use_cpu`` (without it TrainingArguments
+      refuses bf16, and several processes need it for gloo);
+    * ``dataloader_pin_memory`` only with a CUDA GPU (elsewhere pinning only warns);
+    * ``tf32`` on GPUs with TF32 tensor cores (Ampere and newer): the fp32 matmuls outside autocast;
+    * ``dataloader_num_workers`` 0: batches are pre-tokenized, so collating is cheap, and on a CPU workers
+      would compete with the math for cores.
+    """
+    settings: dict[str, Any] = {
+        "bf16": precision.precision == "bf16",
+        "fp16": precision.precision == "fp16",
+        "dataloader_pin_memory": machine.kind == "cuda",
+        "dataloader_num_workers": 0,
+    }
+    if machine.kind == "cpu":
+        settings["use_cpu"] = True
+    if machine.kind == "cuda" and machine.cuda_bf16:
+        settings["tf32"] = True
+    return {key: value for key, value in settings.items() if key not in user_training}
+
+
+def load_dtype(model_dtype: str | None) -> Any:
+    """The dtype weights are loaded in for training: fp32 master weights unless ``model.dtype`` says so.
+
+    transformers 5 loads a checkpoint in the dtype it was stored in; most hub LLMs are stored in bf16, which
+    would train in pure bf16 with no fp32 master weights, whatever ``training.precision`` says.
+    """
+    import torch
+
+    choices = {None: torch.float32, "fp32": torch.float32, "bf16": torch.bfloat16, "auto": "auto"}
+    return choices[model_dtype]
+
+
+def inference_device() -> str:
+    """Where the demos and ``predict`` run a model: the GPU where there is one, else the CPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def one_gpu_per_process(args: Any, machine: Machine) -> str | None:
+    """With several GPUs and one process the Trainer wraps the model in ``nn.DataParallel`` over all of them,
+    which changes the global batch and is slower than DDP. llmkit keeps such a run on one GPU and says how to
+    use them all; returns that notice, or None."""
+    if len(machine.cuda_gpus) > 1 and world_size() == 1 and args.n_gpu > 1:
+        args._n_gpu = 1  # the Trainer reads n_gpu for DataParallel and the batch size
+        count = len(machine.cuda_gpus)
+        return f"{count} GPUs visible, training on one; use all of them with --num-processes {count} (DDP)"
+    return None
 
 
 def check_sharding(training: dict[str, Any], where: str) -> None:
@@ -82,15 +270,17 @@ def check_sharding(training: dict[str, Any], where: str) -> None:
         )
 
 
-def launch(
+# -- launching N processes --------------------------------------------------------------------------------
+def launch_command(
     argv: list[str],
     num_processes: int,
+    machine: Machine,
     num_machines: int = 1,
     machine_rank: int = 0,
     main_process_ip: str | None = None,
     main_process_port: int | None = None,
-) -> int:
-    """Run ``python -m llmkit <argv>`` under ``accelerate launch``, ``num_processes`` per machine."""
+) -> tuple[list[str], dict[str, str]]:
+    """The ``accelerate launch`` command and environment that run ``python -m llmkit <argv>`` N times."""
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu"]
     command += ["--num_processes", str(num_processes * num_machines), "--num_machines", str(num_machines)]
     if num_machines > 1:
@@ -100,8 +290,17 @@ def launch(
     if main_process_port:
         command += ["--main_process_port", str(main_process_port)]
     command += ["--mixed_precision", "no", "--dynamo_backend", "no"]  # the recipe decides precision
-    command += ["-m", "llmkit", *argv]
     env = dict(os.environ)
-    if not cuda_available():
+    if machine.kind == "cpu":
         env["ACCELERATE_USE_CPU"] = "true"  # multi-process on CPU: gloo backend
+        # the launcher would give each process one thread; share this machine's cores instead
+        threads = env.get("OMP_NUM_THREADS") or str(max(1, machine.cpu_cores // num_processes))
+        command += ["--num_cpu_threads_per_process", threads]
+    command += ["-m", "llmkit", *argv]
+    return command, env
+
+
+def launch(argv: list[str], num_processes: int, **where: Any) -> int:
+    """Run ``python -m llmkit <argv>`` under ``accelerate launch``, ``num_processes`` per machine."""
+    command, env = launch_command(argv, num_processes, probe_machine(), **where)
     return subprocess.call(command, env=env)

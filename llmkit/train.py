@@ -21,7 +21,19 @@ from typing import Any
 from llmkit.checkpoints import checkpoint_to_resume, crash_safe_trainer, stop_on_non_finite_loss
 from llmkit.config import Recipe, dump_recipe, load_recipe
 from llmkit.data import Split, load_splits
-from llmkit.distributed import check_sharding, cuda_available, is_main_process, precision_flags, world_size
+from llmkit.distributed import (
+    Machine,
+    check_sharding,
+    choose_precision,
+    device_settings,
+    explicit_precision,
+    inference_device,
+    is_main_process,
+    load_dtype,
+    one_gpu_per_process,
+    probe_machine,
+    world_size,
+)
 from llmkit.errors import LlmkitError
 from llmkit.models import cache_dir, check_weights, resolve_model
 from llmkit.progress import interactive, log, log_lines_callback, quiet_library_progress, timed_step
@@ -91,6 +103,7 @@ def run(recipe: Recipe) -> FinetuneResult:
     load_options = {
         **check_weights(model_path, recipe.model_options["allow_pickle"]),
         "trust_remote_code": recipe.model_options["trust_remote_code"],
+        "dtype": load_dtype(recipe.model_options["dtype"]),
     }
     tokenizer = load_tokenizer(model_path, trust_remote_code=recipe.model_options["trust_remote_code"])
     sizes = ", ".join(f"{role} {len(split.dataset)}" for role, split in splits.items())
@@ -124,6 +137,7 @@ def run(recipe: Recipe) -> FinetuneResult:
         callbacks=[
             divergence_guard := stop_on_non_finite_loss(),
             *tensorboard_callbacks(report_targets(recipe.training["report_to"], "")[1], output_dir),
+            *early_stopping_callbacks(recipe.training["early_stopping_patience"]),
         ],
     )
     if args.disable_tqdm:  # no bars: throttled stderr lines instead of a printed dict per log (stdout)
@@ -173,7 +187,7 @@ def run(recipe: Recipe) -> FinetuneResult:
             output_dir / "test_predictions.jsonl",
             task.predict(model, tokenizer, splits["test"].dataset.to_list()),
         )
-    write_manifest(output_dir / MANIFEST_FILE, recipe, splits, resume_from)
+    write_manifest(output_dir / MANIFEST_FILE, recipe, splits, resume_from, args)
     stats["timing"]["total_seconds"] = round(time.perf_counter() - started, 2)
     write_json_atomic(output_dir / RUN_STATS_FILE, stats)
     # metrics.json goes last: its presence marks a finished run (resume never touches one)
@@ -236,6 +250,14 @@ def tensorboard_callbacks(wanted: bool, output_dir: Path) -> list:
     return [callback]
 
 
+def early_stopping_callbacks(patience: int | None) -> list:
+    if not patience:
+        return []
+    from transformers import EarlyStoppingCallback
+
+    return [EarlyStoppingCallback(early_stopping_patience=patience)]
+
+
 def save_final_model(trainer, output_dir: Path) -> None:
     """Write the model + tokenizer into a staging folder, then move the files into output_dir.
 
@@ -257,8 +279,11 @@ def write_json_atomic(path: Path, payload: Any) -> None:
     os.replace(staging, path)
 
 
-def write_manifest(path: Path, recipe: Recipe, splits: dict[str, Split], resumed_from: Path | None) -> None:
-    """What produced this folder: the resolved recipe, package versions, data file hashes, seed, command."""
+def write_manifest(
+    path: Path, recipe: Recipe, splits: dict[str, Split], resumed_from: Path | None, args: Any
+) -> None:
+    """What produced this folder: the resolved recipe, package versions, data file hashes, seed, command,
+    and the device and precision the run used."""
     import platform
     from importlib.metadata import PackageNotFoundError, version
 
@@ -281,6 +306,8 @@ def write_manifest(path: Path, recipe: Recipe, splits: dict[str, Split], resumed
             "rows": {role: len(split.dataset) for role, split in splits.items()},
             "versions": {"python": platform.python_version(), **versions},
             "world_size": world_size(),
+            "device": args.device.type,
+            "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
             "resumed_from": str(resumed_from) if resumed_from else None,
             "command": sys.argv,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -373,36 +400,50 @@ def load_model(task: Task, model_path: Path, **load_options: Any):
     return model
 
 
-def training_arguments(recipe: Recipe, output_dir: Path, has_eval: bool, arguments_class: type | None = None):
+def load_for_inference(task: Task, model_path: Path, **load_options: Any):
+    """``load_model`` for predict and the demos: eval mode, on the GPU when there is one."""
+    return load_model(task, model_path, **load_options).to(inference_device()).eval()
+
+
+def training_arguments(
+    recipe: Recipe,
+    output_dir: Path,
+    has_eval: bool,
+    arguments_class: type | None = None,
+    machine: Machine | None = None,
+):
     """TrainingArguments (or the task's subclass) from the recipe's merged training section.
 
-    Its own ValueErrors become one line.
+    ``machine`` (default: this one) decides precision and devices; its ValueErrors become one line.
     """
     from transformers import TrainingArguments
 
+    machine = machine or probe_machine()
     values = dict(recipe.training)
     where = f"recipe {recipe.source}"
     values.pop("resume")
-    precision = values.pop("precision")
-    if not {"bf16", "fp16"} & set(recipe.user_training):  # explicit flags win over training.precision
-        values.update(precision_flags(precision, where))
+    values.pop("early_stopping_patience")
+    requested = explicit_precision(recipe.user_training) or values.pop("precision")
+    values.pop("precision", None)
+    precision = choose_precision(requested, machine, where)
+    values.update(device_settings(precision, machine, recipe.user_training, world_size()))
+    log(f"precision {precision.precision} on {machine.kind}: {precision.reason}")
     check_sharding(values, where)
     values["report_to"], _ = report_targets(values["report_to"], where)
     if "disable_tqdm" not in recipe.user_training:
         values["disable_tqdm"] = not interactive()  # bars only where they redraw in place
-    on_gpu = cuda_available()
-    if "dataloader_pin_memory" not in recipe.user_training:
-        values["dataloader_pin_memory"] = on_gpu  # pinning without a GPU only warns
-    if world_size() > 1 and not on_gpu:
-        values["use_cpu"] = True  # several CPU processes: DDP over gloo
     if not has_eval:
         values["eval_strategy"] = "no"
         values["eval_on_start"] = False  # nothing to evaluate (the Trainer would raise mid-run)
     try:
-        return (arguments_class or TrainingArguments)(output_dir=str(output_dir), **values)
+        args = (arguments_class or TrainingArguments)(output_dir=str(output_dir), **values)
     except (ValueError, TypeError) as exc:
         first_line = str(exc).strip().splitlines()[0]
         raise LlmkitError(f"recipe {recipe.source}: invalid training settings: {first_line}") from None
+    notice = one_gpu_per_process(args, machine)
+    if notice:
+        log(notice)
+    return args
 
 
 def encode_cached(task: Task, split: Split, tokenizer, model_path: Path, recipe: Recipe, args) -> Any:
