@@ -278,9 +278,10 @@ def validate_recipe(raw: dict[str, Any]) -> Recipe:
     if not isinstance(user_training, dict):
         raise LlmkitError(f"{where}: training must be a mapping of TrainingArguments fields")
     training = {**TRAINING_DEFAULTS, **task_cls.training_defaults}
-    training.update(check_training_args(user_training, where))
+    checked_training = check_training_args(user_training, where)
+    training.update(checked_training)
     has_eval = bool(data["validation"]) or data["validation_split"] > 0
-    reconcile_schedule(training, user_training, has_eval, where)
+    reconcile_schedule(training, checked_training, has_eval, where)
 
     output_dir = raw.get("output_dir", f"runs/{task_name}")
     if not isinstance(output_dir, str) or not output_dir.strip():
@@ -399,7 +400,7 @@ def reconcile_schedule(training: dict[str, Any], user: dict[str, Any], has_eval:
                 f"set training.{strategy_key}=steps or remove training.{steps_key}"
             )
     asked = [key for key in EVAL_SETTINGS if user.get(key)]
-    if str(user.get("eval_strategy", "no")) not in ("no", "False"):
+    if str(user.get("eval_strategy", "no")) != "no":
         asked.append("eval_strategy")
     if not has_eval and asked:
         raise LlmkitError(

@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from llmkit.errors import LlmkitError
-
 
 def finetune(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -36,6 +34,7 @@ def test_two_cpu_processes_match_one_process(sentiment_files, tmp_path: Path) ->
         "training.learning_rate=1e-3",
         "training.train_sampling_strategy=sequential",
         "training.logging_steps=1",
+        "training.precision=fp32",  # compare DDP with one process exactly, not through bf16 rounding
     ]
     one = finetune(
         [*common, "training.per_device_train_batch_size=8", f"output_dir={tmp_path / 'one'}"], tmp_path
@@ -69,14 +68,44 @@ def test_two_cpu_processes_match_one_process(sentiment_files, tmp_path: Path) ->
     assert two.stdout.count("model saved to") == 1
 
 
-def test_precision_choices() -> None:
-    from llmkit.distributed import precision_flags
+@pytest.mark.slow
+def test_two_machines_train_as_one_job(sentiment_files, tmp_path: Path) -> None:
+    """Multi-node, proven locally: machine ranks 0 and 1 on 127.0.0.1, one CPU process each, world size 2."""
+    import socket
 
-    assert precision_flags("fp32", "r") == {"bf16": False, "fp16": False}
-    assert precision_flags("bf16", "r") == {"bf16": True, "fp16": False}
-    assert precision_flags("auto", "r")["fp16"] is False  # never fp16 without a GPU
-    with pytest.raises(LlmkitError, match="fp16 needs a CUDA GPU"):
-        precision_flags("fp16", "r")
+    train, validation = sentiment_files
+    with socket.socket() as probe:  # a free port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    common = [
+        sys.executable, "-m", "llmkit", "finetune",
+        "model=tiny-bert",
+        f"data.train={train}",
+        f"data.validation={validation}",
+        "training.max_steps=3",
+        "training.precision=fp32",
+        f"output_dir={tmp_path / 'out'}",
+        "--num-machines", "2", "--main-process-ip", "127.0.0.1", "--main-process-port", str(port),
+    ]  # fmt: skip
+    machines = [
+        subprocess.Popen(
+            [*common, "--machine-rank", str(rank)],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    outputs = [machine.communicate(timeout=600) for machine in machines]
+    for machine, (_, stderr) in zip(machines, outputs, strict=True):
+        assert machine.returncode == 0, stderr[-3000:]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["world_size"] == 2
+    assert "2 processes" in outputs[0][1]
+    assert outputs[0][0].count("model saved to") + outputs[1][0].count("model saved to") == 1
 
 
 def test_sharding_without_gpu_is_a_clear_error(run_cli, sentiment_files, tmp_path: Path) -> None:
