@@ -341,6 +341,8 @@ def load_splits(data: dict[str, Any], seed: int) -> dict[str, Split]:
     # Each limit cuts its own split: the test split stays whole unless data.max_test_samples says so.
     for role, limit_key in SAMPLE_LIMITS.items():
         limit = data.get(limit_key)
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+            raise LlmkitError(f"data.{limit_key} must be a positive number of rows or null, got {limit!r}")
         if limit and role in splits:
             splits[role].keep_rows(range(min(limit, len(splits[role].dataset))))
     return splits

@@ -107,6 +107,8 @@ def test_max_eval_samples_leaves_the_test_split_whole(tmp_path: Path) -> None:
     assert len(splits["validation"].dataset) == 2 and len(splits["test"].dataset) == 6
     splits = load_splits({**data, "max_test_samples": 3}, seed=0)
     assert len(splits["validation"].dataset) == 6 and len(splits["test"].dataset) == 3
+    with pytest.raises(LlmkitError, match=r"data.max_eval_samples must be a positive number of rows or null"):
+        load_splits({**data, "max_eval_samples": "all"}, seed=0)
 
 
 # -- JSON keys: the union of every record's -----------------------------------------------------------
@@ -246,3 +248,124 @@ def test_classification_reads_csv_labels_as_numbers(tmp_path: Path) -> None:
     assert task.labels == [0, 1] and task.label_names == ["neg", "pos"]
     assert splits["train"].dataset.column_names == ["id", "text", "label"]
     assert splits["train"].dataset["label"] == [1, 0] and splits["train"].dataset["id"] == ["01", "02"]
+
+
+# -- predict and summarize outputs: the input row as it was, plus the predictions ------------------------
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny-bert classifier trained for one step (its predictions don't matter, their keys do)."""
+    import llmkit
+
+    folder = tmp_path_factory.mktemp("classifier")
+    rows = [["a fine film", "positive"], ["a bad film", "negative"]] * 4
+    train = write_csv(folder / "train.csv", ["text", "label"], rows)
+    recipe = {
+        "task": "classification",
+        "model": "tiny-bert",
+        "data": {"train": str(train), "validation": str(train)},
+        "training": {"max_steps": 1},
+        "output_dir": str(folder / "model"),
+    }
+    return llmkit.finetune(recipe).output_dir
+
+
+def typed_parquet(path: Path) -> Path:
+    """Parquet with the column types JSON has no word for: a date, a datetime and a Decimal."""
+    import datetime
+    import decimal
+
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {
+            "id": ["000123", "02139"],
+            "text": ["a fine film", "a bad film"],
+            "label": ["negative", "positive"],  # gold labels, which the predictions must not replace
+            "day": [datetime.date(2024, 1, 31), datetime.date(2024, 2, 1)],
+            "at": pd.to_datetime(["2024-01-31 12:30", "2024-02-01 08:00"]),
+            "price": [decimal.Decimal("1.50"), decimal.Decimal("20.25")],
+        }
+    )
+    frame.to_parquet(path)
+    return path
+
+
+EXPECTED_INPUTS = [
+    {
+        "id": "000123",
+        "text": "a fine film",
+        "label": "negative",
+        "day": "2024-01-31",
+        "at": "2024-01-31 12:30:00",
+        "price": "1.50",
+    },
+    {
+        "id": "02139",
+        "text": "a bad film",
+        "label": "positive",
+        "day": "2024-02-01",
+        "at": "2024-02-01 08:00:00",
+        "price": "20.25",
+    },
+]
+
+
+def test_predict_keeps_the_input_row_and_writes_dates_as_text(run_cli, classifier, tmp_path: Path) -> None:
+    parquet = typed_parquet(tmp_path / "typed.parquet")
+    as_jsonl = tmp_path / "predictions.jsonl"
+    result = run_cli("predict", "--model", classifier, "--input", parquet, "--output", as_jsonl)
+    assert result.exit_code == 0, result.stderr
+    rows = [json.loads(line) for line in as_jsonl.read_text().splitlines()]
+    assert [
+        {k: v for k, v in row.items() if not k.startswith("predicted_")} for row in rows
+    ] == EXPECTED_INPUTS
+    assert all(
+        row["predicted_label"] in {"negative", "positive"} and row["predicted_score"] > 0 for row in rows
+    )
+
+    stdout = run_cli("predict", "--model", classifier, "--input", parquet)
+    assert stdout.exit_code == 0, stdout.stderr
+    assert [json.loads(line) for line in stdout.stdout.splitlines()] == rows
+
+    as_csv = tmp_path / "predictions.csv"
+    assert run_cli("predict", "-m", classifier, "-i", parquet, "-o", as_csv).exit_code == 0
+    import pandas as pd
+
+    read_back = pd.read_csv(as_csv, dtype=str).to_dict(orient="records")
+    assert [{k: row[k] for k in EXPECTED_INPUTS[0]} for row in read_back] == EXPECTED_INPUTS
+
+
+def test_predict_writes_csv_ids_back_unaltered(run_cli, classifier, tmp_path: Path) -> None:
+    source = write_csv(tmp_path / "in.csv", ["id", "text", "label"], [["007", "a fine film", "1"]])
+    out = tmp_path / "out.csv"
+    assert run_cli("predict", "-m", classifier, "-i", source, "-o", out).exit_code == 0
+    header, row = out.read_text().splitlines()
+    assert header == "id,text,label,predicted_label,predicted_score"
+    assert row.startswith("007,a fine film,1,")
+
+
+def test_summarize_writes_dates_as_text(run_cli, tmp_path: Path) -> None:
+    import datetime
+    import decimal
+
+    import pandas as pd
+
+    parquet = tmp_path / "docs.parquet"
+    pd.DataFrame(
+        {
+            "document": ["#Person1#: Lunch at noon?\n#Person2#: Sure."],
+            "day": [datetime.date(2024, 1, 31)],
+            "cost": [decimal.Decimal("3.10")],
+        }
+    ).to_parquet(parquet)
+    out = tmp_path / "summaries.jsonl"
+    common = ["--model", "tiny-t5", "--input", parquet, "--max-new-tokens", "3"]
+    result = run_cli("summarize", *common, "--output", out)
+    assert result.exit_code == 0, result.stderr
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert row["day"] == "2024-01-31" and row["cost"] == "3.10" and isinstance(row["generated_summary"], str)
+    result = run_cli("summarize", *common, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["day"] == "2024-01-31"
