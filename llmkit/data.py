@@ -241,8 +241,13 @@ def numbers_from_text(split: Split, column: str) -> None:
             typed = [kind(value) for value in values]
         except ValueError:
             continue
-        order = split.dataset.column_names
-        split.dataset = split.dataset.remove_columns(column).add_column(column, typed).select_columns(order)
+        from datasets import Dataset
+
+        # A CSV split holds flat text columns only: rebuilding it loses nothing (and shows no progress bar).
+        columns = {
+            name: typed if name == column else split.dataset[name] for name in split.dataset.column_names
+        }
+        split.dataset = Dataset.from_dict(columns)
         return
 
 
