@@ -119,7 +119,7 @@ def predict(
         typer.Option("--output", "-o", help="Write .jsonl/.csv/.tsv here (default: JSONL on stdout)."),
     ] = None,
 ) -> None:
-    """Batch predictions (label and score for classification) for every row of a file."""
+    """Predict every row of a file: the row as it is plus predictions (predicted_label, predicted_score)."""
     from llmkit.predict import predict_file
 
     rows = predict_file(model, input, output)
@@ -280,7 +280,9 @@ def summarize(
         typer.echo(f"{len(rows)} summaries written to {output}", err=True)
     for row in rows if output is None else []:  # plain: one line per summary, whatever it contains
         typer.echo(
-            json.dumps(row, ensure_ascii=False) if as_json else " ".join(row["generated_summary"].split())
+            json.dumps(row, ensure_ascii=False, default=str)
+            if as_json
+            else " ".join(row["generated_summary"].split())
         )
 
 

@@ -38,6 +38,7 @@ COMMON_DATA_DEFAULTS: dict[str, Any] = {
     "max_length": 128,
     "max_train_samples": None,
     "max_eval_samples": None,
+    "max_test_samples": None,  # the test split is whole unless this is set (max_eval_samples is validation's)
 }
 
 #: llmkit's TrainingArguments defaults; a task may refine them, a recipe overrides them.

@@ -24,7 +24,12 @@ SAMPLE_PREFIX = "sample:"
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
 TABLE_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet", ".txt")
 SPLIT_ROLES = ("train", "validation", "test")
+#: The data key that keeps only the first N rows of each split.
+SAMPLE_LIMITS = {"train": "max_train_samples", "validation": "max_eval_samples", "test": "max_test_samples"}
 TXT_UNITS = ("line", "paragraph", "file")  # what one example of a .txt file is (a task's data.txt_unit)
+PARAGRAPH_BREAK = re.compile(r"\n(?:[ \t]*\n)+")  # a blank line (or several) between paragraphs
+ENCODING = "utf-8-sig"  # UTF-8, with or without the byte-order mark Excel's "CSV UTF-8" writes
+MAX_FIELD_CHARS = 2**31 - 1  # csv's default limit (131,072 characters) refuses long documents
 
 
 @dataclass
@@ -38,6 +43,9 @@ class Split:
     key: str = ""  # what the user set to name this file, e.g. "data.train" or "--input"
     #: File position of each row after carving, subsetting or dropping; None while rows are in file order.
     file_rows: list[int] | None = None
+    #: The line each of the file's rows starts on (1-based; text formats), so that blank lines and
+    #: multi-line CSV fields do not shift the line a message names; None: count rows.
+    lines: list[int] | None = None
 
     @property
     def origin(self) -> str:
@@ -47,6 +55,8 @@ class Split:
         """Human position of row ``index`` in its file: the line for text formats, else the row."""
         if self.file_rows is not None:
             index = self.file_rows[index]
+        if self.lines is not None:
+            return f"line {self.lines[index]}"
         suffix = self.path.suffix.lower()
         if suffix in (".csv", ".tsv"):
             return f"line {index + 2}"  # 1-based, after the header
@@ -76,13 +86,32 @@ def resolve_data_path(value: str, key: str) -> Path:
 
 def split_text_file(text: str, unit: str = "line") -> list[str]:
     """A .txt file's examples: each non-blank ``line``, each blank-line separated ``paragraph``, or all."""
+    return [part for part, _ in text_units(text, unit)]
+
+
+def text_units(text: str, unit: str = "line") -> list[tuple[str, int]]:
+    """:func:`split_text_file`'s examples, each with the (1-based) line it starts on."""
     if unit == "line":
-        return [line for line in text.splitlines() if line.strip()]
+        return [(line, number) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
     if unit == "paragraph":
-        return [part.strip("\n") for part in re.split(r"\n(?:[ \t]*\n)+", text) if part.strip()]
+        return _paragraph_units(text)
     if unit == "file":
-        return [text] if text.strip() else []
+        return [(text, 1)] if text.strip() else []
     raise LlmkitError(f"data.txt_unit must be one of {', '.join(TXT_UNITS)}, got {unit!r}")
+
+
+def _paragraph_units(text: str) -> list[tuple[str, int]]:
+    """Blank-line separated paragraphs, each with the line its text starts on."""
+    bounds = [0, *(edge for match in PARAGRAPH_BREAK.finditer(text) for edge in match.span()), len(text)]
+    units, line, counted = [], 1, 0
+    for start, end in zip(bounds[::2], bounds[1::2], strict=True):
+        part = text[start:end]
+        if part.strip():
+            begins = start + len(part) - len(part.lstrip("\n"))
+            line += text.count("\n", counted, begins)  # counted once: the file is read front to back
+            counted = begins
+            units.append((part.strip("\n"), line))
+    return units
 
 
 def read_table(path: Path, key: str, txt_unit: str = "line") -> Dataset:
@@ -90,29 +119,40 @@ def read_table(path: Path, key: str, txt_unit: str = "line") -> Dataset:
 
     ``txt_unit`` says what one example of a .txt file is (see :func:`split_text_file`).
     """
-    from datasets import Dataset
+    return read_split("test", path, key, txt_unit).dataset
 
+
+def read_split(role: str, path: Path, key: str, txt_unit: str = "line") -> Split:
+    """:func:`read_table` as a Split that knows the file line of each row (for messages)."""
     if not path.exists():
         raise LlmkitError(f"{key}: file {path} does not exist; check the path (relative to {Path.cwd()})")
     if path.is_dir():
-        return _read_saved_dataset(path, key)
+        return Split(role, _read_saved_dataset(path, key), path, key=key)
+    records, lines = _read_records(path, key, txt_unit)
+    return Split(role, _records_to_dataset(records, path, key), path, key=key, lines=lines)
+
+
+def _read_records(path: Path, key: str, txt_unit: str) -> tuple[list[dict[str, Any]], list[int] | None]:
+    """A data file's records, and the line each starts on where the format has lines."""
     suffix = path.suffix.lower()
     if suffix not in TABLE_SUFFIXES:
         raise LlmkitError(
             f"{key}: {path} has unsupported extension '{suffix or '(none)'}'; "
             f"use one of {', '.join(TABLE_SUFFIXES)} or a save_to_disk folder"
         )
+    lines = None
     try:
         if path.stat().st_size == 0:
             raise LlmkitError(f"{key}: {path} is empty; give a file with a header and rows")
         if suffix in (".csv", ".tsv"):
-            records = _read_delimited(path, key, "\t" if suffix == ".tsv" else ",")
+            records, lines = _read_delimited(path, key, "\t" if suffix == ".tsv" else ",")
         elif suffix == ".jsonl":
-            records = _read_json_lines(path, key)
+            records, lines = _read_json_lines(path, key)
         elif suffix == ".json":
-            records = _read_json(path, key)
+            records, lines = _read_json(path, key)
         elif suffix == ".txt":
-            records = [{"text": part} for part in split_text_file(path.read_text(encoding="utf-8"), txt_unit)]
+            units = text_units(path.read_text(encoding=ENCODING), txt_unit)
+            records, lines = [{"text": part} for part, _ in units], [line for _, line in units]
         else:
             import pandas as pd
 
@@ -130,11 +170,23 @@ def read_table(path: Path, key: str, txt_unit: str = "line") -> Dataset:
         raise LlmkitError(f"{key}: cannot parse {path} ({first_line}); check the file format") from None
     if not records:
         raise LlmkitError(f"{key}: {path} has no rows; give a file with at least one example")
+    return records, lines
+
+
+def _records_to_dataset(records: list[dict[str, Any]], path: Path, key: str) -> Dataset:
+    """Every key of any record is a column (in first-seen order); a record without it holds null there.
+
+    ``Dataset.from_list`` alone takes the columns of the first record and drops the rest.
+    """
+    from datasets import Dataset
+
+    columns = list(dict.fromkeys(name for record in records for name in record))
+    rows = [{name: record.get(name) for name in columns} for record in records]
     try:
-        return Dataset.from_list(records)
+        return Dataset.from_list(rows)
     except Exception as exc:
-        for column in records[0]:
-            kinds = sorted({type(r[column]).__name__ for r in records if r.get(column) is not None})
+        for column in columns:
+            kinds = sorted({type(r[column]).__name__ for r in rows if r[column] is not None})
             if len(kinds) > 1:
                 raise LlmkitError(
                     f"{key}: {path} column '{column}' mixes types ({', '.join(kinds)}); "
@@ -144,11 +196,14 @@ def read_table(path: Path, key: str, txt_unit: str = "line") -> Dataset:
         raise LlmkitError(f"{key}: cannot read {path} as a table ({first_line}); check the file") from None
 
 
-def _read_delimited(path: Path, key: str, delimiter: str) -> list[dict[str, Any]]:
-    """CSV/TSV with a header; numbers become int/float when a whole column is numeric."""
-    with path.open(encoding="utf-8", newline="") as handle:
-        quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-        reader = csv.reader(handle, delimiter=delimiter, quoting=quoting)
+def _read_delimited(path: Path, key: str, delimiter: str) -> tuple[list[dict[str, Any]], list[int]]:
+    """CSV/TSV with a header, quoted as pandas writes both; every cell stays text (IDs keep their zeros).
+
+    A task that reads a column as numbers converts it itself (:func:`numbers_from_text`).
+    """
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_FIELD_CHARS))  # long documents are fine
+    with path.open(encoding=ENCODING, newline="") as handle:
+        reader = csv.reader(handle, delimiter=delimiter)
         header = next(reader, None)
         if not header or not any(h.strip() for h in header):
             raise LlmkitError(f"{key}: {path} is empty; give a file with a header and rows")
@@ -158,33 +213,47 @@ def _read_delimited(path: Path, key: str, delimiter: str) -> list[dict[str, Any]
             raise LlmkitError(
                 f"{key}: {path} header repeats column {duplicates[0]!r}; give columns unique names"
             )
-        rows = []
+        records, lines = [], []
+        start = reader.line_num + 1  # a quoted field may span lines: a row starts after the last one
         for row in reader:
-            if not row:
-                continue
-            if len(row) != len(header):
-                raise LlmkitError(
-                    f"{key}: {path} line {reader.line_num}: {len(row)} fields where the header has "
-                    f"{len(header)}; quote fields that contain '{delimiter}' or fix the row"
-                )
-            rows.append(row)
-    columns = {name: _numeric_column([row[i] for row in rows]) for i, name in enumerate(header)}
-    return [{name: columns[name][i] for name in header} for i in range(len(rows))]
+            if row:
+                if len(row) != len(header):
+                    raise LlmkitError(
+                        f"{key}: {path} line {start}: {len(row)} fields where the header has "
+                        f"{len(header)}; quote fields that contain '{delimiter}' or fix the row"
+                    )
+                records.append(dict(zip(header, row, strict=True)))
+                lines.append(start)
+            start = reader.line_num + 1
+    return records, lines
 
 
-def _numeric_column(values: list[str]) -> list[Any]:
-    """Whole-column typing, like pandas: ints if all parse as int, floats if all parse as float."""
+def numbers_from_text(split: Split, column: str) -> None:
+    """Type a CSV/TSV column a task reads as numbers, like pandas: ints if every cell is an integer,
+    else floats if every cell is a number; otherwise (or for typed formats) it stays as it is."""
+    if split.path.suffix.lower() not in (".csv", ".tsv") or column not in split.dataset.column_names:
+        return
+    values = split.dataset[column]
+    if not all(isinstance(value, str) for value in values):
+        return
     for kind in (int, float):
         try:
-            return [kind(v) for v in values]
+            typed = [kind(value) for value in values]
         except ValueError:
             continue
-    return values
+        from datasets import Dataset
+
+        # A CSV split holds flat text columns only: rebuilding it loses nothing (and shows no progress bar).
+        columns = {
+            name: typed if name == column else split.dataset[name] for name in split.dataset.column_names
+        }
+        split.dataset = Dataset.from_dict(columns)
+        return
 
 
-def _read_json_lines(path: Path, key: str) -> list[dict[str, Any]]:
-    records = []
-    with path.open(encoding="utf-8") as handle:
+def _read_json_lines(path: Path, key: str) -> tuple[list[dict[str, Any]], list[int]]:
+    records, lines = [], []
+    with path.open(encoding=ENCODING) as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -197,12 +266,13 @@ def _read_json_lines(path: Path, key: str) -> list[dict[str, Any]]:
             if not isinstance(record, dict):
                 raise LlmkitError(f"{key}: {path} line {number}: expected a JSON object per line")
             records.append(record)
-    return records
+            lines.append(number)
+    return records, lines
 
 
-def _read_json(path: Path, key: str) -> list[dict[str, Any]]:
+def _read_json(path: Path, key: str) -> tuple[list[dict[str, Any]], list[int] | None]:
     """A JSON list of records, a {"data": [...]} wrapper, a dict of columns, or JSON lines."""
-    text = path.read_text(encoding="utf-8")
+    text = path.read_text(encoding=ENCODING)
     try:
         payload = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -218,9 +288,9 @@ def _read_json(path: Path, key: str) -> list[dict[str, Any]]:
         if len(lengths) != 1:
             raise LlmkitError(f"{key}: {path}: the column lists have different lengths")
         names = list(payload)
-        return [dict(zip(names, values, strict=True)) for values in zip(*payload.values(), strict=True)]
+        return [dict(zip(names, values, strict=True)) for values in zip(*payload.values(), strict=True)], None
     if isinstance(payload, list) and all(isinstance(r, dict) for r in payload):
-        return payload
+        return payload, None
     raise LlmkitError(f"{key}: {path}: expected a JSON list of objects (one per example)")
 
 
@@ -255,9 +325,8 @@ def load_splits(data: dict[str, Any], seed: int) -> dict[str, Split]:
         if value:
             key = f"data.{role}"
             path = resolve_data_path(value, key)
-            splits[role] = Split(role, read_table(path, key, data.get("txt_unit", "line")), path)
+            splits[role] = read_split(role, path, key, data.get("txt_unit", "line"))
     train = splits["train"]
-    max_train = data.get("max_train_samples")
     if "validation" not in splits and data["validation_split"] > 0:
         if len(train.dataset) < 2:
             raise LlmkitError(
@@ -268,17 +337,19 @@ def load_splits(data: dict[str, Any], seed: int) -> dict[str, Split]:
 
         numbers = Dataset.from_dict({"row": range(len(train.dataset))})
         parts = numbers.train_test_split(test_size=data["validation_split"], seed=seed)
-        validation = Split("validation", train.dataset, train.path, carved=True, key="data.train")
+        validation = Split(
+            "validation", train.dataset, train.path, carved=True, key="data.train", lines=train.lines
+        )
         validation.keep_rows(parts["test"]["row"])
         splits["validation"] = validation
         train.keep_rows(parts["train"]["row"])
-    if max_train:
-        train.keep_rows(range(min(max_train, len(train.dataset))))
-    max_eval = data.get("max_eval_samples")
-    for role in ("validation", "test"):
-        if max_eval and role in splits:
-            split = splits[role]
-            split.keep_rows(range(min(max_eval, len(split.dataset))))
+    # Each limit cuts its own split: the test split stays whole unless data.max_test_samples says so.
+    for role, limit_key in SAMPLE_LIMITS.items():
+        limit = data.get(limit_key)
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+            raise LlmkitError(f"data.{limit_key} must be a positive number of rows or null, got {limit!r}")
+        if limit and role in splits:
+            splits[role].keep_rows(range(min(limit, len(splits[role].dataset))))
     return splits
 
 

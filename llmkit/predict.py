@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,11 +13,11 @@ from typing import Any
 import yaml
 
 from llmkit.config import COMMON_DATA_DEFAULTS
-from llmkit.data import Split, read_table
+from llmkit.data import Split, read_split
 from llmkit.errors import LlmkitError
 from llmkit.models import check_weights, resolve_model
 from llmkit.tasks import Task, get_task_class
-from llmkit.train import RECIPE_FILE, load_model, load_tokenizer, write_jsonl
+from llmkit.train import RECIPE_FILE, load_model, load_tokenizer
 
 #: Architecture name suffix -> task, for folders that llmkit did not write (no recipe.yaml).
 ARCHITECTURE_TASKS = {"ForSequenceClassification": "classification", "ForMaskedLM": "fill-mask"}
@@ -47,15 +49,19 @@ def task_with_defaults(task_cls: type[Task], data: dict | None = None) -> Task:
 def predict_file(
     model: str, input_path: str | Path, output_path: str | Path | None = None
 ) -> list[dict[str, Any]]:
-    """Predict every row of ``input_path``; write JSONL/CSV/TSV to ``output_path`` or stdout."""
+    """Predict every row of ``input_path``; write JSONL/CSV/TSV to ``output_path`` or stdout.
+
+    Each output row is the input row unchanged plus the task's prediction keys (``predicted_label``,
+    ``predicted_score`` for classification), so a labelled file keeps its gold labels beside them.
+    """
     model_dir = resolve_model(model)
     task = task_for_model(model_dir)
     path = Path(input_path)
-    split = Split("test", read_table(path, "--input"), path, key="--input")
+    split = read_split("test", path, "--input")
     task.check_inputs(split)
+    refuse_prediction_columns(split, task.prediction_keys)
     output = Path(output_path) if output_path else None
-    if output is not None and output.suffix.lower() not in (".jsonl", ".json", ".csv", ".tsv"):
-        raise LlmkitError(f"--output {output}: use a .jsonl, .csv or .tsv file name")
+    check_output_file(output, (".jsonl", ".json", ".csv", ".tsv"), "use a .jsonl, .csv or .tsv file name")
     tokenizer = load_tokenizer(model_dir)
     loaded = load_model(task, model_dir, **check_weights(model_dir))
     rows = split.dataset.to_list()
@@ -63,21 +69,49 @@ def predict_file(
         {**row, **prediction}
         for row, prediction in zip(rows, task.predict(loaded, tokenizer, rows), strict=True)
     ]
+    text = rows_as_text(results, output.suffix.lower() if output else ".jsonl")
     if output is None:
-        for row in results:
-            sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
-    elif output.suffix.lower() in (".csv", ".tsv"):
-        with output.open("w", encoding="utf-8", newline="") as handle:
-            writer = csv.DictWriter(
-                handle,
-                fieldnames=list(results[0]),
-                delimiter="\t" if output.suffix.lower() == ".tsv" else ",",
-            )
-            writer.writeheader()
-            writer.writerows(results)
+        sys.stdout.write(text)
     else:
-        write_jsonl(output, results)
+        with output.open("w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
     return results
+
+
+def refuse_prediction_columns(split: Split, keys: tuple[str, ...]) -> None:
+    """Predictions go beside the input's columns and never over them; checked before the model loads."""
+    taken = [key for key in keys if key in split.dataset.column_names]
+    if taken:
+        raise LlmkitError(
+            f"{split.origin} already has a column '{taken[0]}', which the predictions are written to; "
+            f"rename or drop that column"
+        )
+
+
+def check_output_file(output: Path | None, suffixes: tuple[str, ...], hint: str) -> None:
+    """An --output that cannot be written is refused before any inference runs, not after it."""
+    if output is None:
+        return
+    if output.suffix.lower() not in suffixes:
+        raise LlmkitError(f"--output {output}: {hint}")
+    if output.is_dir():
+        raise LlmkitError(f"--output {output} is a folder; give a file name")
+    folder = output.parent
+    if not folder.is_dir():
+        raise LlmkitError(f"--output {output}: folder {folder} does not exist; create it first")
+    if not os.access(folder, os.W_OK) or (output.exists() and not os.access(output, os.W_OK)):
+        raise LlmkitError(f"--output {output}: not writable; choose another file")
+
+
+def rows_as_text(rows: list[dict[str, Any]], suffix: str) -> str:
+    """Rows as JSON lines or CSV/TSV text; dates, datetimes and Decimals (from Parquet) become strings."""
+    if suffix not in (".csv", ".tsv"):
+        return "".join(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), delimiter="\t" if suffix == ".tsv" else ",")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
 
 
 def architectures(model_dir: Path) -> list[str]:

@@ -14,7 +14,7 @@ from typing import Any, cast
 
 import yaml
 
-from llmkit.data import Split, read_table
+from llmkit.data import read_split
 from llmkit.errors import LlmkitError
 from llmkit.tasks.summarization import PREDICTION_KEY, SummarizationTask
 
@@ -45,17 +45,20 @@ def read_rows(task: SummarizationTask, text: str | None, input_file: Path | None
     if input_file is not None:
         if text is not None:
             raise LlmkitError("give either a TEXT or --input FILE, not both")
-        dataset = read_table(input_file, "--input", txt_unit="paragraph")
+        from llmkit.predict import refuse_prediction_columns
+
+        split = read_split("test", input_file, "--input", txt_unit="paragraph")
         if input_file.suffix.lower() == ".txt":
             task.data["document"] = "text"
         column = task.data["document"]
-        if column not in dataset.column_names:
+        if column not in split.dataset.column_names:
             raise LlmkitError(
                 f"--input {input_file}: no document column '{column}'; columns are: "
-                f"{', '.join(dataset.column_names)}; pass --column <one of them>"
+                f"{', '.join(split.dataset.column_names)}; pass --column <one of them>"
             )
-        task.check_inputs(Split("test", dataset, input_file, key="--input"))
-        return dataset.to_list()
+        task.check_inputs(split)
+        refuse_prediction_columns(split, task.prediction_keys)
+        return split.dataset.to_list()
     if text is None or text == "-":
         if text is None and sys.stdin.isatty():
             raise LlmkitError("give a TEXT, --input FILE, or pipe a document in on standard input")
@@ -108,6 +111,8 @@ def summarize(
 
 
 def check_output(path: Path | None) -> None:
-    """--output takes JSON lines; checked before anything loads."""
-    if path is not None and path.suffix.lower() not in (".jsonl", ".json"):
-        raise LlmkitError(f"--output {path}: summaries are written as JSON lines; use a .jsonl file name")
+    """--output takes JSON lines in a writable place; checked before anything loads."""
+    from llmkit.predict import check_output_file
+
+    hint = "summaries are written as JSON lines; use a .jsonl file name"
+    check_output_file(path, (".jsonl", ".json"), hint)

@@ -46,7 +46,15 @@ def files(tmp_path: Path) -> dict[str, Path]:
         "dialogs": tmp_path / "dialogs.jsonl",
         "no_summary": tmp_path / "no_summary.jsonl",
         "empty_summary": tmp_path / "empty_summary.jsonl",
+        "first_unlabelled": tmp_path / "first_unlabelled.jsonl",
+        "gappy": tmp_path / "gappy.jsonl",
     }
+    made["first_unlabelled"].write_text('{"text": "meh"}\n{"text": "lovely", "label": "positive"}\n')
+    made["gappy"].write_text(
+        '{"text": "good", "label": "positive"}\n\n{"text": "bad", "label": "negative"}\n\n'
+        '{"text": " ", "label": "negative"}\n',
+        encoding="utf-8",
+    )
     made["summ_recipe"].write_text("task: summarization\ndata:\n  document: dialogue\n", encoding="utf-8")
     dialog = '{"dialogue": "#Person1#: Hi.\\n#Person2#: Hello.", "summary": "They greet."}\n'
     made["dialogs"].write_text(dialog * 4, encoding="utf-8")
@@ -121,6 +129,16 @@ CASES = [
         "{mixed_labels} column 'label' mixes types (int, str)",
     ),
     ("empty label", ["data.train={empty_label}"], "{empty_label} line 6: label column 'label' is empty"),
+    (
+        "a label missing from the first test row",
+        ["data.test={first_unlabelled}"],
+        "data.test {first_unlabelled} line 1: label column 'label' is empty",
+    ),
+    (
+        "empty text after blank JSONL lines",
+        ["data.train={gappy}"],
+        "{gappy} line 5: column 'text' (data.text) is empty",
+    ),
     ("JSON not records", ["data.train={not_records}"], "expected a JSON list of objects"),
     ("model without weights", ["model={no_weights}"], "has no weights (no model.safetensors)"),
     ("pickle-only weights", ["model={pickled}"], "has only pickle weights (pytorch_model.bin)"),
@@ -226,6 +244,21 @@ def test_predict_bad_inputs(run_cli, files, sentiment_files, tmp_path: Path) -> 
     assert result.exit_code == 2 and "use a .jsonl, .csv or .tsv file name" in result.stderr
     result = run_cli("predict", "--model", tmp_path / "nowhere", "--input", validation)
     assert result.exit_code == 2 and "does not exist" in result.stderr
+    output = tmp_path / "predictions.jsonl"
+    clash = write_csv(tmp_path / "clash.csv", ["text", "predicted_label"], [["hello", "gold"]])
+    result = run_cli("predict", "--model", out, "--input", clash, "--output", output)
+    assert result.exit_code == 2 and not output.exists()
+    assert (
+        f"error: --input {clash} already has a column 'predicted_label', which the predictions are written "
+        f"to; rename or drop that column" == result.stderr.strip()
+    )
+    nowhere = tmp_path / "missing" / "predictions.jsonl"
+    result = run_cli("predict", "--model", out, "--input", validation, "--output", nowhere)
+    assert result.exit_code == 2
+    assert f"--output {nowhere}: folder {nowhere.parent} does not exist" in result.stderr
+    result = run_cli("summarize", "a document", "--model", "tiny-t5", "--output", nowhere)
+    assert result.exit_code == 2
+    assert f"--output {nowhere}: folder {nowhere.parent} does not exist" in result.stderr
 
 
 def test_console_script_prints_no_traceback(tmp_path: Path) -> None:

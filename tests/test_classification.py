@@ -106,15 +106,21 @@ def test_cli_finetune_then_predict(run_cli, sentiment_files, tmp_path: Path) -> 
     assert result.exit_code == 0, result.stderr
     rows = [json.loads(line) for line in predictions.read_text().splitlines()]
     assert len(rows) == 4
-    assert all(row["label"] in {"negative", "positive"} and 0.5 <= row["score"] <= 1.0 for row in rows)
-    assert rows[0]["text"]  # input columns are kept beside the prediction
+    assert all(
+        row["predicted_label"] in {"negative", "positive"} and 0.5 <= row["predicted_score"] <= 1.0
+        for row in rows
+    )
+    gold = [line.split(",")[-1] for line in validation.read_text().splitlines()[1:]]
+    assert [row["label"] for row in rows] == gold  # input columns, gold labels too, are kept as they are
+    assert rows[0]["text"]
 
     as_csv = tmp_path / "predictions.csv"
     assert run_cli("predict", "--model", out, "--input", validation, "--output", as_csv).exit_code == 0
-    assert as_csv.read_text().splitlines()[0] == "text,label,score"
+    assert as_csv.read_text().splitlines()[0] == "text,label,predicted_label,predicted_score"
 
     result = run_cli("predict", "-m", out, "-i", validation)  # JSONL on stdout
-    assert [json.loads(line)["label"] for line in result.stdout.splitlines()] == [r["label"] for r in rows]
+    stdout_rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["predicted_label"] for r in stdout_rows] == [r["predicted_label"] for r in rows]
 
 
 def test_cli_overwrite_replaces_output(run_cli, sentiment_files, tmp_path: Path) -> None:

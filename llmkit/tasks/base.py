@@ -35,6 +35,8 @@ class Task:
     headline_metric: ClassVar[str] = "loss"
     #: Language-modelling tasks also report perplexity = exp(loss) for every evaluated split.
     reports_perplexity: ClassVar[bool] = False
+    #: The keys ``predict`` adds beside each input row; an input that has such a column is refused.
+    prediction_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, data: dict[str, Any]) -> None:
         self.data = data

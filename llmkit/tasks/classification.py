@@ -11,7 +11,7 @@ import math
 from collections import Counter
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from llmkit.data import Split, require_columns, require_text
+from llmkit.data import Split, numbers_from_text, require_columns, require_text
 from llmkit.errors import LlmkitError
 from llmkit.tasks.base import Task, argmax_logits
 
@@ -20,12 +20,15 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 PREDICT_BATCH_SIZE = 64
+#: Prediction keys, beside the input row (whose own ``label`` may be the gold one).
+PREDICTED_LABEL, PREDICTED_SCORE = "predicted_label", "predicted_score"
 
 
 class ClassificationTask(Task):
     name = "classification"
     default_model = "minilm-l6"
     pipeline_task = "text-classification"
+    prediction_keys = (PREDICTED_LABEL, PREDICTED_SCORE)
     headline_metric = "accuracy"
     # One loss per sequence: averaging a token count across devices would double the reported DDP loss.
     training_defaults: ClassVar[dict[str, Any]] = {
@@ -61,6 +64,7 @@ class ClassificationTask(Task):
         label_column = self.data["label"]
         for split in splits.values():
             self.check_inputs(split)
+            numbers_from_text(split, label_column)  # CSV "0"/"1" are the classes 0 and 1, as in JSON
             if split.role != "test" or label_column in split.dataset.column_names:
                 require_columns(split, {"label": label_column})
                 self._check_label_values(split)
@@ -230,7 +234,9 @@ class ClassificationTask(Task):
                 probabilities = model(**encoded).logits.float().softmax(dim=-1)
             scores, ids = probabilities.max(dim=-1)
             for score, class_id in zip(scores.tolist(), ids.tolist(), strict=True):
-                results.append({"label": model.config.id2label[class_id], "score": round(score, 6)})
+                results.append(
+                    {PREDICTED_LABEL: model.config.id2label[class_id], PREDICTED_SCORE: round(score, 6)}
+                )
         return results
 
     def report_samples(
@@ -241,7 +247,7 @@ class ClassificationTask(Task):
         for row, prediction in zip(rows, self.predict(model, tokenizer, rows), strict=True):
             sample = {
                 "input": f"{row[text]} / {row[pair]}" if pair else str(row[text]),
-                "prediction": f"{prediction['label']} ({prediction['score']:.2f})",
+                "prediction": f"{prediction[PREDICTED_LABEL]} ({prediction[PREDICTED_SCORE]:.2f})",
             }
             if row.get(label) is not None:
                 value = _as_label(row[label])

@@ -31,6 +31,7 @@ class FillMaskTask(Task):
     name = "fill-mask"
     default_model = "minilm-l6"
     pipeline_task = "fill-mask"
+    prediction_keys = ("masks",)
     headline_metric = "masked_accuracy"
     reports_perplexity = True
     data_defaults: ClassVar[dict[str, Any]] = {

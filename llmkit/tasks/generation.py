@@ -56,6 +56,7 @@ class GenerationTask(Task):
     name = "generation"
     default_model = "smollm2-135m"
     pipeline_task = "text-generation"
+    prediction_keys = ("generated",)
     headline_metric = "perplexity"
     data_defaults: ClassVar[dict[str, Any]] = {
         "format": "auto",

@@ -124,6 +124,7 @@ class SummarizationTask(Task):
     #: decoder-only outputs; seq2seq folders load with AutoModelForSeq2SeqLM (transformers 5 has no
     #: summarization pipeline any more).
     pipeline_task = "text-generation"
+    prediction_keys = (PREDICTION_KEY,)
     headline_metric = "rougeL"
     data_defaults: ClassVar[dict[str, Any]] = {
         "document": "document",
