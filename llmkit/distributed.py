@@ -181,15 +181,17 @@ def choose_precision(requested: str, machine: Machine, where: str) -> PrecisionC
     return PrecisionChoice("fp32", "the CPU has no native bf16, so bf16 would be emulated and slower")
 
 
-def explicit_precision(user_training: dict[str, Any]) -> str | None:
-    """The precision a recipe forces with TrainingArguments' own ``bf16``/``fp16`` flags, if it does."""
+def run_precision(training: dict[str, Any], user_training: dict[str, Any], machine: Machine, where: str):
+    """A recipe's precision on ``machine``: TrainingArguments' own ``bf16``/``fp16`` flags, when the recipe
+    sets them, win over ``training.precision``."""
+    requested = training["precision"]
     if user_training.get("bf16"):
-        return "bf16"
-    if user_training.get("fp16"):
-        return "fp16"
-    if "bf16" in user_training or "fp16" in user_training:
-        return "fp32"
-    return None
+        requested = "bf16"
+    elif user_training.get("fp16"):
+        requested = "fp16"
+    elif "bf16" in user_training or "fp16" in user_training:
+        requested = "fp32"
+    return choose_precision(requested, machine, where)
 
 
 def device_settings(

@@ -24,14 +24,13 @@ from llmkit.data import Split, load_splits
 from llmkit.distributed import (
     Machine,
     check_sharding,
-    choose_precision,
     device_settings,
-    explicit_precision,
     inference_device,
     is_main_process,
     load_dtype,
     one_gpu_per_process,
     probe_machine,
+    run_precision,
     world_size,
 )
 from llmkit.errors import LlmkitError
@@ -94,7 +93,10 @@ def run(recipe: Recipe) -> FinetuneResult:
     resume_from = checkpoint_to_resume(output_dir, recipe.training["resume"], recipe.overwrite, METRICS_FILE)
     has_eval = bool(recipe.data["validation"]) or recipe.data["validation_split"] > 0
     # settings fail before data loads
-    args = training_arguments(recipe, output_dir, has_eval=has_eval, arguments_class=task.arguments_class())
+    machine = probe_machine()
+    args = training_arguments(
+        recipe, output_dir, has_eval=has_eval, arguments_class=task.arguments_class(), machine=machine
+    )
 
     splits = load_splits(recipe.data, seed=recipe.training["seed"])
     task.check_data(splits)
@@ -109,6 +111,8 @@ def run(recipe: Recipe) -> FinetuneResult:
     sizes = ", ".join(f"{role} {len(split.dataset)}" for role, split in splits.items())
     processes = f", {world_size()} processes" if world_size() > 1 else ""
     log(f"task {recipe.task}, model {recipe.model} ({model_path}), rows: {sizes}{processes}")
+    precision = run_precision(recipe.training, recipe.user_training, machine, f"recipe {recipe.source}")
+    log(f"precision {precision.precision} on {machine.kind}: {precision.reason}")
 
     encoded = {}
     for role, split in splits.items():
@@ -423,11 +427,9 @@ def training_arguments(
     where = f"recipe {recipe.source}"
     values.pop("resume")
     values.pop("early_stopping_patience")
-    requested = explicit_precision(recipe.user_training) or values.pop("precision")
-    values.pop("precision", None)
-    precision = choose_precision(requested, machine, where)
+    precision = run_precision(values, recipe.user_training, machine, where)
+    values.pop("precision")
     values.update(device_settings(precision, machine, recipe.user_training, world_size()))
-    log(f"precision {precision.precision} on {machine.kind}: {precision.reason}")
     check_sharding(values, where)
     values["report_to"], _ = report_targets(values["report_to"], where)
     if "disable_tqdm" not in recipe.user_training:
