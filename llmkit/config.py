@@ -105,6 +105,10 @@ class Recipe:
     user_training: dict[str, Any] = field(default_factory=dict)
     model_options: dict[str, Any] = field(default_factory=lambda: dict(MODEL_OPTION_DEFAULTS))
 
+    def safety_options(self) -> dict[str, bool]:
+        """The model options that widen what is fetched and loaded (pickle weights, remote code)."""
+        return {key: self.model_options[key] for key in ("allow_pickle", "trust_remote_code")}
+
     def to_dict(self) -> dict[str, Any]:
         """The recipe as it was resolved, in the same shape a user writes (saved as recipe.yaml)."""
         options = {k: v for k, v in self.model_options.items() if v != MODEL_OPTION_DEFAULTS[k]}
@@ -189,6 +193,8 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
     raw = copy.deepcopy(raw)
     for text in overrides:
         path, value = parse_override(text)
+        if path[0] == "model" and len(path) > 1 and isinstance(raw.get("model"), str):
+            raw["model"] = {"name": raw["model"]}  # `model.dtype=bf16` on a recipe with `model: NAME`
         node = raw
         for i, part in enumerate(path[:-1]):
             child = node.get(part)
@@ -207,15 +213,19 @@ def load_recipe(
     overrides: list[str] | tuple[str, ...] = (),
 ) -> Recipe:
     """Read (path, bundled name or dict; None = the default recipe), apply overrides, validate."""
-    if recipe is None:
-        recipe = default_recipe_path()
+    default = recipe is None
     if isinstance(recipe, dict):
         raw = copy.deepcopy(recipe)
         raw.setdefault("__source__", "<dict>")
     else:
-        raw = read_recipe_file(recipe)
-    raw = apply_overrides(raw, overrides)
-    return validate_recipe(raw)
+        raw = read_recipe_file(recipe or default_recipe_path())
+    overridden = apply_overrides(raw, overrides)
+    if default and overridden.get("task", raw.get("task")) != raw.get("task"):
+        # `llmkit validate task=generation ...`: the default recipe is classification's; another task
+        # starts from its own defaults (model, data keys), not from classification's columns
+        task = overridden["task"]
+        overridden = apply_overrides({"__source__": f"<defaults of task {task}>"}, overrides)
+    return validate_recipe(overridden)
 
 
 def _type_name(value: Any) -> str:
@@ -254,7 +264,7 @@ def validate_recipe(raw: dict[str, Any]) -> Recipe:
     model_options = dict(MODEL_OPTION_DEFAULTS)
     if isinstance(model, dict):
         options = dict(model)
-        model = options.pop("name", None)
+        model = options.pop("name", task_cls.default_model)
         model_options = _check_section(options, MODEL_OPTION_DEFAULTS, "model", where)
         if model_options["dtype"] not in (None, *MODEL_DTYPES):
             raise LlmkitError(
@@ -280,6 +290,11 @@ def validate_recipe(raw: dict[str, Any]) -> Recipe:
         raise LlmkitError(f"{where}: training must be a mapping of TrainingArguments fields")
     training = {**TRAINING_DEFAULTS, **task_cls.training_defaults}
     checked_training = check_training_args(user_training, where)
+    if checked_training.get("torch_compile") and task_cls.torch_compile_refusal:
+        raise LlmkitError(
+            f"{where}: training.torch_compile does not work for task {task_name}: "
+            f"{task_cls.torch_compile_refusal}; remove training.torch_compile"
+        )
     training.update(checked_training)
     has_eval = bool(data["validation"]) or data["validation_split"] > 0
     reconcile_schedule(training, checked_training, has_eval, where)

@@ -151,6 +151,7 @@ def generate(
     stream: TextIO | None = None,
 ) -> Generated:
     """`llmkit generate`: resolve the model, check it can generate, format the prompt, generate."""
+    from llmkit.distributed import inference_device
     from llmkit.models import check_weights, resolve_model
     from llmkit.progress import quiet_library_progress
     from llmkit.train import load_tokenizer
@@ -172,7 +173,7 @@ def generate(
             )
         text = render_chat(tokenizer, [{"role": "user", "content": prompt}], template, True)
     with quiet_library_progress():
-        loaded = load_causal_lm(model_path, **check_weights(model_path))
+        loaded = load_causal_lm(model_path, **check_weights(model_path)).to(inference_device())
     return generate_from_prompt(
         loaded,
         tokenizer,

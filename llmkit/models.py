@@ -132,8 +132,11 @@ def looks_like_path(name: str) -> bool:
     )
 
 
-def resolve_model(name: str) -> Path:
-    """Return a local folder holding the model's config, weights and tokenizer."""
+def resolve_model(name: str, allow_pickle: bool = False, trust_remote_code: bool = False) -> Path:
+    """Return a local folder holding the model's config, weights and tokenizer.
+
+    The two options widen what a hub download fetches (pickle weights, Python code), as they widen loading.
+    """
     if name in ALIASES:
         return ALIASES[name]()
     if looks_like_path(name):
@@ -149,10 +152,24 @@ def resolve_model(name: str) -> Path:
                 f"point model at a folder written by save_pretrained"
             )
         return path
-    return _from_hub(name)
+    return _from_hub(name, hub_file_patterns(allow_pickle, trust_remote_code))
 
 
-def _from_hub(repo_id: str) -> Path:
+#: What ``from_pretrained`` reads from a hub repository: configs, safetensors weights (and their index),
+#: tokenizer files and chat templates. Not TF/Flax/ONNX weights or ``original/*.pth`` checkpoints.
+HUB_FILES = ("*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.jinja", "tokenizer*")
+
+
+def hub_file_patterns(allow_pickle: bool, trust_remote_code: bool) -> list[str]:
+    patterns = list(HUB_FILES)
+    if allow_pickle:
+        patterns.append("pytorch_model*.bin")
+    if trust_remote_code:
+        patterns.append("*.py")
+    return patterns
+
+
+def _from_hub(repo_id: str, allow_patterns: list[str]) -> Path:
     """The local HF cache copy of a hub model; download only when the hub is reachable and allowed."""
     from huggingface_hub import snapshot_download
 
@@ -164,7 +181,7 @@ def _from_hub(repo_id: str) -> Path:
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     if not offline:
         try:
-            return Path(snapshot_download(repo_id))
+            return Path(snapshot_download(repo_id, allow_patterns=allow_patterns))
         except Exception:
             pass
     raise LlmkitError(

@@ -17,7 +17,7 @@ from llmkit.data import Split, read_split
 from llmkit.errors import LlmkitError
 from llmkit.models import check_weights, resolve_model
 from llmkit.tasks import Task, get_task_class
-from llmkit.train import RECIPE_FILE, load_model, load_tokenizer
+from llmkit.train import RECIPE_FILE, load_for_inference, load_tokenizer
 
 #: Architecture name suffix -> task, for folders that llmkit did not write (no recipe.yaml).
 ARCHITECTURE_TASKS = {"ForSequenceClassification": "classification", "ForMaskedLM": "fill-mask"}
@@ -63,7 +63,7 @@ def predict_file(
     output = Path(output_path) if output_path else None
     check_output_file(output, (".jsonl", ".json", ".csv", ".tsv"), "use a .jsonl, .csv or .tsv file name")
     tokenizer = load_tokenizer(model_dir)
-    loaded = load_model(task, model_dir, **check_weights(model_dir))
+    loaded = load_for_inference(task, model_dir, **check_weights(model_dir))
     rows = split.dataset.to_list()
     results = [
         {**row, **prediction}

@@ -82,7 +82,7 @@ def summarize(
     """
     from llmkit.models import check_weights, resolve_model
     from llmkit.progress import quiet_library_progress
-    from llmkit.train import latest_run, load_model, load_tokenizer
+    from llmkit.train import latest_run, load_for_inference, load_tokenizer
 
     if model is None:
         folder = latest_run(SummarizationTask.name)
@@ -105,7 +105,7 @@ def summarize(
     task.check_model(folder)
     tokenizer = load_tokenizer(folder)
     with quiet_library_progress():
-        loaded = load_model(task, folder, **check_weights(folder))
+        loaded = load_for_inference(task, folder, **check_weights(folder))
     summaries = task.summarize(loaded, tokenizer, [row[task.data["document"]] for row in rows])
     return [{**row, PREDICTION_KEY: summary} for row, summary in zip(rows, summaries, strict=True)]
 

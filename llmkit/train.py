@@ -100,7 +100,7 @@ def run(recipe: Recipe) -> FinetuneResult:
 
     splits = load_splits(recipe.data, seed=recipe.training["seed"])
     task.check_data(splits)
-    model_path = resolve_model(recipe.model)
+    model_path = resolve_model(recipe.model, **recipe.safety_options())
     task.check_model(model_path)
     load_options = {
         **check_weights(model_path, recipe.model_options["allow_pickle"]),

@@ -19,6 +19,14 @@ if TYPE_CHECKING:
     from llmkit.data import Split
 
 
+#: Fill-mask, generation and summarization compute vocabulary logits only where there are labels, by calling
+#: the model's parts directly: a compiled wrapper is bypassed (for fill-mask it breaks the head lookup).
+FAST_LOSS_COMPILE_REFUSAL = (
+    "its loss computes vocabulary logits only at labelled positions by calling the model's parts directly, "
+    "which a compiled model would bypass"
+)
+
+
 class Task:
     """Base class: subclasses set the class attributes and override the hooks they need."""
 
@@ -35,6 +43,8 @@ class Task:
     headline_metric: ClassVar[str] = "loss"
     #: Language-modelling tasks also report perplexity = exp(loss) for every evaluated split.
     reports_perplexity: ClassVar[bool] = False
+    #: Why ``training.torch_compile`` cannot work for this task (None: it can).
+    torch_compile_refusal: ClassVar[str | None] = None
     #: The keys ``predict`` adds beside each input row; an input that has such a column is refused.
     prediction_keys: ClassVar[tuple[str, ...]] = ()
 

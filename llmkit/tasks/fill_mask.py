@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from llmkit.data import Split, require_columns, require_text
 from llmkit.errors import LlmkitError
 from llmkit.progress import log
-from llmkit.tasks.base import Task, argmax_logits
+from llmkit.tasks.base import FAST_LOSS_COMPILE_REFUSAL, Task, argmax_logits
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -42,6 +42,7 @@ class FillMaskTask(Task):
     }
     # The collator needs special_tokens_mask (and offset_mapping for whole words); it drops them itself.
     # Lines vary in length (Brown: 2 to 60+ tokens): batches of similar lengths waste little on padding.
+    torch_compile_refusal = FAST_LOSS_COMPILE_REFUSAL
     training_defaults: ClassVar[dict[str, Any]] = {
         "learning_rate": 1e-4,
         "remove_unused_columns": False,

@@ -37,7 +37,7 @@ from llmkit.causal_lm import (
 from llmkit.data import TXT_UNITS, Split, require_columns, require_text
 from llmkit.errors import LlmkitError, did_you_mean
 from llmkit.progress import log
-from llmkit.tasks.base import Task
+from llmkit.tasks.base import FAST_LOSS_COMPILE_REFUSAL, Task
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -72,6 +72,7 @@ class GenerationTask(Task):
         "max_new_tokens": 128,
         "max_length": 256,
     }
+    torch_compile_refusal = FAST_LOSS_COMPILE_REFUSAL
     training_defaults: ClassVar[dict[str, Any]] = {
         "per_device_train_batch_size": 8,
         "per_device_eval_batch_size": 8,

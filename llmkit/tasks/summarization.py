@@ -44,7 +44,7 @@ from llmkit.causal_lm import (
 from llmkit.data import Split, require_columns, require_text
 from llmkit.errors import LlmkitError
 from llmkit.progress import log
-from llmkit.tasks.base import Task
+from llmkit.tasks.base import FAST_LOSS_COMPILE_REFUSAL, Task
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -137,6 +137,7 @@ class SummarizationTask(Task):
         "max_new_tokens": 64,
         "num_beams": 1,
     }
+    torch_compile_refusal = FAST_LOSS_COMPILE_REFUSAL
     training_defaults: ClassVar[dict[str, Any]] = {
         "per_device_train_batch_size": 8,
         "per_device_eval_batch_size": 16,
