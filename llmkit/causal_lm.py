@@ -13,9 +13,11 @@
 from __future__ import annotations
 
 import bisect
+import contextlib
+import copy
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,6 +64,52 @@ def leading_special_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
     return list(with_specials[: len(with_specials) - len(without)])
 
 
+@contextlib.contextmanager
+def continuing_text(tokenizer: PreTrainedTokenizerBase) -> Iterator[None]:
+    """Tokenize a piece that continues a text, not one that starts it.
+
+    SentencePiece-style tokenizers (Llama 2, Mistral, T5: a Metaspace pre-tokenizer that prepends, or a
+    ``Prepend("▁")`` normalizer) mark the start of every string they see as a word start. A reply
+    tokenized on its own after "...Response:\n" would then begin with a space the rendered conversation
+    does not have, and the model would learn to write it. Byte-level BPE tokenizers are unaffected.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        yield
+        return
+    saved = backend.pre_tokenizer, backend.normalizer
+    try:
+        backend.pre_tokenizer = _without_word_start(backend.pre_tokenizer)
+        backend.normalizer = _without_word_start(backend.normalizer)
+        yield
+    finally:
+        backend.pre_tokenizer, backend.normalizer = saved
+
+
+def _without_word_start(component: Any) -> Any:
+    """A copy of a pre-tokenizer or normalizer with every start-of-text marker switched off."""
+    if component is None:
+        return None
+    state = json.loads(component.__getstate__())
+
+    def switch_off(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "Metaspace":
+                node["prepend_scheme"] = "never"
+            elif node.get("type") == "Prepend":
+                node["prepend"] = ""
+            for value in node.values():
+                switch_off(value)
+        elif isinstance(node, list):
+            for value in node:
+                switch_off(value)
+
+    switch_off(state)
+    changed = copy.copy(component)
+    changed.__setstate__(json.dumps(state).encode())
+    return changed
+
+
 def tokenize_segments(
     tokenizer: PreTrainedTokenizerBase,
     segments: Sequence[tuple[str, bool]],
@@ -79,7 +127,10 @@ def tokenize_segments(
     prefix = leading_special_ids(tokenizer)
     if not prefix or (segments and segments[0][0].startswith(tokenizer.decode(prefix))):
         prefix = []
-    pieces = [tokenizer(text, add_special_tokens=False, verbose=False).input_ids for text, _ in segments]
+    pieces = []
+    for number, (text, _) in enumerate(segments):
+        with continuing_text(tokenizer) if number else contextlib.nullcontext():
+            pieces.append(tokenizer(text, add_special_tokens=False, verbose=False).input_ids)
     eos = [tokenizer.eos_token_id] if append_eos and tokenizer.eos_token_id is not None else []
     excess = len(prefix) + sum(len(ids) for ids in pieces) + len(eos) - max_length
     if excess > 0 and shrink is not None:
@@ -416,9 +467,11 @@ def causal_lm_trainer_class() -> type:
     import torch.nn.functional as F
     from transformers import Trainer
 
+    from llmkit.distributed import shards_parameters
+
     class CausalLMTrainer(Trainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            parts = lm_head_and_body(model)
+            parts = None if shards_parameters(self) else lm_head_and_body(model)
             if return_outputs or not model.training or parts is None or "labels" not in inputs:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             body, head = parts

@@ -253,6 +253,12 @@ def one_gpu_per_process(args: Any, machine: Machine) -> str | None:
     return None
 
 
+def shards_parameters(trainer: Any) -> bool:
+    """Is the model sharded (FSDP, DeepSpeed)? Then only the root module's forward gathers the parameters
+    its own hooks hold (embeddings, final norm, head): calling the model's parts directly would skip that."""
+    return bool(getattr(trainer, "is_fsdp_enabled", False) or getattr(trainer, "is_deepspeed_enabled", False))
+
+
 def check_sharding(training: dict[str, Any], where: str) -> None:
     """FSDP / DeepSpeed settings are passed to the Trainer as they are; fail early when they cannot run."""
     if training.get("deepspeed"):

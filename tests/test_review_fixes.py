@@ -148,3 +148,77 @@ def test_validate_another_task_without_a_recipe_uses_that_tasks_defaults(run_cli
     assert result.exit_code == 0, result.stderr
     assert "task generation, model tiny-gpt2" in result.stdout
     assert load_recipe(None, ["task=generation", f"data.train={rows}"]).model == "smollm2-135m"
+
+
+def sentencepiece_style_tokenizer(style: str):
+    """A Llama-style tokenizer: Metaspace that prepends (T5, Llama 3.x SP ports) or Prepend("▁") (Llama 2)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    corpus = ["### Instruction:\nSay hi\n\n### Response:\nhi there friend", "hello world how are you"] * 50
+    backend = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    if style == "metaspace":
+        backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+        backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
+    else:
+        backend.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+        backend.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.Strip(" ", 1, 0)])
+    trainer = trainers.BpeTrainer(vocab_size=200, special_tokens=["<unk>", "<s>", "</s>"])
+    backend.train_from_iterator(corpus, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+
+
+@pytest.mark.parametrize("style", ["metaspace", "prepend"])
+def test_sentencepiece_replies_get_no_extra_word_start(style: str) -> None:
+    """The review's suspicion, confirmed: a reply tokenized on its own began with "▁" (a space the rendered
+    conversation does not have), so the model learned to answer with a leading space."""
+    from llmkit.causal_lm import DEFAULT_CHAT_TEMPLATE, conversation_segments, render_chat, tokenize_segments
+
+    tokenizer = sentencepiece_style_tokenizer(style)
+    messages = [{"role": "user", "content": "Say hi"}, {"role": "assistant", "content": "hi there"}]
+    example = tokenize_segments(
+        tokenizer, conversation_segments(tokenizer, messages, DEFAULT_CHAT_TEMPLATE), 200
+    )
+    prompt = render_chat(tokenizer, messages[:1], DEFAULT_CHAT_TEMPLATE, add_generation_prompt=True)
+    prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
+    assert example.input_ids[: len(prompt_ids)] == prompt_ids  # what inference feeds the model
+    reply = [i for i, label in zip(example.input_ids, example.labels, strict=True) if label != -100]
+    assert not tokenizer.convert_ids_to_tokens(reply)[0].startswith("▁")  # "hi", not " hi"
+    assert tokenizer.convert_ids_to_tokens(tokenizer("hi", add_special_tokens=False).input_ids)[0].startswith(
+        "▁"
+    )  # the tokenizer itself is left as it was
+
+
+@pytest.mark.parametrize("sharding", ["is_fsdp_enabled", "is_deepspeed_enabled"])
+@pytest.mark.parametrize("task", ["generation", "fill-mask"])
+def test_sharded_models_take_the_full_forward(task: str, sharding: str, monkeypatch) -> None:
+    """The review's FSDP suspicion: the fast loss called the model's body and head directly, skipping the
+    root module's forward, which gathers the sharded embeddings and head. Sharded runs take the full path."""
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, Trainer
+
+    from llmkit.causal_lm import causal_lm_trainer_class
+    from llmkit.tasks.fill_mask import masked_positions_trainer
+
+    if task == "generation":
+        cls, model = (
+            causal_lm_trainer_class(),
+            AutoModelForCausalLM.from_pretrained(resolve_model("tiny-gpt2")),
+        )
+    else:
+        cls, model = (
+            masked_positions_trainer(),
+            AutoModelForMaskedLM.from_pretrained(resolve_model("tiny-bert")),
+        )
+    model.train()
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    full_forward = []
+    monkeypatch.setattr(Trainer, "compute_loss", lambda self, *args, **kwargs: full_forward.append(1))
+    trainer = cls.__new__(cls)  # only compute_loss is exercised
+    trainer.is_fsdp_enabled = trainer.is_deepspeed_enabled = False
+    loss = trainer.compute_loss(model, {"input_ids": ids, "labels": ids})
+    assert not full_forward and torch.isfinite(loss)  # unsharded: the fast path
+    setattr(trainer, sharding, True)
+    trainer.compute_loss(model, {"input_ids": ids, "labels": ids})
+    assert full_forward == [1]

@@ -279,9 +279,11 @@ def masked_positions_trainer() -> type:
     import torch.nn.functional as F
     from transformers import Trainer
 
+    from llmkit.distributed import shards_parameters
+
     class MaskedPositionsTrainer(Trainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            head = mlm_head(model)
+            head = None if shards_parameters(self) else mlm_head(model)
             if return_outputs or not model.training or head is None:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             labels = inputs["labels"]
