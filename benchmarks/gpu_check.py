@@ -1,0 +1,127 @@
+"""GPU check: every bundled recipe for a few steps with ``precision: auto``, then SST-2 to the end, on CUDA.
+
+One command (from the repo root, ../shared/data beside it, on a machine with a CUDA GPU):
+
+    python benchmarks/gpu_check.py                       # every recipe for 20 steps, then SST-2 in full
+    python benchmarks/gpu_check.py --steps 5 --skip-full
+    python benchmarks/gpu_check.py --recipes classification --steps 2 --allow-cpu   # smoke test, no GPU
+
+One line per recipe: the precision ``auto`` chose, samples/s and real tokens/s (the Trainer's clock), peak
+GPU memory and the final training loss. Then ``recipes/sst2-minilm.yaml`` runs as written (300 steps): dev
+accuracy and throughput. Writes benchmarks/results/gpu_check.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+WORK = REPO / "runs" / "gpu-check"
+#: Keep each short run short: a few batches of data, a small evaluation.
+SHORT_RUN_DATA = ["data.max_eval_samples=64"]
+
+
+def peak_memory_gib() -> float | None:
+    import torch
+
+    return round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None
+
+
+def run_recipe(name: str, overrides: list[str]) -> dict:
+    """Fine-tune one bundled recipe; the figures for its line."""
+    import torch
+
+    import llmkit
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    result = llmkit.finetune(name, [f"output_dir={WORK / name}", *overrides], overwrite=True)
+    manifest = json.loads((result.output_dir / "manifest.json").read_text(encoding="utf-8"))
+    metrics = result.metrics
+    return {
+        "precision": manifest["precision"],
+        "device": manifest["device"],
+        "samples_per_second": round(metrics.get("train_samples_per_second", 0.0), 1),
+        "tokens_per_second": metrics.get("train_tokens_per_second"),
+        "peak_gpu_memory_gib": peak_memory_gib(),
+        "final_train_loss": round(metrics.get("train_loss", float("nan")), 4),
+        "quality": result.quality_metrics(),
+    }
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        f"# GPU check on {report['device']}",
+        "",
+        f"Short runs: {report['steps']} steps each, `precision: auto`.",
+        "",
+        "| recipe | precision | samples/s | tokens/s | peak GPU memory (GiB) | final loss |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, figures in report["recipes"].items():
+        if "error" in figures:
+            lines.append(f"| {name} | failed: {figures['error']} | | | | |")
+            continue
+        lines.append(
+            f"| {name} | {figures['precision']} | {figures['samples_per_second']} "
+            f"| {figures['tokens_per_second']} | {figures['peak_gpu_memory_gib']} "
+            f"| {figures['final_train_loss']} |"
+        )
+    if "sst2_full" in report:
+        full = report["sst2_full"]
+        lines += [
+            "",
+            f"SST-2 recipe in full: dev accuracy {full['quality'].get('eval_accuracy')}, "
+            f"{full['samples_per_second']} samples/s, precision {full['precision']}, "
+            f"peak {full['peak_gpu_memory_gib']} GiB.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=20, help="training steps of each short run")
+    parser.add_argument("--recipes", nargs="*", help="bundled recipe names (default: all)")
+    parser.add_argument("--skip-full", action="store_true", help="no full SST-2 run")
+    parser.add_argument("--allow-cpu", action="store_true", help="run without a GPU (a smoke test)")
+    parser.add_argument("--tag", default="", help="write gpu_check-TAG.* instead of gpu_check.*")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.chdir(REPO)
+
+    import torch
+
+    from llmkit.config import bundled_recipes
+    from llmkit.errors import LlmkitError
+
+    if not torch.cuda.is_available() and not args.allow_cpu:
+        sys.exit(
+            "gpu_check: no CUDA GPU is visible; run it on a GPU machine (or pass --allow-cpu to smoke-test)"
+        )
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU (smoke test)"
+    names = args.recipes or list(bundled_recipes())
+    report: dict = {"device": device, "steps": args.steps, "recipes": {}}
+    for name in names:
+        overrides = [f"training.max_steps={args.steps}", *SHORT_RUN_DATA]
+        try:
+            report["recipes"][name] = figures = run_recipe(name, overrides)
+        except LlmkitError as exc:  # a recipe that cannot run here is a finding, not the end of the check
+            report["recipes"][name] = figures = {"error": str(exc)}
+        print(f"{name}: {json.dumps(figures)}", flush=True)
+    if not args.skip_full:
+        report["sst2_full"] = run_recipe("sst2-minilm", [])
+        print(f"sst2-minilm (full): {json.dumps(report['sst2_full'])}", flush=True)
+    stem = f"gpu_check-{args.tag}" if args.tag else "gpu_check"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (RESULTS / f"{stem}.md").write_text(markdown(report), encoding="utf-8")
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()
