@@ -3,7 +3,8 @@
 Supported: CSV, TSV, JSON (a list of records or JSON lines), JSONL, Parquet, plain text (one example a
 line; a paragraph or the whole file with a task's ``data.txt_unit``) and a folder written by
 ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``. Relative paths are relative to the current
-directory; ``sample:NAME`` points into the samples shipped with llmkit.
+directory; ``sample:NAME`` points into the samples shipped with llmkit. A Hugging Face dataset
+(``data.dataset``: a hub id or a dataset folder) is read by :mod:`llmkit.hub_data`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from llmkit.errors import LlmkitError
 
 if TYPE_CHECKING:
     from datasets import Dataset
+
+    from llmkit.hub_data import HubSource
 
 SAMPLE_PREFIX = "sample:"
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
@@ -38,15 +41,24 @@ class Split:
     key: str = ""  # what the user set to name this file, e.g. "data.train" or "--input"
     #: File position of each row after carving, subsetting or dropping; None while rows are in file order.
     file_rows: list[int] | None = None
+    #: The dataset split the rows came from (data.dataset); None for files. ``path`` is then a cache file.
+    hub: HubSource | None = None
+
+    @property
+    def location(self) -> str:
+        """The file, or the dataset and split, that holds the rows."""
+        return self.hub.describe() if self.hub else str(self.path)
 
     @property
     def origin(self) -> str:
-        return f"{self.key or 'data.' + self.role} {self.path}"
+        return f"{self.key or 'data.' + self.role} {self.location}"
 
     def where(self, index: int) -> str:
-        """Human position of row ``index`` in its file: the line for text formats, else the row."""
+        """Human position of row ``index``: the line of a text file, else the row (of a file or split)."""
         if self.file_rows is not None:
             index = self.file_rows[index]
+        if self.hub is not None:
+            return f"row {index + 1}"
         suffix = self.path.suffix.lower()
         if suffix in (".csv", ".tsv"):
             return f"line {index + 2}"  # 1-based, after the header
@@ -256,6 +268,8 @@ def load_splits(data: dict[str, Any], seed: int) -> dict[str, Split]:
             key = f"data.{role}"
             path = resolve_data_path(value, key)
             splits[role] = Split(role, read_table(path, key, data.get("txt_unit", "line")), path)
+    if data.get("dataset") and "train" not in splits:  # a file for data.train means files only
+        splits = read_dataset_roles(data, splits)
     train = splits["train"]
     max_train = data.get("max_train_samples")
     if "validation" not in splits and data["validation_split"] > 0:
@@ -268,7 +282,9 @@ def load_splits(data: dict[str, Any], seed: int) -> dict[str, Split]:
 
         numbers = Dataset.from_dict({"row": range(len(train.dataset))})
         parts = numbers.train_test_split(test_size=data["validation_split"], seed=seed)
-        validation = Split("validation", train.dataset, train.path, carved=True, key="data.train")
+        validation = Split(
+            "validation", train.dataset, train.path, carved=True, key=train.key or "data.train", hub=train.hub
+        )
         validation.keep_rows(parts["test"]["row"])
         splits["validation"] = validation
         train.keep_rows(parts["train"]["row"])
@@ -280,6 +296,18 @@ def load_splits(data: dict[str, Any], seed: int) -> dict[str, Split]:
             split = splits[role]
             split.keep_rows(range(min(max_eval, len(split.dataset))))
     return splits
+
+
+def read_dataset_roles(data: dict[str, Any], files: dict[str, Split]) -> dict[str, Split]:
+    """The roles without a file read from ``data.dataset`` (a hub id or dataset folder: llmkit.hub_data)."""
+    from llmkit.hub_data import read_dataset_splits
+
+    missing = [role for role in SPLIT_ROLES if role not in files]
+    read = {
+        role: Split(role, rows.dataset, rows.file, key="data.dataset", hub=rows.source)
+        for role, rows in read_dataset_splits(data, missing).items()
+    }
+    return {role: (files.get(role) or read[role]) for role in SPLIT_ROLES if role in files or role in read}
 
 
 def require_columns(split: Split, columns: dict[str, str | None]) -> None:

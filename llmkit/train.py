@@ -258,7 +258,7 @@ def write_json_atomic(path: Path, payload: Any) -> None:
 
 
 def write_manifest(path: Path, recipe: Recipe, splits: dict[str, Split], resumed_from: Path | None) -> None:
-    """What produced this folder: the resolved recipe, package versions, data file hashes, seed, command."""
+    """What produced this folder: the recipe, package versions, data files and datasets, seed, command."""
     import platform
     from importlib.metadata import PackageNotFoundError, version
 
@@ -268,9 +268,11 @@ def write_manifest(path: Path, recipe: Recipe, splits: dict[str, Split], resumed
             versions[package] = version(package)
         except PackageNotFoundError:
             versions[package] = None
-    files = {}
-    for split in splits.values():
-        if split.path.is_file() and str(split.path) not in files:
+    files, sources = {}, {}
+    for role, split in splits.items():
+        if split.hub is not None:  # a dataset split: its id, config, revision, split and hub commit
+            sources[role] = {**split.hub.record(), **({"carved": True} if split.carved else {})}
+        elif split.path.is_file() and str(split.path) not in files:
             files[str(split.path)] = {"sha256": file_sha256(split.path), "bytes": split.path.stat().st_size}
     write_json_atomic(
         path,
@@ -278,6 +280,7 @@ def write_manifest(path: Path, recipe: Recipe, splits: dict[str, Split], resumed
             "recipe": recipe.to_dict(),
             "seed": recipe.training["seed"],
             "data_files": files,
+            "data_sources": sources,
             "rows": {role: len(split.dataset) for role, split in splits.items()},
             "versions": {"python": platform.python_version(), **versions},
             "world_size": world_size(),
