@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 DIALOGSUM = REPO.parent / "shared" / "data" / "dialogsum"
 RESULTS = REPO / "benchmarks" / "results"
 RECIPE = REPO / "recipes" / "summarize-dialogsum.yaml"
-#: The recipe reads knkarthick/dialogsum from the Hub; the benchmark reads the same dialogues from ../shared/data.
+#: The recipe reads knkarthick/dialogsum from the Hub; the benchmark reads the same dialogues from here.
 TRAIN_FILE = f"data.train={DIALOGSUM / 'train.jsonl'}"
 #: The short fine-tune that fits ~15 minutes on 2 CPU cores (README, Results).
 SHORT_RUN = [

@@ -40,7 +40,7 @@ WORK = REPO / "runs" / "bench-throughput"
 BATCH = 32
 # The SST-2 recipe's optimisation settings, repeated for the plain baselines.
 LEARNING_RATE, WARMUP, WEIGHT_DECAY = 1e-4, 0.1, 0.01
-# The recipes read their data from the Hugging Face Hub; the benchmark reads the same data from ../shared/data.
+# The recipes read their data from the Hugging Face Hub; the benchmark reads the same data from DATA.
 SST2_FILES = [f"data.train={DATA / 'sst2' / 'train.tsv'}", f"data.validation={DATA / 'sst2' / 'dev.tsv'}"]
 ALPACA_FILE = f"data.train={DATA / 'alpaca' / 'alpaca_5000.json'}"
 

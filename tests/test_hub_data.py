@@ -134,10 +134,11 @@ def test_local_dataset_repo_trains_and_class_label_names_reach_id2label(tmp_path
     result = llmkit.finetune(recipe(tmp_path, dataset=str(repo)))
 
     config = json.loads((result.output_dir / "config.json").read_text())
-    assert config["id2label"] == {"0": "negative", "1": "positive"}  # the integers 0/1 named by the ClassLabel
+    assert config["id2label"] == {"0": "negative", "1": "positive"}  # 0/1 named by the ClassLabel
     manifest = json.loads((result.output_dir / "manifest.json").read_text())
     assert manifest["rows"] == {"train": 16, "validation": 4}  # the repo's validation split, not carved
-    assert manifest["data_sources"]["validation"] == {"dataset": str(repo), "split": "validation", "local": True}
+    source = {"dataset": str(repo), "split": "validation", "local": True}
+    assert manifest["data_sources"]["validation"] == source
     assert manifest["data_files"] == {}
     card = (result.output_dir / "README.md").read_text()
     assert f"on the dataset `{repo}` (16 training rows)" in card
@@ -151,7 +152,8 @@ def test_splits_map_roles_slices_and_hidden_test_labels(tmp_path: Path) -> None:
         dataset=str(repo),
         splits={"train": "train[:50%]", "validation": "train[50%:]+validation", "test": "test"},
     )
-    assert {role: len(split.dataset) for role, split in splits.items()} == {"train": 8, "validation": 12, "test": 2}
+    rows = {role: len(split.dataset) for role, split in splits.items()}
+    assert rows == {"train": 8, "validation": 12, "test": 2}
     assert splits["train"].dataset["sentence"] == [row["sentence"] for row in sentiment_rows()["train"][:8]]
     # the hub's hidden test labels (-1) are no labels: the test split is predicted, not scored
     assert splits["test"].dataset.column_names == ["sentence"]
@@ -172,10 +174,12 @@ def test_save_to_disk_folder_as_dataset(tmp_path: Path) -> None:
 
     features = Features({"sentence": Value("string"), "label": ClassLabel(names=LABEL_NAMES)})
     saved = tmp_path / "saved"
-    DatasetDict({role: Dataset.from_list(rows, features=features) for role, rows in sentiment_rows().items()}).save_to_disk(
-        str(saved)
+    DatasetDict(
+        {role: Dataset.from_list(rows, features=features) for role, rows in sentiment_rows().items()}
+    ).save_to_disk(str(saved))
+    splits = splits_of(
+        tmp_path, dataset=str(saved), splits={"train": "train[:6]", "validation": "validation"}
     )
-    splits = splits_of(tmp_path, dataset=str(saved), splits={"train": "train[:6]", "validation": "validation"})
     assert len(splits["train"].dataset) == 6 and len(splits["validation"].dataset) == 4
     task = get_task_class("classification")(load_recipe(recipe(tmp_path, dataset=str(saved))).data)
     task.check_data(splits)
@@ -186,19 +190,24 @@ def test_a_train_file_replaces_the_dataset(tmp_path: Path, sentiment_files, run_
     train, validation = sentiment_files
     # an uncached hub id: reading it would fail, so passing proves that it is not read
     recipe_file = write_recipe(tmp_path, dataset="llmkit-test/never-cached", text="text")
-    result = run_cli("validate", recipe_file, f"data.train={train}", f"data.validation={validation}", "-n", "0")
+    files = [f"data.train={train}", f"data.validation={validation}"]
+    result = run_cli("validate", recipe_file, *files, "-n", "0")
     assert result.exit_code == 0, result.stderr
     assert f"train: 16 rows from {train}" in result.stdout
-    assert "data.dataset llmkit-test/never-cached is not read: data.train gives the training file" in result.stdout
+    assert "data.dataset llmkit-test/never-cached is not read: data.train gives the training file" in (
+        result.stdout
+    )
 
 
 # -- errors name the dataset, split, column and row ----------------------------------------------------
 def test_unknown_split_lists_the_datasets_splits(tmp_path: Path, run_cli) -> None:
     repo = write_repo(tmp_path / "sentiment")
-    result = run_cli("validate", write_recipe(tmp_path, dataset=str(repo)), "data.splits.validation=dev[:50%]")
+    result = run_cli(
+        "validate", write_recipe(tmp_path, dataset=str(repo)), "data.splits.validation=dev[:50%]"
+    )
     assert one_line_error(result) == (
-        f"error: data.splits.validation: dataset {repo} has no split 'dev'; its splits are: train, validation, "
-        f"test; set data.splits.validation=<one of them>"
+        f"error: data.splits.validation: dataset {repo} has no split 'dev'; its splits are: train, "
+        f"validation, test; set data.splits.validation=<one of them>"
     )
 
 
@@ -222,11 +231,24 @@ def test_bad_row_names_the_dataset_split_and_row(tmp_path: Path, run_cli) -> Non
     )
 
 
+def test_data_file_that_does_not_parse_names_the_file(tmp_path: Path, run_cli) -> None:
+    repo = write_repo(tmp_path / "sentiment")
+    (repo / "data" / "train.csv").write_text("sentence,label\ngood,1\nbad,0,extra\n", encoding="utf-8")
+    result = run_cli("validate", write_recipe(tmp_path, dataset=str(repo)))
+    error = one_line_error(result)
+    assert error.startswith(f"error: data.dataset {repo}: cannot be read (Failed to read file ")
+    assert f"{repo / 'data' / 'train.csv'}" in error and "Expected 2 fields in line 3, saw 3" in error
+    assert error.endswith("; check its data files")
+    assert result.stderr.count("Failed to read file") == 1  # datasets' own log line is held back
+
+
 def test_bad_split_expression_and_config(tmp_path: Path) -> None:
     repo = write_repo(tmp_path / "sentiment")
     with pytest.raises(LlmkitError, match=r"data.splits.train: 'train\[:abc\]' is not a split expression"):
         splits_of(tmp_path, dataset=str(repo), splits={"train": "train[:abc]"})
-    with pytest.raises(LlmkitError, match=r"data.config: dataset .* has no config 'sst2'; its configs are: default"):
+    with pytest.raises(
+        LlmkitError, match=r"data.config: dataset .* has no config 'sst2'; its configs are: default"
+    ):
         splits_of(tmp_path, dataset=str(repo), config="sst2")
     with pytest.raises(LlmkitError, match=r"data.dataset: .*nowhere does not exist; give a dataset folder"):
         splits_of(tmp_path, dataset=str(tmp_path / "nowhere"))
@@ -238,7 +260,9 @@ def test_loading_script_is_refused_and_never_runs(tmp_path: Path) -> None:
     marker = tmp_path / "script-ran"
     (folder / "scripted.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n", encoding="utf-8")
     (folder / "train.csv").write_text("sentence,label\ngood,1\nbad,0\n", encoding="utf-8")
-    with pytest.raises(LlmkitError, match=r"data.dataset .*scripted is built by a loading script, which datasets"):
+    with pytest.raises(
+        LlmkitError, match=r"data.dataset .*scripted is built by a loading script, which datasets"
+    ):
         splits_of(tmp_path, dataset=str(folder), trust_remote_code=True)
     assert not marker.exists()
 
@@ -248,7 +272,10 @@ def test_recipe_checks_the_data_source_keys(tmp_path: Path) -> None:
     with pytest.raises(LlmkitError, match=r"data.train or data.dataset is required"):
         load_recipe(base)
     bad = [
-        ({"dataset": "a/b", "splits": {"trian": "train"}}, r"unknown key 'data.splits.trian' \(did you mean 'train'"),
+        (
+            {"dataset": "a/b", "splits": {"trian": "train"}},
+            r"unknown key 'data.splits.trian' \(did you mean 'train'",
+        ),
         ({"dataset": "a/b", "splits": "train"}, r"data.splits must be a mapping of roles to splits"),
         ({"dataset": "a/b", "revision": 1234567}, r"data.revision must be a string \(quote it in YAML\)"),
         ({"dataset": "a/b", "splits": {"test": 3}}, r"data.splits.test must be a split name or slice"),
@@ -265,22 +292,25 @@ def test_uncached_hub_id_offline_is_a_fast_one_line_error(tmp_path: Path, run_cl
     result = run_cli("finetune", write_recipe(tmp_path, dataset="llmkit-test/never-cached"))
     seconds = time.perf_counter() - started
     assert one_line_error(result) == (
-        "error: data.dataset: the Hugging Face dataset 'llmkit-test/never-cached' is not in the datasets cache "
-        "and the Hub can't be reached (offline mode: HF_HUB_OFFLINE or HF_DATASETS_OFFLINE is set); run once "
-        "with a network to cache it, or give local files instead: data.train=path/to/train.csv "
+        "error: data.dataset: the Hugging Face dataset 'llmkit-test/never-cached' is not in the datasets "
+        "cache and the Hub can't be reached (offline mode: HF_HUB_OFFLINE or HF_DATASETS_OFFLINE is set); "
+        "run once with a network to cache it, or give local files instead: data.train=path/to/train.csv "
         "(data.validation=..., data.test=...)"
     )
     assert seconds < 10, f"took {seconds:.1f} s: something waited for the network"
     assert not out.exists()
 
 
-def test_cached_hub_dataset_loads_offline_and_is_recorded(tmp_path: Path, datasets_cache: Path, run_cli) -> None:
+def test_cached_hub_dataset_loads_offline_and_is_recorded(
+    tmp_path: Path, datasets_cache: Path, run_cli
+) -> None:
     cache_as_hub_dataset(write_repo(tmp_path / "source", "parquet"), "llmkit-test/sentiment", datasets_cache)
     recipe_file = write_recipe(tmp_path, dataset="llmkit-test/sentiment")
 
     checked = run_cli("validate", recipe_file, "-n", "0")
     assert checked.exit_code == 0, checked.stderr
-    commit = re.search(r"train: 16 rows from dataset llmkit-test/sentiment split 'train', commit (\w+)", checked.stdout)
+    shown = r"train: 16 rows from dataset llmkit-test/sentiment split 'train', commit (\w+)"
+    commit = re.search(shown, checked.stdout)
     assert commit, checked.stdout
     assert "using its copy in the datasets cache" in checked.stderr
 
@@ -294,12 +324,15 @@ def test_cached_hub_dataset_loads_offline_and_is_recorded(tmp_path: Path, datase
     assert front_matter["datasets"] == ["llmkit-test/sentiment"]
     assert json.loads((out / "config.json").read_text())["id2label"] == {"0": "negative", "1": "positive"}
     report = (out / "report.md").read_text()
-    assert f"- train: dataset `llmkit-test/sentiment` split 'train', commit {commit.group(1)}, 16 rows" in report
+    source = f"- train: dataset `llmkit-test/sentiment` split 'train', commit {commit.group(1)}, 16 rows"
+    assert source in report
 
 
 def test_pinned_revision_other_than_the_cached_one_is_refused(tmp_path: Path, datasets_cache: Path) -> None:
     cache_as_hub_dataset(write_repo(tmp_path / "source"), "llmkit-test/sentiment", datasets_cache)
-    with pytest.raises(LlmkitError, match=r"data.revision: the cached copy of dataset llmkit-test/sentiment is commit"):
+    with pytest.raises(
+        LlmkitError, match=r"data.revision: the cached copy of dataset llmkit-test/sentiment is commit"
+    ):
         splits_of(tmp_path, dataset="llmkit-test/sentiment", revision="0123456789abcdef")
 
 
@@ -320,7 +353,7 @@ def test_recipes_that_stood_on_shared_data_name_their_hub_dataset() -> None:
         "instruct-alpaca",
         "summarize-dialogsum",
     }
-    for name, path in bundled_recipes().items():
+    for name in bundled_recipes():
         data = load_recipe(name).data
         assert "../shared" not in yaml.safe_dump(data), f"{name} reads ../shared/data outside a comment"
         if name in recipes:
@@ -329,7 +362,7 @@ def test_recipes_that_stood_on_shared_data_name_their_hub_dataset() -> None:
 
 @pytest.mark.parametrize("name", sorted(shared_data_recipes()))
 def test_each_hub_recipe_runs_here_on_shared_data(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The recipe's documented `shared data:` overrides read ../shared/data offline, and the task accepts it."""
+    """The recipe's documented `shared data:` overrides read ../shared/data offline; the task accepts it."""
     monkeypatch.chdir(REPO)  # the recipes' paths are relative to the repository root
     path = bundled_recipes()[name]
     line = next(line for line in path.read_text().splitlines() if line.startswith(SHARED_DATA_LINE))
