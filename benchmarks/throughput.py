@@ -40,6 +40,9 @@ WORK = REPO / "runs" / "bench-throughput"
 BATCH = 32
 # The SST-2 recipe's optimisation settings, repeated for the plain baselines.
 LEARNING_RATE, WARMUP, WEIGHT_DECAY = 1e-4, 0.1, 0.01
+# The recipes read their data from the Hugging Face Hub; the benchmark reads the same data from DATA.
+SST2_FILES = [f"data.train={DATA / 'sst2' / 'train.tsv'}", f"data.validation={DATA / 'sst2' / 'dev.tsv'}"]
+ALPACA_FILE = f"data.train={DATA / 'alpaca' / 'alpaca_5000.json'}"
 
 
 def matmul_peak_gflops(seconds: float = 2.0) -> float:
@@ -151,7 +154,13 @@ def llmkit_sst2(steps: int, overrides: list[str], seed: int) -> dict:
 
     result = llmkit.finetune(
         "recipes/sst2-minilm.yaml",
-        [f"training.max_steps={steps}", f"training.seed={seed}", f"output_dir={WORK / 'llmkit'}", *overrides],
+        [
+            *SST2_FILES,
+            f"training.max_steps={steps}",
+            f"training.seed={seed}",
+            f"output_dir={WORK / 'llmkit'}",
+            *overrides,
+        ],
         overwrite=True,
     )
     return contestant_figures(result.metrics)
@@ -193,6 +202,7 @@ def llmkit_alpaca(packing: bool, steps: int, batch: int, max_length: int) -> dic
     result = llmkit.finetune(
         "recipes/instruct-alpaca.yaml",
         [
+            ALPACA_FILE,
             f"data.packing={str(packing).lower()}",
             f"data.max_length={max_length}",
             ALPACA_ROWS,
@@ -230,7 +240,9 @@ def plain_trainer_alpaca(steps: int, batch: int, max_length: int) -> dict:
     from llmkit.tasks.generation import GenerationTask
     from llmkit.train import load_tokenizer
 
-    recipe = load_recipe("recipes/instruct-alpaca.yaml", [f"data.max_length={max_length}", ALPACA_ROWS])
+    recipe = load_recipe(
+        "recipes/instruct-alpaca.yaml", [ALPACA_FILE, f"data.max_length={max_length}", ALPACA_ROWS]
+    )
     task = GenerationTask(recipe.data)
     splits = load_splits(recipe.data, seed=recipe.training["seed"])
     task.check_data(splits)

@@ -4,7 +4,7 @@ A recipe has five top-level keys::
 
     task: classification            # which task object runs it (llmkit.tasks)
     model: minilm-l6                # local folder, bundled alias or hub id (llmkit.models)
-    data: {train: ..., text: ...}   # files + column mapping; the task adds its own keys
+    data: {train: ..., text: ...}   # files or a HF dataset + column mapping; the task adds its own keys
     training: {max_steps: 50, ...}  # any transformers.TrainingArguments field
     output_dir: runs/classification
 
@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from llmkit.data import SPLIT_ROLES
 from llmkit.errors import LlmkitError, did_you_mean
 
 TOP_LEVEL_KEYS = ("task", "model", "data", "training", "output_dir", "overwrite")
@@ -34,6 +35,12 @@ COMMON_DATA_DEFAULTS: dict[str, Any] = {
     "train": None,
     "validation": None,
     "test": None,
+    # A Hugging Face dataset instead of files (data.train, a file, wins): a hub id or a dataset folder.
+    "dataset": None,
+    "config": None,  # the dataset's configuration (load_dataset's `name`), e.g. sst2 of nyu-mll/glue
+    "revision": None,  # a hub branch, tag or commit to pin
+    "splits": None,  # role -> split, e.g. {train: "train[:10%]", test: test}; default train + validation
+    "trust_remote_code": False,  # run a dataset's loading script (datasets < 4 only; later ones run none)
     "validation_split": 0.1,  # carved (seeded) from train when no validation file is given
     "max_length": 128,
     "max_train_samples": None,
@@ -279,8 +286,7 @@ def validate_recipe(raw: dict[str, Any]) -> Recipe:
 
     data_defaults = {**COMMON_DATA_DEFAULTS, **task_cls.data_defaults}
     data = _check_section(raw.get("data") or {}, data_defaults, "data", where)
-    if not data.get("train"):
-        raise LlmkitError(f"{where}: data.train is required; give a file, e.g. data.train=path/to/train.csv")
+    _check_data_source(data, where)
     split = data["validation_split"]
     if not isinstance(split, (int, float)) or isinstance(split, bool) or not 0 <= split < 1:
         raise LlmkitError(f"{where}: data.validation_split must be a number in [0, 1), got {split!r}")
@@ -296,8 +302,7 @@ def validate_recipe(raw: dict[str, Any]) -> Recipe:
             f"{task_cls.torch_compile_refusal}; remove training.torch_compile"
         )
     training.update(checked_training)
-    has_eval = bool(data["validation"]) or data["validation_split"] > 0
-    reconcile_schedule(training, checked_training, has_eval, where)
+    reconcile_schedule(training, checked_training, may_have_validation(data), where)
 
     output_dir = raw.get("output_dir", f"runs/{task_name}")
     if not isinstance(output_dir, str) or not output_dir.strip():
@@ -316,6 +321,37 @@ def validate_recipe(raw: dict[str, Any]) -> Recipe:
         user_training=dict(user_training),
         model_options=model_options,
     )
+
+
+def _check_data_source(data: dict[str, Any], where: str) -> None:
+    """Files (data.train) or a Hugging Face dataset (data.dataset, config, revision, splits) must be given."""
+    if not data.get("train") and not data.get("dataset"):
+        raise LlmkitError(
+            f"{where}: data.train or data.dataset is required; give a file (data.train=path/to/train.csv) "
+            f"or a Hugging Face dataset (data.dataset=stanfordnlp/sst2, a hub id or a dataset folder)"
+        )
+    for key in ("dataset", "config", "revision"):
+        value = data[key]
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise LlmkitError(f"{where}: data.{key} must be a string (quote it in YAML), got {value!r}")
+    splits = data["splits"]
+    if splits is None:
+        return
+    if not isinstance(splits, dict):
+        raise LlmkitError(
+            f"{where}: data.splits must be a mapping of roles to splits, "
+            f"e.g. {{train: train, validation: test}}"
+        )
+    for role, split in splits.items():
+        if role not in SPLIT_ROLES:
+            raise LlmkitError(
+                f"{where}: unknown key 'data.splits.{role}'{did_you_mean(str(role), SPLIT_ROLES)}; "
+                f"the roles are: {', '.join(SPLIT_ROLES)}"
+            )
+        if split is not None and (not isinstance(split, str) or not split.strip()):
+            raise LlmkitError(
+                f"{where}: data.splits.{role} must be a split name or slice (e.g. train[:10%]), got {split!r}"
+            )
 
 
 def _check_section(values: Any, defaults: dict[str, Any], section: str, where: str) -> dict[str, Any]:
@@ -379,6 +415,15 @@ def check_training_args(user: dict[str, Any], where: str) -> dict[str, Any]:
             raise LlmkitError(f"{where}: training.{key} must be {_describe(annotation)}, got {value!r}")
         checked[key] = coerced
     return checked
+
+
+def may_have_validation(data: dict[str, Any]) -> bool:
+    """Can this data section give a validation split: a file, a carved share of train, or a dataset's own?"""
+    if data["validation"] or data["validation_split"] > 0:
+        return True
+    if data.get("dataset") and not data.get("train"):  # without data.splits a dataset's own is looked for
+        return not data.get("splits") or "validation" in data["splits"]
+    return False
 
 
 #: ``*_steps`` settings that only act under their ``*_strategy: steps``.

@@ -3,7 +3,8 @@
 Supported: CSV, TSV, JSON (a list of records or JSON lines), JSONL, Parquet, plain text (one example a
 line; a paragraph or the whole file with a task's ``data.txt_unit``) and a folder written by
 ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``. Relative paths are relative to the current
-directory; ``sample:NAME`` points into the samples shipped with llmkit.
+directory; ``sample:NAME`` points into the samples shipped with llmkit. A Hugging Face dataset
+(``data.dataset``: a hub id or a dataset folder) is read by :mod:`llmkit.hub_data`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from llmkit.errors import LlmkitError
 
 if TYPE_CHECKING:
     from datasets import Dataset
+
+    from llmkit.hub_data import HubSource
 
 SAMPLE_PREFIX = "sample:"
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
@@ -46,15 +49,24 @@ class Split:
     #: The line each of the file's rows starts on (1-based; text formats), so that blank lines and
     #: multi-line CSV fields do not shift the line a message names; None: count rows.
     lines: list[int] | None = None
+    #: The dataset split the rows came from (data.dataset); None for files. ``path`` is then a cache file.
+    hub: HubSource | None = None
+
+    @property
+    def location(self) -> str:
+        """The file, or the dataset and split, that holds the rows."""
+        return self.hub.describe() if self.hub else str(self.path)
 
     @property
     def origin(self) -> str:
-        return f"{self.key or 'data.' + self.role} {self.path}"
+        return f"{self.key or 'data.' + self.role} {self.location}"
 
     def where(self, index: int) -> str:
-        """Human position of row ``index`` in its file: the line for text formats, else the row."""
+        """Human position of row ``index``: the line of a text file, else the row (of a file or split)."""
         if self.file_rows is not None:
             index = self.file_rows[index]
+        if self.hub is not None:
+            return f"row {index + 1}"
         if self.lines is not None:
             return f"line {self.lines[index]}"
         suffix = self.path.suffix.lower()
@@ -326,6 +338,8 @@ def load_splits(data: dict[str, Any], seed: int) -> dict[str, Split]:
             key = f"data.{role}"
             path = resolve_data_path(value, key)
             splits[role] = read_split(role, path, key, data.get("txt_unit", "line"))
+    if data.get("dataset") and "train" not in splits:  # a file for data.train means files only
+        splits = read_dataset_roles(data, splits)
     train = splits["train"]
     if "validation" not in splits and data["validation_split"] > 0:
         if len(train.dataset) < 2:
@@ -338,7 +352,13 @@ def load_splits(data: dict[str, Any], seed: int) -> dict[str, Split]:
         numbers = Dataset.from_dict({"row": range(len(train.dataset))})
         parts = numbers.train_test_split(test_size=data["validation_split"], seed=seed)
         validation = Split(
-            "validation", train.dataset, train.path, carved=True, key="data.train", lines=train.lines
+            "validation",
+            train.dataset,
+            train.path,
+            carved=True,
+            key=train.key or "data.train",
+            lines=train.lines,
+            hub=train.hub,
         )
         validation.keep_rows(parts["test"]["row"])
         splits["validation"] = validation
@@ -351,6 +371,18 @@ def load_splits(data: dict[str, Any], seed: int) -> dict[str, Split]:
         if limit and role in splits:
             splits[role].keep_rows(range(min(limit, len(splits[role].dataset))))
     return splits
+
+
+def read_dataset_roles(data: dict[str, Any], files: dict[str, Split]) -> dict[str, Split]:
+    """The roles without a file read from ``data.dataset`` (a hub id or dataset folder: llmkit.hub_data)."""
+    from llmkit.hub_data import read_dataset_splits
+
+    missing = [role for role in SPLIT_ROLES if role not in files]
+    read = {
+        role: Split(role, rows.dataset, rows.file, key="data.dataset", hub=rows.source)
+        for role, rows in read_dataset_splits(data, missing).items()
+    }
+    return {role: (files.get(role) or read[role]) for role in SPLIT_ROLES if role in files or role in read}
 
 
 def require_columns(split: Split, columns: dict[str, str | None]) -> None:

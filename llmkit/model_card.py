@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from llmkit.hub_data import hub_dataset_ids
 from llmkit.models import hub_id
-from llmkit.report import RunRecord, format_value, quality_metrics, table
+from llmkit.report import RunRecord, describe_data_source, format_value, quality_metrics, table
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -50,6 +51,9 @@ def front_matter(run: RunRecord, task_cls: type[Task]) -> dict[str, Any]:
     if base:
         matter["base_model"] = base
     matter["tags"] = ["llmkit", task_cls.name, "generated_from_trainer"]
+    datasets = hub_dataset_ids((run.manifest.get("data_sources") or {}).values())
+    if datasets:
+        matter["datasets"] = datasets
     if metrics:
         matter["metrics"] = metrics
     return matter
@@ -88,7 +92,8 @@ def render_model_card(run: RunRecord, task_cls: type[Task], plots: list[Path]) -
     origin = f"[{base}](https://huggingface.co/{base})" if base else f"`{name}`"
     data = recipe.get("data") or {}
     rows = (run.stats.get("data") or {}).get("rows") or run.manifest.get("rows") or {}
-    train_file = data.get("train", "?")
+    sources = run.manifest.get("data_sources") or {}
+    train_data = training_data_name(data, sources.get("train"))
     scores = quality_metrics(run.metrics)
     held_out = {key: value for key, value in scores.items() if key.startswith(("eval_", "test_"))}
 
@@ -96,7 +101,7 @@ def render_model_card(run: RunRecord, task_cls: type[Task], plots: list[Path]) -
     lines += [f"# {run.name}", ""]
     lines += [
         f"A {task_cls.pipeline_task} model: {origin} fine-tuned with llmkit "
-        f"(task `{task_cls.name}`) on `{train_file}` ({rows.get('train', '?')} training rows).",
+        f"(task `{task_cls.name}`) on {train_data} ({rows.get('train', '?')} training rows).",
         "",
     ]
     if held_out:
@@ -112,7 +117,7 @@ def render_model_card(run: RunRecord, task_cls: type[Task], plots: list[Path]) -
     lines += ["## Training data", ""]
     lines += table(
         ["split", "source", "rows"],
-        [[role, data.get(role) or "carved from train", count] for role, count in rows.items()],
+        [[role, split_source(data, sources, role), count] for role, count in rows.items()],
     )
     summary = (run.stats.get("data") or {}).get("summary") or []
     lines += ["", *[f"- {line}" for line in summary], ""]
@@ -157,6 +162,23 @@ def render_model_card(run: RunRecord, task_cls: type[Task], plots: list[Path]) -
         lines += [f"- {package}: {version}" for package, version in versions.items() if version]
         lines.append("")
     return "\n".join(lines)
+
+
+def training_data_name(data: dict[str, Any], source: dict[str, Any] | None) -> str:
+    """The training data in the card's first sentence: a linked hub dataset, a dataset folder or a file."""
+    if not source:
+        return f"`{data.get('train', '?')}`"
+    name = source["dataset"]
+    if source.get("local"):
+        return f"the dataset `{name}`"
+    return f"[{name}](https://huggingface.co/datasets/{name})"
+
+
+def split_source(data: dict[str, Any], sources: dict[str, Any], role: str) -> str:
+    """A split's source in the card's data table: its file, its dataset split, or carved from train."""
+    if role in sources:
+        return describe_data_source(sources[role])
+    return data.get(role) or "carved from train"
 
 
 def last_training_loss(log_history: list[dict[str, Any]], step: int) -> str:

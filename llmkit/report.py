@@ -304,4 +304,16 @@ def data_lines(run: RunRecord) -> list[str]:
         lines.append(
             f"- `{path}`: {info.get('bytes', '?')} bytes, sha256 {str(info.get('sha256', ''))[:12]}…"
         )
+    for role, source in (run.manifest.get("data_sources") or {}).items():
+        lines.append(f"- {role}: {describe_data_source(source)}, {rows.get(role, '?')} rows")
     return [*lines, ""]
+
+
+def describe_data_source(source: dict[str, Any]) -> str:
+    """A manifest's dataset record as text: dataset `id` (config, revision) split 'x', commit, carved."""
+    from llmkit.hub_data import HubSource
+
+    hub = HubSource.from_record(source)
+    text = f"dataset `{hub.dataset}`{hub.describe()[len(hub.dataset) :]}"
+    text += f", commit {hub.commit[:12]}" if hub.commit else ""
+    return text + (" (carved from train)" if source.get("carved") else "")

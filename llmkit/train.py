@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from llmkit.checkpoints import checkpoint_to_resume, crash_safe_trainer, stop_on_non_finite_loss
-from llmkit.config import Recipe, dump_recipe, load_recipe
+from llmkit.config import Recipe, dump_recipe, load_recipe, may_have_validation
 from llmkit.data import Split, load_splits
 from llmkit.distributed import (
     Machine,
@@ -91,14 +91,14 @@ def run(recipe: Recipe) -> FinetuneResult:
     task: Task = get_task_class(recipe.task)(recipe.data)
     output_dir = Path(recipe.output_dir)
     resume_from = checkpoint_to_resume(output_dir, recipe.training["resume"], recipe.overwrite, METRICS_FILE)
-    has_eval = bool(recipe.data["validation"]) or recipe.data["validation_split"] > 0
     # settings fail before data loads
     machine = probe_machine()
-    args = training_arguments(
-        recipe, output_dir, has_eval=has_eval, arguments_class=task.arguments_class(), machine=machine
-    )
+    settings = {"arguments_class": task.arguments_class(), "machine": machine}
+    args = training_arguments(recipe, output_dir, has_eval=may_have_validation(recipe.data), **settings)
 
     splits = load_splits(recipe.data, seed=recipe.training["seed"])
+    if "validation" not in splits and args.eval_strategy != "no":  # a dataset without a validation split
+        args = training_arguments(recipe, output_dir, has_eval=False, **settings)
     task.check_data(splits)
     model_path = resolve_model(recipe.model, **recipe.safety_options())
     task.check_model(model_path)
@@ -286,7 +286,7 @@ def write_json_atomic(path: Path, payload: Any) -> None:
 def write_manifest(
     path: Path, recipe: Recipe, splits: dict[str, Split], resumed_from: Path | None, args: Any
 ) -> None:
-    """What produced this folder: the resolved recipe, package versions, data file hashes, seed, command,
+    """What produced this folder: the recipe, package versions, data files and datasets, seed, command,
     and the device and precision the run used."""
     import platform
     from importlib.metadata import PackageNotFoundError, version
@@ -297,9 +297,11 @@ def write_manifest(
             versions[package] = version(package)
         except PackageNotFoundError:
             versions[package] = None
-    files = {}
-    for split in splits.values():
-        if split.path.is_file() and str(split.path) not in files:
+    files, sources = {}, {}
+    for role, split in splits.items():
+        if split.hub is not None:  # a dataset split: its id, config, revision, split and hub commit
+            sources[role] = {**split.hub.record(), **({"carved": True} if split.carved else {})}
+        elif split.path.is_file() and str(split.path) not in files:
             files[str(split.path)] = {"sha256": file_sha256(split.path), "bytes": split.path.stat().st_size}
     write_json_atomic(
         path,
@@ -307,6 +309,7 @@ def write_manifest(
             "recipe": recipe.to_dict(),
             "seed": recipe.training["seed"],
             "data_files": files,
+            "data_sources": sources,
             "rows": {role: len(split.dataset) for role, split in splits.items()},
             "versions": {"python": platform.python_version(), **versions},
             "world_size": world_size(),

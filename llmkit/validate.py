@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from llmkit.config import load_recipe
-from llmkit.data import load_splits
+from llmkit.data import Split, load_splits
 from llmkit.models import check_weights, resolve_model
 from llmkit.tasks import get_task_class
 
@@ -42,9 +42,7 @@ def validate(
         f"recipe {resolved.source}: valid",
         f"task {resolved.task}, model {resolved.model} ({model_path})",
     ]
-    for role, split in splits.items():
-        carved = " (carved from train)" if split.carved else ""
-        lines.append(f"{role}: {len(split.dataset)} rows from {split.path}{carved}")
+    lines += data_source_lines(resolved.data, splits)
     lines += task.data_summary(splits)
 
     train = splits["train"].dataset
@@ -62,4 +60,17 @@ def validate(
     for number in range(min(examples, len(sample))):
         lines.append(f"example {number + 1}:")
         lines += [f"  {line}" for line in task.describe_example(collate([sample[number]]), tokenizer)]
+    return lines
+
+
+def data_source_lines(data: dict[str, Any], splits: dict[str, Split]) -> list[str]:
+    """Where each split's rows come from: a file, or a dataset's split (with the hub commit read)."""
+    lines = []
+    for role, split in splits.items():
+        carved = " (carved from train)" if split.carved else ""
+        commit = f", commit {split.hub.commit[:12]}" if split.hub and split.hub.commit else ""
+        source = f"dataset {split.location}" if split.hub else split.location
+        lines.append(f"{role}: {len(split.dataset)} rows from {source}{commit}{carved}")
+    if data.get("dataset") and not any(split.hub for split in splits.values()):
+        lines.append(f"data.dataset {data['dataset']} is not read: data.train gives the training file")
     return lines

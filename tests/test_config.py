@@ -58,7 +58,7 @@ def test_defaults_merge_and_training_types_are_coerced() -> None:
         (["task=clasification"], "unknown task 'clasification' (did you mean 'classification'?)"),
         (["overwrite=maybe"], "overwrite must be true or false"),
         (["model=5"], "model must be a string"),
-        (["data.train=null"], "data.train is required"),
+        (["data.train=null"], "data.train or data.dataset is required"),
     ],
 )
 def test_validation_errors_name_the_key(overrides: list[str], message: str) -> None:
@@ -80,7 +80,7 @@ def test_every_bundled_recipe_validates() -> None:
     assert {"classification", "sst2-minilm"} <= set(names)
     for name in names:
         recipe = load_recipe(name)
-        assert recipe.task and recipe.model and recipe.data["train"]
+        assert recipe.task and recipe.model and (recipe.data["train"] or recipe.data["dataset"])
 
 
 def test_recipe_by_bundled_name_and_default() -> None:

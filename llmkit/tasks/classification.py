@@ -1,8 +1,9 @@
 """Sequence classification: single texts or text pairs, any number of classes.
 
 Label names are inferred from the training data (strings as they are, integers in numeric order,
-optionally named by ``data.label_names``) and written into the model's ``id2label``/``label2id``, so
-``transformers.pipeline("text-classification", model=output_dir)`` answers with the real names.
+optionally named by ``data.label_names`` or by a dataset's ClassLabel column) and written into the model's
+``id2label``/``label2id``, so ``transformers.pipeline("text-classification", model=output_dir)`` answers
+with the real names.
 """
 
 from __future__ import annotations
@@ -107,11 +108,14 @@ class ClassificationTask(Task):
         names = self.data["label_names"]
         if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
             raise LlmkitError("data.label_names must be a list of strings, e.g. [negative, positive]")
+        named_by = "data.label_names"
+        if names is None and (class_names := _class_label_names(train.dataset, self.data["label"])):
+            names, named_by = class_names, "the dataset's ClassLabel names"
         if names and all(isinstance(v, int) for v in values):
             bad = sorted(v for v in values if not 0 <= v < len(names))
             if bad:
                 raise LlmkitError(
-                    f"{train.origin}: label {bad[0]} has no name in data.label_names "
+                    f"{train.origin}: label {bad[0]} has no name in {named_by} "
                     f"({len(names)} names for ids 0..{len(names) - 1}); add names or fix the labels"
                 )
             self.labels, self.label_names = list(range(len(names))), list(names)
@@ -255,6 +259,14 @@ class ClassificationTask(Task):
                 sample["reference"] = self.label_name(self.labels.index(value)) if known else str(value)
             samples.append(sample)
         return samples
+
+
+def _class_label_names(dataset: Dataset, column: str) -> list[str] | None:
+    """The names of a ClassLabel column (hub datasets, saved datasets), which become id2label."""
+    from datasets import ClassLabel
+
+    feature = dataset.features.get(column)
+    return list(feature.names) if isinstance(feature, ClassLabel) else None
 
 
 def _as_label(value: Any) -> Any:
