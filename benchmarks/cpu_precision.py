@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from throughput import contestant_figures, plain_trainer_sst2  # noqa: E402
+from throughput import SST2_FILES, contestant_figures, plain_trainer_sst2  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 WORK = REPO / "runs" / "bench-cpu-precision"
@@ -55,6 +55,7 @@ def llmkit_run(precision: str, steps: int, seed: int) -> dict:
     result = llmkit.finetune(
         "recipes/sst2-minilm.yaml",
         [
+            *SST2_FILES,
             f"training.precision={precision}",
             f"training.max_steps={steps}",
             f"training.seed={seed}",
