@@ -24,6 +24,19 @@ RESULTS = REPO / "benchmarks" / "results"
 WORK = REPO / "runs" / "gpu-check"
 #: Keep each short run short: a few batches of data, a small evaluation.
 SHORT_RUN_DATA = ["data.max_eval_samples=64"]
+SHARED_DATA_LINE = "# shared data: "
+
+
+def shared_data_overrides() -> dict[str, list[str]]:
+    """Each bundled recipe's documented ``# shared data:`` overrides: ../shared/data instead of the Hub."""
+    from llmkit.config import bundled_recipes
+
+    found = {}
+    for name, path in bundled_recipes().items():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.startswith(SHARED_DATA_LINE):
+                found[name] = line[len(SHARED_DATA_LINE) :].split()
+    return found
 
 
 def peak_memory_gib() -> float | None:
@@ -32,7 +45,7 @@ def peak_memory_gib() -> float | None:
     return round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None
 
 
-def run_recipe(name: str, overrides: list[str]) -> dict:
+def run_recipe(name: str, overrides: list[str], work: Path) -> dict:
     """Fine-tune one bundled recipe; the figures for its line."""
     import torch
 
@@ -40,7 +53,7 @@ def run_recipe(name: str, overrides: list[str]) -> dict:
 
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    result = llmkit.finetune(name, [f"output_dir={WORK / name}", *overrides], overwrite=True)
+    result = llmkit.finetune(name, [f"output_dir={work / name}", *overrides], overwrite=True)
     manifest = json.loads((result.output_dir / "manifest.json").read_text(encoding="utf-8"))
     metrics = result.metrics
     return {
@@ -90,6 +103,8 @@ def main() -> None:
     parser.add_argument("--skip-full", action="store_true", help="no full SST-2 run")
     parser.add_argument("--allow-cpu", action="store_true", help="run without a GPU (a smoke test)")
     parser.add_argument("--tag", default="", help="write gpu_check-TAG.* instead of gpu_check.*")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder for gpu_check.{json,md}")
+    parser.add_argument("--work", type=Path, default=WORK, help="folder for the runs' output folders")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.chdir(REPO)
@@ -105,21 +120,22 @@ def main() -> None:
         )
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU (smoke test)"
     names = args.recipes or list(bundled_recipes())
+    shared = shared_data_overrides()
     report: dict = {"device": device, "steps": args.steps, "recipes": {}}
     for name in names:
-        overrides = [f"training.max_steps={args.steps}", *SHORT_RUN_DATA]
+        overrides = [*shared.get(name, []), f"training.max_steps={args.steps}", *SHORT_RUN_DATA]
         try:
-            report["recipes"][name] = figures = run_recipe(name, overrides)
+            report["recipes"][name] = figures = run_recipe(name, overrides, args.work)
         except LlmkitError as exc:  # a recipe that cannot run here is a finding, not the end of the check
             report["recipes"][name] = figures = {"error": str(exc)}
         print(f"{name}: {json.dumps(figures)}", flush=True)
     if not args.skip_full:
-        report["sst2_full"] = run_recipe("sst2-minilm", [])
+        report["sst2_full"] = run_recipe("sst2-minilm", shared.get("sst2-minilm", []), args.work)
         print(f"sst2-minilm (full): {json.dumps(report['sst2_full'])}", flush=True)
     stem = f"gpu_check-{args.tag}" if args.tag else "gpu_check"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (RESULTS / f"{stem}.md").write_text(markdown(report), encoding="utf-8")
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (args.results / f"{stem}.md").write_text(markdown(report), encoding="utf-8")
     print(markdown(report))
 
 

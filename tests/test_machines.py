@@ -260,3 +260,26 @@ def test_env_reports_versions_devices_and_the_auto_choice(run_cli) -> None:
     simulated = report_lines(environment(CUDA_T4))
     assert "- CUDA GPU 0: Tesla T4, 14.6 GiB, compute capability 7.5" in simulated
     assert any(line.startswith("- precision auto: fp16") for line in simulated)
+
+
+def test_gpu_check_script_runs_as_a_cpu_smoke_test(tmp_path: Path) -> None:
+    """benchmarks/gpu_check.py is meant for CUDA machines; --allow-cpu proves its mechanics anywhere."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    command = [
+        sys.executable, str(repo / "benchmarks" / "gpu_check.py"),
+        "--recipes", "classification", "--steps", "1", "--skip-full", "--allow-cpu",
+        "--results", str(tmp_path / "results"), "--work", str(tmp_path / "runs"),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "results" / "gpu_check.json").read_text())
+    line = report["recipes"]["classification"]
+    assert line["precision"] == choose_precision("auto", probe_machine(), "r").precision
+    assert line["device"] == "cpu" and math.isfinite(line["final_train_loss"])
+    assert "| classification |" in (tmp_path / "results" / "gpu_check.md").read_text()
+    if not torch.cuda.is_available():  # without --allow-cpu it refuses to run on a CPU
+        refused = subprocess.run(command[:2], capture_output=True, text=True, timeout=600, check=False)
+        assert refused.returncode != 0 and "no CUDA GPU is visible" in refused.stderr
