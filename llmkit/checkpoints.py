@@ -148,7 +148,7 @@ def checkpoint_to_resume(output_dir: Path, resume: str, overwrite: bool, finishe
         raise LlmkitError(f"output_dir {output_dir} is a file; choose a folder, e.g. output_dir=runs/my-run")
     busy = output_dir.is_dir() and any(output_dir.iterdir())
     if busy and not is_run_folder(output_dir):
-        shown = foreign_entries(output_dir)
+        shown = sorted(child.name for child in output_dir.iterdir())
         raise LlmkitError(
             f"output_dir {output_dir} is not empty and holds no llmkit run ({', '.join(shown[:3])}"
             f"{', ...' if len(shown) > 3 else ''}); llmkit never deletes files it did not write, "

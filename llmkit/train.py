@@ -260,7 +260,7 @@ def run_fingerprint(recipe: Recipe, row_digests: dict[str, str], model_path: Pat
         if key not in RESUMABLE_TRAINING_KEYS and not key.startswith(RESUMABLE_TRAINING_PREFIXES)
     }
     fingerprint = {
-        "recipe": settings,
+        **settings,  # task, model, data, training: changes read as the recipe keys they are
         "data rows": {role: digest for role, digest in row_digests.items() if role != "test"},
         "model files": model_signature(model_path),
         "processes": world_size(),

@@ -181,7 +181,8 @@ def test_every_tokenizer_file_is_part_of_the_key(own_cache: Path, tmp_path: Path
 
     config_file = model / "tokenizer_config.json"  # the template kept in tokenizer_config.json
     config = json.loads(config_file.read_text())
-    config_file.write_text(json.dumps({**config, "chat_template": CHATML.replace("<|im_start|>", "<|turn|>")}))
+    edited = CHATML.replace("<|im_start|>", "<|turn|>")
+    config_file.write_text(json.dumps({**config, "chat_template": edited}))
     second = encode_split(recipe, "train")["input_ids"]
     assert second != first
 
