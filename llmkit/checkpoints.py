@@ -81,16 +81,17 @@ def is_run_entry(name: str) -> bool:
 
 
 def is_run_folder(output_dir: Path) -> bool:
-    """Does ``output_dir`` hold an llmkit run: its marker, or the manifest of a run by an older llmkit?
+    """Does ``output_dir`` hold an llmkit run: its marker, or a run of an older llmkit (its manifest, or
+    nothing but run files and checkpoints: one killed before it finished)?
 
-    Names alone (config.json, README.md, checkpoint-N) do not tell: a model folder or a project has them.
+    Names alone (config.json, README.md) do not tell: a model folder or a project has them.
     """
     if (output_dir / RUN_MARKER).exists():
         return True
     try:
         manifest = json.loads((output_dir / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
+        return bool(complete_checkpoints(output_dir)) and not foreign_entries(output_dir)
     return isinstance(manifest, dict) and "llmkit" in (manifest.get("versions") or {})
 
 

@@ -97,6 +97,17 @@ def test_only_complete_checkpoints_are_resumed(tmp_path: Path) -> None:
     )
 
 
+def test_a_killed_run_of_an_older_llmkit_is_resumed_but_a_foreign_folder_is_not(tmp_path: Path) -> None:
+    old = tmp_path / "old"  # no run marker yet: checkpoints and TensorBoard logs only
+    (old / "checkpoint-10").mkdir(parents=True)
+    (old / "checkpoint-10" / "trainer_state.json").write_text("{}")
+    (old / "tensorboard").mkdir()
+    assert checkpoint_to_resume(old, "auto", False, "metrics.json") == old / "checkpoint-10"
+    (old / "train.csv").write_text("text,label\n")  # someone's data beside them: not a run to touch
+    with pytest.raises(LlmkitError, match=r"holds no llmkit run \(checkpoint-10, tensorboard, train.csv\)"):
+        checkpoint_to_resume(old, "auto", True, "metrics.json")
+
+
 def test_an_explicit_resume_never_writes_over_a_finished_or_foreign_run(tmp_path: Path) -> None:
     finished = tmp_path / "finished"
     (finished / "checkpoint-10").mkdir(parents=True)
