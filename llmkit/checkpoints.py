@@ -2,11 +2,18 @@
 
 The stock Trainer writes ``checkpoint-N`` in place, so a crash mid-save leaves a half-written folder
 that ``get_last_checkpoint`` would pick. llmkit's Trainers write each checkpoint into a staging folder
-and rename it into place when it is whole: every ``checkpoint-N`` that exists is complete.
+and rename it into place when it is whole: every ``checkpoint-N`` that exists is complete. Each
+checkpoint also holds the run's fingerprint (recipe, data, model), so a run is only continued by the
+same recipe on the same data and model.
+
+This module also owns the run folder's contents: :data:`RUN_FOLDER_ENTRIES` lists everything a run
+writes, and ``--overwrite`` deletes those entries and nothing else.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import json
 import math
 import os
 import re
@@ -20,6 +27,103 @@ CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 STAGING_DIR = ".saving"
 #: Trainer writes this last into a checkpoint; its presence marks a checkpoint llmkit can resume from.
 TRAINER_STATE = "trainer_state.json"
+#: What the run that wrote a checkpoint was (recipe, data, model); see :func:`check_fingerprint`.
+FINGERPRINT_FILE = "llmkit_fingerprint.json"
+
+#: Written into output_dir when a run starts: the folder is an llmkit run, which --overwrite may replace.
+RUN_MARKER = ".llmkit-run"
+#: Everything a run writes into output_dir (names and shell patterns): llmkit's own files, checkpoints,
+#: TensorBoard events and the model + tokenizer files of ``save_pretrained``. ``--overwrite`` deletes
+#: these entries of an llmkit run and never anything else.
+RUN_FOLDER_ENTRIES = (
+    RUN_MARKER,
+    "recipe.yaml",
+    "metrics.json",
+    "manifest.json",
+    "log_history.json",
+    "run_stats.json",
+    "report.md",
+    STAGING_DIR,
+    ".final",
+    "checkpoint-*",
+    ".*.tmp",  # an atomic JSON write cut short
+    "README.md",  # the model card
+    "plots",
+    "tensorboard",
+    "test_predictions.jsonl",
+    "training_args.bin",
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "model-*-of-*.safetensors",
+    "model.safetensors.index.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "additional_chat_templates",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "spiece.model",
+    "tokenizer.model",
+    "sentencepiece.bpe.model",
+)
+
+
+def is_run_entry(name: str) -> bool:
+    """Is ``name`` (a file or folder directly in output_dir) one that llmkit runs write?"""
+    if name.startswith("checkpoint-"):
+        return bool(CHECKPOINT_NAME.match(name))
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in RUN_FOLDER_ENTRIES)
+
+
+def is_run_folder(output_dir: Path) -> bool:
+    """Does ``output_dir`` hold an llmkit run: its marker, or a run of an older llmkit (its manifest, or
+    nothing but run files and checkpoints: one killed before it finished)?
+
+    Names alone (config.json, README.md) do not tell: a model folder or a project has them.
+    """
+    if (output_dir / RUN_MARKER).exists():
+        return True
+    try:
+        manifest = json.loads((output_dir / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return bool(complete_checkpoints(output_dir)) and not foreign_entries(output_dir)
+    return isinstance(manifest, dict) and "llmkit" in (manifest.get("versions") or {})
+
+
+def mark_run_folder(output_dir: Path, version: str) -> None:
+    """Claim ``output_dir`` for this run before anything else is written there (see is_run_folder)."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / RUN_MARKER).write_text(
+        json.dumps({"written_by": f"llmkit {version}", "meaning": "an llmkit run folder"}) + "\n",
+        encoding="utf-8",
+    )
+
+
+def foreign_entries(output_dir: Path) -> list[str]:
+    """Names in ``output_dir`` that no llmkit run writes (the user's files), sorted."""
+    return sorted(child.name for child in output_dir.iterdir() if not is_run_entry(child.name))
+
+
+def clear_run_folder(output_dir: Path) -> list[str]:
+    """Delete what earlier runs wrote into ``output_dir`` (for ``--overwrite``); return the names kept.
+
+    Only :data:`RUN_FOLDER_ENTRIES` go: files the user put there stay, and so does the folder itself.
+    """
+    if not output_dir.is_dir():
+        return []
+    for child in output_dir.iterdir():
+        if not is_run_entry(child.name):
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+    return foreign_entries(output_dir)
 
 
 def complete_checkpoints(output_dir: Path) -> list[Path]:
@@ -38,10 +142,20 @@ def checkpoint_to_resume(output_dir: Path, resume: str, overwrite: bool, finishe
     """Decide what a run does with ``output_dir``: start fresh (None) or continue from a checkpoint.
 
     ``resume`` is ``auto`` (continue from the last complete checkpoint of an unfinished run), ``never``,
-    or a checkpoint folder. A finished run or unrelated files are never overwritten without ``overwrite``.
+    or a checkpoint folder. A finished run is never written over without ``overwrite``, and files that
+    llmkit did not write never are: ``overwrite`` only replaces an llmkit run.
     """
     if output_dir.exists() and not output_dir.is_dir():
         raise LlmkitError(f"output_dir {output_dir} is a file; choose a folder, e.g. output_dir=runs/my-run")
+    busy = output_dir.is_dir() and any(output_dir.iterdir())
+    if busy and not is_run_folder(output_dir):
+        shown = sorted(child.name for child in output_dir.iterdir())
+        raise LlmkitError(
+            f"output_dir {output_dir} is not empty and holds no llmkit run ({', '.join(shown[:3])}"
+            f"{', ...' if len(shown) > 3 else ''}); llmkit never deletes files it did not write, "
+            f"so choose another output_dir=... (--overwrite only replaces llmkit runs)"
+        )
+    finished = busy and (output_dir / finished_marker).exists()
     if resume not in ("auto", "never"):
         chosen = Path(resume).expanduser()
         if not (chosen / TRAINER_STATE).exists():
@@ -51,10 +165,20 @@ def checkpoint_to_resume(output_dir: Path, resume: str, overwrite: bool, finishe
             )
         if overwrite:
             raise LlmkitError("--resume and --overwrite contradict each other; pass one of them")
+        if finished:
+            raise LlmkitError(
+                f"output_dir {output_dir} holds a finished run, which --resume would write over; "
+                f"choose another output_dir=... to continue from {chosen}"
+            )
+        if busy and chosen.resolve().parent != output_dir.resolve():
+            raise LlmkitError(
+                f"output_dir {output_dir} holds another run than {chosen}'s; choose an empty "
+                f"output_dir=... to continue from {chosen}"
+            )
         return chosen
-    if overwrite or not output_dir.is_dir() or not any(output_dir.iterdir()):
+    if overwrite or not busy:
         return None
-    if (output_dir / finished_marker).exists():
+    if finished:
         raise LlmkitError(
             f"output_dir {output_dir} holds a finished run; pass --overwrite (overwrite=true) to replace it "
             f"or choose another output_dir=..."
@@ -66,6 +190,53 @@ def checkpoint_to_resume(output_dir: Path, resume: str, overwrite: bool, finishe
         f"output_dir {output_dir} is not empty; pass --overwrite (overwrite=true) to replace it "
         f"or choose another output_dir=..."
     )
+
+
+def check_fingerprint(checkpoint: Path, current: dict[str, Any], explicit: bool) -> str | None:
+    """Refuse to continue a checkpoint whose run had another recipe, data or model than this one.
+
+    ``resume: auto`` refuses in one line naming what changed; an explicit ``--resume`` is the user's
+    choice, so it only gets a warning (returned). A checkpoint without a fingerprint (written by an older
+    llmkit) cannot be checked, which the returned warning says.
+    """
+    try:
+        saved = json.loads((checkpoint / FINGERPRINT_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return f"{checkpoint} has no readable {FINGERPRINT_FILE} (an older llmkit wrote it): not checked"
+    changed = fingerprint_changes(saved, current)
+    if not changed:
+        return None
+    what = "; ".join(changed[:4]) + ("; ..." if len(changed) > 4 else "")
+    if explicit:
+        return f"resuming from {checkpoint} although the run changed since it was saved: {what}"
+    raise LlmkitError(
+        f"cannot resume from {checkpoint}: the run changed since it was saved ({what}); pass --overwrite "
+        f"to start over, choose another output_dir=..., or --resume {checkpoint} to continue anyway"
+    )
+
+
+def fingerprint_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """'key: old -> new' for every dotted key whose value differs between two fingerprints."""
+    old, new = _flatten(saved), _flatten(current)
+    changes = []
+    for key in sorted(old.keys() | new.keys()):
+        if old.get(key) != new.get(key):
+            changes.append(f"{key}: {_short(old.get(key, '(none)'))} -> {_short(new.get(key, '(none)'))}")
+    return changes
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else value
+    return text if len(text) <= 40 else text[:16] + "..." + text[-8:]
 
 
 def require_finite_weights(model: Any, step: int) -> None:
@@ -84,6 +255,9 @@ def crash_safe_trainer(base: type) -> type:
     from transformers.trainer_utils import rotate_checkpoints
 
     class CrashSafeTrainer(base):
+        #: Written into every checkpoint (see check_fingerprint); set by llmkit.train before training.
+        run_fingerprint: dict[str, Any] | None = None
+
         def _save_checkpoint(self, model: Any, trial: Any) -> None:
             require_finite_weights(self.model, self.state.global_step)
             real_output = self.args.output_dir
@@ -93,8 +267,14 @@ def crash_safe_trainer(base: type) -> type:
                 super()._save_checkpoint(model, trial)
             finally:
                 self.args.output_dir = real_output
+            # Every rank writes into the staging folder (its rng_state_<rank>.pth, sharded weights or
+            # optimizer states): rank 0 may only move it into place once all of them are done.
+            self.accelerator.wait_for_everyone()
             if self.args.should_save:
                 name = f"checkpoint-{self.state.global_step}"
+                if self.run_fingerprint is not None:
+                    fingerprint = json.dumps(self.run_fingerprint, indent=2, sort_keys=True, default=str)
+                    (Path(staging) / name / FINGERPRINT_FILE).write_text(fingerprint + "\n", encoding="utf-8")
                 target = Path(real_output) / name
                 if target.exists():
                     shutil.rmtree(target)
@@ -115,7 +295,9 @@ def stop_on_non_finite_loss() -> Any:
     """A callback that stops training at the first logged NaN/inf loss; ``.problem`` then says where.
 
     It stops the Trainer instead of raising inside the loop, so progress bars close cleanly and the
-    caller reports the problem as one line after ``train()`` returns.
+    caller reports the problem as one line after ``train()`` returns. A non-finite gradient norm stops
+    training too, except under fp16: its loss scaler makes overflowing steps on purpose (grad_norm inf),
+    skips them and lowers the scale, so such a step is routine there, not divergence.
     """
     from transformers import TrainerCallback
 
@@ -123,7 +305,8 @@ def stop_on_non_finite_loss() -> Any:
         problem: str | None = None
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            for key in ("loss", "grad_norm"):
+            watched = ("loss",) if getattr(args, "fp16", False) else ("loss", "grad_norm")
+            for key in watched:
                 value = (logs or {}).get(key)
                 if self.problem is None and isinstance(value, (int, float)) and not math.isfinite(value):
                     kept = complete_checkpoints(Path(args.output_dir))

@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -18,7 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmkit.checkpoints import checkpoint_to_resume, crash_safe_trainer, stop_on_non_finite_loss
+from llmkit.checkpoints import (
+    check_fingerprint,
+    checkpoint_to_resume,
+    clear_run_folder,
+    crash_safe_trainer,
+    mark_run_folder,
+    stop_on_non_finite_loss,
+)
 from llmkit.config import Recipe, dump_recipe, load_recipe, may_have_validation
 from llmkit.data import Split, load_splits
 from llmkit.distributed import (
@@ -52,6 +60,34 @@ RECIPE_FILE = "recipe.yaml"
 MANIFEST_FILE = "manifest.json"
 #: TensorBoard event files (``tensorboard --logdir OUTPUT_DIR/tensorboard``).
 TENSORBOARD_DIR = "tensorboard"
+#: Recipe keys that do not change what a run computes step by step: a checkpoint may be resumed with
+#: other values (e.g. more steps). Every other key is part of the run's fingerprint.
+RESUMABLE_TRAINING_KEYS = frozenset(
+    {
+        "max_steps",
+        "num_train_epochs",
+        "resume",
+        "report_to",
+        "disable_tqdm",
+        "per_device_eval_batch_size",
+        "eval_accumulation_steps",
+        "dataloader_num_workers",
+        "dataloader_pin_memory",
+        "dataloader_persistent_workers",
+        "dataloader_prefetch_factor",
+        "run_name",
+    }
+)
+RESUMABLE_TRAINING_PREFIXES = ("logging_", "save_", "eval_")
+#: Weight files: the model's fingerprint notes their size and time (hashing gigabytes would take minutes).
+WEIGHT_SUFFIXES = frozenset(
+    {".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf", ".onnx"}
+)
+TOKENIZED_DIR = "tokenized"
+#: ``.{key}-{pid}``: a cache entry being written by process ``pid`` (renamed into place when whole).
+CACHE_STAGING = re.compile(r"^\.([0-9a-f]{20})-(\d+)$")
+#: A staging folder this old is left over even if its process id is in use again.
+STALE_STAGING_SECONDS = 24 * 3600
 
 
 @dataclass
@@ -108,11 +144,19 @@ def run(recipe: Recipe) -> FinetuneResult:
         "dtype": load_dtype(recipe.model_options["dtype"]),
     }
     tokenizer = load_tokenizer(model_path, trust_remote_code=recipe.model_options["trust_remote_code"])
+    task.prepare_tokenizer(tokenizer)  # on every run: encodings may come from the cache
     sizes = ", ".join(f"{role} {len(split.dataset)}" for role, split in splits.items())
     processes = f", {world_size()} processes" if world_size() > 1 else ""
     log(f"task {recipe.task}, model {recipe.model} ({model_path}), rows: {sizes}{processes}")
     precision = run_precision(recipe.training, recipe.user_training, machine, f"recipe {recipe.source}")
     log(f"precision {precision.precision} on {machine.kind}: {precision.reason}")
+    row_digests = {role: rows_digest(split.dataset) for role, split in splits.items()}
+    fingerprint = run_fingerprint(recipe, row_digests, model_path)
+    if resume_from is not None:
+        explicit = recipe.training["resume"] not in ("auto", "never")
+        warning = check_fingerprint(resume_from, fingerprint, explicit=explicit)
+        if warning:
+            log(f"warning: {warning}")
 
     encoded = {}
     for role, split in splits.items():
@@ -121,7 +165,7 @@ def run(recipe: Recipe) -> FinetuneResult:
             timed_step(f"tokenizing {role} ({len(split.dataset):,} rows)"),
             quiet_library_progress(keep_datasets_bars=interactive()),
         ):
-            encoded[role] = encode_cached(task, split, tokenizer, model_path, recipe, args)
+            encoded[role] = encode_cached(task, split, tokenizer, model_path, recipe, args, row_digests[role])
     with quiet_library_progress():
         set_seed(recipe.training["seed"])
         model = load_model(task, model_path, **load_options)
@@ -144,14 +188,15 @@ def run(recipe: Recipe) -> FinetuneResult:
             *early_stopping_callbacks(recipe.training["early_stopping_patience"]),
         ],
     )
+    trainer.run_fingerprint = fingerprint
     if args.disable_tqdm:  # no bars: throttled stderr lines instead of a printed dict per log (stdout)
         from transformers.trainer_callback import PrinterCallback
 
         trainer.remove_callback(PrinterCallback)
         trainer.add_callback(log_lines_callback())
-    with args.main_process_first(desc="clearing output_dir"):
-        if recipe.overwrite and output_dir.exists() and is_main_process():
-            shutil.rmtree(output_dir)
+    with args.main_process_first(desc="preparing output_dir"):
+        if is_main_process():
+            prepare_output_dir(recipe, output_dir)
     if resume_from is not None:
         log(f"resuming from {resume_from}")
     prepared = time.perf_counter()
@@ -175,7 +220,6 @@ def run(recipe: Recipe) -> FinetuneResult:
     save_final_model(trainer, output_dir)
     if not is_main_process():
         return FinetuneResult(metrics=metrics, output_dir=output_dir)
-    dump_recipe(recipe, output_dir / RECIPE_FILE)
     write_json_atomic(output_dir / LOG_HISTORY_FILE, trainer.state.log_history)
     stats = {
         "data": data_statistics(task, splits, encoded, recipe.data["max_length"]),
@@ -200,6 +244,57 @@ def run(recipe: Recipe) -> FinetuneResult:
     write_run_report(output_dir)
     log(f"saved to {output_dir}")
     return FinetuneResult(metrics=metrics, output_dir=output_dir)
+
+
+def prepare_output_dir(recipe: Recipe, output_dir: Path) -> None:
+    """--overwrite: delete what the earlier run wrote (only that); then mark the folder as this run's.
+
+    recipe.yaml is written now, so even a run killed before its first checkpoint says what it was.
+    """
+    import llmkit
+
+    if recipe.overwrite:
+        kept = clear_run_folder(output_dir)
+        if kept:
+            shown = ", ".join(kept[:5]) + (", ..." if len(kept) > 5 else "")
+            log(f"--overwrite kept {len(kept)} file(s) in {output_dir} that llmkit did not write: {shown}")
+    mark_run_folder(output_dir, llmkit.__version__)
+    dump_recipe(recipe, output_dir / RECIPE_FILE)
+
+
+def run_fingerprint(recipe: Recipe, row_digests: dict[str, str], model_path: Path) -> dict[str, Any]:
+    """What a checkpoint's run was: the recipe (less keys that may change on resume), data, model.
+
+    Stored with every checkpoint; ``resume: auto`` refuses a checkpoint whose fingerprint differs.
+    """
+    settings = recipe.to_dict()
+    for key in ("output_dir", "overwrite"):
+        settings.pop(key)
+    for role in ("train", "validation", "test"):  # the files' paths: their rows are compared instead
+        settings["data"].pop(role, None)
+    settings["training"] = {
+        key: value
+        for key, value in settings["training"].items()
+        if key not in RESUMABLE_TRAINING_KEYS and not key.startswith(RESUMABLE_TRAINING_PREFIXES)
+    }
+    fingerprint = {
+        **settings,  # task, model, data, training: changes read as the recipe keys they are
+        "data rows": {role: digest for role, digest in row_digests.items() if role != "test"},
+        "model files": model_signature(model_path),
+        "processes": world_size(),
+    }
+    return json.loads(json.dumps(fingerprint, default=str))  # as it reads back from the checkpoint
+
+
+def model_signature(model_path: Path) -> dict[str, Any]:
+    """The model folder in short: a digest of its other files, and each weight file's size and time."""
+    files = sorted(path for path in model_path.iterdir() if path.is_file())
+    weights = [path for path in files if path.suffix in WEIGHT_SUFFIXES]
+    signature: dict[str, Any] = {"other files": files_digest([p for p in files if p not in weights])}
+    for path in weights:
+        stat = path.stat()
+        signature[path.name] = f"{stat.st_size} bytes, mtime {stat.st_mtime_ns}"
+    return signature
 
 
 def report_samples(task: Task, model, tokenizer, splits: dict[str, Split]) -> list[dict[str, str]]:
@@ -289,14 +384,10 @@ def write_manifest(
     """What produced this folder: the recipe, package versions, data files and datasets, seed, command,
     and the device and precision the run used."""
     import platform
-    from importlib.metadata import PackageNotFoundError, version
 
-    versions = {}
-    for package in ("llmkit", "torch", "transformers", "datasets", "accelerate", "evaluate", "tokenizers"):
-        try:
-            versions[package] = version(package)
-        except PackageNotFoundError:
-            versions[package] = None
+    versions = library_versions(
+        ("llmkit", "torch", "transformers", "datasets", "accelerate", "evaluate", "tokenizers")
+    )
     files, sources = {}, {}
     for role, split in splits.items():
         if split.hub is not None:  # a dataset split: its id, config, revision, split and hub commit
@@ -349,8 +440,11 @@ def record_latest_run(task_name: str, output_dir: Path) -> None:
     except (OSError, ValueError):
         runs = {}
     runs[task_name] = str(output_dir.resolve())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(runs, indent=2) + "\n", encoding="utf-8")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(runs, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:  # a convenience for the demos: the finished run must not fail on it
+        log(f"warning: cannot record the newest {task_name} run in {path} ({exc.strerror or exc})")
 
 
 def latest_run(task_name: str) -> Path | None:
@@ -451,49 +545,160 @@ def training_arguments(
     return args
 
 
-def encode_cached(task: Task, split: Split, tokenizer, model_path: Path, recipe: Recipe, args) -> Any:
+def encode_cached(
+    task: Task, split: Split, tokenizer, model_path: Path, recipe: Recipe, args, rows: str | None = None
+) -> Any:
     """Tokenize a split once: the main process encodes and saves it, other processes (and reruns) load it.
 
-    The cache key covers everything the encoding depends on: the file (path, size, mtime), which of its
-    rows the split holds, the task's data settings, the tokenizer, and llmkit's version and source code.
+    ``rows`` is the split's :func:`rows_digest` when the caller has it. A cache that cannot be read or
+    written costs time, never the run.
     """
-    from datasets import load_from_disk
+    key = tokenized_cache_key(task, split, model_path, recipe, rows or rows_digest(split.dataset))
+    folder = cache_dir() / TOKENIZED_DIR / key
+    with args.main_process_first(desc=f"tokenizing {split.role}"):
+        cached = load_cached(folder)
+        if cached is not None:
+            return cached
+        encoded = task.encode(split.dataset, tokenizer)
+        if is_main_process():
+            save_to_cache(encoded, folder)
+        return encoded
 
+
+def tokenized_cache_key(task: Task, split: Split, model_path: Path, recipe: Recipe, rows: str) -> str:
+    """A digest of everything that determines a split's encoded rows.
+
+    The rows themselves (after carving and filtering), the task with its data settings and what it
+    derived from other splits (e.g. the label list of the training split), every tokenizer file, the
+    tokenizer libraries' versions, and llmkit's version and source code.
+    """
     import llmkit
 
-    stat = split.path.stat()
-    tokenizer_file = model_path / "tokenizer.json"
     identity = {
-        "file": [str(split.path.resolve()), stat.st_size, stat.st_mtime_ns],
-        "role": split.role,
-        "carved": split.carved,
-        "rows": len(split.dataset),
-        "which_rows": split.file_rows,  # carving, subsets and skipped rows
+        "rows": rows,
         "seed": recipe.training["seed"],
         "task": task.name,
         "data": {k: v for k, v in recipe.data.items() if k not in ("train", "validation", "test")},
-        "tokenizer": [
-            str(model_path.resolve()),
-            len(tokenizer),
-            tokenizer_file.stat().st_mtime_ns if tokenizer_file.exists() else 0,
-        ],
+        "derived": task.encoding_state(),
+        "tokenizer": tokenizer_files_digest(model_path),
+        "libraries": library_versions(("transformers", "tokenizers", "datasets")),
         "version": llmkit.__version__,
         "code": package_code_digest(),  # an edited encoder (an editable install) must not reuse old rows
     }
-    key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:20]
-    folder = cache_dir() / "tokenized" / key
-    with args.main_process_first(desc=f"tokenizing {split.role}"):
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=repr).encode()).hexdigest()[:20]
+
+
+def rows_digest(dataset) -> str:
+    """A digest of a dataset's rows: its Arrow table and the indices that pick rows from it (carving,
+    subsets, skipped rows). Hashing the picked rows one by one instead takes seconds per split."""
+    digest = hashlib.sha256(json.dumps(dataset.features.to_dict(), sort_keys=True).encode())
+    indices = getattr(dataset, "_indices", None)
+    for table in (dataset.data, *([indices] if indices is not None else [])):
+        for batch in table.to_batches():
+            digest.update(batch.serialize())
+    return digest.hexdigest()[:20]
+
+
+def tokenizer_files_digest(model_path: Path) -> str:
+    """A digest of every file in the model folder but the weights: tokenizer.json, tokenizer_config.json,
+    chat_template.jinja, vocabularies, special tokens -- whatever the tokenizer is loaded from."""
+    extra = model_path / "additional_chat_templates"
+    files = [p for p in model_path.iterdir() if p.is_file() and p.suffix not in WEIGHT_SUFFIXES]
+    if extra.is_dir():
+        files += [p for p in extra.iterdir() if p.is_file()]
+    return files_digest(files, relative_to=model_path)
+
+
+def files_digest(files: list[Path], relative_to: Path | None = None) -> str:
+    """sha256 over the names and contents of ``files`` (in name order)."""
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        name = path.relative_to(relative_to) if relative_to else Path(path.name)
+        digest.update(name.as_posix().encode() + b"\0")
+        digest.update(file_sha256(path).encode())
+    return digest.hexdigest()[:20]
+
+
+def library_versions(packages: tuple[str, ...]) -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions: dict[str, str | None] = {}
+    for package in packages:
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def load_cached(folder: Path) -> Any:
+    """The encoded split saved in ``folder``, or None when there is none (or it cannot be read)."""
+    from datasets import load_from_disk
+
+    if not (folder / "dataset_info.json").exists():
+        return None
+    try:
+        return load_from_disk(str(folder))
+    except Exception:  # a damaged entry is encoded again, as if it were not there
+        return None
+
+
+#: Cache folders a write already failed in (this process warns once for each).
+_UNWRITABLE_CACHES: set[Path] = set()
+
+
+def save_to_cache(encoded: Any, folder: Path) -> None:
+    """Save an encoded split under a staging name, then rename it into place when whole.
+
+    A failure (read-only home, full disk, LLMKIT_CACHE under a file) is one warning, and the run goes
+    on with the rows it has; leftovers of killed runs are cleared on the way.
+    """
+    staging = folder.with_name(f".{folder.name}-{os.getpid()}")
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_staging(folder.parent)
+        encoded.save_to_disk(str(staging))
+        staging.rename(folder)
+    except Exception as exc:  # any failure of an optional cache must not fail the run
+        shutil.rmtree(staging, ignore_errors=True)
         if (folder / "dataset_info.json").exists():
-            return load_from_disk(str(folder))
-        encoded = task.encode(split.dataset, tokenizer)
-        if is_main_process():
-            staging = folder.with_name(f".{key}-{os.getpid()}")
-            encoded.save_to_disk(str(staging))
-            try:
-                staging.rename(folder)
-            except OSError:
-                shutil.rmtree(staging, ignore_errors=True)  # another run saved it first
-        return encoded
+            return  # another run saved it first
+        if folder.parent not in _UNWRITABLE_CACHES:
+            _UNWRITABLE_CACHES.add(folder.parent)
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            log(
+                f"warning: cannot write the tokenization cache in {folder.parent} ({reason}); going on "
+                f"without it (set LLMKIT_CACHE to a writable folder to keep encoded splits for reruns)"
+            )
+
+
+def remove_stale_staging(tokenized: Path) -> None:
+    """Remove cache entries left half-written by killed runs: llmkit's ``.{key}-{pid}`` folders whose
+    process is gone, or that are older than a day (the id may be in use again)."""
+    now = time.time()
+    for child in tokenized.iterdir():
+        match = CACHE_STAGING.match(child.name)
+        if not match or not child.is_dir() or int(match.group(2)) == os.getpid():
+            continue
+        try:
+            stale = now - child.stat().st_mtime > STALE_STAGING_SECONDS
+        except OSError:
+            continue  # removed meanwhile
+        if stale or not process_alive(int(match.group(2))):
+            shutil.rmtree(child, ignore_errors=True)
+
+
+def process_alive(pid: int) -> bool:
+    """Is process ``pid`` running on this machine? (Windows: assumed, signals would end it.)"""
+    if os.name == "nt":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 @functools.cache

@@ -120,7 +120,7 @@ CASES = [
     (
         "non-empty output dir",
         ["output_dir={busy_out}"],
-        "output_dir {busy_out} is not empty; pass --overwrite",
+        "output_dir {busy_out} is not empty and holds no llmkit run (keep.txt)",
     ),
     ("duplicate CSV columns", ["data.train={dup_columns}"], "{dup_columns} header repeats column 'text'"),
     (

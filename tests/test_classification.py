@@ -137,9 +137,14 @@ def test_cli_overwrite_replaces_output(run_cli, sentiment_files, tmp_path: Path)
         *FAST,
     ]
     assert run_cli(*args).exit_code == 2
+    assert run_cli(*args, "--overwrite").exit_code == 2  # not an llmkit run: nothing of it is llmkit's
     assert (out / "old.txt").read_text() == "old run"
+    (out / "old.txt").unlink()
+    assert run_cli(*args).exit_code == 0
+    assert run_cli(*args).exit_code == 2  # a finished run
+    (out / "metrics.json").write_text("{}")
     assert run_cli(*args, "--overwrite").exit_code == 0
-    assert not (out / "old.txt").exists() and (out / "model.safetensors").exists()
+    assert json.loads((out / "metrics.json").read_text())  # the new run's metrics
 
 
 def test_recipes_command_lists_bundled_recipes(run_cli) -> None:

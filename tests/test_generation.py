@@ -84,6 +84,8 @@ def test_instruction_prompt_tokens_carry_minus_100(tokenizer) -> None:
     assert encoded["labels"][: len(tokenizer(prompt).input_ids)] == [IGNORE_INDEX] * len(
         tokenizer(prompt).input_ids
     )
+    assert tokenizer.chat_template is None  # encode has no side effects; the run's hook sets it:
+    task().prepare_tokenizer(tokenizer)
     assert tokenizer.chat_template == DEFAULT_CHAT_TEMPLATE  # saved with the model for `generate --chat`
 
 

@@ -128,8 +128,10 @@ def test_decoder_only_labels_cover_the_summary_only() -> None:
     assert tokenizer.decode(ids[:prompt_length]) == (
         "### Instruction:\nSummarize:\n\n#Person1#: Hi.\n#Person2#: Hello, how are you?\n\n### Response:\n"
     )
-    assert tokenizer.chat_template == DEFAULT_CHAT_TEMPLATE  # saved with the fine-tuned model
     assert encoded["truncated"] is False
+    assert tokenizer.chat_template is None  # encode has no side effects; the run's hook sets it:
+    summarization.prepare_tokenizer(tokenizer)
+    assert tokenizer.chat_template == DEFAULT_CHAT_TEMPLATE  # saved with the fine-tuned model
 
 
 def test_decoder_only_with_the_models_chat_template_learns_reply_and_end_of_turn() -> None:

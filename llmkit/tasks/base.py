@@ -60,9 +60,23 @@ class Task:
         for split in splits.values():
             self.check_inputs(split)
 
+    def prepare_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        """Set on the tokenizer what the saved model must carry (e.g. the chat template rows were rendered
+        with). Called by every run before encoding, whether the encodings then come from the cache or not.
+        """
+
     def encode(self, dataset: Dataset, tokenizer: PreTrainedTokenizerBase) -> Dataset:
-        """Rows -> model inputs (input_ids, labels, ...); drop every other column."""
+        """Rows -> model inputs (input_ids, labels, ...); drop every other column.
+
+        No side effects on the task or the tokenizer: a cached split skips it (see prepare_tokenizer).
+        """
         raise NotImplementedError
+
+    def encoding_state(self) -> dict[str, Any]:
+        """What the task derived from other splits or the model that ``encode`` depends on (the label list
+        of the training split, a detected data format, a model family): part of the tokenization cache
+        key. By default every attribute a task sets besides its data settings."""
+        return {name: value for name, value in vars(self).items() if name != "data"}
 
     def collator(self, tokenizer: PreTrainedTokenizerBase) -> Callable[[list[dict]], dict]:
         raise NotImplementedError

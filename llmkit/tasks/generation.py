@@ -201,10 +201,13 @@ class GenerationTask(Task):
         return messages
 
     def chat_template(self, tokenizer: PreTrainedTokenizerBase) -> str:
-        """The template instruction/chat rows are rendered with; it is saved with the tokenizer."""
-        template = chat_template_for(tokenizer, self.data["use_chat_template"])
-        tokenizer.chat_template = template  # the saved model then generates in the format it learned
-        return template
+        """The template instruction/chat rows are rendered with (prepare_tokenizer saves it)."""
+        return chat_template_for(tokenizer, self.data["use_chat_template"])
+
+    def prepare_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        """Instruction/chat runs save the template they train with: the model then generates in it."""
+        if self.format != "text":
+            tokenizer.chat_template = self.chat_template(tokenizer)
 
     def encode(self, dataset: Dataset, tokenizer: PreTrainedTokenizerBase) -> Dataset:
         from datasets import Dataset

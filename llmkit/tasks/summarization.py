@@ -221,10 +221,14 @@ class SummarizationTask(Task):
             columns["labels"] = targets["input_ids"]
         return columns
 
+    def prepare_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        """Decoder-only runs save the chat template their prompts are built with."""
+        if self._family() == "causal":
+            tokenizer.chat_template = chat_template_for(tokenizer, self.data["use_chat_template"])
+
     def frame(self, tokenizer: PreTrainedTokenizerBase) -> ChatFrame:
-        """The chat frame for this tokenizer; the template used is saved with the fine-tuned tokenizer."""
+        """The chat frame for this tokenizer (the template is saved by prepare_tokenizer)."""
         template = chat_template_for(tokenizer, self.data["use_chat_template"])
-        tokenizer.chat_template = template
         try:
             return chat_frame(tokenizer, template, self.data["prompt"])
         except ValueError as exc:
@@ -268,7 +272,6 @@ class SummarizationTask(Task):
     def collator(self, tokenizer: PreTrainedTokenizerBase):
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         if self._family() == "causal":
-            self.frame(tokenizer)  # the template saved with the model, also when encodings came from cache
             return CausalLMCollator(pad_id)
         return Seq2SeqCollator(tokenizer)
 
