@@ -222,3 +222,28 @@ def test_sharded_models_take_the_full_forward(task: str, sharding: str, monkeypa
     setattr(trainer, sharding, True)
     trainer.compute_loss(model, {"input_ids": ids, "labels": ids})
     assert full_forward == [1]
+
+
+def test_a_saved_dataset_folder_is_left_as_it_was(sentiment_files, tmp_path: Path) -> None:
+    """Encoding a save_to_disk folder wrote datasets' cache-*.arrow files into the user's folder."""
+    from datasets import Dataset
+
+    train, validation = sentiment_files
+    import csv
+
+    with train.open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    folder = tmp_path / "saved"
+    Dataset.from_list(rows).save_to_disk(str(folder))
+    before = sorted(p.name for p in folder.iterdir())
+    llmkit.finetune(
+        None,
+        [
+            "model=tiny-bert",
+            f"data.train={folder}",
+            f"data.validation={validation}",
+            "training.max_steps=1",
+            f"output_dir={tmp_path / 'out'}",
+        ],
+    )
+    assert sorted(p.name for p in folder.iterdir()) == before

@@ -159,7 +159,9 @@ class ClassificationTask(Task):
                 encoded["labels"] = [label_ids[_as_label(v)] for v in batch[label_column]]
             return dict(encoded)
 
-        return dataset.map(encode_batch, batched=True, remove_columns=dataset.column_names)
+        return dataset.map(
+            encode_batch, batched=True, remove_columns=dataset.column_names, keep_in_memory=True
+        )
 
     def collator(self, tokenizer: PreTrainedTokenizerBase):
         from transformers import DataCollatorWithPadding

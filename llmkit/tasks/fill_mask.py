@@ -80,7 +80,9 @@ class FillMaskTask(Task):
                 )
             )
 
-        encoded = dataset.map(tokenize, batched=True, remove_columns=dataset.column_names)
+        encoded = dataset.map(
+            tokenize, batched=True, remove_columns=dataset.column_names, keep_in_memory=True
+        )
         if self.data["line_by_line"]:
             return encoded
 
@@ -92,7 +94,7 @@ class FillMaskTask(Task):
                 for key, values in joined.items()
             }
 
-        return encoded.map(cut_into_blocks, batched=True, batch_size=1000)
+        return encoded.map(cut_into_blocks, batched=True, batch_size=1000, keep_in_memory=True)
 
     def collator(self, tokenizer: PreTrainedTokenizerBase):
         from transformers import DataCollatorForLanguageModeling
