@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import fnmatch
 import json
 from pathlib import Path
@@ -229,8 +230,6 @@ def test_a_saved_dataset_folder_is_left_as_it_was(sentiment_files, tmp_path: Pat
     from datasets import Dataset
 
     train, validation = sentiment_files
-    import csv
-
     with train.open(encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     folder = tmp_path / "saved"
