@@ -32,7 +32,7 @@ def environment(machine: Machine | None = None) -> dict[str, Any]:
     machine = machine or probe_machine()
     auto = choose_precision("auto", machine, "llmkit env")
     return {
-        "versions": {"python": platform.python_version(), **package_versions()},
+        "versions": {"python": platform.python_version(), **library_versions(PACKAGES)},
         "platform": platform.platform(),
         "machine": machine.to_dict(),
         "precision_auto": {"precision": auto.precision, "reason": auto.reason},
@@ -41,14 +41,15 @@ def environment(machine: Machine | None = None) -> dict[str, Any]:
     }
 
 
-def package_versions() -> dict[str, str | None]:
-    found = {}
-    for package in PACKAGES:
+def library_versions(packages: tuple[str, ...]) -> dict[str, str | None]:
+    """Installed version of each package (None when it is not installed)."""
+    versions: dict[str, str | None] = {}
+    for package in packages:
         try:
-            found[package] = version(package)
+            versions[package] = version(package)
         except PackageNotFoundError:
-            found[package] = None
-    return found
+            versions[package] = None
+    return versions
 
 
 def hub_state() -> dict[str, Any]:

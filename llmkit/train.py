@@ -41,6 +41,7 @@ from llmkit.distributed import (
     run_precision,
     world_size,
 )
+from llmkit.env import library_versions
 from llmkit.errors import LlmkitError
 from llmkit.models import cache_dir, check_weights, resolve_model
 from llmkit.progress import interactive, log, log_lines_callback, quiet_library_progress, timed_step
@@ -617,18 +618,6 @@ def files_digest(files: list[Path], relative_to: Path | None = None) -> str:
         digest.update(name.as_posix().encode() + b"\0")
         digest.update(file_sha256(path).encode())
     return digest.hexdigest()[:20]
-
-
-def library_versions(packages: tuple[str, ...]) -> dict[str, str | None]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions: dict[str, str | None] = {}
-    for package in packages:
-        try:
-            versions[package] = version(package)
-        except PackageNotFoundError:
-            versions[package] = None
-    return versions
 
 
 def load_cached(folder: Path) -> Any:

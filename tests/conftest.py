@@ -70,6 +70,28 @@ def sentiment_files(tmp_path: Path) -> tuple[Path, Path]:
     )
 
 
+@pytest.fixture
+def finetune_tiny(sentiment_files: tuple[Path, Path], tmp_path: Path):
+    """``llmkit.finetune`` of the default recipe on tiny-bert and the sentiment files, into tmp_path/out."""
+    import llmkit
+
+    train, validation = sentiment_files
+
+    def run(*overrides: str):
+        return llmkit.finetune(
+            None,
+            [
+                "model=tiny-bert",
+                f"data.train={train}",
+                f"data.validation={validation}",
+                f"output_dir={tmp_path / 'out'}",
+                *overrides,
+            ],
+        )
+
+    return run
+
+
 @dataclass
 class CliResult:
     exit_code: int

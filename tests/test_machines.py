@@ -218,22 +218,9 @@ def test_probe_reads_cpu_flags_cuda_and_mps(monkeypatch: pytest.MonkeyPatch, tmp
     assert probe_machine().kind == "mps"
 
 
-def test_bf16_end_to_end_on_this_cpu(sentiment_files, tmp_path: Path) -> None:
+def test_bf16_end_to_end_on_this_cpu(finetune_tiny) -> None:
     """A real bf16-autocast run on whatever CPU runs the suite (slow without native bf16, but it runs)."""
-    import llmkit
-
-    train, validation = sentiment_files
-    result = llmkit.finetune(
-        None,
-        [
-            "model=tiny-bert",
-            f"data.train={train}",
-            f"data.validation={validation}",
-            "training.precision=bf16",
-            "training.max_steps=3",
-            f"output_dir={tmp_path / 'out'}",
-        ],
-    )
+    result = finetune_tiny("training.precision=bf16", "training.max_steps=3")
     manifest = json.loads((result.output_dir / "manifest.json").read_text())
     assert manifest["precision"] == "bf16" and manifest["device"] == "cpu"
     assert math.isfinite(result.metrics["eval_loss"]) and math.isfinite(result.metrics["train_loss"])

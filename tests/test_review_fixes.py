@@ -74,21 +74,14 @@ def test_model_dtype_is_validated() -> None:
         load_recipe({**base, "model": {"name": "tiny-bert", "dtype": "fp16"}})
 
 
-def test_demos_and_predict_put_the_model_on_the_gpu(monkeypatch, sentiment_files, tmp_path: Path) -> None:
+def test_demos_and_predict_put_the_model_on_the_gpu(
+    monkeypatch, finetune_tiny, sentiment_files, tmp_path
+) -> None:
     """predict/summarize/generate/fill-mask used to run on the CPU next to an idle GPU."""
     from llmkit.predict import predict_file
 
-    train, validation = sentiment_files
-    result = llmkit.finetune(
-        None,
-        [
-            "model=tiny-bert",
-            f"data.train={train}",
-            f"data.validation={validation}",
-            "training.max_steps=1",
-            f"output_dir={tmp_path / 'out'}",
-        ],
-    )
+    result = finetune_tiny("training.max_steps=1")
+    validation = sentiment_files[1]
     moved_to = []
 
     def record_move(self, *args, **kwargs):
@@ -225,24 +218,14 @@ def test_sharded_models_take_the_full_forward(task: str, sharding: str, monkeypa
     assert full_forward == [1]
 
 
-def test_a_saved_dataset_folder_is_left_as_it_was(sentiment_files, tmp_path: Path) -> None:
+def test_a_saved_dataset_folder_is_left_as_it_was(finetune_tiny, sentiment_files, tmp_path: Path) -> None:
     """Encoding a save_to_disk folder wrote datasets' cache-*.arrow files into the user's folder."""
     from datasets import Dataset
 
-    train, validation = sentiment_files
-    with train.open(encoding="utf-8") as handle:
+    with sentiment_files[0].open(encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     folder = tmp_path / "saved"
     Dataset.from_list(rows).save_to_disk(str(folder))
     before = sorted(p.name for p in folder.iterdir())
-    llmkit.finetune(
-        None,
-        [
-            "model=tiny-bert",
-            f"data.train={folder}",
-            f"data.validation={validation}",
-            "training.max_steps=1",
-            f"output_dir={tmp_path / 'out'}",
-        ],
-    )
+    finetune_tiny(f"data.train={folder}", "training.max_steps=1")
     assert sorted(p.name for p in folder.iterdir()) == before

@@ -80,45 +80,21 @@ def test_save_total_limit_with_checkpoints_is_fine() -> None:
     assert recipe.training["save_strategy"] == "steps"
 
 
-def test_save_steps_alone_writes_checkpoints(sentiment_files, tmp_path: Path) -> None:
+def test_save_steps_alone_writes_checkpoints(finetune_tiny, tmp_path: Path) -> None:
     """The repro: save_steps under llmkit's default save_strategy "no" used to write nothing."""
-    import llmkit
-
-    train, validation = sentiment_files
-    llmkit.finetune(
-        None,
-        [
-            "model=tiny-bert",
-            f"data.train={train}",
-            f"data.validation={validation}",
-            "training.max_steps=4",
-            "training.save_steps=2",
-            "training.precision=fp32",
-            f"output_dir={tmp_path / 'out'}",
-        ],
-    )
+    finetune_tiny("training.max_steps=4", "training.save_steps=2", "training.precision=fp32")
     assert sorted(p.name for p in (tmp_path / "out").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
 
 
-def test_early_stopping_stops_and_keeps_the_best(sentiment_files, tmp_path: Path) -> None:
+def test_early_stopping_stops_and_keeps_the_best(finetune_tiny) -> None:
     import json
 
-    import llmkit
-
-    train, validation = sentiment_files
-    result = llmkit.finetune(
-        None,
-        [
-            "model=tiny-bert",
-            f"data.train={train}",
-            f"data.validation={validation}",
-            "training.max_steps=40",
-            "training.eval_steps=1",
-            "training.learning_rate=0.5",  # diverges at once: eval loss stops improving
-            "training.early_stopping_patience=2",
-            "training.precision=fp32",
-            f"output_dir={tmp_path / 'out'}",
-        ],
+    result = finetune_tiny(
+        "training.max_steps=40",
+        "training.eval_steps=1",
+        "training.learning_rate=0.5",  # diverges at once: eval loss stops improving
+        "training.early_stopping_patience=2",
+        "training.precision=fp32",
     )
     history = json.loads((result.output_dir / "log_history.json").read_text())
     evals = [entry for entry in history if "eval_loss" in entry and "train_runtime" not in entry]
