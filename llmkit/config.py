@@ -451,22 +451,26 @@ def reconcile_schedule(training: dict[str, Any], user: dict[str, Any], has_eval:
     checkpoints at each evaluation, so they switch saving on at the evaluation schedule.
     """
     for steps_key, strategy_key in STEP_SETTINGS.items():
-        if steps_key not in user:
+        if user.get(steps_key) is None:
             continue
         if strategy_key not in user:
             training[strategy_key] = "steps"
-        elif str(user[strategy_key]) != "steps":
+        elif str(user[strategy_key]) not in ("steps", "no"):  # an explicit "no" switches it off knowingly
             raise LlmkitError(
                 f"{where}: training.{steps_key} has no effect with {strategy_key}={user[strategy_key]}; "
                 f"set training.{strategy_key}=steps or remove training.{steps_key}"
             )
-    asked = [key for key in EVAL_SETTINGS if user.get(key)]
-    if str(user.get("eval_strategy", "no")) != "no":
+    evaluating = str(user.get("eval_strategy", "no")) != "no"
+    asked = [
+        key for key in EVAL_SETTINGS if user.get(key) and (key != "eval_steps" or "eval_strategy" not in user)
+    ]
+    if evaluating:
         asked.append("eval_strategy")
     if not has_eval and asked:
         raise LlmkitError(
             f"{where}: training.{asked[0]} needs validation data, and there is none (no data.validation and "
-            f"data.validation_split=0); give data.validation or a validation_split, or remove it"
+            f"data.validation_split=0); give data.validation or a validation_split, or set "
+            f"training.eval_strategy=no"
         )
     if training.get("early_stopping_patience") and "load_best_model_at_end" not in user:
         training["load_best_model_at_end"] = True  # stop, then keep the best model, not the last

@@ -254,6 +254,7 @@ def test_packed_training_counts_every_real_token_once(tmp_path: Path, tokenizer)
             "model=tiny-gpt2",
             f"data.train={train}",
             "data.validation_split=0",
+            "training.eval_strategy=no",  # the recipe evaluates every 100 steps; there is no validation data
             "data.packing=true",
             "data.max_length=64",
             "training.max_steps=1",
@@ -481,19 +482,20 @@ def test_generation_task_rejects_bad_option_values() -> None:
         task(txt_unit="sentence")
 
 
-def test_eval_on_start_without_validation_data_trains_without_before_metrics(tmp_path: Path) -> None:
+def test_eval_on_start_without_validation_data_is_an_error_not_a_no_op(tmp_path: Path) -> None:
+    """It used to train silently without the "before" metrics the user asked for."""
     rows = json.loads(ALPACA.read_text())[:8]
     train = write_json(tmp_path / "train.json", rows)
-    result = llmkit.finetune(
-        "instruct-alpaca",
-        [
-            "model=tiny-gpt2",
-            f"data.train={train}",
-            "data.validation_split=0",
-            "data.max_length=256",
-            "training.max_steps=1",
-            "training.eval_on_start=true",
-            f"output_dir={tmp_path / 'out'}",
-        ],
-    )
-    assert "train_loss" in result.metrics and not any(k.startswith("eval_") for k in result.metrics)
+    with pytest.raises(LlmkitError, match="eval_on_start needs validation data, and there is none"):
+        llmkit.finetune(
+            "instruct-alpaca",
+            [
+                "model=tiny-gpt2",
+                f"data.train={train}",
+                "data.validation_split=0",
+                "data.max_length=256",
+                "training.eval_on_start=true",
+                f"output_dir={tmp_path / 'out'}",
+            ],
+        )
+    assert not (tmp_path / "out").exists()

@@ -30,10 +30,6 @@ def test_steps_alone_switch_their_strategy_to_steps(steps_key: str, strategy_key
             "save_steps has no effect with save_strategy",
         ),
         (
-            ["training.save_steps=10", "training.save_strategy=no"],
-            "save_steps has no effect with save_strategy",
-        ),
-        (
             ["training.eval_steps=5", "training.eval_strategy=epoch"],
             "eval_steps has no effect with eval_strategy",
         ),
@@ -73,6 +69,12 @@ def test_best_model_and_early_stopping_save_at_each_evaluation() -> None:
     assert stepwise.training["save_strategy"] == "steps" and stepwise.training["save_steps"] == 4
     with pytest.raises(LlmkitError, match="early_stopping_patience must be a positive integer"):
         load_recipe(BASE, ["training.early_stopping_patience=0"])
+
+
+def test_an_explicit_no_switches_evaluation_off_knowingly() -> None:
+    """A recipe's eval_steps stay inert once the user says eval_strategy=no (e.g. with validation_split=0)."""
+    recipe = load_recipe(NO_VALIDATION, ["training.eval_steps=100", "training.eval_strategy=no"])
+    assert recipe.training["eval_strategy"] == "no"
 
 
 def test_save_total_limit_with_checkpoints_is_fine() -> None:
