@@ -82,7 +82,7 @@ def markdown(report: dict) -> str:
         "",
         f"Machine: {report['machine']['cpu_name']}, {report['machine']['cpu_cores']} cores, native bf16: "
         f"{'yes' if report['machine']['cpu_bf16'] else 'no'}; matmul fp32 {report['matmul_gflops']['fp32']} "
-        f"GFLOP/s, bf16 {report['matmul_gflops']['bf16']} GFLOP/s.",
+        f"GFLOP/s, bf16 {report['matmul_gflops']['bf16']} GFLOP/s; torch threads: {report['torch_threads']}.",
         f"`precision: auto` here: **{report['auto']['precision']}** ({report['auto']['reason']}).",
         "",
         "| contestant | samples/s (mean) | samples/s per seed | dev accuracy (mean) | per seed |",
@@ -114,8 +114,11 @@ def main() -> None:
     machine = probe_machine()
     auto = choose_precision("auto", machine, "benchmark")
     seeds = [int(seed) for seed in args.seeds.split(",")]
+    import torch
+
     report: dict = {
         "machine": machine.to_dict(),
+        "torch_threads": torch.get_num_threads(),
         "auto": {"precision": auto.precision, "reason": auto.reason},
         "matmul_gflops": {name: round(matmul_gflops(name), 1) for name in ("fp32", "bf16")},
         "steps": args.steps,
