@@ -173,36 +173,36 @@ def fill_mask(
     model: Annotated[
         str | None,
         typer.Option(
-            "--model", "-m", help="Fill-mask model folder or alias (default: your newest fill-mask run)."
+            "--model",
+            "-m",
+            help="Masked-LM run/folder, or a causal LM (smollm2-135m, a generation run). "
+            "Default: your newest fill-mask run, else smollm2-135m.",
         ),
     ] = None,
     input_file: Annotated[
         Path | None, typer.Option("--input", "-i", help="File with one text per line.")
     ] = None,
-    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Candidates per mask.")] = 5,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Candidates shown per mask.")] = 5,
+    candidates: Annotated[
+        int, typer.Option("--candidates", min=1, help="Causal LMs: words proposed and rescored per mask.")
+    ] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per text (for scripts).")] = False,
 ) -> None:
-    """Fill the masks in a text with a masked-LM model: ranked candidates with scores."""
+    """Fill the masks in a text: ranked candidates with scores, from a masked LM or a causal LM."""
     import json
 
-    texts = read_texts(text, input_file)
-    from llmkit.models import check_weights
-    from llmkit.predict import folder_for_task
-    from llmkit.tasks.fill_mask import fill_masks, with_model_masks
-    from llmkit.train import load_model, load_tokenizer
+    from llmkit.causal_fill import fill_mask as fill
 
-    task, folder = folder_for_task(model, "fill-mask", "llmkit finetune recipes/fill-mask-brown.yaml")
-    tokenizer = load_tokenizer(folder)
-    with_model_masks(texts, tokenizer)  # fail on a missing mask before the model loads
-    loaded = load_model(task, folder, **check_weights(folder))
-    for source, masks in zip(texts, fill_masks(loaded, tokenizer, texts, top_k=top_k), strict=True):
+    texts = read_texts(text, input_file)
+    _, results = fill(texts, model, top_k=top_k, candidates=candidates)
+    for source, masks in zip(texts, results, strict=True):
         if as_json:
             typer.echo(json.dumps({"text": source, "masks": masks}, ensure_ascii=False))
             continue
         typer.echo(source)
-        for number, candidates in enumerate(masks, start=1):
+        for number, ranked in enumerate(masks, start=1):
             label = f"  mask {number}:" if len(masks) > 1 else "  "
-            for rank, candidate in enumerate(candidates, start=1):
+            for rank, candidate in enumerate(ranked, start=1):
                 prefix = label if rank == 1 else " " * len(label)
                 typer.echo(f"{prefix} {rank}. {candidate['token']:<14} {candidate['score']:.3f}")
 

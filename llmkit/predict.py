@@ -119,11 +119,14 @@ def architectures(model_dir: Path) -> list[str]:
     return list(config.get("architectures") or [])
 
 
-def folder_for_task(model: str | None, task_name: str, how_to_make_one: str) -> tuple[Task, Path]:
+def folder_for_task(
+    model: str | None, task_name: str, how_to_make_one: str, or_else: str = ""
+) -> tuple[Task, Path]:
     """Resolve the model folder for a demo command, and the task object that loads it.
 
     ``model=None`` takes the newest output of that task; a folder trained for another task (a classifier
-    asked to fill masks) is refused with a one-line error rather than giving nonsense.
+    asked to fill masks) is refused with a one-line error rather than giving nonsense; ``or_else`` names
+    another way forward in that error (fill-mask: a causal LM).
     """
     from llmkit.train import latest_run
 
@@ -143,5 +146,6 @@ def folder_for_task(model: str | None, task_name: str, how_to_make_one: str) -> 
         raise LlmkitError(
             f"model folder {folder} holds a {found[0]}, which cannot do {task_name}; "
             f"pass a folder trained with a {task_name} recipe (`{how_to_make_one}`)"
+            f"{f', or {or_else}' if or_else else ''}"
         )
     return task_with_defaults(task_cls), folder

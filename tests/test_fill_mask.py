@@ -169,11 +169,175 @@ def test_cli_bad_inputs(run_cli, trained: Path, tmp_path: Path, sentiment_files)
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_cli_without_any_fill_mask_run(run_cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("LLMKIT_CACHE", str(tmp_path / "empty-cache"))
-    result = run_cli("fill-mask", "a [MASK] film")
-    assert result.exit_code == 2
-    assert (
-        "no fill-mask model yet: make one with `llmkit finetune recipes/fill-mask-brown.yaml`"
-        in result.stderr
+def test_untrained_head_is_refused(run_cli) -> None:
+    """A base encoder's masked-LM head would be created at random: one line saying so, not noise."""
+    result = run_cli("fill-mask", "a [MASK] film", "--model", "tiny-bert")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "error: model tiny-bert has no trained masked-LM head (" in result.stderr
+    assert "`llmkit finetune recipes/fill-mask-brown.yaml model=tiny-bert`" in result.stderr
+    assert "--model smollm2-135m" in result.stderr
+
+
+def test_cli_says_which_model_answered(run_cli, trained: Path) -> None:
+    result = run_cli("fill-mask", "a [MASK] film")  # no --model: the newest fill-mask run
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.strip() == (
+        f"llmkit: {trained.resolve()} answers (your newest fill-mask run): a masked LM, reading both sides "
+        f"of each mask"
     )
+
+
+def test_cli_without_any_fill_mask_run_uses_a_causal_lm(
+    run_cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Nothing trained yet: the default causal LM answers (tiny-gpt2 stands in for smollm2-135m here)."""
+    import llmkit.causal_fill
+
+    monkeypatch.setenv("LLMKIT_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(llmkit.causal_fill, "DEFAULT_CAUSAL_MODEL", "tiny-gpt2")
+    result = run_cli("fill-mask", "a [MASK] film", "-k", "3")
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.strip().startswith(
+        "llmkit: tiny-gpt2 answers (the default: no fill-mask run yet): a causal LM, zero-shot"
+    )
+    lines = result.stdout.splitlines()
+    assert lines[0] == "a [MASK] film" and len(lines) == 1 + 3 and lines[1].startswith("   1. ")
+
+
+# -- causal LMs ------------------------------------------------------------------------------------------
+def tiny_gpt2():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llmkit.models import resolve_model
+
+    folder = resolve_model("tiny-gpt2")
+    return AutoModelForCausalLM.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
+
+
+class Steered:
+    """tiny-gpt2 pushed to write ``pieces`` after ``after``: each piece's logit +30 after the one before."""
+
+    def __init__(self, model, after: int, pieces: list[int]) -> None:
+        self.model, self.config, self.device = model, model.config, model.device
+        self.route = dict(zip([after, *pieces[:-1]], pieces, strict=True))
+
+    def eval(self):
+        return self
+
+    def get_output_embeddings(self):
+        return self.model.get_output_embeddings()
+
+    def __call__(self, input_ids, **kwargs):
+        output = self.model(input_ids=input_ids, **kwargs)
+        kept = input_ids[:, -output.logits.shape[1] :]
+        for previous, following in self.route.items():
+            output.logits[..., following] += 30.0 * (kept == previous)
+        return output
+
+
+def test_causal_lm_proposes_a_word_of_several_tokens() -> None:
+    from llmkit.causal_fill import fill_masks_causal
+
+    model, tokenizer = tiny_gpt2()
+    pieces = tokenizer(" charming").input_ids
+    assert len(pieces) == 3  # Ġchar m ing
+    steered = Steered(model, after=tokenizer(" the").input_ids[-1], pieces=pieces)
+    [[candidates]] = fill_masks_causal(steered, tokenizer, ["the cat sat on the [MASK]."], top_k=3)
+    assert candidates[0]["token"] == "charming" and candidates[0]["token_ids"] == pieces
+    assert candidates[0]["score"] > 0.9
+
+
+def test_causal_rescoring_is_the_text_log_likelihood(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cached, padded, batched rescoring gives log P(word + right context | left), as one plain pass does."""
+    import torch
+
+    import llmkit.causal_fill as causal_fill
+
+    monkeypatch.setattr(causal_fill, "RESCORE_BATCH_TOKENS", 16)  # several batches, padded rows
+    plain, tokenizer = tiny_gpt2()
+    model = Steered(plain, after=tokenizer(" a").input_ids[-1], pieces=tokenizer(" charming").input_ids)
+    vocab = causal_fill.vocabulary(tokenizer, plain.get_output_embeddings().weight.shape[0])
+    left, right = "a wonderful film with a ", " cast and a lovely room"
+    candidates = causal_fill.fill_one_mask(model, tokenizer, vocab, left, right, count=12)
+    assert len(candidates) == 12 and any(len(c.token_ids) > 1 for c in candidates)
+    left_ids = vocab.start + tokenizer(left[:-1]).input_ids
+    right_ids = tokenizer(right).input_ids
+    for candidate in candidates:
+        ids = left_ids + candidate.token_ids + right_ids
+        with torch.no_grad():
+            log_probs = model(torch.tensor([ids])).logits[0].log_softmax(-1)
+        expected = sum(float(log_probs[j - 1, ids[j]]) for j in range(len(left_ids), len(ids)))
+        assert candidate.log_likelihood == pytest.approx(expected, abs=1e-3)
+    assert [c.log_likelihood for c in candidates] == sorted(
+        (c.log_likelihood for c in candidates), reverse=True
+    )
+
+
+def test_causal_lm_fills_two_masks_left_to_right(run_cli) -> None:
+    from llmkit.causal_fill import fill_masks_causal
+
+    model, tokenizer = tiny_gpt2()
+    [[first, second]] = fill_masks_causal(model, tokenizer, ["the [MASK] was <mask>."], top_k=4)
+    assert len(first) == len(second) == 4
+    # the second mask is filled with the first one's best word in place
+    [[alone]] = fill_masks_causal(model, tokenizer, [f"the {first[0]['token']} was [MASK]."], top_k=4)
+    assert alone == second
+
+    result = run_cli("fill-mask", "the [MASK] was <mask>.", "--model", "tiny-gpt2", "-k", "2")
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "the [MASK] was <mask>." and len(lines) == 1 + 2 * 2
+    assert lines[1].startswith("  mask 1: 1. ") and lines[3].startswith("  mask 2: 1. ")
+
+
+def test_causal_lm_json_shape(run_cli) -> None:
+    result = run_cli("fill-mask", "a [MASK] film with a great [MASK]", "-m", "tiny-gpt2", "--json", "-k", "3")
+    assert result.exit_code == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert payload["text"] == "a [MASK] film with a great [MASK]" and len(payload["masks"]) == 2
+    for candidates in payload["masks"]:
+        assert len(candidates) == 3 and all(set(c) == {"token", "token_ids", "score"} for c in candidates)
+        assert all(c["token"].isalpha() and c["token_ids"] for c in candidates)
+        scores = [c["score"] for c in candidates]
+        assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1 + 1e-6
+
+
+def test_causal_lm_bad_inputs(run_cli) -> None:
+    from llmkit.causal_fill import MAX_MASKS
+
+    too_many = " ".join(["[MASK]"] * (MAX_MASKS + 1))
+    result = run_cli("fill-mask", too_many, "--model", "tiny-gpt2")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"error: text 1 has {MAX_MASKS + 1} masks; a causal LM fills at most {MAX_MASKS} per text (left to "
+        f"right, each guess leaning on the ones before it): split the text"
+    )
+    long_text = "a wonderful film " * 100 + "[MASK]"
+    result = run_cli("fill-mask", long_text, "--model", "tiny-gpt2")
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "but tiny-gpt2 attends over 256 positions; shorten the text" in result.stderr
+    result = run_cli("fill-mask", "no placeholder", "--model", "tiny-gpt2")
+    assert result.exit_code == 2 and "error: text 1 has no mask: 'no placeholder'" in result.stderr
+
+
+def test_a_model_that_is_neither_masked_nor_causal_is_refused(run_cli) -> None:
+    result = run_cli("fill-mask", "a [MASK] film", "--model", "tiny-t5")
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "holds a T5ForConditionalGeneration, which cannot do fill-mask" in result.stderr
+    assert "or a causal LM such as `--model smollm2-135m`" in result.stderr
+
+
+@pytest.mark.slow
+def test_smollm2_demo_gives_real_words(run_cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The demo in a fresh folder, nothing trained: SmolLM2 answers with real words."""
+    import llmkit.train
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(llmkit.train, "latest_run", lambda task_name: None)  # other tests' runs
+    result = run_cli("fill-mask", "The cat sat on the [MASK].", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert "llmkit: smollm2-135m answers (the default: no fill-mask run yet)" in result.stderr
+    words = [c["token"] for c in json.loads(result.stdout)["masks"][0]]
+    assert words[0] in {"floor", "mat", "bed", "couch", "ground", "sofa", "rug", "chair"}, words
+    assert all(word.isalpha() for word in words)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from llmkit.data import Split, require_columns, require_text
 from llmkit.errors import LlmkitError
-from llmkit.progress import log
+from llmkit.progress import log, quiet_library_progress
 from llmkit.tasks.base import FAST_LOSS_COMPILE_REFUSAL, Task, argmax_logits
 
 if TYPE_CHECKING:
@@ -202,6 +202,37 @@ def with_model_masks(texts: list[str], tokenizer: PreTrainedTokenizerBase) -> li
                 f"where a word should be filled in"
             )
     return normalised
+
+
+def untrained_head_error(name: str, kind: str, missing: list[str]) -> LlmkitError:
+    """The one line for a model whose head would start at random (its guesses would be noise)."""
+    return LlmkitError(
+        f"model {name} has no trained {kind} head ({missing[0]}"
+        f"{f' and {len(missing) - 1} more weights' if len(missing) > 1 else ''} would start at random), so "
+        f"its guesses would be noise; train one with `llmkit finetune recipes/fill-mask-brown.yaml "
+        f"model={name}`, or fill masks with a pretrained causal LM: --model smollm2-135m"
+    )
+
+
+def load_trained_mlm(path: Path, name: str, **load_options: Any) -> PreTrainedModel:
+    """Load a masked LM to fill masks with; a head that was never trained is refused, not shown.
+
+    A base encoder (minilm-l6, tiny-bert) gets a fresh head from transformers, fine to train but not to
+    answer with. Training loads through :meth:`FillMaskTask.load_model`, which accepts one.
+    """
+    from transformers import AutoModelForMaskedLM
+
+    from llmkit.distributed import inference_device
+
+    try:
+        with quiet_library_progress(errors_only=True):
+            model, info = AutoModelForMaskedLM.from_pretrained(path, output_loading_info=True, **load_options)
+    except (OSError, ValueError) as exc:
+        first_line = str(exc).strip().splitlines()[0]
+        raise LlmkitError(f"model folder {path}: cannot load it as a masked LM ({first_line})") from None
+    if info["missing_keys"]:
+        raise untrained_head_error(name, "masked-LM", sorted(info["missing_keys"]))
+    return model.to(inference_device()).eval()
 
 
 def fill_masks(
