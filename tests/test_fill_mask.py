@@ -309,6 +309,17 @@ def test_causal_lm_json_shape(run_cli) -> None:
         assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1 + 1e-6
 
 
+def test_causal_lm_mask_placeholders() -> None:
+    """[MASK], <mask> (any case) and the tokenizer's own mask token all mark a blank for a causal LM."""
+    from types import SimpleNamespace
+
+    from llmkit.causal_fill import check_texts
+
+    tokenizer = SimpleNamespace(mask_token="<|fill|>")
+    parts = check_texts(["a [MASK] b <mask> c <|fill|> d [mask]"], tokenizer, None, "m")
+    assert parts == [["a ", " b ", " c ", " d ", ""]]
+
+
 def test_causal_lm_bad_inputs(run_cli) -> None:
     from llmkit.causal_fill import MAX_MASKS
 
