@@ -1,23 +1,30 @@
-"""Cloze benchmark for fill-mask: does adapting MiniLM on Brown make it guess held-out words?
+"""Cloze benchmark for fill-mask: MiniLM adapted on Brown (masked LM) and SmolLM2 zero-shot (causal LM).
 
 One command (from the repo root, ../shared/data beside it):
 
-    python benchmarks/fill_mask_cloze.py            # trains recipes/fill-mask-brown.yaml, then scores
+    python benchmarks/fill_mask_cloze.py            # trains recipes/fill-mask-brown.yaml, then scores all
     python benchmarks/fill_mask_cloze.py --model runs/bench-fill-mask   # score an adapted folder only
+    python benchmarks/fill_mask_cloze.py --causal-only --causal-sentences 150   # the SmolLM2 row only
 
 1. Brown's documents are split: every 10th document is held out, the rest is written to a training file.
 2. The fill-mask-brown recipe trains MiniLM on the training documents only.
 3. The cloze set: sentences of the held-out documents, each with one frequent content word (among the 300
    most frequent non-stopwords of the training part that are one MiniLM token) replaced by [MASK].
-4. Top-1 / top-5 hit rates of the adapted model and of MiniLM with a freshly initialised MLM head.
+4. Top-1 / top-5 hit rates (case-insensitive) of the adapted model, of MiniLM with a freshly initialised
+   MLM head, and of a causal LM (``--causal``, default smollm2-135m) through `llmkit fill-mask`'s causal
+   path. The causal LM is slower, so ``--causal-sentences N`` scores it on the first N cloze sentences (a
+   random sample: the set is shuffled); its seconds per sentence are wall-clock on ``--threads`` threads,
+   with the machine's load average beside them, and its process CPU seconds.
 
-Writes benchmarks/results/fill_mask_cloze.json and .md.
+Writes benchmarks/results/fill_mask_cloze.json and .md; ``--causal-only`` keeps the masked-LM rows of the
+existing results and replaces the causal row.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
 import sys
@@ -86,13 +93,95 @@ def build_cloze(
 def hit_rates(model, tokenizer, items: list[dict[str, str]]) -> dict[str, float]:
     from llmkit.tasks.fill_mask import fill_masks
 
-    predictions = fill_masks(model, tokenizer, [item["text"] for item in items], top_k=5)
+    return score(fill_masks(model, tokenizer, [item["text"] for item in items], top_k=5), items)
+
+
+def score(predictions: list, items: list[dict[str, str]]) -> dict[str, float]:
+    """Top-1 / top-5 hit rates of the first mask's guesses, compared case-insensitively."""
     top1 = top5 = 0
     for item, masks in zip(items, predictions, strict=True):
         guesses = [candidate["token"].lower() for candidate in masks[0]]
         top1 += guesses[0] == item["target"]
         top5 += item["target"] in guesses
     return {"top1": top1 / len(items), "top5": top5 / len(items)}
+
+
+def causal_row(name: str, items: list[dict[str, str]], threads: int) -> dict:
+    """Zero-shot cloze with a causal LM, timed: wall and CPU seconds per sentence, and the machine's load."""
+    import torch
+
+    from llmkit.causal_fill import (
+        DEFAULT_CANDIDATES,
+        RIGHT_CONTEXT_TOKENS,
+        fill_masks_causal,
+        load_causal_filler,
+    )
+    from llmkit.models import check_weights, resolve_model
+    from llmkit.train import load_tokenizer
+
+    torch.set_num_threads(threads)
+    folder = resolve_model(name)
+    model = load_causal_filler(folder, name, **check_weights(folder))
+    tokenizer = load_tokenizer(folder)
+    texts = [item["text"] for item in items]
+    load_before = os.getloadavg()[0]
+    wall, cpu = time.perf_counter(), time.process_time()
+    predictions = fill_masks_causal(model, tokenizer, texts, top_k=5, name=name)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return {
+        "model": name,
+        "command": " ".join(["python", "benchmarks/fill_mask_cloze.py", *sys.argv[1:]]),
+        **score(predictions, items),
+        "sentences": len(items),
+        "candidates": DEFAULT_CANDIDATES,
+        "right_context_tokens": RIGHT_CONTEXT_TOKENS,
+        "threads": threads,
+        "wall_seconds_per_sentence": round(wall / len(items), 2),
+        "cpu_seconds_per_sentence": round(cpu / len(items), 2),
+        "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)],
+        "guesses": [
+            {**item, "top5": [c["token"] for c in masks[0]]}
+            for item, masks in zip(items[:8], predictions, strict=False)
+        ],
+    }
+
+
+def table(report: dict) -> list[str]:
+    rows = [
+        ("MiniLM, fresh MLM head", report.get("minilm_fresh_head")),
+        ("MiniLM adapted on Brown", report.get("adapted")),
+    ]
+    causal = report.get("causal")
+    lines = [
+        f"Cloze on {report['cloze_sentences']} sentences from {report['documents']['held_out']} held-out "
+        f"Brown documents",
+        "",
+        "| model | sentences | top-1 | top-5 | s / sentence |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {name} | {report['cloze_sentences']} | {row['top1']:.1%} | {row['top5']:.1%} | — |"
+            for name, row in rows
+            if row
+        ),
+    ]
+    if causal:
+        lines.append(
+            f"| {causal['model']}, zero-shot (causal LM, {causal['candidates']} candidates, "
+            f"{causal['right_context_tokens']} tokens of right context) | "
+            f"{causal['sentences']} | {causal['top1']:.1%} | {causal['top5']:.1%} | "
+            f"{causal['wall_seconds_per_sentence']:.1f} wall, {causal['cpu_seconds_per_sentence']:.1f} CPU |"
+        )
+        lines += [
+            "",
+            f"{causal['model']}: `{causal['command']}`; {causal['threads']} torch "
+            f"thread{'s' if causal['threads'] != 1 else ''}, load average {causal['load_average'][0]} → "
+            f"{causal['load_average'][1]} while it ran (other jobs shared the cores); CPU = the process's "
+            f"CPU seconds.",
+        ]
+    if "training" in report:
+        settings = " ".join(report["training"]["overrides"]) or "recipe defaults"
+        lines += ["", f"Training: {report['training']['wall_seconds']:.0f} s wall ({settings})"]
+    return lines
 
 
 def main() -> None:
@@ -103,6 +192,14 @@ def main() -> None:
     )
     parser.add_argument("--size", type=int, default=500, help="cloze sentences (at most)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--causal", default="smollm2-135m", help="causal LM for the zero-shot row ('' skips it)"
+    )
+    parser.add_argument("--causal-sentences", type=int, help="score the causal LM on the first N sentences")
+    parser.add_argument(
+        "--causal-only", action="store_true", help="only the causal row; keep the saved masked-LM rows"
+    )
+    parser.add_argument("--threads", type=int, default=2, help="torch threads for the causal row")
     parser.add_argument(
         "overrides", nargs="*", help="recipe overrides for training, e.g. training.max_steps=300"
     )
@@ -120,63 +217,56 @@ def main() -> None:
     documents = brown_documents(BROWN)
     held_out = [s for i, doc in enumerate(documents) if i % 10 == 9 for s in doc]
     train = [s for i, doc in enumerate(documents) if i % 10 != 9 for s in doc]
-    work = REPO / "runs" / "bench-data"
-    work.mkdir(parents=True, exist_ok=True)
-    train_file = work / "brown-train-docs.txt"
-    train_file.write_text("\n".join(train) + "\n", encoding="utf-8")
-
-    report: dict = {
-        "documents": {"train": len(documents) - len(documents) // 10, "held_out": len(documents) // 10}
-    }
-    adapted = Path(args.model) if args.model else None
-    if adapted is None:
-        started = time.perf_counter()
-        result = llmkit.finetune(
-            "recipes/fill-mask-brown.yaml",
-            [f"data.train={train_file}", f"output_dir={args.output_dir}", *args.overrides],
-            overwrite=True,
-        )
-        report["training"] = {
-            "wall_seconds": round(time.perf_counter() - started, 1),
-            "overrides": args.overrides,
-            "metrics": result.metrics,
-        }
-        adapted = result.output_dir
-
     minilm = resolve_model("minilm-l6")
     tokenizer = AutoTokenizer.from_pretrained(minilm)
     items = build_cloze(held_out, train, tokenizer, args.size, args.seed)
     if len(items) < 300:
         sys.exit(f"only {len(items)} cloze sentences; expected at least 300")
-    task = task_with_defaults(FillMaskTask)
-    torch.manual_seed(args.seed)
-    fresh = load_model(task, minilm)
-    report["cloze_sentences"] = len(items)
-    report["examples"] = items[:5]
-    report["minilm_fresh_head"] = hit_rates(fresh, tokenizer, items)
-    report["adapted"] = hit_rates(load_model(task, adapted), AutoTokenizer.from_pretrained(adapted), items)
-    report["adapted_model"] = str(adapted)
+
+    results_file = RESULTS / "fill_mask_cloze.json"
+    if args.causal_only:
+        report = json.loads(results_file.read_text(encoding="utf-8"))
+        if report["cloze_sentences"] != len(items) or report["examples"] != items[:5]:
+            sys.exit(f"{results_file} was made on another cloze set; run without --causal-only")
+    else:
+        report = {
+            "documents": {"train": len(documents) - len(documents) // 10, "held_out": len(documents) // 10}
+        }
+        adapted = Path(args.model) if args.model else None
+        if adapted is None:
+            work = REPO / "runs" / "bench-data"
+            work.mkdir(parents=True, exist_ok=True)
+            train_file = work / "brown-train-docs.txt"
+            train_file.write_text("\n".join(train) + "\n", encoding="utf-8")
+            started = time.perf_counter()
+            result = llmkit.finetune(
+                "recipes/fill-mask-brown.yaml",
+                [f"data.train={train_file}", f"output_dir={args.output_dir}", *args.overrides],
+                overwrite=True,
+            )
+            report["training"] = {
+                "wall_seconds": round(time.perf_counter() - started, 1),
+                "overrides": args.overrides,
+                "metrics": result.metrics,
+            }
+            adapted = result.output_dir
+        task = task_with_defaults(FillMaskTask)
+        torch.manual_seed(args.seed)
+        fresh = load_model(task, minilm)
+        report["cloze_sentences"] = len(items)
+        report["examples"] = items[:5]
+        report["minilm_fresh_head"] = hit_rates(fresh, tokenizer, items)
+        adapted_tokenizer = AutoTokenizer.from_pretrained(adapted)
+        report["adapted"] = hit_rates(load_model(task, adapted), adapted_tokenizer, items)
+        report["adapted_model"] = str(adapted)
+    if args.causal:
+        report["causal"] = causal_row(args.causal, items[: args.causal_sentences], args.threads)
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "fill_mask_cloze.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    table = [
-        f"Cloze on {len(items)} sentences from {report['documents']['held_out']} held-out Brown documents",
-        "",
-        "| model | top-1 | top-5 |",
-        "|---|---|---|",
-        *(
-            f"| {name} | {report[key]['top1']:.1%} | {report[key]['top5']:.1%} |"
-            for name, key in (
-                ("MiniLM, fresh MLM head", "minilm_fresh_head"),
-                ("MiniLM adapted on Brown", "adapted"),
-            )
-        ),
-    ]
-    if "training" in report:
-        settings = " ".join(args.overrides) or "recipe defaults"
-        table += ["", f"Training: {report['training']['wall_seconds']:.0f} s wall ({settings})"]
-    (RESULTS / "fill_mask_cloze.md").write_text("\n".join(table) + "\n", encoding="utf-8")
-    print("\n".join(table))
+    results_file.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    lines = table(report)
+    (RESULTS / "fill_mask_cloze.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -186,6 +186,12 @@ def fill_mask(
     candidates: Annotated[
         int, typer.Option("--candidates", min=1, help="Causal LMs: words proposed and rescored per mask.")
     ] = 50,
+    right_context: Annotated[
+        int,
+        typer.Option(
+            "--right-context", min=0, help="Causal LMs: tokens after a mask read when rescoring (0: all)."
+        ),
+    ] = 8,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per text (for scripts).")] = False,
 ) -> None:
     """Fill the masks in a text: ranked candidates with scores, from a masked LM or a causal LM."""
@@ -194,7 +200,7 @@ def fill_mask(
     from llmkit.causal_fill import fill_mask as fill
 
     texts = read_texts(text, input_file)
-    _, results = fill(texts, model, top_k=top_k, candidates=candidates)
+    _, results = fill(texts, model, top_k=top_k, candidates=candidates, right_context=right_context)
     for source, masks in zip(texts, results, strict=True):
         if as_json:
             typer.echo(json.dumps({"text": source, "masks": masks}, ensure_ascii=False))

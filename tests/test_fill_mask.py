@@ -248,8 +248,12 @@ def test_causal_lm_proposes_a_word_of_several_tokens() -> None:
     assert candidates[0]["score"] > 0.9
 
 
-def test_causal_rescoring_is_the_text_log_likelihood(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Cached, padded, batched rescoring gives log P(word + right context | left), as one plain pass does."""
+@pytest.mark.parametrize("right_context", [0, 3], ids=["whole-text", "3-tokens"])
+def test_causal_rescoring_is_the_text_log_likelihood(
+    monkeypatch: pytest.MonkeyPatch, right_context: int
+) -> None:
+    """Cached, padded, batched rescoring gives log P(word + right context | left), as one plain pass does;
+    ``right_context`` tokens of it, or all."""
     import torch
 
     import llmkit.causal_fill as causal_fill
@@ -259,10 +263,12 @@ def test_causal_rescoring_is_the_text_log_likelihood(monkeypatch: pytest.MonkeyP
     model = Steered(plain, after=tokenizer(" a").input_ids[-1], pieces=tokenizer(" charming").input_ids)
     vocab = causal_fill.vocabulary(tokenizer, plain.get_output_embeddings().weight.shape[0])
     left, right = "a wonderful film with a ", " cast and a lovely room"
-    candidates = causal_fill.fill_one_mask(model, tokenizer, vocab, left, right, count=12)
+    candidates = causal_fill.fill_one_mask(model, tokenizer, vocab, left, right, 12, right_context)
     assert len(candidates) == 12 and any(len(c.token_ids) > 1 for c in candidates)
     left_ids = vocab.start + tokenizer(left[:-1]).input_ids
     right_ids = tokenizer(right).input_ids
+    assert len(right_ids) > 3
+    right_ids = right_ids[:right_context] if right_context else right_ids
     for candidate in candidates:
         ids = left_ids + candidate.token_ids + right_ids
         with torch.no_grad():
@@ -301,6 +307,17 @@ def test_causal_lm_json_shape(run_cli) -> None:
         assert all(c["token"].isalpha() and c["token_ids"] for c in candidates)
         scores = [c["score"] for c in candidates]
         assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1 + 1e-6
+
+
+def test_causal_lm_mask_placeholders() -> None:
+    """[MASK], <mask> (any case) and the tokenizer's own mask token all mark a blank for a causal LM."""
+    from types import SimpleNamespace
+
+    from llmkit.causal_fill import check_texts
+
+    tokenizer = SimpleNamespace(mask_token="<|fill|>")
+    parts = check_texts(["a [MASK] b <mask> c <|fill|> d [mask]"], tokenizer, None, "m")
+    assert parts == [["a ", " b ", " c ", " d ", ""]]
 
 
 def test_causal_lm_bad_inputs(run_cli) -> None:
