@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmkit.errors import LlmkitError
+from llmkit.models import looks_like_path
 from llmkit.progress import interactive, log, quiet_library_progress, timed_step
 
 if TYPE_CHECKING:
@@ -68,16 +69,6 @@ class DatasetSplit:
     dataset: Dataset
     source: HubSource
     file: Path
-
-
-def is_local(name: str) -> bool:
-    """A folder, not a hub id: it exists, starts like a path, or has more than one '/'."""
-    return (
-        Path(name).expanduser().exists()
-        or name.startswith((".", "/", "~"))
-        or name.count("/") > 1
-        or "\\" in name
-    )
 
 
 def hub_dataset_ids(sources: Iterable[dict[str, Any]]) -> list[str]:
@@ -196,7 +187,7 @@ class DatasetReader:
 def open_dataset(data: dict[str, Any]) -> DatasetReader:
     """Open ``data.dataset``: a save_to_disk folder directly, anything else through ``datasets``' loader."""
     name = data["dataset"]
-    if is_local(name):
+    if looks_like_path(name):
         folder = Path(name).expanduser()
         if not folder.is_dir():
             what = "is a file" if folder.exists() else "does not exist"
@@ -215,7 +206,7 @@ def open_dataset(data: dict[str, Any]) -> DatasetReader:
         )
     with timed_step(f"reading dataset {name}"), _quiet_datasets() as problems:
         builder = _prepared_builder(data, problems)
-    commit = None if is_local(name) else builder.hash
+    commit = None if looks_like_path(name) else builder.hash
     if type(builder).__module__.startswith("datasets.packaged_modules.cache"):
         _check_cached_revision(name, data.get("revision"), commit)
         log(f"dataset {name}: the Hugging Face Hub was not reached; using its copy in the datasets cache")
@@ -225,7 +216,7 @@ def open_dataset(data: dict[str, Any]) -> DatasetReader:
         splits=splits,
         read_expression=lambda expression: builder.as_dataset(split=expression),
         commit=commit if commit and COMMIT.match(commit) else None,
-        local=is_local(name),
+        local=looks_like_path(name),
     )
 
 
@@ -238,7 +229,7 @@ def _prepared_builder(data: dict[str, Any], problems: list[str]) -> Any:
     from datasets import load_dataset_builder
 
     name, config, revision = data["dataset"], data.get("config"), data.get("revision")
-    path = str(Path(name).expanduser()) if is_local(name) else name
+    path = str(Path(name).expanduser()) if looks_like_path(name) else name
     options: dict[str, Any] = {"revision": revision} if revision else {}
     if scripts_supported():
         options["trust_remote_code"] = bool(data.get("trust_remote_code"))
@@ -306,7 +297,7 @@ def _config_names(name: str) -> list[str]:
     from datasets import get_dataset_config_names
 
     try:
-        return list(get_dataset_config_names(str(Path(name).expanduser()) if is_local(name) else name))
+        return list(get_dataset_config_names(str(Path(name).expanduser()) if looks_like_path(name) else name))
     except Exception:
         return []
 

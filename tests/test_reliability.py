@@ -265,14 +265,19 @@ def test_overwrite_refuses_a_folder_that_holds_no_run(run_cli, tmp_path: Path) -
 
 
 # -- a checkpoint only continues the run that wrote it ------------------------------------------------------
+def checkpointing_run(sentiment_files: tuple[Path, Path], out: Path) -> list[str]:
+    """`finetune` arguments of a tiny-bert run that saves a checkpoint every 2 steps into ``out``."""
+    train, validation = sentiment_files
+    return ["finetune", "model=tiny-bert", f"data.train={train}", f"data.validation={validation}",
+            f"output_dir={out}", "training.per_device_train_batch_size=8", "training.save_strategy=steps",
+            "training.save_steps=2", "training.eval_strategy=no"]  # fmt: skip
+
+
 def test_auto_resume_refuses_a_checkpoint_of_another_recipe_or_data(
     run_cli, sentiment_files, tmp_path: Path
 ) -> None:
-    train, validation = sentiment_files
     out = tmp_path / "out"
-    args = ["finetune", "model=tiny-bert", f"data.train={train}", f"data.validation={validation}",
-            f"output_dir={out}", "training.per_device_train_batch_size=8", "training.save_strategy=steps",
-            "training.save_steps=2", "training.eval_strategy=no"]  # fmt: skip
+    args = checkpointing_run(sentiment_files, out)
     assert run_cli(*args, "training.max_steps=4").exit_code == 0
     (out / "metrics.json").unlink()  # as if killed after its last checkpoint
     assert json.loads((out / "checkpoint-4" / FINGERPRINT_FILE).read_text())["data rows"]["train"]
@@ -283,6 +288,7 @@ def test_auto_resume_refuses_a_checkpoint_of_another_recipe_or_data(
     assert message.startswith(f"error: cannot resume from {out / 'checkpoint-4'}: the run changed")
     assert "(training.learning_rate: 0.0001 -> 0.001)" in message and "--overwrite" in message
 
+    train = sentiment_files[0]
     train.write_text(train.read_text().replace("wonderful", "marvellous"))
     edited = run_cli(*args, "training.max_steps=6")
     assert edited.exit_code == 2 and "data rows.train: " in edited.stderr
@@ -294,11 +300,8 @@ def test_auto_resume_refuses_a_checkpoint_of_another_recipe_or_data(
 
 
 def test_more_steps_resume_the_same_run(run_cli, sentiment_files, tmp_path: Path) -> None:
-    train, validation = sentiment_files
     out = tmp_path / "out"
-    args = ["finetune", "model=tiny-bert", f"data.train={train}", f"data.validation={validation}",
-            f"output_dir={out}", "training.per_device_train_batch_size=8", "training.save_strategy=steps",
-            "training.save_steps=2", "training.eval_strategy=no"]  # fmt: skip
+    args = checkpointing_run(sentiment_files, out)
     assert run_cli(*args, "training.max_steps=4").exit_code == 0
     (out / "metrics.json").unlink()
     longer = run_cli(*args, "training.max_steps=6", "training.logging_steps=1")
