@@ -173,6 +173,7 @@ def run(recipe: Recipe) -> FinetuneResult:
     data_counts = {}  # e.g. truncated documents per split
     for role, dataset in encoded.items():
         data_counts.update(task.encoding_metrics(role, dataset))
+        encoded[role] = task.prepare_evaluation(role, splits[role], dataset)
 
     trainer = length_grouping_trainer(crash_safe_trainer(task.trainer_class()))(
         model=model,

@@ -37,6 +37,7 @@ def validate(
     task.check_model(model_path)
     check_weights(model_path, resolved.model_options["allow_pickle"])
     tokenizer = load_tokenizer(model_path, trust_remote_code=resolved.model_options["trust_remote_code"])
+    task.prepare_tokenizer(tokenizer)
 
     lines = [
         f"recipe {resolved.source}: valid",

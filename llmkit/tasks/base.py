@@ -3,6 +3,20 @@
 A task answers five questions: which Auto class loads the model, how rows become model inputs,
 which collator batches them, which metrics judge them, and how a trained model predicts on new rows.
 Everything else (reading data, resolving models, TrainingArguments, saving) is shared.
+
+The order in which ``llmkit.train.run`` calls a task's hooks (``llmkit validate``: 1-5 on some train rows):
+
+1. ``check_data(splits)``: every split as read, before anything is written;
+2. ``check_model(model_path)``: the resolved model folder (a task may read the model family here);
+3. ``prepare_tokenizer(tokenizer)``: on every run, since the encodings may come from the cache;
+4. ``encode(dataset, tokenizer)``: once per split, skipped when the tokenization cache has the split
+   (the cache key holds ``encoding_state()``, so everything ``encode`` reads must be set by now);
+5. ``collator(tokenizer)``;
+6. ``encoding_metrics(role, encoded)`` and ``prepare_evaluation(role, split, encoded)``: every split,
+   freshly encoded or from the cache;
+7. ``load_model(path)``, then the Trainer from ``trainer_class``/``arguments_class`` with ``compute_metrics``
+   and ``preprocess_logits_for_metrics``;
+8. after training: ``report_samples`` and, for an unlabelled test split, ``predict``.
 """
 
 from __future__ import annotations
@@ -87,6 +101,14 @@ class Task:
         Called for every split, whether it was just encoded or loaded from the tokenization cache.
         """
         return {}
+
+    def prepare_evaluation(self, role: str, split: Split, encoded: Dataset) -> Dataset:
+        """The split the Trainer gets, called for every split after encoding (cached or not).
+
+        A task whose evaluation needs more than the model's outputs (e.g. mapping answer spans back to
+        the text) keeps it here and may drop its bookkeeping columns; the default passes rows through.
+        """
+        return encoded
 
     # -- model ------------------------------------------------------------------------------------
     def check_model(self, model_path: Path) -> None:
