@@ -116,8 +116,7 @@ def causal_row(name: str, items: list[dict[str, str]], threads: int) -> dict:
         fill_masks_causal,
         load_causal_filler,
     )
-    from llmkit.models import check_weights, resolve_model
-    from llmkit.train import load_tokenizer
+    from llmkit.models import check_weights, load_tokenizer, resolve_model
 
     torch.set_num_threads(threads)
     folder = resolve_model(name)
@@ -209,10 +208,9 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     import llmkit
-    from llmkit.models import resolve_model
+    from llmkit.models import load_model, resolve_model
     from llmkit.predict import task_with_defaults
     from llmkit.tasks.fill_mask import FillMaskTask
-    from llmkit.train import load_model
 
     documents = brown_documents(BROWN)
     held_out = [s for i, doc in enumerate(documents) if i % 10 == 9 for s in doc]

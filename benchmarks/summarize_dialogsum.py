@@ -44,8 +44,7 @@ SCORES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 def score(model_dir: Path, task, dialogues: list[dict], model_name: str) -> dict:
     """Summaries of the dialogues by one model, their ROUGE against the references, and the wall time."""
     from llmkit.metrics import load_metrics
-    from llmkit.models import check_weights
-    from llmkit.train import load_model, load_tokenizer
+    from llmkit.models import check_weights, load_model, load_tokenizer
 
     started = time.perf_counter()
     task.check_model(model_dir)

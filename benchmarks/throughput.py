@@ -236,9 +236,8 @@ def plain_trainer_alpaca(steps: int, batch: int, max_length: int) -> dict:
 
     from llmkit.config import load_recipe
     from llmkit.data import load_splits
-    from llmkit.models import resolve_model
+    from llmkit.models import load_tokenizer, resolve_model
     from llmkit.tasks.generation import GenerationTask
-    from llmkit.train import load_tokenizer
 
     recipe = load_recipe(
         "recipes/instruct-alpaca.yaml", [ALPACA_FILE, f"data.max_length={max_length}", ALPACA_ROWS]

@@ -20,7 +20,6 @@ best word is put in place before the next mask is filled.
 from __future__ import annotations
 
 import copy
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -374,10 +373,11 @@ def choose_fill_model(model: str | None) -> FillModel:
     A folder that is neither a masked LM (or a base encoder, refused once loaded) nor a causal LM is a
     one-line error before anything loads.
     """
+    from llmkit.adaptation import model_config_dict
     from llmkit.causal_lm import causal_lm_problem
     from llmkit.models import resolve_model
     from llmkit.predict import folder_for_task
-    from llmkit.train import latest_run
+    from llmkit.run_folder import latest_run
 
     why = "--model"
     if model is None:
@@ -386,7 +386,7 @@ def choose_fill_model(model: str | None) -> FillModel:
             return FillModel(str(run), run, causal=False, why="your newest fill-mask run")
         model, why = DEFAULT_CAUSAL_MODEL, "the default: no fill-mask run yet"
     folder = resolve_model(model)
-    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    config = model_config_dict(folder)
     if causal_lm_problem(config) is None:
         return FillModel(model, folder, causal=True, why=why)
     _, folder = folder_for_task(
@@ -420,12 +420,10 @@ def fill_mask(
 
     Says on stderr, in one line, which model answered and how.
     """
-    from transformers import AutoConfig
-
-    from llmkit.models import check_weights
+    from llmkit.adaptation import model_config_dict
+    from llmkit.models import check_weights, load_tokenizer
     from llmkit.progress import log
     from llmkit.tasks.fill_mask import fill_masks, load_trained_mlm, with_model_masks
-    from llmkit.train import load_tokenizer
 
     if candidates < 1:
         raise LlmkitError(f"--candidates must be at least 1, got {candidates}")
@@ -439,8 +437,7 @@ def fill_mask(
         loaded = load_trained_mlm(chosen.folder, chosen.name, **options)
         log(f"{chosen.name} answers ({chosen.why}): a masked LM, reading both sides of each mask")
         return chosen, fill_masks(loaded, tokenizer, texts, top_k=top_k)
-    config = AutoConfig.from_pretrained(chosen.folder)
-    context = getattr(config, "max_position_embeddings", None)
+    context = model_config_dict(chosen.folder).get("max_position_embeddings")
     check_texts(texts, tokenizer, context if isinstance(context, int) else None, chosen.name)
     loaded = load_causal_filler(chosen.folder, chosen.name, **options)
     reads = f"the next {right_context} tokens" if right_context else "the whole text"

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmkit.adaptation import from_pretrained, inner_model, model_config_dict
 from llmkit.errors import LlmkitError
 
 if TYPE_CHECKING:
@@ -348,7 +349,7 @@ def causal_lm_problem(config: dict[str, Any]) -> str | None:
 
 def require_causal_lm(model_path: Path, name: str) -> dict[str, Any]:
     """The folder's config, or a one-line error saying why this model cannot generate."""
-    config = json.loads((Path(model_path) / "config.json").read_text(encoding="utf-8"))
+    config = model_config_dict(Path(model_path))
     problem = causal_lm_problem(config)
     if problem:
         raise LlmkitError(
@@ -368,7 +369,7 @@ def load_causal_lm(model_path: Path, **load_options: Any) -> PreTrainedModel:
     """``load_options``: the recipe's safe-loading settings (trust_remote_code, use_safetensors)."""
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(model_path, **load_options)
+    return from_pretrained(AutoModelForCausalLM, model_path, **load_options)
 
 
 def generate_left_padded(
@@ -471,7 +472,8 @@ def causal_lm_trainer_class() -> type:
 
     class CausalLMTrainer(Trainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            parts = None if shards_parameters(self) else lm_head_and_body(model)
+            # a LoRA-wrapped model: its transformers modules, with the adapters inside
+            parts = None if shards_parameters(self) else lm_head_and_body(inner_model(model))
             if return_outputs or not model.training or parts is None or "labels" not in inputs:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             body, head = parts

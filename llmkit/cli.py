@@ -118,11 +118,14 @@ def predict(
         Path | None,
         typer.Option("--output", "-o", help="Write .jsonl/.csv/.tsv here (default: JSONL on stdout)."),
     ] = None,
+    base: Annotated[
+        str | None, typer.Option("--base", help="An adapter's base model, when it is not where it was.")
+    ] = None,
 ) -> None:
     """Predict every row of a file: the row as it is plus predictions (predicted_label, predicted_score)."""
     from llmkit.predict import predict_file
 
-    rows = predict_file(model, input, output)
+    rows = predict_file(model, input, output, base=base)
     if output is not None:
         typer.echo(f"{len(rows)} predictions written to {output}", err=True)
 
@@ -273,9 +276,9 @@ def summarize(
     """Summarize documents with an encoder-decoder or a decoder-only model: one summary per line."""
     import json
 
+    from llmkit.run_folder import write_jsonl
     from llmkit.summarize import check_output
     from llmkit.summarize import summarize as run_summarize
-    from llmkit.train import write_jsonl
 
     check_output(output)
     rows = run_summarize(
@@ -290,6 +293,24 @@ def summarize(
             if as_json
             else " ".join(row["generated_summary"].split())
         )
+
+
+@app.command()
+def merge(
+    run: Annotated[Path, typer.Argument(help="Output folder of a run trained with a peft: section.")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="The merged model's folder (default: RUN/merged).")
+    ] = None,
+    base: Annotated[
+        str | None, typer.Option("--base", help="The adapter's base model, when it is not where it was.")
+    ] = None,
+) -> None:
+    """Merge a LoRA run's adapter into its base: a plain model folder (config, safetensors, tokenizer)."""
+    from llmkit.adaptation import MERGED_DIR
+    from llmkit.predict import merge_run
+
+    folder = merge_run(run, output or run / MERGED_DIR, base=base)
+    typer.echo(f"merged model saved to {folder}")
 
 
 @app.command()

@@ -1,11 +1,12 @@
 """Recipes: one YAML schema for every task, dotted ``key=value`` overrides, and validation.
 
-A recipe has five top-level keys::
+A recipe has these top-level keys::
 
     task: classification            # which task object runs it (llmkit.tasks)
     model: minilm-l6                # local folder, bundled alias or hub id (llmkit.models)
     data: {train: ..., text: ...}   # files or a HF dataset + column mapping; the task adds its own keys
     training: {max_steps: 50, ...}  # any transformers.TrainingArguments field
+    peft: {method: lora, r: 16}     # optional: train a LoRA adapter instead of every weight
     output_dir: runs/classification
 
 Everything is checked before any work starts, so a typo costs a second, not a training run.
@@ -25,10 +26,11 @@ from typing import Any
 
 import yaml
 
+from llmkit.adaptation import check_peft_section
 from llmkit.data import SPLIT_ROLES
 from llmkit.errors import LlmkitError, did_you_mean
 
-TOP_LEVEL_KEYS = ("task", "model", "data", "training", "output_dir", "overwrite")
+TOP_LEVEL_KEYS = ("task", "model", "data", "training", "peft", "output_dir", "overwrite")
 
 #: Data keys every task understands; tasks add their column names and options.
 COMMON_DATA_DEFAULTS: dict[str, Any] = {
@@ -111,6 +113,8 @@ class Recipe:
     source: str = "<dict>"
     user_training: dict[str, Any] = field(default_factory=dict)
     model_options: dict[str, Any] = field(default_factory=lambda: dict(MODEL_OPTION_DEFAULTS))
+    #: The validated ``peft:`` section (``llmkit.adaptation``); None: full fine-tuning.
+    peft: dict[str, Any] | None = None
 
     def safety_options(self) -> dict[str, bool]:
         """The model options that widen what is fetched and loaded (pickle weights, remote code)."""
@@ -124,6 +128,7 @@ class Recipe:
             "model": {"name": self.model, **options} if options else self.model,
             "data": dict(self.data),
             "training": dict(self.training),
+            **({"peft": dict(self.peft)} if self.peft is not None else {}),
             "output_dir": self.output_dir,
             "overwrite": self.overwrite,
         }
@@ -304,6 +309,8 @@ def validate_recipe(raw: dict[str, Any]) -> Recipe:
     training.update(checked_training)
     reconcile_schedule(training, checked_training, may_have_validation(data), where)
 
+    peft = check_peft_section(raw.get("peft"), where)
+
     output_dir = raw.get("output_dir", f"runs/{task_name}")
     if not isinstance(output_dir, str) or not output_dir.strip():
         raise LlmkitError(f"{where}: output_dir must be a folder path (string)")
@@ -320,6 +327,7 @@ def validate_recipe(raw: dict[str, Any]) -> Recipe:
         source=source,
         user_training=dict(user_training),
         model_options=model_options,
+        peft=peft,
     )
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmkit.errors import LlmkitError
+from llmkit.paths import SAMPLES_DIR
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
     from llmkit.hub_data import HubSource
 
 SAMPLE_PREFIX = "sample:"
-SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
 TABLE_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet", ".txt")
 SPLIT_ROLES = ("train", "validation", "test")
 #: The data key that keeps only the first N rows of each split.

@@ -152,9 +152,8 @@ def generate(
 ) -> Generated:
     """`llmkit generate`: resolve the model, check it can generate, format the prompt, generate."""
     from llmkit.distributed import inference_device
-    from llmkit.models import check_weights, resolve_model
+    from llmkit.models import check_weights, load_tokenizer, resolve_model
     from llmkit.progress import quiet_library_progress
-    from llmkit.train import load_tokenizer
 
     sampling = sampling or SamplingSettings()
     sampling.check()

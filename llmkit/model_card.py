@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from llmkit.hub_data import hub_dataset_ids
+from llmkit.markdown import format_value, table
 from llmkit.models import hub_id
-from llmkit.report import RunRecord, describe_data_source, format_value, quality_metrics, table
+from llmkit.run_folder import RunRecord, describe_data_source, quality_metrics
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -47,10 +48,12 @@ def front_matter(run: RunRecord, task_cls: type[Task]) -> dict[str, Any]:
         }
         - {"loss"}
     )
-    matter: dict[str, Any] = {"library_name": "transformers", "pipeline_tag": task_cls.pipeline_task}
+    adapter = adapter_settings(run)
+    library = "peft" if adapter else "transformers"
+    matter: dict[str, Any] = {"library_name": library, "pipeline_tag": task_cls.pipeline_task}
     if base:
         matter["base_model"] = base
-    matter["tags"] = ["llmkit", task_cls.name, "generated_from_trainer"]
+    matter["tags"] = ["llmkit", task_cls.name, *(["lora"] if adapter else []), "generated_from_trainer"]
     datasets = hub_dataset_ids((run.manifest.get("data_sources") or {}).values())
     if datasets:
         matter["datasets"] = datasets
@@ -110,10 +113,12 @@ def render_model_card(run: RunRecord, task_cls: type[Task], plots: list[Path]) -
         lines.append("")
 
     lines += ["## Usage", "", "```python", "from transformers import pipeline", ""]
-    lines.append(f'pipe = pipeline("{task_cls.pipeline_task}", model="{run.recipe.get("output_dir", ".")}")')
+    folder = run.recipe.get("output_dir", ".")
+    lines.append(f'pipe = pipeline("{task_cls.pipeline_task}", model="{folder}"{pipeline_options(run)})')
     options = CALL_OPTIONS.get(task_cls.pipeline_task, "")
     lines += [f"print(pipe({usage_input(run, task_cls)!r}{options}))", "```", ""]
 
+    lines += adapter_lines(run)
     lines += ["## Training data", ""]
     lines += table(
         ["split", "source", "rows"],
@@ -185,3 +190,53 @@ def last_training_loss(log_history: list[dict[str, Any]], step: int) -> str:
     """The last training loss logged at or before ``step`` ('no log' before the first one)."""
     losses = [entry["loss"] for entry in log_history if "loss" in entry and entry.get("step", 0) <= step]
     return format_value(losses[-1]) if losses else "no log"
+
+
+def adapter_settings(run: RunRecord) -> dict[str, Any] | None:
+    """The run's ``peft:`` section (None: full fine-tuning)."""
+    peft = run.recipe.get("peft")
+    return peft if isinstance(peft, dict) else None
+
+
+def pipeline_options(run: RunRecord) -> str:
+    """Extra ``pipeline`` arguments an adapter folder needs: a classifier's label names.
+
+    transformers builds the config of an adapter folder from its base, which has no labels, and its
+    ``pipeline`` does not pass a ``config=`` on to the model: the labels go in through ``model_kwargs``.
+    """
+    if not adapter_settings(run):
+        return ""
+    path = run.output_dir / "model_config.json"
+    try:
+        id2label = json.loads(path.read_text(encoding="utf-8")).get("id2label")
+    except (OSError, ValueError):
+        return ""
+    if not id2label or all(str(label) == f"LABEL_{key}" for key, label in id2label.items()):
+        return ""  # no head with named labels
+    labels = {int(key): label for key, label in id2label.items()}
+    return f", model_kwargs={{'id2label': {labels!r}}}"
+
+
+def adapter_lines(run: RunRecord) -> list[str]:
+    """The card's LoRA section: base, rank, trainable share, adapter size, and how to merge."""
+    peft = adapter_settings(run)
+    if not peft:
+        return []
+    adapter = run.stats.get("adapter") or {}
+    lines = ["## Adapter", ""]
+    lines.append(
+        f"This folder holds a LoRA adapter (r={peft.get('r')}, alpha={peft.get('alpha')}, "
+        f"target_modules={peft.get('target_modules')}), not a full copy of the model: transformers and "
+        f"llmkit load it onto its base, `{model_name(run)}`, recorded in `adapter_config.json`."
+    )
+    trainable, total = adapter.get("trainable_parameters"), adapter.get("all_parameters")
+    if trainable and total:
+        lines.append(f"It trained {trainable:,} of {total:,} parameters ({trainable / total:.2%}).")
+    if adapter.get("adapter_bytes"):
+        lines.append(f"`adapter_model.safetensors` is {adapter['adapter_bytes'] / 1e6:.2f} MB.")
+    lines += [
+        "",
+        f"A plain merged model folder: `llmkit merge {run.recipe.get('output_dir', '.')} --output DIR`.",
+        "",
+    ]
+    return lines

@@ -22,9 +22,13 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from llmkit.errors import LlmkitError, did_you_mean
 from llmkit.progress import quiet_library_progress
+
+if TYPE_CHECKING:
+    from llmkit.tasks import Task
 
 
 def cache_dir() -> Path:
@@ -146,7 +150,7 @@ def resolve_model(name: str, allow_pickle: bool = False, trust_remote_code: bool
                 f"model folder {path} does not exist; check the path or use a bundled alias "
                 f"({', '.join(ALIASES)})"
             )
-        if not (path / "config.json").exists():
+        if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
             raise LlmkitError(
                 f"model folder {path} has no config.json, so it is not a Hugging Face model folder; "
                 f"point model at a folder written by save_pretrained"
@@ -215,3 +219,45 @@ def check_weights(folder: Path, allow_pickle: bool = False) -> dict[str, bool]:
             f"model: {{name: {folder}, allow_pickle: true}}"
         )
     return {"use_safetensors": has_safe}
+
+
+# -- loading ---------------------------------------------------------------------------------------
+def load_tokenizer(model_path: Path, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LlmkitError(
+            f"model folder {model_path}: cannot load its tokenizer ({first_line}); "
+            f"save one there with tokenizer.save_pretrained"
+        ) from None
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise LlmkitError(
+                f"model folder {model_path}: the tokenizer has neither a pad nor an end-of-sequence token, "
+                f"so batches cannot be padded; add one (tokenizer.add_special_tokens) and save it there"
+            )
+        tokenizer.pad_token = tokenizer.eos_token  # decoder-only models ship without a pad token
+    return tokenizer
+
+
+def load_model(task: Task, model_path: Path, **load_options: Any):
+    """Load through the task's Auto class; new heads are announced once instead of a wall of warnings."""
+    try:
+        with quiet_library_progress(errors_only=True):
+            model = task.load_model(model_path, **load_options)
+    except (OSError, ValueError) as exc:
+        first_line = str(exc).strip().splitlines()[0]
+        raise LlmkitError(
+            f"model folder {model_path}: cannot load it for {task.name} ({first_line}); check the folder"
+        ) from None
+    return model
+
+
+def load_for_inference(task: Task, model_path: Path, **load_options: Any):
+    """``load_model`` for predict and the demos: eval mode, on the GPU when there is one."""
+    from llmkit.distributed import inference_device
+
+    return load_model(task, model_path, **load_options).to(inference_device()).eval()

@@ -12,12 +12,13 @@ from typing import Any
 
 import yaml
 
+from llmkit.adaptation import ADAPTER_CONFIG_FILE, is_adapter_folder, model_config_dict
 from llmkit.config import COMMON_DATA_DEFAULTS
 from llmkit.data import Split, read_split
 from llmkit.errors import LlmkitError
-from llmkit.models import check_weights, resolve_model
+from llmkit.models import check_weights, load_for_inference, load_tokenizer, resolve_model
+from llmkit.run_folder import RECIPE_FILE
 from llmkit.tasks import Task, get_task_class
-from llmkit.train import RECIPE_FILE, load_for_inference, load_tokenizer
 
 #: Architecture name suffix -> task, for folders that llmkit did not write (no recipe.yaml).
 ARCHITECTURE_TASKS = {"ForSequenceClassification": "classification", "ForMaskedLM": "fill-mask"}
@@ -47,7 +48,7 @@ def task_with_defaults(task_cls: type[Task], data: dict | None = None) -> Task:
 
 
 def predict_file(
-    model: str, input_path: str | Path, output_path: str | Path | None = None
+    model: str, input_path: str | Path, output_path: str | Path | None = None, base: str | None = None
 ) -> list[dict[str, Any]]:
     """Predict every row of ``input_path``; write JSONL/CSV/TSV to ``output_path`` or stdout.
 
@@ -63,7 +64,7 @@ def predict_file(
     output = Path(output_path) if output_path else None
     check_output_file(output, (".jsonl", ".json", ".csv", ".tsv"), "use a .jsonl, .csv or .tsv file name")
     tokenizer = load_tokenizer(model_dir)
-    loaded = load_for_inference(task, model_dir, **check_weights(model_dir))
+    loaded = load_for_inference(task, model_dir, **check_weights(model_dir), **base_option(model_dir, base))
     rows = split.dataset.to_list()
     results = [
         {**row, **prediction}
@@ -115,8 +116,7 @@ def rows_as_text(rows: list[dict[str, Any]], suffix: str) -> str:
 
 
 def architectures(model_dir: Path) -> list[str]:
-    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    return list(config.get("architectures") or [])
+    return list(model_config_dict(model_dir).get("architectures") or [])
 
 
 def folder_for_task(
@@ -128,7 +128,7 @@ def folder_for_task(
     asked to fill masks) is refused with a one-line error rather than giving nonsense; ``or_else`` names
     another way forward in that error (fill-mask: a causal LM).
     """
-    from llmkit.train import latest_run
+    from llmkit.run_folder import latest_run
 
     if model is None:
         folder = latest_run(task_name)
@@ -149,3 +149,29 @@ def folder_for_task(
             f"{f', or {or_else}' if or_else else ''}"
         )
     return task_with_defaults(task_cls), folder
+
+
+def base_option(model_dir: Path, base: str | None) -> dict[str, str]:
+    """``--base`` for loading: only an adapter folder has a base to point at."""
+    if base is None:
+        return {}
+    if not is_adapter_folder(model_dir):
+        raise LlmkitError(f"--base {base}: {model_dir} is a full model, not an adapter; drop --base")
+    return {"base": base}
+
+
+def merge_run(run: Path, output: Path, base: str | None = None) -> Path:
+    """`llmkit merge`: the adapter of ``run`` merged into its base, saved as a plain model folder."""
+    from llmkit.adaptation import merge_adapter
+
+    if not run.is_dir():
+        raise LlmkitError(f"{run}: no such folder; give the output_dir of a run trained with a peft: section")
+    if not (run / ADAPTER_CONFIG_FILE).is_file():
+        raise LlmkitError(
+            f"{run}: no adapter to merge (no {ADAPTER_CONFIG_FILE}): it is a full model already, usable as "
+            f"it is; llmkit merge takes the output_dir of a run trained with a peft: section"
+        )
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise LlmkitError(f"--output {output} already exists and is not empty; choose another folder")
+    task = task_for_model(run)
+    return merge_adapter(task, run, output, base=base)

@@ -9,29 +9,30 @@ can regenerate them at any time, on any machine, without the model or the data.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from llmkit.errors import LlmkitError
+from llmkit.markdown import format_value, table
+from llmkit.run_folder import (
+    LOG_HISTORY_FILE,
+    MODEL_CARD_FILE,
+    REPORT_FILE,
+    RunRecord,
+    describe_data_source,
+    quality_metrics,
+    read_run,
+)
 
 if TYPE_CHECKING:
     from llmkit.data import Split
     from llmkit.tasks import Task
 
-LOG_HISTORY_FILE = "log_history.json"
-RUN_STATS_FILE = "run_stats.json"
-REPORT_FILE = "report.md"
-MODEL_CARD_FILE = "README.md"
 #: Sample predictions shown in the report (from the validation split, else test, else train).
 SAMPLE_ROWS = 3
 #: Token statistics come from at most this many encoded examples per split.
 STATISTICS_ROWS = 5000
-#: Metric keys that are timings, not quality: they go to the report's timing section.
-TIMING_SUFFIXES = ("_runtime", "_per_second")
 
 
 # -- recording (during a run) ---------------------------------------------------------------------
@@ -71,59 +72,6 @@ def sample_predictions(task: Task, model: Any, tokenizer: Any, splits: dict[str,
 
 
 # -- reading (any time later) ---------------------------------------------------------------------
-@dataclass
-class RunRecord:
-    """Everything a finished run's folder says about it; optional files are empty when absent."""
-
-    output_dir: Path
-    recipe: dict[str, Any]
-    metrics: dict[str, Any]
-    manifest: dict[str, Any]
-    log_history: list[dict[str, Any]] | None
-    stats: dict[str, Any]
-
-    @property
-    def name(self) -> str:
-        return self.output_dir.resolve().name
-
-
-def _read_json(path: Path, default: Any) -> Any:
-    if not path.exists():
-        return default
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise LlmkitError(f"{path}: cannot be read ({exc}); rerun the training or remove the file") from None
-
-
-def read_run(output_dir: str | Path) -> RunRecord:
-    """Read a finished run's files; a folder that is not one is a one-line error."""
-    from llmkit.train import MANIFEST_FILE, METRICS_FILE, RECIPE_FILE
-
-    folder = Path(output_dir)
-    if not folder.is_dir():
-        raise LlmkitError(
-            f"{folder}: no such folder; give the output_dir of a finished `llmkit finetune` run"
-        )
-    if not (folder / METRICS_FILE).exists() or not (folder / RECIPE_FILE).exists():
-        raise LlmkitError(
-            f"{folder}: not a finished llmkit run (no {METRICS_FILE} or {RECIPE_FILE}); give the output_dir "
-            f"of a run that `llmkit finetune` completed"
-        )
-    try:
-        recipe = yaml.safe_load((folder / RECIPE_FILE).read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise LlmkitError(f"{folder / RECIPE_FILE}: not valid YAML ({exc})") from None
-    return RunRecord(
-        output_dir=folder,
-        recipe=recipe,
-        metrics=_read_json(folder / METRICS_FILE, {}),
-        manifest=_read_json(folder / MANIFEST_FILE, {}),
-        log_history=_read_json(folder / LOG_HISTORY_FILE, None),
-        stats=_read_json(folder / RUN_STATS_FILE, {}),
-    )
-
-
 # -- writing --------------------------------------------------------------------------------------
 def write_report(output_dir: str | Path) -> list[Path]:
     """Write report.md, the plots and the model card of a finished run; returns the files written."""
@@ -149,41 +97,12 @@ def write_report(output_dir: str | Path) -> list[Path]:
     return [report, card, *plots]
 
 
-def quality_metrics(metrics: dict[str, Any], with_train_loss: bool = True) -> dict[str, Any]:
-    """Scores (losses, accuracies, ...) without timings and counters."""
-    prefixes = ("eval_", "test_", "train_loss") if with_train_loss else ("eval_", "test_")
-    return {
-        key: value
-        for key, value in metrics.items()
-        if key.startswith(prefixes) and not key.endswith(TIMING_SUFFIXES)
-    }
-
-
 def headline(run: RunRecord, headline_metric: str) -> tuple[str, Any] | None:
     """The run's headline score: the task's metric on the test split, else validation, else train loss."""
     for key in (f"test_{headline_metric}", f"eval_{headline_metric}", "eval_loss", "train_loss"):
         if key in run.metrics:
             return key, run.metrics[key]
     return None
-
-
-def format_value(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) >= 1e-3 or value == 0 else f"{value:.3e}"
-    return str(value)
-
-
-def md_cell(text: Any, limit: int = 160) -> str:
-    """Text safe inside a Markdown table cell: one line, pipes escaped, long text cut."""
-    flat = " ".join(str(text).split())
-    if len(flat) > limit:
-        flat = flat[: limit - 1] + "…"
-    return flat.replace("|", "\\|")
-
-
-def table(header: list[str], rows: list[list[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(md_cell(cell) for cell in row) + " |" for row in rows]
 
 
 def render_report(run: RunRecord, task_cls: type[Task], plots: list[Path], skipped: str | None) -> str:
@@ -307,13 +226,3 @@ def data_lines(run: RunRecord) -> list[str]:
     for role, source in (run.manifest.get("data_sources") or {}).items():
         lines.append(f"- {role}: {describe_data_source(source)}, {rows.get(role, '?')} rows")
     return [*lines, ""]
-
-
-def describe_data_source(source: dict[str, Any]) -> str:
-    """A manifest's dataset record as text: dataset `id` (config, revision) split 'x', commit, carved."""
-    from llmkit.hub_data import HubSource
-
-    hub = HubSource.from_record(source)
-    text = f"dataset `{hub.dataset}`{hub.describe()[len(hub.dataset) :]}"
-    text += f", commit {hub.commit[:12]}" if hub.commit else ""
-    return text + (" (carved from train)" if source.get("carved") else "")

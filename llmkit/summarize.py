@@ -24,7 +24,7 @@ HOW_TO_MAKE_ONE = "llmkit finetune recipes/summarize-dialogsum.yaml"
 def summarization_task_for(model_dir: Path) -> SummarizationTask:
     """The task with a run's saved data settings, or the defaults fitted to any other model's context."""
     from llmkit.predict import task_with_defaults
-    from llmkit.train import RECIPE_FILE
+    from llmkit.run_folder import RECIPE_FILE
 
     recipe_file = model_dir / RECIPE_FILE
     if recipe_file.exists():
@@ -80,9 +80,9 @@ def summarize(
 
     ``column`` names the document column of a table --input (default: the run's ``data.document``).
     """
-    from llmkit.models import check_weights, resolve_model
+    from llmkit.models import check_weights, load_for_inference, load_tokenizer, resolve_model
     from llmkit.progress import quiet_library_progress
-    from llmkit.train import latest_run, load_for_inference, load_tokenizer
+    from llmkit.run_folder import latest_run
 
     if model is None:
         folder = latest_run(SummarizationTask.name)

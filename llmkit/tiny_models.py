@@ -11,7 +11,7 @@ import string
 from collections.abc import Iterator
 from pathlib import Path
 
-from llmkit.data import SAMPLES_DIR
+from llmkit.paths import SAMPLES_DIR
 
 SPECIAL_BERT_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 

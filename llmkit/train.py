@@ -13,27 +13,31 @@ import math
 import os
 import re
 import shutil
-import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmkit.adaptation import (
+    MERGED_DIR,
+    adapt_model,
+    quantization_options,
+    save_adapter_extras,
+    trainable_share,
+)
 from llmkit.checkpoints import (
     check_fingerprint,
     checkpoint_to_resume,
-    clear_run_folder,
     crash_safe_trainer,
-    mark_run_folder,
     stop_on_non_finite_loss,
 )
-from llmkit.config import Recipe, dump_recipe, load_recipe, may_have_validation
+from llmkit.config import Recipe, load_recipe, may_have_validation
 from llmkit.data import Split, load_splits
 from llmkit.distributed import (
     Machine,
+    PrecisionChoice,
     check_sharding,
     device_settings,
-    inference_device,
     is_main_process,
     load_dtype,
     one_gpu_per_process,
@@ -43,24 +47,34 @@ from llmkit.distributed import (
 )
 from llmkit.env import library_versions
 from llmkit.errors import LlmkitError
-from llmkit.models import cache_dir, check_weights, resolve_model
+from llmkit.models import (
+    cache_dir,
+    check_weights,
+    load_model,
+    load_tokenizer,
+    resolve_model,
+)
 from llmkit.progress import interactive, log, log_lines_callback, quiet_library_progress, timed_step
-from llmkit.report import (
+from llmkit.report import data_statistics, sample_predictions, write_report
+from llmkit.run_folder import (
     LOG_HISTORY_FILE,
+    MANIFEST_FILE,
+    METRICS_FILE,
     RUN_STATS_FILE,
-    data_statistics,
+    TENSORBOARD_DIR,
+    TEST_PREDICTIONS_FILE,
+    file_sha256,
+    prepare_output_dir,
     quality_metrics,
-    sample_predictions,
-    write_report,
+    record_latest_run,
+    save_final_model,
+    write_json_atomic,
+    write_jsonl,
+    write_manifest,
 )
 from llmkit.sampling import length_grouping_trainer
 from llmkit.tasks import Task, get_task_class
 
-METRICS_FILE = "metrics.json"
-RECIPE_FILE = "recipe.yaml"
-MANIFEST_FILE = "manifest.json"
-#: TensorBoard event files (``tensorboard --logdir OUTPUT_DIR/tensorboard``).
-TENSORBOARD_DIR = "tensorboard"
 #: Recipe keys that do not change what a run computes step by step: a checkpoint may be resumed with
 #: other values (e.g. more steps). Every other key is part of the run's fingerprint.
 RESUMABLE_TRAINING_KEYS = frozenset(
@@ -121,17 +135,50 @@ def finetune(
 
 
 def run(recipe: Recipe) -> FinetuneResult:
-    """Run a validated recipe end to end."""
+    """Run a validated recipe end to end: prepare, build the trainer, train and evaluate, save."""
+    started = time.perf_counter()
+    prepared = prepare(recipe)
+    trainer = build_trainer(prepared)
+    with prepared.args.main_process_first(desc="preparing output_dir"):
+        if is_main_process():
+            prepare_output_dir(recipe, prepared.output_dir)
+    timing = {"prepare_seconds": time.perf_counter() - started}
+    metrics = train_and_evaluate(prepared, trainer, timing)
+    save_run(prepared, trainer, metrics, timing, started)
+    return FinetuneResult(metrics=metrics, output_dir=prepared.output_dir)
+
+
+@dataclass
+class PreparedRun:
+    """Everything a run has settled before its Trainer is built: settings, rows, tokenizer, model."""
+
+    recipe: Recipe
+    task: Task
+    output_dir: Path
+    args: Any
+    machine: Machine
+    precision: PrecisionChoice
+    splits: dict[str, Split]
+    encoded: dict[str, Any]
+    tokenizer: Any
+    model: Any
+    fingerprint: dict[str, Any]
+    resume_from: Path | None
+    data_counts: dict[str, int] = field(default_factory=dict)
+
+
+def prepare(recipe: Recipe) -> PreparedRun:
+    """Settings, data, tokenizer, encoded splits and the (adapted) model; every check before any write."""
     from transformers import set_seed
 
-    started = time.perf_counter()
     task: Task = get_task_class(recipe.task)(recipe.data)
     output_dir = Path(recipe.output_dir)
     resume_from = checkpoint_to_resume(output_dir, recipe.training["resume"], recipe.overwrite, METRICS_FILE)
-    # settings fail before data loads
-    machine = probe_machine()
+    machine = probe_machine()  # settings fail before data loads
     settings = {"arguments_class": task.arguments_class(), "machine": machine}
     args = training_arguments(recipe, output_dir, has_eval=may_have_validation(recipe.data), **settings)
+    where = f"recipe {recipe.source}"
+    quantized = quantization_options(recipe.peft, machine.kind, where)
 
     splits = load_splits(recipe.data, seed=recipe.training["seed"])
     if "validation" not in splits and args.eval_strategy != "no":  # a dataset without a validation split
@@ -143,13 +190,14 @@ def run(recipe: Recipe) -> FinetuneResult:
         **check_weights(model_path, recipe.model_options["allow_pickle"]),
         "trust_remote_code": recipe.model_options["trust_remote_code"],
         "dtype": load_dtype(recipe.model_options["dtype"]),
+        **quantized,
     }
     tokenizer = load_tokenizer(model_path, trust_remote_code=recipe.model_options["trust_remote_code"])
     task.prepare_tokenizer(tokenizer)  # on every run: encodings may come from the cache
     sizes = ", ".join(f"{role} {len(split.dataset)}" for role, split in splits.items())
     processes = f", {world_size()} processes" if world_size() > 1 else ""
     log(f"task {recipe.task}, model {recipe.model} ({model_path}), rows: {sizes}{processes}")
-    precision = run_precision(recipe.training, recipe.user_training, machine, f"recipe {recipe.source}")
+    precision = run_precision(recipe.training, recipe.user_training, machine, where)
     log(f"precision {precision.precision} on {machine.kind}: {precision.reason}")
     row_digests = {role: rows_digest(split.dataset) for role, split in splits.items()}
     fingerprint = run_fingerprint(recipe, row_digests, model_path)
@@ -167,77 +215,116 @@ def run(recipe: Recipe) -> FinetuneResult:
             quiet_library_progress(keep_datasets_bars=interactive()),
         ):
             encoded[role] = encode_cached(task, split, tokenizer, model_path, recipe, args, row_digests[role])
-    with quiet_library_progress():
-        set_seed(recipe.training["seed"])
-        model = load_model(task, model_path, **load_options)
     data_counts = {}  # e.g. truncated documents per split
     for role, dataset in encoded.items():
         data_counts.update(task.encoding_metrics(role, dataset))
         encoded[role] = task.prepare_evaluation(role, splits[role], dataset)
 
-    trainer = length_grouping_trainer(crash_safe_trainer(task.trainer_class()))(
-        model=model,
+    with quiet_library_progress():
+        set_seed(recipe.training["seed"])
+        model = load_model(task, model_path, **load_options)
+        model = adapt_model(model, recipe.peft, task, where, bool(args.gradient_checkpointing))
+    if recipe.peft is not None:
+        trainable, total = trainable_share(model)
+        share = f"{trainable:,} of {total:,} parameters ({trainable / total:.2%})"
+        log(f"LoRA r={recipe.peft['r']}: training {share}")
+    return PreparedRun(
+        recipe=recipe,
+        task=task,
+        output_dir=output_dir,
         args=args,
-        train_dataset=encoded["train"],
-        eval_dataset=encoded.get("validation"),
-        data_collator=task.collator(tokenizer),
-        processing_class=tokenizer,
+        machine=machine,
+        precision=precision,
+        splits=splits,
+        encoded=encoded,
+        tokenizer=tokenizer,
+        model=model,
+        fingerprint=fingerprint,
+        resume_from=resume_from,
+        data_counts=data_counts,
+    )
+
+
+def build_trainer(run: PreparedRun):
+    """The task's Trainer with llmkit's crash safety, length grouping, callbacks and the run's fingerprint."""
+    task, recipe = run.task, run.recipe
+    divergence_guard = stop_on_non_finite_loss()
+    trainer = length_grouping_trainer(crash_safe_trainer(task.trainer_class()))(
+        model=run.model,
+        args=run.args,
+        train_dataset=run.encoded["train"],
+        eval_dataset=run.encoded.get("validation"),
+        data_collator=task.collator(run.tokenizer),
+        processing_class=run.tokenizer,
         compute_metrics=task.compute_metrics(),
         preprocess_logits_for_metrics=task.preprocess_logits_for_metrics(),
         callbacks=[
-            divergence_guard := stop_on_non_finite_loss(),
-            *tensorboard_callbacks(report_targets(recipe.training["report_to"], "")[1], output_dir),
+            divergence_guard,
+            *tensorboard_callbacks(report_targets(recipe.training["report_to"], "")[1], run.output_dir),
             *early_stopping_callbacks(recipe.training["early_stopping_patience"]),
         ],
     )
-    trainer.run_fingerprint = fingerprint
-    if args.disable_tqdm:  # no bars: throttled stderr lines instead of a printed dict per log (stdout)
+    trainer.run_fingerprint = run.fingerprint
+    trainer.divergence_guard = divergence_guard
+    if run.args.disable_tqdm:  # no bars: throttled stderr lines instead of a printed dict per log (stdout)
         from transformers.trainer_callback import PrinterCallback
 
         trainer.remove_callback(PrinterCallback)
         trainer.add_callback(log_lines_callback())
-    with args.main_process_first(desc="preparing output_dir"):
-        if is_main_process():
-            prepare_output_dir(recipe, output_dir)
-    if resume_from is not None:
-        log(f"resuming from {resume_from}")
-    prepared = time.perf_counter()
-    train_output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    if divergence_guard.problem:
-        raise LlmkitError(divergence_guard.problem)
-    trained = time.perf_counter()
-    metrics: dict[str, float] = {**train_output.metrics, **data_counts}
+    return trainer
+
+
+def train_and_evaluate(run: PreparedRun, trainer, timing: dict[str, float]) -> dict[str, float]:
+    """Train (resuming when there is a checkpoint to resume), then score validation and a labelled test."""
+    if run.resume_from is not None:
+        log(f"resuming from {run.resume_from}")
+    began = time.perf_counter()
+    train_output = trainer.train(resume_from_checkpoint=str(run.resume_from) if run.resume_from else None)
+    if trainer.divergence_guard.problem:
+        raise LlmkitError(trainer.divergence_guard.problem)
+    timing["train_seconds"] = time.perf_counter() - began
+    metrics: dict[str, float] = {**train_output.metrics, **run.data_counts}
     if metrics.get("num_input_tokens_seen") and metrics.get("train_runtime"):
         tokens, runtime = metrics["num_input_tokens_seen"], metrics["train_runtime"]
         metrics["train_tokens_per_second"] = round(tokens / runtime, 1)
-    if args.eval_on_start:
+    if run.args.eval_on_start:
         metrics.update(metrics_before_training(trainer.state.log_history))
-    if "validation" in encoded:
-        metrics.update(evaluate(trainer, task, encoded["validation"], "eval"))
-    if "test" in encoded and "labels" in encoded["test"].column_names:
-        metrics.update(evaluate(trainer, task, encoded["test"], "test"))
+    began = time.perf_counter()
+    if "validation" in run.encoded:
+        metrics.update(evaluate(trainer, run.task, run.encoded["validation"], "eval"))
+    test = run.encoded.get("test")
+    if test is not None and "labels" in test.column_names:
+        metrics.update(evaluate(trainer, run.task, test, "test"))
+    timing["evaluate_seconds"] = time.perf_counter() - began
+    return metrics
 
-    evaluated = time.perf_counter()
 
+def save_run(
+    run: PreparedRun, trainer, metrics: dict[str, float], timing: dict[str, float], started: float
+) -> None:
+    """The model (or adapter), then llmkit's files; metrics.json last, since it marks a finished run."""
+    output_dir, task, model = run.output_dir, run.task, run.model
     save_final_model(trainer, output_dir)
     if not is_main_process():
-        return FinetuneResult(metrics=metrics, output_dir=output_dir)
+        return
+    save_adapter_extras(model, output_dir)
     write_json_atomic(output_dir / LOG_HISTORY_FILE, trainer.state.log_history)
     stats = {
-        "data": data_statistics(task, splits, encoded, recipe.data["max_length"]),
-        "samples": report_samples(task, model, tokenizer, splits),
-        "timing": {
-            "prepare_seconds": round(prepared - started, 2),
-            "train_seconds": round(trained - prepared, 2),
-            "evaluate_seconds": round(evaluated - trained, 2),
-        },
+        "data": data_statistics(task, run.splits, run.encoded, run.recipe.data["max_length"]),
+        "samples": report_samples(task, model, run.tokenizer, run.splits),
+        "timing": {key: round(value, 2) for key, value in timing.items()},
     }
-    if "test" in encoded and "labels" not in encoded["test"].column_names:
+    test = run.encoded.get("test")
+    if test is not None and "labels" not in test.column_names:
         write_jsonl(
-            output_dir / "test_predictions.jsonl",
-            task.predict(model, tokenizer, splits["test"].dataset.to_list()),
+            output_dir / TEST_PREDICTIONS_FILE,
+            task.predict(model, run.tokenizer, run.splits["test"].dataset.to_list()),
         )
-    write_manifest(output_dir / MANIFEST_FILE, recipe, splits, resume_from, args)
+    if run.recipe.peft is not None:
+        stats["adapter"] = adapter_statistics(model, output_dir)
+        if run.recipe.peft["merge"]:
+            merge_into(model, run.tokenizer, output_dir / MERGED_DIR)
+    write_manifest(output_dir / MANIFEST_FILE, run.recipe, run.splits, run.resume_from, run.args)
     stats["timing"]["total_seconds"] = round(time.perf_counter() - started, 2)
     write_json_atomic(output_dir / RUN_STATS_FILE, stats)
     # metrics.json goes last: its presence marks a finished run (resume never touches one)
@@ -245,23 +332,27 @@ def run(recipe: Recipe) -> FinetuneResult:
     record_latest_run(task.name, output_dir)
     write_run_report(output_dir)
     log(f"saved to {output_dir}")
-    return FinetuneResult(metrics=metrics, output_dir=output_dir)
 
 
-def prepare_output_dir(recipe: Recipe, output_dir: Path) -> None:
-    """--overwrite: delete what the earlier run wrote (only that); then mark the folder as this run's.
+def adapter_statistics(model, output_dir: Path) -> dict[str, Any]:
+    """Trainable share and the adapter file's size, for the report."""
+    from llmkit.adaptation import ADAPTER_WEIGHTS_FILE
 
-    recipe.yaml is written now, so even a run killed before its first checkpoint says what it was.
-    """
-    import llmkit
+    trainable, total = trainable_share(model)
+    weights = output_dir / ADAPTER_WEIGHTS_FILE
+    return {
+        "trainable_parameters": trainable,
+        "all_parameters": total,
+        "adapter_bytes": weights.stat().st_size if weights.exists() else None,
+    }
 
-    if recipe.overwrite:
-        kept = clear_run_folder(output_dir)
-        if kept:
-            shown = ", ".join(kept[:5]) + (", ..." if len(kept) > 5 else "")
-            log(f"--overwrite kept {len(kept)} file(s) in {output_dir} that llmkit did not write: {shown}")
-    mark_run_folder(output_dir, llmkit.__version__)
-    dump_recipe(recipe, output_dir / RECIPE_FILE)
+
+def merge_into(model, tokenizer, folder: Path) -> None:
+    """``peft.merge: true``: the adapter merged into its base, a plain model folder beside the adapter."""
+    with timed_step(f"merging the adapter into a full model in {folder}"), quiet_library_progress():
+        merged = model.merge_and_unload()  # the end of the run: the trained model may change in place
+        merged.save_pretrained(str(folder))
+        tokenizer.save_pretrained(str(folder))
 
 
 def run_fingerprint(recipe: Recipe, row_digests: dict[str, str], model_path: Path) -> dict[str, Any]:
@@ -359,104 +450,11 @@ def early_stopping_callbacks(patience: int | None) -> list:
     return [EarlyStoppingCallback(early_stopping_patience=patience)]
 
 
-def save_final_model(trainer, output_dir: Path) -> None:
-    """Write the model + tokenizer into a staging folder, then move the files into output_dir.
-
-    Every rank calls it (sharded models gather their weights); rank 0 writes.
-    """
-    staging = output_dir / ".final"
-    with quiet_library_progress():
-        trainer.save_model(str(staging))
-    if is_main_process():
-        for item in staging.iterdir():
-            os.replace(item, output_dir / item.name)
-        staging.rmdir()
-    trainer.accelerator.wait_for_everyone()
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    staging = path.with_name(f".{path.name}.tmp")
-    staging.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(staging, path)
-
-
-def write_manifest(
-    path: Path, recipe: Recipe, splits: dict[str, Split], resumed_from: Path | None, args: Any
-) -> None:
-    """What produced this folder: the recipe, package versions, data files and datasets, seed, command,
-    and the device and precision the run used."""
-    import platform
-
-    versions = library_versions(
-        ("llmkit", "torch", "transformers", "datasets", "accelerate", "evaluate", "tokenizers")
-    )
-    files, sources = {}, {}
-    for role, split in splits.items():
-        if split.hub is not None:  # a dataset split: its id, config, revision, split and hub commit
-            sources[role] = {**split.hub.record(), **({"carved": True} if split.carved else {})}
-        elif split.path.is_file() and str(split.path) not in files:
-            files[str(split.path)] = {"sha256": file_sha256(split.path), "bytes": split.path.stat().st_size}
-    write_json_atomic(
-        path,
-        {
-            "recipe": recipe.to_dict(),
-            "seed": recipe.training["seed"],
-            "data_files": files,
-            "data_sources": sources,
-            "rows": {role: len(split.dataset) for role, split in splits.items()},
-            "versions": {"python": platform.python_version(), **versions},
-            "world_size": world_size(),
-            "device": args.device.type,
-            "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
-            "resumed_from": str(resumed_from) if resumed_from else None,
-            "command": sys.argv,
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        },
-    )
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def evaluate(trainer, task: Task, dataset, prefix: str) -> dict[str, float]:
     metrics = trainer.evaluate(dataset, metric_key_prefix=prefix)
     if task.reports_perplexity and f"{prefix}_loss" in metrics:
         metrics[f"{prefix}_perplexity"] = math.exp(min(metrics[f"{prefix}_loss"], 50.0))
     return metrics
-
-
-def latest_runs_file() -> Path:
-    return cache_dir() / "latest-runs.json"
-
-
-def record_latest_run(task_name: str, output_dir: Path) -> None:
-    """Remember the newest output per task, so demos (`llmkit fill-mask`) can default to it."""
-    path = latest_runs_file()
-    try:
-        runs = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-    except (OSError, ValueError):
-        runs = {}
-    runs[task_name] = str(output_dir.resolve())
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(runs, indent=2) + "\n", encoding="utf-8")
-    except OSError as exc:  # a convenience for the demos: the finished run must not fail on it
-        log(f"warning: cannot record the newest {task_name} run in {path} ({exc.strerror or exc})")
-
-
-def latest_run(task_name: str) -> Path | None:
-    """The newest output folder of a task that still exists, or None."""
-    try:
-        runs = json.loads(latest_runs_file().read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    folder = runs.get(task_name)
-    return Path(folder) if folder and (Path(folder) / "config.json").exists() else None
 
 
 def metrics_before_training(log_history: list[dict[str, Any]]) -> dict[str, float]:
@@ -467,45 +465,6 @@ def metrics_before_training(log_history: list[dict[str, Any]]) -> dict[str, floa
         for key, value in first.items()
         if key.startswith("eval_") and not key.endswith(("_runtime", "_per_second"))
     }
-
-
-def load_tokenizer(model_path: Path, trust_remote_code: bool = False):
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
-    except Exception as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise LlmkitError(
-            f"model folder {model_path}: cannot load its tokenizer ({first_line}); "
-            f"save one there with tokenizer.save_pretrained"
-        ) from None
-    if tokenizer.pad_token is None:
-        if tokenizer.eos_token is None:
-            raise LlmkitError(
-                f"model folder {model_path}: the tokenizer has neither a pad nor an end-of-sequence token, "
-                f"so batches cannot be padded; add one (tokenizer.add_special_tokens) and save it there"
-            )
-        tokenizer.pad_token = tokenizer.eos_token  # decoder-only models ship without a pad token
-    return tokenizer
-
-
-def load_model(task: Task, model_path: Path, **load_options: Any):
-    """Load through the task's Auto class; new heads are announced once instead of a wall of warnings."""
-    try:
-        with quiet_library_progress(errors_only=True):
-            model = task.load_model(model_path, **load_options)
-    except (OSError, ValueError) as exc:
-        first_line = str(exc).strip().splitlines()[0]
-        raise LlmkitError(
-            f"model folder {model_path}: cannot load it for {task.name} ({first_line}); check the folder"
-        ) from None
-    return model
-
-
-def load_for_inference(task: Task, model_path: Path, **load_options: Any):
-    """``load_model`` for predict and the demos: eval mode, on the GPU when there is one."""
-    return load_model(task, model_path, **load_options).to(inference_device()).eval()
 
 
 def training_arguments(
@@ -700,9 +659,3 @@ def package_code_digest() -> str:
         digest.update(source.relative_to(package).as_posix().encode())
         digest.update(source.read_bytes())
     return digest.hexdigest()[:20]
-
-
-def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    with path.open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")

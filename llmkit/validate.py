@@ -26,8 +26,8 @@ def validate(
     """Return the report's lines; raise LlmkitError on the first problem."""
     import numpy as np
 
+    from llmkit.models import load_tokenizer
     from llmkit.progress import quiet_library_progress
-    from llmkit.train import load_tokenizer
 
     resolved = load_recipe(recipe, overrides)
     task = get_task_class(resolved.task)(resolved.data)

@@ -19,9 +19,9 @@ from llmkit.causal_lm import DEFAULT_CHAT_TEMPLATE
 from llmkit.checkpoints import is_run_entry
 from llmkit.config import load_recipe
 from llmkit.data import load_splits
-from llmkit.models import resolve_model
+from llmkit.models import load_tokenizer, resolve_model
 from llmkit.tasks import get_task_class
-from llmkit.train import encode_cached, load_tokenizer, save_to_cache
+from llmkit.train import encode_cached, save_to_cache
 from tests.conftest import NEGATIVE, POSITIVE, write_csv
 
 # A ChatML template (SmolLM2's kind), for a tiny-gpt2 copy that has a template of its own.

@@ -47,7 +47,7 @@ def tiny_gpt2() -> Path:
 
 @pytest.fixture
 def tokenizer(tiny_gpt2: Path):
-    from llmkit.train import load_tokenizer
+    from llmkit.models import load_tokenizer
 
     return load_tokenizer(tiny_gpt2)
 

@@ -88,7 +88,7 @@ def test_demos_and_predict_put_the_model_on_the_gpu(
         moved_to.append(args[0] if args else kwargs.get("device"))
         return self  # this machine has no GPU: stay on the CPU, but remember where llmkit sent the model
 
-    monkeypatch.setattr("llmkit.train.inference_device", lambda: "cuda")
+    monkeypatch.setattr("llmkit.distributed.inference_device", lambda: "cuda")
     monkeypatch.setattr(torch.nn.Module, "to", record_move)
     predict_file(str(result.output_dir), validation, tmp_path / "predictions.jsonl")
     assert moved_to == ["cuda"]

@@ -26,7 +26,7 @@ def smollm2() -> Path:
 @pytest.fixture(scope="module")
 def model_and_tokenizer(smollm2: Path):
     from llmkit.causal_lm import load_causal_lm
-    from llmkit.train import load_tokenizer
+    from llmkit.models import load_tokenizer
 
     return load_causal_lm(smollm2), load_tokenizer(smollm2)
 

@@ -34,7 +34,7 @@ def task(model: str = "tiny-gpt2", **data) -> SummarizationTask:
 
 
 def tokenizer_for(model: str):
-    from llmkit.train import load_tokenizer
+    from llmkit.models import load_tokenizer
 
     return load_tokenizer(resolve_model(model))
 

@@ -14,8 +14,9 @@ The order in which ``llmkit.train.run`` calls a task's hooks (``llmkit validate`
 5. ``collator(tokenizer)``;
 6. ``encoding_metrics(role, encoded)`` and ``prepare_evaluation(role, split, encoded)``: every split,
    freshly encoded or from the cache;
-7. ``load_model(path)``, then the Trainer from ``trainer_class``/``arguments_class`` with ``compute_metrics``
-   and ``preprocess_logits_for_metrics``;
+7. ``load_model(path)``; with a ``peft:`` section ``llmkit.adaptation`` wraps it, asking
+   ``peft_task_type()`` and ``adapter_modules_to_save(model)``; then the Trainer from
+   ``trainer_class``/``arguments_class`` with ``compute_metrics`` and ``preprocess_logits_for_metrics``;
 8. after training: ``report_samples`` and, for an unlabelled test split, ``predict``.
 """
 
@@ -122,8 +123,25 @@ class Task:
         return {}
 
     def load_model(self, path: Path, **load_options: Any) -> PreTrainedModel:
-        """``load_options`` are the recipe's safe-loading settings (trust_remote_code, use_safetensors)."""
-        return self.auto_class().from_pretrained(path, **self.model_kwargs(), **load_options)
+        """``load_options`` are the recipe's safe-loading settings (trust_remote_code, use_safetensors).
+
+        ``path`` may be an adapter folder (``llmkit.adaptation``); ``base=`` then overrides its base.
+        """
+        from llmkit.adaptation import from_pretrained
+
+        return from_pretrained(self.auto_class(), path, **self.model_kwargs(), **load_options)
+
+    def peft_task_type(self) -> str | None:
+        """peft's ``TaskType`` for this task's model (SEQ_CLS, CAUSAL_LM, ...); None: a generic one."""
+        return None
+
+    def adapter_modules_to_save(self, model: PreTrainedModel) -> list[str]:
+        """Modules a LoRA run trains in full and saves with the adapter (``peft.modules_to_save: auto``).
+
+        peft's task types add their own heads (a classifier for SEQ_CLS); a task whose head is new in
+        other ways (a masked-LM head on a bare encoder) names it here.
+        """
+        return []
 
     def label_name(self, label_id: int) -> str:
         return str(label_id)

@@ -191,6 +191,9 @@ class ClassificationTask(Task):
 
         return AutoModelForSequenceClassification
 
+    def peft_task_type(self) -> str | None:
+        return "SEQ_CLS"  # peft then trains and saves the new classifier head in full
+
     def model_kwargs(self) -> dict[str, Any]:
         if not self.label_names:  # loading a trained classifier to predict: keep its own labels
             return {}

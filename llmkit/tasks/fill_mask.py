@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from llmkit.adaptation import from_pretrained, inner_model
 from llmkit.data import Split, require_columns, require_text
 from llmkit.errors import LlmkitError
 from llmkit.progress import log, quiet_library_progress
@@ -118,7 +119,7 @@ class FillMaskTask(Task):
 
     def load_model(self, path: Path, **load_options: Any) -> PreTrainedModel:
         """Load with an MLM head; a checkpoint without one gets a new head, announced once."""
-        model, info = self.auto_class().from_pretrained(path, output_loading_info=True, **load_options)
+        model, info = from_pretrained(self.auto_class(), path, output_loading_info=True, **load_options)
         if info["missing_keys"]:
             model.tie_weights()
             tied = model.get_output_embeddings().weight is model.get_input_embeddings().weight
@@ -128,6 +129,22 @@ class FillMaskTask(Task):
                 f"a fill-mask recipe trains it."
             )
         return model
+
+    def adapter_modules_to_save(self, model: PreTrainedModel) -> list[str]:
+        """The MLM head's own layers (BERT's ``cls.predictions.transform``), new on a bare encoder; not its
+        decoder, which is the input embedding matrix (tied) and would make the adapter a copy of it."""
+        head = mlm_head(model)
+        if head is None:
+            return []
+        names = {module: name for name, module in model.named_modules()}
+        embeddings = model.get_output_embeddings()
+        trained = []
+        for module in head.modules():  # outermost first: a kept module's parts are not listed again
+            holds_embeddings = any(sub is embeddings for sub in module.modules())
+            inside_kept = any(names[module].startswith(f"{kept}.") for kept in trained)
+            if module is not head and not holds_embeddings and not inside_kept and has_parameters(module):
+                trained.append(names[module])
+        return trained
 
     def trainer_class(self) -> type:
         return masked_positions_trainer()
@@ -226,7 +243,9 @@ def load_trained_mlm(path: Path, name: str, **load_options: Any) -> PreTrainedMo
 
     try:
         with quiet_library_progress(errors_only=True):
-            model, info = AutoModelForMaskedLM.from_pretrained(path, output_loading_info=True, **load_options)
+            model, info = from_pretrained(
+                AutoModelForMaskedLM, path, output_loading_info=True, **load_options
+            )
     except (OSError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0]
         raise LlmkitError(f"model folder {path}: cannot load it as a masked LM ({first_line})") from None
@@ -316,11 +335,12 @@ def masked_positions_trainer() -> type:
 
     class MaskedPositionsTrainer(Trainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            head = None if shards_parameters(self) else mlm_head(model)
+            inner = inner_model(model)  # a LoRA-wrapped model's transformers modules (adapters inside)
+            head = None if shards_parameters(self) else mlm_head(inner)
             if return_outputs or not model.training or head is None:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             labels = inputs["labels"]
-            hidden = model.base_model(**{k: v for k, v in inputs.items() if k != "labels"})[0]
+            hidden = inner.base_model(**{k: v for k, v in inputs.items() if k != "labels"})[0]
             selected = labels != -100
             logits = head(hidden[selected])
             loss = F.cross_entropy(logits.float(), labels[selected], reduction="sum")
@@ -328,3 +348,7 @@ def masked_positions_trainer() -> type:
             return loss / count
 
     return MaskedPositionsTrainer
+
+
+def has_parameters(module: Any) -> bool:
+    return next(module.parameters(), None) is not None

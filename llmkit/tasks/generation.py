@@ -288,6 +288,9 @@ class GenerationTask(Task):
             )
         return model
 
+    def peft_task_type(self) -> str | None:
+        return "CAUSAL_LM"
+
     def trainer_class(self) -> type:
         return causal_lm_trainer_class()
 

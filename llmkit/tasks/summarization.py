@@ -22,13 +22,13 @@ generated ids are ever held: metrics ``eval_rouge1/2/L/Lsum``, ``eval_gen_len`` 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from transformers import Seq2SeqTrainingArguments
 
+from llmkit.adaptation import from_pretrained, model_config_dict
 from llmkit.causal_lm import (
     IGNORE_INDEX,
     CausalLMCollator,
@@ -85,7 +85,7 @@ def chat_frame(tokenizer: PreTrainedTokenizerBase, template: str, prompt: str) -
 
 
 def read_config(model_path: Path) -> dict[str, Any]:
-    return json.loads((Path(model_path) / "config.json").read_text(encoding="utf-8"))
+    return model_config_dict(Path(model_path))
 
 
 def model_context(config: dict[str, Any]) -> int | None:
@@ -333,7 +333,10 @@ class SummarizationTask(Task):
         self.check_model(path)
         if self.family == "causal":
             return load_causal_lm(path, **load_options)
-        return self.auto_class().from_pretrained(path, **load_options)
+        return from_pretrained(self.auto_class(), path, **load_options)
+
+    def peft_task_type(self) -> str | None:
+        return "SEQ_2_SEQ_LM" if self._family() == "seq2seq" else "CAUSAL_LM"
 
     def arguments_class(self) -> type:
         return SummarizationArguments

@@ -1,0 +1,160 @@
+"""The code's shape: no import circles, and every task's hooks run in the order tasks/base.py documents,
+on a cold and on a warm tokenization cache alike."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+import llmkit
+from llmkit.tasks import get_task_class, task_names
+from tests.conftest import REPO, SHARED_DATA, write_csv
+
+PACKAGE = REPO / "llmkit"
+
+
+def runtime_imports() -> dict[str, set[str]]:
+    """llmkit module -> the llmkit modules it imports when it runs (function-level imports included,
+    ``if TYPE_CHECKING:`` blocks not: they never execute)."""
+    modules = {}
+    for path in PACKAGE.rglob("*.py"):
+        name = ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+        modules[name] = path
+    edges: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        typing_only = {
+            id(inner)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+            for inner in ast.walk(node)
+        }
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
+            targets = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("llmkit"):
+                targets = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+            elif isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            edges[name] |= {t for t in targets if t in modules and t not in (name, "llmkit")}
+    return edges
+
+
+def test_no_module_imports_itself_back() -> None:
+    edges = runtime_imports()
+    assert "llmkit.train" not in edges["llmkit.report"]  # the old circle: train -> report -> train
+    state: dict[str, str] = {}  # visiting | done
+    circles: list[list[str]] = []
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = "visiting"
+        for target in sorted(edges[module]):
+            if state.get(target) == "visiting":
+                circles.append([*path[path.index(target) :], target])
+            elif target not in state:
+                visit(target, [*path, target])
+        state[module] = "done"
+
+    for module in sorted(edges):
+        if module not in state:
+            visit(module, [module])
+    assert not circles, f"import circles: {[' -> '.join(circle) for circle in circles]}"
+
+
+# -- hooks, cold and warm ----------------------------------------------------------------------------
+def task_recipe(task: str, tmp_path: Path) -> dict:
+    """A seconds-long recipe of each task on a tiny model."""
+    text = tmp_path / "text.txt"
+    text.write_text("\n".join(f"the {w} sat on the mat ." for w in ("cat", "dog", "bird") * 12) + "\n")
+    paragraphs = tmp_path / "paragraphs.txt"  # generation reads a .txt by paragraphs (documents)
+    paragraphs.write_text(text.read_text().replace("\n", "\n\n"))
+    dialogues = tmp_path / "dialogues.jsonl"
+    lines = (SHARED_DATA / "dialogsum" / "train.jsonl").read_text(encoding="utf-8").splitlines()[:10]
+    dialogues.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    sentiment = write_csv(
+        tmp_path / "sentiment.csv",
+        ["text", "label"],
+        [[f"good {i}", "positive"] for i in range(8)] + [[f"bad {i}", "negative"] for i in range(8)],
+    )
+    recipes = {
+        "classification": {"model": "tiny-bert", "data": {"train": str(sentiment)}},
+        "fill-mask": {"model": "tiny-bert", "data": {"train": str(text), "max_length": 32}},
+        "generation": {"model": "tiny-gpt2", "data": {"train": str(paragraphs), "max_length": 32}},
+        "summarization": {
+            "model": "tiny-t5",
+            "data": {
+                "train": str(dialogues),
+                "document": "dialogue",
+                "summary": "summary",
+                "max_new_tokens": 8,
+            },
+        },
+    }
+    assert set(recipes) == set(task_names()), "give every registered task a recipe here"
+    recipe = recipes[task]
+    recipe["data"]["validation_split"] = 0.25
+    return {"task": task, "training": {"max_steps": 1, "per_device_train_batch_size": 4}, **recipe}
+
+
+HOOKS = (
+    "check_data",
+    "check_model",
+    "prepare_tokenizer",
+    "encode",
+    "collator",
+    "encoding_metrics",
+    "prepare_evaluation",
+    "load_model",
+)
+
+
+@pytest.mark.parametrize("task", task_names())
+def test_each_task_runs_its_hooks_in_order_cold_and_warm(
+    task: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llmkit.models import resolve_model
+
+    for alias in ("tiny-bert", "tiny-gpt2", "tiny-t5"):
+        resolve_model(alias)  # built where the session keeps them; this test's own tokenization cache below
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "models").symlink_to(Path(os.environ["LLMKIT_CACHE"]) / "models")
+    monkeypatch.setenv("LLMKIT_CACHE", str(cache))
+    calls: list[str] = []
+    task_cls = get_task_class(task)
+    for hook in HOOKS:
+        original = getattr(task_cls, hook)
+
+        def recorded(self, *args, _original=original, _hook=hook, **kwargs):
+            calls.append(_hook)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(task_cls, hook, recorded)
+
+    recipe = task_recipe(task, tmp_path)
+    cold = llmkit.finetune({**recipe, "output_dir": str(tmp_path / "cold")})
+    cold_calls, calls[:] = list(calls), []
+    warm = llmkit.finetune({**recipe, "output_dir": str(tmp_path / "warm")})
+
+    def first(calls: list[str], hook: str) -> int:
+        return calls.index(hook)
+
+    for order in (cold_calls, calls):
+        assert first(order, "check_data") < first(order, "check_model") < first(order, "prepare_tokenizer")
+        assert first(order, "prepare_tokenizer") < first(order, "encoding_metrics")
+        assert order.count("encoding_metrics") == order.count("prepare_evaluation") == 2  # train, validation
+        assert first(order, "prepare_evaluation") < first(order, "load_model")
+    assert cold_calls.count("encode") == 2 and "encode" not in calls  # the warm run encoded nothing
+    assert first(cold_calls, "encode") < first(cold_calls, "encoding_metrics")
+    same = {
+        key: value for key, value in cold.metrics.items() if not key.endswith(("_runtime", "_per_second"))
+    }
+    again = {
+        key: value for key, value in warm.metrics.items() if not key.endswith(("_runtime", "_per_second"))
+    }
+    assert json.dumps(same, sort_keys=True) == json.dumps(again, sort_keys=True)
