@@ -455,7 +455,9 @@ def conll_format(data: dict[str, Any]) -> ConllFormat:
     """The CoNLL reading settings of a task's data section (token classification sets them)."""
     tag_column = data.get("tag_column")
     if tag_column is not None and (not isinstance(tag_column, int) or isinstance(tag_column, bool)):
-        raise LlmkitError(f"data.tag_column must be a column number (the token is 1) or null, got {tag_column!r}")
+        raise LlmkitError(
+            f"data.tag_column must be a column number (the token is 1) or null, got {tag_column!r}"
+        )
     return ConllFormat(data.get("tokens", "tokens"), data.get("tags", "ner_tags"), tag_column)
 
 
