@@ -20,7 +20,12 @@ from llmkit.tasks import Task, get_task_class
 from llmkit.train import RECIPE_FILE, load_for_inference, load_tokenizer
 
 #: Architecture name suffix -> task, for folders that llmkit did not write (no recipe.yaml).
-ARCHITECTURE_TASKS = {"ForSequenceClassification": "classification", "ForMaskedLM": "fill-mask"}
+ARCHITECTURE_TASKS = {
+    "ForSequenceClassification": "classification",
+    "ForMaskedLM": "fill-mask",
+    "ForTokenClassification": "token-classification",
+    "ForQuestionAnswering": "question-answering",
+}
 
 
 def task_for_model(model_dir: Path) -> Task:
