@@ -108,6 +108,8 @@ class TokenClassificationTask(Task):
         """Tag names: data.label_names for integer tags, else the training tags (O first, then by type)."""
         values = {tag for row in train.dataset[self.data["tags"]] for tag in row}
         names = self.data["label_names"]
+        if names is None:
+            names = _class_label_names(train.dataset, self.data["tags"])
         if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
             raise LlmkitError("data.label_names must be a list of tag names, e.g. [O, B-PER, I-PER]")
         if any(isinstance(v, int) for v in values):
@@ -367,6 +369,17 @@ def entities_in(
             {"type": kind, "text": text[start:stop], "start": start, "end": stop, "score": round(score, 6)}
         )
     return found
+
+
+def _class_label_names(dataset: Dataset, column: str) -> list[str] | None:
+    """The names of a list-of-ClassLabel column (hub datasets such as CoNLL-2003 store tag ids)."""
+    from datasets import ClassLabel
+
+    feature = dataset.features.get(column)
+    inner = getattr(feature, "feature", None)
+    if isinstance(feature, list) and feature:
+        inner = feature[0]
+    return list(inner.names) if isinstance(inner, ClassLabel) else None
 
 
 def _shown(value: Any) -> str:
