@@ -137,7 +137,9 @@ def llmkit_recipe(steps: int, seed: int) -> dict:
     import llmkit
 
     line = next(line for line in RECIPE.read_text().splitlines() if line.startswith("# shared data: "))
-    files = [item.replace("../shared/data", str(REPO.parent / "shared" / "data")) for item in line.split()[3:]]
+    files = [
+        item.replace("../shared/data", str(REPO.parent / "shared" / "data")) for item in line.split()[3:]
+    ]
     result = llmkit.finetune(
         str(RECIPE),
         [
