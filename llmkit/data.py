@@ -162,7 +162,7 @@ def read_split(
     if path.is_dir():
         return Split(role, _read_saved_dataset(path, key), path, key=key)
     records, lines = _read_records(path, key, txt_unit, conll or ConllFormat())
-    return Split(role, _records_to_dataset(records, path, key), path, key=key, lines=lines)
+    return Split(role, _records_to_dataset(records, path, key, lines), path, key=key, lines=lines)
 
 
 def _read_records(
@@ -263,7 +263,9 @@ def _conll_tag_column(path: Path, key: str, width: int, tag_column: int | None) 
     return tag_column - 1
 
 
-def _records_to_dataset(records: list[dict[str, Any]], path: Path, key: str) -> Dataset:
+def _records_to_dataset(
+    records: list[dict[str, Any]], path: Path, key: str, lines: list[int] | None = None
+) -> Dataset:
     """Every key of any record is a column (in first-seen order); a record without it holds null there.
 
     ``Dataset.from_list`` alone takes the columns of the first record and drops the rest.
@@ -278,12 +280,23 @@ def _records_to_dataset(records: list[dict[str, Any]], path: Path, key: str) -> 
         for column in columns:
             kinds = sorted({type(r[column]).__name__ for r in rows if r[column] is not None})
             if len(kinds) > 1:
+                first = next(type(r[column]) for r in rows if r[column] is not None)
+                index = next(
+                    i for i, r in enumerate(rows) if r[column] is not None and type(r[column]) is not first
+                )
+                where = f"line {lines[index]}" if lines else f"row {index + 1}"
+                shown = _short(rows[index][column])
                 raise LlmkitError(
-                    f"{key}: {path} column '{column}' mixes types ({', '.join(kinds)}); "
-                    f"make each column one type"
+                    f"{key}: {path} column '{column}' mixes types ({', '.join(kinds)}): {where} holds "
+                    f"{shown} where the rows before hold a {first.__name__}; make each column one type"
                 ) from None
         first_line = str(exc).strip().splitlines()[0]
         raise LlmkitError(f"{key}: cannot read {path} as a table ({first_line}); check the file") from None
+
+
+def _short(value: Any) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 40 else shown[:37] + "..."
 
 
 def _read_delimited(path: Path, key: str, delimiter: str) -> tuple[list[dict[str, Any]], list[int]]:
