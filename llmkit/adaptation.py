@@ -51,6 +51,12 @@ PEFT_DEFAULTS: dict[str, Any] = {
 }
 METHODS = ("lora",)
 QUANTIZE = ("4bit", "8bit")
+#: The heads peft's task types train in full (its modules_to_save defaults for them).
+TASK_TYPE_HEADS = {
+    "SEQ_CLS": ["classifier", "score"],
+    "TOKEN_CLS": ["classifier", "score"],
+    "QUESTION_ANS": ["qa_outputs"],
+}
 #: llmkit's key -> LoraConfig's field.
 LORA_FIELD_NAMES = {"r": "r", "alpha": "lora_alpha", "dropout": "lora_dropout"}
 #: Keys of the section that are llmkit's own (not passed to LoraConfig).
@@ -210,6 +216,9 @@ def lora_arguments(settings: dict[str, Any], model: Any, task: Any) -> dict[str,
     if saved == "auto":
         saved = task.adapter_modules_to_save(model) or None
     arguments["modules_to_save"] = saved
+    if "exclude_modules" not in settings:  # a head trained in full gets no adapter inside it as well
+        heads = [*(saved or []), *TASK_TYPE_HEADS.get(task.peft_task_type() or "", [])]
+        arguments["exclude_modules"] = heads or None
     if "fan_in_fan_out" not in settings and any(type(m).__name__ == "Conv1D" for m in model.modules()):
         arguments["fan_in_fan_out"] = True  # GPT-2's Conv1D stores its weight transposed
     task_type = task.peft_task_type()
@@ -281,7 +290,10 @@ def is_adapted(model: Any) -> bool:
 def save_adapter_extras(model: Any, folder: Path) -> None:
     """Beside peft's files: the adapted model's config (labels...), which the base folder cannot give."""
     if is_adapted(model):
-        inner_model(model).config.to_json_file(str(folder / MODEL_CONFIG_FILE))
+        inner = inner_model(model)
+        config = inner.config.to_dict()
+        config["architectures"] = [type(inner).__name__]  # as save_pretrained records it: the task's head
+        (folder / MODEL_CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 # -- loading -----------------------------------------------------------------------------------------

@@ -217,6 +217,38 @@ def fill_mask(
 
 
 @app.command()
+def answer(
+    question: Annotated[str, typer.Argument(help="The question; its answer is a span of the context.")],
+    context: Annotated[
+        str | None, typer.Option("--context", "-c", help="The text that holds the answer.")
+    ] = None,
+    context_file: Annotated[
+        Path | None, typer.Option("--context-file", "-f", help="Read the context from this UTF-8 file.")
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Question-answering run or folder (default: your newest run)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object (for scripts).")] = False,
+) -> None:
+    """Answer a question from a context: the span of the context, its character offsets and score."""
+    import json
+
+    from llmkit.answer import answer as run_answer
+    from llmkit.answer import read_context
+
+    result = run_answer(question, read_context(context, context_file), model)
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False))
+    elif result["answer"]:
+        typer.echo(
+            f"{result['answer']}  (score {result['score']:.3f}, characters {result['start']}-{result['end']})"
+        )
+    else:
+        typer.echo("(no answer in the context)")
+
+
+@app.command()
 def generate(
     prompt: Annotated[str, typer.Argument(help="Text to continue (or, with --chat, a user message).")],
     model: Annotated[

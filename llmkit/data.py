@@ -1,7 +1,9 @@
 """Reading data files into ``datasets.Dataset`` splits, with errors that name the file, row and column.
 
 Supported: CSV, TSV, JSON (a list of records or JSON lines), JSONL, Parquet, plain text (one example a
-line; a paragraph or the whole file with a task's ``data.txt_unit``) and a folder written by
+line; a paragraph or the whole file with a task's ``data.txt_unit``), the CoNLL column format (``.conll``,
+or a ``.txt`` read with ``data.txt_unit: conll``: a token and its tags a line, a blank line between
+sentences) and a folder written by
 ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``. Relative paths are relative to the current
 directory; ``sample:NAME`` points into the samples shipped with llmkit. A Hugging Face dataset
 (``data.dataset``: a hub id or a dataset folder) is read by :mod:`llmkit.hub_data`.
@@ -25,14 +27,28 @@ if TYPE_CHECKING:
     from llmkit.hub_data import HubSource
 
 SAMPLE_PREFIX = "sample:"
-TABLE_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet", ".txt")
+TABLE_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet", ".txt", ".conll")
 SPLIT_ROLES = ("train", "validation", "test")
 #: The data key that keeps only the first N rows of each split.
 SAMPLE_LIMITS = {"train": "max_train_samples", "validation": "max_eval_samples", "test": "max_test_samples"}
 TXT_UNITS = ("line", "paragraph", "file")  # what one example of a .txt file is (a task's data.txt_unit)
+#: The data.txt_unit that reads a .txt file as CoNLL columns (token classification's default).
+CONLL_UNIT = "conll"
+#: A CoNLL line that separates documents rather than holding a token.
+CONLL_DOCSTART = "-DOCSTART-"
 PARAGRAPH_BREAK = re.compile(r"\n(?:[ \t]*\n)+")  # a blank line (or several) between paragraphs
 ENCODING = "utf-8-sig"  # UTF-8, with or without the byte-order mark Excel's "CSV UTF-8" writes
 MAX_FIELD_CHARS = 2**31 - 1  # csv's default limit (131,072 characters) refuses long documents
+
+
+@dataclass(frozen=True)
+class ConllFormat:
+    """How a CoNLL file becomes rows: the column names its tokens and tags get, and which tag column."""
+
+    tokens: str = "tokens"
+    tags: str = "ner_tags"
+    #: The 1-based column that holds the tags (the token is column 1); None: the last column.
+    tag_column: int | None = None
 
 
 @dataclass
@@ -134,17 +150,24 @@ def read_table(path: Path, key: str, txt_unit: str = "line") -> Dataset:
     return read_split("test", path, key, txt_unit).dataset
 
 
-def read_split(role: str, path: Path, key: str, txt_unit: str = "line") -> Split:
-    """:func:`read_table` as a Split that knows the file line of each row (for messages)."""
+def read_split(
+    role: str, path: Path, key: str, txt_unit: str = "line", conll: ConllFormat | None = None
+) -> Split:
+    """:func:`read_table` as a Split that knows the file line of each row (for messages).
+
+    ``conll`` names the columns a CoNLL file's rows get (default: tokens, ner_tags, the last tag column).
+    """
     if not path.exists():
         raise LlmkitError(f"{key}: file {path} does not exist; check the path (relative to {Path.cwd()})")
     if path.is_dir():
         return Split(role, _read_saved_dataset(path, key), path, key=key)
-    records, lines = _read_records(path, key, txt_unit)
-    return Split(role, _records_to_dataset(records, path, key), path, key=key, lines=lines)
+    records, lines = _read_records(path, key, txt_unit, conll or ConllFormat())
+    return Split(role, _records_to_dataset(records, path, key, lines), path, key=key, lines=lines)
 
 
-def _read_records(path: Path, key: str, txt_unit: str) -> tuple[list[dict[str, Any]], list[int] | None]:
+def _read_records(
+    path: Path, key: str, txt_unit: str, conll: ConllFormat
+) -> tuple[list[dict[str, Any]], list[int] | None]:
     """A data file's records, and the line each starts on where the format has lines."""
     suffix = path.suffix.lower()
     if suffix not in TABLE_SUFFIXES:
@@ -162,6 +185,8 @@ def _read_records(path: Path, key: str, txt_unit: str) -> tuple[list[dict[str, A
             records, lines = _read_json_lines(path, key)
         elif suffix == ".json":
             records, lines = _read_json(path, key)
+        elif suffix == ".conll" or (suffix == ".txt" and txt_unit == CONLL_UNIT):
+            records, lines = read_conll(path, key, conll)
         elif suffix == ".txt":
             units = text_units(path.read_text(encoding=ENCODING), txt_unit)
             records, lines = [{"text": part} for part, _ in units], [line for _, line in units]
@@ -185,7 +210,62 @@ def _read_records(path: Path, key: str, txt_unit: str) -> tuple[list[dict[str, A
     return records, lines
 
 
-def _records_to_dataset(records: list[dict[str, Any]], path: Path, key: str) -> Dataset:
+def read_conll(path: Path, key: str, conll: ConllFormat) -> tuple[list[dict[str, Any]], list[int]]:
+    """CoNLL columns: ``token tag...`` a line (space or tab separated), a blank line ends a sentence,
+    ``-DOCSTART-`` lines are skipped. Every token line must have as many columns as the file's first one.
+
+    Returns one record per sentence, {tokens: [...], tags: [...]}, and the line each sentence starts on.
+    """
+    records: list[dict[str, Any]] = []
+    starts: list[int] = []
+    tokens: list[str] = []
+    tags: list[str] = []
+    width = None
+    with path.open(encoding=ENCODING) as handle:
+        for number, line in enumerate(handle, start=1):
+            fields = line.split()
+            if not fields or fields[0] == CONLL_DOCSTART:
+                if tokens:
+                    records.append({conll.tokens: tokens, conll.tags: tags})
+                    tokens, tags = [], []
+                continue
+            if width is None:
+                width = len(fields)
+                column = _conll_tag_column(path, key, width, conll.tag_column)
+            if len(fields) != width:
+                raise LlmkitError(
+                    f"{key}: {path} line {number}: {len(fields)} columns where the file's first token line "
+                    f"has {width}; give every token line the same columns (a token with a space breaks them)"
+                )
+            if not tokens:
+                starts.append(number)
+            tokens.append(fields[0])
+            tags.append(fields[column])
+    if tokens:
+        records.append({conll.tokens: tokens, conll.tags: tags})
+    return records, starts
+
+
+def _conll_tag_column(path: Path, key: str, width: int, tag_column: int | None) -> int:
+    """The 0-based index of the tag column (data.tag_column is 1-based; the token is column 1)."""
+    if width < 2:
+        raise LlmkitError(
+            f"{key}: {path}: the first token line has 1 column; CoNLL lines are 'token tag' "
+            f"(or 'token POS chunk tag'), separated by spaces or tabs"
+        )
+    if tag_column is None:
+        return width - 1
+    if not 2 <= tag_column <= width:
+        raise LlmkitError(
+            f"{key}: {path}: data.tag_column={tag_column}, but the lines have {width} columns "
+            f"(the token is column 1); set data.tag_column to a number from 2 to {width}"
+        )
+    return tag_column - 1
+
+
+def _records_to_dataset(
+    records: list[dict[str, Any]], path: Path, key: str, lines: list[int] | None = None
+) -> Dataset:
     """Every key of any record is a column (in first-seen order); a record without it holds null there.
 
     ``Dataset.from_list`` alone takes the columns of the first record and drops the rest.
@@ -200,12 +280,23 @@ def _records_to_dataset(records: list[dict[str, Any]], path: Path, key: str) -> 
         for column in columns:
             kinds = sorted({type(r[column]).__name__ for r in rows if r[column] is not None})
             if len(kinds) > 1:
+                first = next(type(r[column]) for r in rows if r[column] is not None)
+                index = next(
+                    i for i, r in enumerate(rows) if r[column] is not None and type(r[column]) is not first
+                )
+                where = f"line {lines[index]}" if lines else f"row {index + 1}"
+                shown = _short(rows[index][column])
                 raise LlmkitError(
-                    f"{key}: {path} column '{column}' mixes types ({', '.join(kinds)}); "
-                    f"make each column one type"
+                    f"{key}: {path} column '{column}' mixes types ({', '.join(kinds)}): {where} holds "
+                    f"{shown} where the rows before hold a {first.__name__}; make each column one type"
                 ) from None
         first_line = str(exc).strip().splitlines()[0]
         raise LlmkitError(f"{key}: cannot read {path} as a table ({first_line}); check the file") from None
+
+
+def _short(value: Any) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 40 else shown[:37] + "..."
 
 
 def _read_delimited(path: Path, key: str, delimiter: str) -> tuple[list[dict[str, Any]], list[int]]:
@@ -337,7 +428,7 @@ def load_splits(data: dict[str, Any], seed: int) -> dict[str, Split]:
         if value:
             key = f"data.{role}"
             path = resolve_data_path(value, key)
-            splits[role] = read_split(role, path, key, data.get("txt_unit", "line"))
+            splits[role] = read_split(role, path, key, data.get("txt_unit", "line"), conll_format(data))
     if data.get("dataset") and "train" not in splits:  # a file for data.train means files only
         splits = read_dataset_roles(data, splits)
     train = splits["train"]
@@ -371,6 +462,16 @@ def load_splits(data: dict[str, Any], seed: int) -> dict[str, Split]:
         if limit and role in splits:
             splits[role].keep_rows(range(min(limit, len(splits[role].dataset))))
     return splits
+
+
+def conll_format(data: dict[str, Any]) -> ConllFormat:
+    """The CoNLL reading settings of a task's data section (token classification sets them)."""
+    tag_column = data.get("tag_column")
+    if tag_column is not None and (not isinstance(tag_column, int) or isinstance(tag_column, bool)):
+        raise LlmkitError(
+            f"data.tag_column must be a column number (the token is 1) or null, got {tag_column!r}"
+        )
+    return ConllFormat(data.get("tokens", "tokens"), data.get("tags", "ner_tags"), tag_column)
 
 
 def read_dataset_roles(data: dict[str, Any], files: dict[str, Split]) -> dict[str, Split]:

@@ -21,7 +21,12 @@ from llmkit.run_folder import RECIPE_FILE
 from llmkit.tasks import Task, get_task_class
 
 #: Architecture name suffix -> task, for folders that llmkit did not write (no recipe.yaml).
-ARCHITECTURE_TASKS = {"ForSequenceClassification": "classification", "ForMaskedLM": "fill-mask"}
+ARCHITECTURE_TASKS = {
+    "ForSequenceClassification": "classification",
+    "ForMaskedLM": "fill-mask",
+    "ForTokenClassification": "token-classification",
+    "ForQuestionAnswering": "question-answering",
+}
 
 
 def task_for_model(model_dir: Path) -> Task:

@@ -352,6 +352,8 @@ def test_recipes_that_stood_on_shared_data_name_their_hub_dataset() -> None:
         "generation-shakespeare",
         "instruct-alpaca",
         "summarize-dialogsum",
+        "ner-conll2003",
+        "qa-squad",
     }
     for name in bundled_recipes():
         data = load_recipe(name).data

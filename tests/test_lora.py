@@ -425,3 +425,43 @@ def test_smollm2_lora_adapter_is_small_and_generates(run_cli, tmp_path: Path) ->
     chat = run_cli("generate", "Name a color.", "--model", out, "--chat", "--max-new-tokens", "6", "--json")
     assert chat.exit_code == 0, chat.stderr
     assert json.loads(chat.stdout)["text"].strip()
+
+
+def test_ner_and_qa_adapters_train_their_heads_and_predict(run_cli, tmp_path: Path) -> None:
+    from transformers import pipeline
+
+    from tests.test_ner import rows as ner_rows
+    from tests.test_ner import write_jsonl
+    from tests.test_qa import row as qa_row
+
+    tagged = write_jsonl(tmp_path / "tagged.jsonl", ner_rows(16))
+    ner = llmkit.finetune(
+        {"task": "ner", "model": "tiny-bert"},
+        [f"data.train={tagged}", "training.max_steps=2", f"output_dir={tmp_path / 'ner'}", *LORA],
+    ).output_dir
+    adapter_files(ner)
+    assert json.loads((ner / ADAPTER_CONFIG_FILE).read_text())["modules_to_save"]  # the new tag head
+    id2label = json.loads((ner / MODEL_CONFIG_FILE).read_text())["id2label"]
+    labels = {int(key): tag for key, tag in id2label.items()}
+    assert f"model_kwargs={{'id2label': {labels!r}}}" in (ner / "README.md").read_text()  # the card says how
+    tags = pipeline(
+        "token-classification",
+        model=str(ner),
+        aggregation_strategy="simple",
+        model_kwargs={"id2label": labels},
+    )
+    assert isinstance(tags("Anna Schmidt works for Globex in Paris ."), list)
+    rows = write_jsonl(tmp_path / "sentences.jsonl", [{"tokens": ["Anna", "lives", "in", "Paris", "."]}])
+    predicted = run_cli("predict", "--model", ner, "--input", rows)
+    assert predicted.exit_code == 0, predicted.stderr
+    assert "predicted_entities" in json.loads(predicted.stdout)
+
+    questions = write_jsonl(tmp_path / "questions.jsonl", [qa_row(i) for i in range(12)])
+    qa = llmkit.finetune(
+        {"task": "question-answering", "model": "tiny-bert"},
+        [f"data.train={questions}", "data.max_length=64", "data.doc_stride=16", "training.max_steps=2",
+         f"output_dir={tmp_path / 'qa'}", *LORA],
+    ).output_dir  # fmt: skip
+    adapter_files(qa)
+    answered = run_cli("answer", "Where does Anna live?", "--context", "Anna lives in Berlin.", "--model", qa)
+    assert answered.exit_code == 0, answered.stderr

@@ -81,7 +81,19 @@ def task_recipe(task: str, tmp_path: Path) -> dict:
         ["text", "label"],
         [[f"good {i}", "positive"] for i in range(8)] + [[f"bad {i}", "negative"] for i in range(8)],
     )
+    from tests.test_ner import rows as ner_rows
+    from tests.test_qa import row as qa_row
+
+    tagged = tmp_path / "tagged.jsonl"
+    tagged.write_text("".join(json.dumps(r) + "\n" for r in ner_rows(12)), encoding="utf-8")
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text("".join(json.dumps(qa_row(i, long=i % 2 == 0)) + "\n" for i in range(12)))
     recipes = {
+        "token-classification": {"model": "tiny-bert", "data": {"train": str(tagged)}},
+        "question-answering": {
+            "model": "tiny-bert",
+            "data": {"train": str(questions), "max_length": 64, "doc_stride": 16},
+        },
         "classification": {"model": "tiny-bert", "data": {"train": str(sentiment)}},
         "fill-mask": {"model": "tiny-bert", "data": {"train": str(text), "max_length": 32}},
         "generation": {"model": "tiny-gpt2", "data": {"train": str(paragraphs), "max_length": 32}},

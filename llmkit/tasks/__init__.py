@@ -13,7 +13,11 @@ TASKS: dict[str, str] = {
     "fill-mask": "llmkit.tasks.fill_mask:FillMaskTask",
     "generation": "llmkit.tasks.generation:GenerationTask",
     "summarization": "llmkit.tasks.summarization:SummarizationTask",
+    "token-classification": "llmkit.tasks.token_classification:TokenClassificationTask",
+    "question-answering": "llmkit.tasks.question_answering:QuestionAnsweringTask",
 }
+#: Other names a recipe may give a task.
+TASK_ALIASES: dict[str, str] = {"ner": "token-classification"}
 
 
 def task_names() -> list[str]:
@@ -21,6 +25,7 @@ def task_names() -> list[str]:
 
 
 def get_task_class(name: str, where: str = "recipe") -> type[Task]:
+    name = TASK_ALIASES.get(name, name)
     if name not in TASKS:
         raise LlmkitError(
             f"{where}: unknown task '{name}'{did_you_mean(name, TASKS)}; tasks: {', '.join(TASKS)}"
@@ -29,4 +34,4 @@ def get_task_class(name: str, where: str = "recipe") -> type[Task]:
     return getattr(importlib.import_module(module_name), class_name)
 
 
-__all__ = ["TASKS", "Task", "get_task_class", "task_names"]
+__all__ = ["TASKS", "TASK_ALIASES", "Task", "get_task_class", "task_names"]

@@ -1,0 +1,390 @@
+"""Token classification (named-entity recognition): a tag for every word of a sentence.
+
+Rows hold a list of words (``data.tokens``) and a list of tags of the same length (``data.tags``): strings
+(IOB2 such as ``B-PER``/``I-PER``/``O``), or integers named by ``data.label_names``; CoNLL files are read
+by :mod:`llmkit.data`. Each word's first sub-token carries its tag and the others are masked out of the loss
+(``data.label_all_tokens`` tags them all, as ``run_ner.py`` can). The tag names become the model's
+``id2label``, so ``transformers.pipeline("token-classification", aggregation_strategy="simple")`` answers
+with entity types. Scores are seqeval's entity precision, recall and F1, overall and per type.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from llmkit.data import CONLL_UNIT, Split, require_columns, require_text
+from llmkit.errors import LlmkitError
+from llmkit.tasks.base import Task, argmax_logits
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+PREDICT_BATCH_SIZE = 32
+PREDICTED_ENTITIES = "predicted_entities"
+#: A plain text's words for prediction: letters/digits with inner dots, apostrophes and hyphens ("U.S",
+#: "don't", "Baden-Baden"), or one other non-space character (CoNLL splits punctuation off words).
+WORD = re.compile(r"\w+(?:[.'’-]\w+)*|[^\w\s]")
+IGNORED = -100
+
+
+class TokenClassificationTask(Task):
+    name = "token-classification"
+    default_model = "minilm-l6"
+    pipeline_task = "token-classification"
+    headline_metric = "f1"
+    prediction_keys = (PREDICTED_ENTITIES,)
+    data_defaults: ClassVar[dict[str, Any]] = {
+        "tokens": "tokens",
+        "tags": "ner_tags",
+        "text": "text",  # predict: a plain-text column, when rows have no token list
+        "label_names": None,
+        "label_all_tokens": False,
+        "tag_column": None,  # CoNLL files: the tag column (1-based, the token is 1); null: the last
+        "txt_unit": CONLL_UNIT,
+        "max_length": 256,
+    }
+    training_defaults: ClassVar[dict[str, Any]] = {
+        "average_tokens_across_devices": False,
+        "train_sampling_strategy": "group_by_length",
+    }
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        super().__init__(data)
+        self.label_names: list[str] = []
+        self.integer_tags = False  # tags are ids into label_names
+
+    # -- data -------------------------------------------------------------------------------------
+    def check_inputs(self, split: Split) -> None:
+        """A list of words, or (for prediction) a text column."""
+        tokens, text = self.data["tokens"], self.data["text"]
+        if tokens not in split.dataset.column_names and text in split.dataset.column_names:
+            require_text(split, text, "text")
+            return
+        require_columns(split, {"tokens": tokens})
+        for index, words in enumerate(split.dataset[tokens]):
+            if not isinstance(words, list) or not words or not all(isinstance(w, str) for w in words):
+                raise LlmkitError(
+                    f"{split.origin} {split.where(index)}: column '{tokens}' (data.tokens) must be a "
+                    f'non-empty list of words, got {_shown(words)}; e.g. ["EU", "rejects"]'
+                )
+
+    def check_data(self, splits: dict[str, Split]) -> None:
+        tags = self.data["tags"]
+        for split in splits.values():
+            self.check_inputs(split)
+            if split.role != "test" or tags in split.dataset.column_names:
+                require_columns(split, {"tags": tags})
+                self._check_tag_lists(split)
+        self._infer_labels(splits["train"])
+        for role in ("validation", "test"):
+            if role in splits and tags in splits[role].dataset.column_names:
+                self._check_known_tags(splits[role])
+
+    def _check_tag_lists(self, split: Split) -> None:
+        tokens, tags = self.data["tokens"], self.data["tags"]
+        for index, (words, row_tags) in enumerate(
+            zip(split.dataset[tokens], split.dataset[tags], strict=True)
+        ):
+            if not isinstance(row_tags, list):
+                raise LlmkitError(
+                    f"{split.origin} {split.where(index)}: column '{tags}' (data.tags) is "
+                    f'{_shown(row_tags)}, not a list; give one tag per word, e.g. ["B-ORG", "O"]'
+                )
+            if len(row_tags) != len(words):
+                raise LlmkitError(
+                    f"{split.origin} {split.where(index)}: {len(words)} words in '{tokens}' but "
+                    f"{len(row_tags)} tags in '{tags}'; give exactly one tag per word"
+                )
+            bad = [tag for tag in row_tags if isinstance(tag, bool) or not isinstance(tag, (str, int))]
+            if bad:
+                raise LlmkitError(
+                    f"{split.origin} {split.where(index)}: tag {bad[0]!r} in column '{tags}' is not a "
+                    f"string or integer; use tag names (B-PER) or ids named by data.label_names"
+                )
+
+    def _infer_labels(self, train: Split) -> None:
+        """Tag names: data.label_names for integer tags, else the training tags (O first, then by type)."""
+        values = {tag for row in train.dataset[self.data["tags"]] for tag in row}
+        names = self.data["label_names"]
+        if names is None:
+            names = _class_label_names(train.dataset, self.data["tags"])
+        if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
+            raise LlmkitError("data.label_names must be a list of tag names, e.g. [O, B-PER, I-PER]")
+        if any(isinstance(v, int) for v in values):
+            if not names:
+                raise LlmkitError(
+                    f"{train.origin}: column '{self.data['tags']}' holds integer tags; name them with "
+                    f"data.label_names (in id order, e.g. [O, B-PER, I-PER, ...]) or use tag strings"
+                )
+            bad = sorted(v for v in values if not isinstance(v, int) or not 0 <= v < len(names))
+            if bad:
+                raise LlmkitError(
+                    f"{train.origin}: tag {bad[0]!r} has no name in data.label_names ({len(names)} names for "
+                    f"ids 0..{len(names) - 1}); add names or fix the tags"
+                )
+            self.label_names, self.integer_tags = list(names), True
+        elif names:
+            unknown = sorted(v for v in values if v not in names)
+            if unknown:
+                raise LlmkitError(
+                    f"{train.origin}: tag {unknown[0]!r} is not in data.label_names; add it there"
+                )
+            self.label_names = list(names)
+        else:
+            self.label_names = sorted(values, key=lambda tag: (tag != "O", tag[2:], tag))
+        if len(self.label_names) < 2:
+            raise LlmkitError(
+                f"{train.origin}: column '{self.data['tags']}' has only the tag {self.label_names[0]!r}; "
+                f"token classification needs at least two tags"
+            )
+
+    def _check_known_tags(self, split: Split) -> None:
+        known = set(range(len(self.label_names))) if self.integer_tags else set(self.label_names)
+        for index, row_tags in enumerate(split.dataset[self.data["tags"]]):
+            unknown = next((tag for tag in row_tags if tag not in known), None)
+            if unknown is not None:
+                raise LlmkitError(
+                    f"{split.origin} {split.where(index)}: tag {unknown!r} in column "
+                    f"'{self.data['tags']}' never occurs in data.train (train tags: "
+                    f"{', '.join(self.label_names)}); fix the tag or add training examples"
+                )
+
+    def encode(self, dataset: Dataset, tokenizer: PreTrainedTokenizerBase) -> Dataset:
+        tokens, tags = self.data["tokens"], self.data["tags"]
+        has_tags = tags in dataset.column_names
+        tag_ids = {name: i for i, name in enumerate(self.label_names)}
+        label_all = self.data["label_all_tokens"]
+
+        def tag_id(tag: Any) -> int:
+            return tag if isinstance(tag, int) else tag_ids[tag]
+
+        def encode_batch(batch: dict[str, list]) -> dict[str, list]:
+            encoded = tokenizer(
+                batch[tokens], is_split_into_words=True, truncation=True, max_length=self.data["max_length"]
+            )
+            if has_tags:
+                encoded["labels"] = [
+                    word_labels(encoded.word_ids(i), [tag_id(t) for t in row], label_all)
+                    for i, row in enumerate(batch[tags])
+                ]
+            return dict(encoded)
+
+        return dataset.map(
+            encode_batch, batched=True, remove_columns=dataset.column_names, keep_in_memory=True
+        )
+
+    def collator(self, tokenizer: PreTrainedTokenizerBase):
+        from transformers import DataCollatorForTokenClassification
+
+        return DataCollatorForTokenClassification(tokenizer)
+
+    def label_name(self, label_id: int) -> str:
+        return self.label_names[label_id] if label_id < len(self.label_names) else str(label_id)
+
+    def describe_example(self, batch: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> list[str]:
+        """The words and the tag each labelled sub-token learns."""
+        pieces = tokenizer.convert_ids_to_tokens(batch["input_ids"][0])
+        labels = batch["labels"][0].tolist() if "labels" in batch else []
+        tagged = [f"{piece}/{self.label_name(label)}" for piece, label in zip(pieces, labels, strict=False)]
+        return [
+            f"tagged sub-tokens ({len(tagged)}): {' '.join(t for t in tagged if not t.endswith('/-100'))}"
+        ]
+
+    def data_summary(self, splits: dict[str, Split]) -> list[str]:
+        lines = []
+        for role, split in splits.items():
+            if self.data["tags"] in split.dataset.column_names:
+                entities = [entity for row in split.dataset[self.data["tags"]] for entity in self._spans(row)]
+                types = sorted({kind for kind, _, _ in entities})
+                counts = ", ".join(f"{kind}: {sum(e[0] == kind for e in entities)}" for kind in types)
+                lines.append(f"entities in {role}: {counts or 'none'}")
+        return lines
+
+    def _spans(self, row_tags: list[Any]) -> list[tuple[str, int, int]]:
+        names = [self.label_name(t) if isinstance(t, int) else t for t in row_tags]
+        return entity_spans(names)
+
+    # -- model ------------------------------------------------------------------------------------
+    def peft_task_type(self) -> str | None:
+        return "TOKEN_CLS"  # peft then trains and saves the new head in full
+
+    def auto_class(self) -> type:
+        from transformers import AutoModelForTokenClassification
+
+        return AutoModelForTokenClassification
+
+    def model_kwargs(self) -> dict[str, Any]:
+        if not self.label_names:  # loading a trained tagger to predict: keep its own tags
+            return {}
+        return {
+            "num_labels": len(self.label_names),
+            "id2label": dict(enumerate(self.label_names)),
+            "label2id": {name: i for i, name in enumerate(self.label_names)},
+            "ignore_mismatched_sizes": True,
+        }
+
+    # -- evaluation ---------------------------------------------------------------------------------
+    def compute_metrics(self):
+        import numpy as np
+
+        from llmkit.metrics import load_metrics
+
+        metric = load_metrics("seqeval")
+        names = self.label_names
+
+        def compute(eval_prediction) -> dict[str, float]:
+            predictions, references = [], []
+            for predicted, gold in zip(eval_prediction.predictions, eval_prediction.label_ids, strict=True):
+                kept = np.asarray(gold) != IGNORED
+                predictions.append([names[int(i)] for i in np.asarray(predicted)[kept]])
+                references.append([names[int(i)] for i in np.asarray(gold)[kept]])
+            scores = metric.compute(predictions=predictions, references=references)
+            flat = {key: scores[key] for key in ("precision", "recall", "f1", "accuracy")}
+            for kind, values in scores["per_type"].items():
+                flat.update({f"{kind}_{key}": value for key, value in values.items() if key != "number"})
+            return flat
+
+        return compute
+
+    def preprocess_logits_for_metrics(self):
+        return argmax_logits
+
+    # -- inference ----------------------------------------------------------------------------------
+    def predict(
+        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Each row's entities: type, text, character start and end (in the text, or in the words joined
+        by spaces) and score (the mean probability of its words' tags)."""
+        results = []
+        for start in range(0, len(rows), PREDICT_BATCH_SIZE):
+            batch = [self._words(row) for row in rows[start : start + PREDICT_BATCH_SIZE]]
+            for (text, spans), (tags, scores) in zip(
+                batch, self._tag_words(model, tokenizer, batch), strict=True
+            ):
+                results.append({PREDICTED_ENTITIES: entities_in(text, spans, tags, scores)})
+        return results
+
+    def _words(self, row: dict[str, Any]) -> tuple[str, list[tuple[int, int]]]:
+        """A row's text and its words' character spans: a token list joined by spaces, or a text split."""
+        words = row.get(self.data["tokens"])
+        if isinstance(words, list):
+            text, spans, position = " ".join(words), [], 0
+            for word in words:
+                spans.append((position, position + len(word)))
+                position += len(word) + 1
+            return text, spans
+        text = row.get(self.data["text"]) or ""
+        return text, [match.span() for match in WORD.finditer(text)]
+
+    def _tag_words(self, model, tokenizer, batch) -> list[tuple[list[str], list[float]]]:
+        """Each word's tag and probability, read at its first sub-token (words past max_length: O)."""
+        import torch
+
+        words = [[text[a:b] for a, b in spans] or [""] for text, spans in batch]
+        encoded = tokenizer(
+            words,
+            is_split_into_words=True,
+            truncation=True,
+            max_length=self.data["max_length"],
+            padding=True,
+            return_tensors="pt",
+        )
+        with torch.no_grad():
+            probabilities = model(**encoded.to(model.device)).logits.float().softmax(dim=-1)
+        scores, ids = probabilities.max(dim=-1)
+        tagged = []
+        for row, (_, spans) in enumerate(batch):
+            tags, row_scores = ["O"] * len(spans), [1.0] * len(spans)
+            seen = set()
+            for position, word in enumerate(encoded.word_ids(row)):
+                if word is None or word in seen or word >= len(spans):
+                    continue
+                seen.add(word)
+                tags[word] = model.config.id2label[int(ids[row, position])]
+                row_scores[word] = float(scores[row, position])
+            tagged.append((tags, row_scores))
+        return tagged
+
+    def report_samples(
+        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]
+    ) -> list[dict[str, str]]:
+        samples = []
+        for row, prediction in zip(rows, self.predict(model, tokenizer, rows), strict=True):
+            text, spans = self._words(row)
+            found = prediction[PREDICTED_ENTITIES]
+            sample = {
+                "input": text,
+                "prediction": "; ".join(f"{e['text']} ({e['type']})" for e in found) or "(no entities)",
+            }
+            row_tags = row.get(self.data["tags"])
+            if isinstance(row_tags, list) and len(row_tags) == len(spans):
+                gold = self._spans(row_tags)
+                sample["reference"] = (
+                    "; ".join(f"{text[spans[a][0] : spans[b - 1][1]]} ({kind})" for kind, a, b in gold)
+                    or "(no entities)"
+                )
+            samples.append(sample)
+        return samples
+
+
+def word_labels(word_ids: list[int | None], tags: list[int], label_all: bool) -> list[int]:
+    """Sub-token labels: each word's tag on its first sub-token; the rest -100 (or, with ``label_all``, the
+    word's tag, B- turned into I- as run_ner does); special tokens -100."""
+    labels, previous = [], None
+    for word in word_ids:
+        if word is None:
+            labels.append(IGNORED)
+        elif word != previous:
+            labels.append(tags[word])
+        else:
+            labels.append(tags[word] if label_all else IGNORED)
+        previous = word
+    return labels
+
+
+def entity_spans(tags: list[str]) -> list[tuple[str, int, int]]:
+    """(type, first word, end word) of each entity in IOB tags; an I- tag that follows another type or O
+    starts a new entity (as seqeval reads IOB1/IOB2)."""
+    spans: list[tuple[str, int, int]] = []
+    kind, begin = None, 0
+    for index, tag in enumerate([*tags, "O"]):
+        prefix, _, tag_type = tag.partition("-") if "-" in tag else (tag, "", "")
+        continues = prefix == "I" and tag_type == kind
+        if kind is not None and not continues:
+            spans.append((kind, begin, index))
+            kind = None
+        if prefix in ("B", "I") and not continues:
+            kind, begin = tag_type, index
+    return spans
+
+
+def entities_in(
+    text: str, spans: list[tuple[int, int]], tags: list[str], scores: list[float]
+) -> list[dict[str, Any]]:
+    """Entities as {type, text, start, end, score}, character offsets into ``text``."""
+    found = []
+    for kind, first, end in entity_spans(tags):
+        start, stop = spans[first][0], spans[end - 1][1]
+        score = sum(scores[first:end]) / (end - first)
+        found.append(
+            {"type": kind, "text": text[start:stop], "start": start, "end": stop, "score": round(score, 6)}
+        )
+    return found
+
+
+def _class_label_names(dataset: Dataset, column: str) -> list[str] | None:
+    """The names of a list-of-ClassLabel column (hub datasets such as CoNLL-2003 store tag ids)."""
+    from datasets import ClassLabel
+
+    feature = dataset.features.get(column)
+    inner = getattr(feature, "feature", None)
+    if isinstance(feature, list) and feature:
+        inner = feature[0]
+    return list(inner.names) if isinstance(inner, ClassLabel) else None
+
+
+def _shown(value: Any) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 40 else shown[:37] + "..."

@@ -1,0 +1,246 @@
+"""Extractive question answering (task: question-answering): windows, span search, SQuAD metric, the
+tokenization cache, predict, `llmkit answer`, and every bad input of issue 16."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from llmkit.errors import LlmkitError
+from tests.conftest import SHARED_DATA
+
+FACTS = [
+    ("Where does Anna live?", "Anna lives in Berlin and works at the museum.", "Berlin"),
+    ("Who works at the bank?", "Tom works at the bank; his sister paints houses.", "Tom"),
+    ("What colour is the car?", "The car outside the station is red and very old.", "red"),
+    ("When did the shop open?", "The small shop on the corner opened in 1998 after a long delay.", "1998"),
+]
+#: Filler that makes a context longer than a 64-token window.
+FILLER = " ".join(f"Sentence number {i} says nothing at all." for i in range(12))
+
+
+def row(index: int, long: bool = False) -> dict:
+    question, context, answer = FACTS[index % len(FACTS)]
+    if long:
+        context = f"{FILLER} {context}"
+    return {
+        "id": str(index),
+        "question": question,
+        "context": context,
+        "answers": {"text": [answer], "answer_start": [context.index(answer)]},
+    }
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def qa_files(tmp_path: Path) -> tuple[Path, Path]:
+    train = write_jsonl(tmp_path / "train.jsonl", [row(i, long=i % 2 == 0) for i in range(16)])
+    validation = write_jsonl(tmp_path / "validation.jsonl", [row(i, long=i % 2 == 1) for i in range(6)])
+    return train, validation
+
+
+def finetune(tmp_path: Path, train: Path, validation: Path, *overrides: str, out: str = "out"):
+    import llmkit
+
+    return llmkit.finetune(
+        {"task": "question-answering", "model": "tiny-bert"},
+        [
+            f"data.train={train}",
+            f"data.validation={validation}",
+            "data.max_length=64",  # the long contexts need several windows
+            "data.doc_stride=16",
+            "training.max_steps=3",
+            f"output_dir={tmp_path / out}",
+            *overrides,
+        ],
+    )
+
+
+# -- pieces ---------------------------------------------------------------------------------------------
+def test_squad_metric_values() -> None:
+    from llmkit.metrics import load_metrics
+
+    squad = load_metrics("squad")
+    assert squad.compute(predictions=["the Broncos"], references=[["Broncos", "x"]])["exact_match"] == 100.0
+    assert squad.compute(predictions=["Paris"], references=[["Paris France"]])["f1"] == pytest.approx(
+        100 * 2 / 3
+    )
+    assert squad.compute(predictions=[""], references=[[]])["exact_match"] == 100.0
+
+
+def test_best_span_stays_in_the_context_and_within_max_answer_length() -> None:
+    import numpy as np
+
+    from llmkit.tasks.question_answering import NO_SPAN, best_span
+
+    offsets = [NO_SPAN, NO_SPAN, (0, 4), (5, 9), (10, 14), (15, 19), NO_SPAN]
+    start = np.array([9.0, 8.0, 1.0, 3.0, 0.0, 0.0, 0.0])  # the question token 1 is best, then token 3
+    end = np.array([9.0, 0.0, 0.0, 0.0, 0.0, 2.0, 9.0])
+    span = best_span(start, end, offsets, n_best=20, max_answer_length=30)
+    assert (span.start, span.end) == (5, 19) and 0 < span.probability < 1
+    short = best_span(start, end, offsets, n_best=20, max_answer_length=2)
+    assert (short.start, short.end) == (5, 14)  # tokens 3-4: the best span of at most 2 tokens
+
+
+def test_answer_positions_point_at_cls_when_the_window_lacks_the_answer() -> None:
+    from llmkit.tasks.question_answering import NO_SPAN, answer_positions
+
+    offsets = [NO_SPAN, (0, 4), (5, 9), (10, 14), NO_SPAN]
+    assert answer_positions(offsets, {"text": ["ef"], "answer_start": [6]}) == (2, 2)
+    assert answer_positions(offsets, {"text": ["xyz"], "answer_start": [30]}) == (0, 0)
+
+
+# -- a run ----------------------------------------------------------------------------------------------
+def test_qa_scores_the_same_from_a_warm_tokenization_cache(
+    tmp_path: Path, qa_files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second run gets every split from the cache (encode never runs) and still maps windows back."""
+    from llmkit.models import resolve_model
+    from llmkit.tasks.question_answering import QuestionAnsweringTask
+
+    resolve_model("tiny-bert")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "models").symlink_to(Path(os.environ["LLMKIT_CACHE"]) / "models")
+    monkeypatch.setenv("LLMKIT_CACHE", str(cache))
+    cold = finetune(tmp_path, *qa_files, out="cold")
+    assert cold.metrics["validation_windows"] > 6  # the long contexts took several windows
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("a warm cache must not encode again")
+
+    monkeypatch.setattr(QuestionAnsweringTask, "encode", no_encoding)
+    warm = finetune(tmp_path, *qa_files, out="warm")
+    assert {"eval_exact_match", "eval_f1"} <= set(warm.metrics)
+    for key in ("eval_exact_match", "eval_f1", "eval_loss"):
+        assert warm.metrics[key] == pytest.approx(cold.metrics[key]), key
+
+
+def test_qa_predict_and_answer_and_the_folder_loads_in_transformers(
+    tmp_path: Path, qa_files: tuple[Path, Path], run_cli
+) -> None:
+    from transformers import AutoModelForQuestionAnswering
+    from transformers.pipelines import SUPPORTED_TASKS
+
+    out = finetune(tmp_path, *qa_files).output_dir
+    assert type(AutoModelForQuestionAnswering.from_pretrained(out)).__name__ == "BertForQuestionAnswering"
+    # README: transformers 5 ships no question-answering pipeline; `llmkit answer` serves the folder
+    assert "question-answering" not in SUPPORTED_TASKS
+
+    questions = write_jsonl(
+        tmp_path / "questions.jsonl", [{"question": q, "context": c} for q, c, _ in FACTS]
+    )
+    printed = run_cli("predict", "-m", out, "-i", questions)
+    assert printed.exit_code == 0, printed.stderr
+    for line in printed.stdout.splitlines():
+        result = json.loads(line)
+        assert (
+            result["context"][result["predicted_start"] : result["predicted_end"]]
+            == result["predicted_answer"]
+        )
+        assert 0 <= result["predicted_score"] <= 1
+
+    context_file = tmp_path / "context.txt"
+    context_file.write_text(FACTS[0][1])
+    answered = run_cli("answer", FACTS[0][0], "--context-file", context_file, "--json")  # the newest run
+    assert answered.exit_code == 0, answered.stderr
+    result = json.loads(answered.stdout)
+    assert FACTS[0][1][result["start"] : result["end"]] == result["answer"]
+    inline = run_cli("answer", FACTS[0][0], "--context", FACTS[0][1], "--model", out, "--json")
+    assert json.loads(inline.stdout) == result
+
+    neither = run_cli("answer", "Who?", "--model", out)
+    assert (
+        neither.exit_code == 2
+        and "give the context as --context TEXT or --context-file FILE" in neither.stderr
+    )
+    untrained = run_cli("answer", "Who?", "--context", "Tom.", "--model", "tiny-bert")
+    assert untrained.exit_code == 2 and "has no trained question-answering head" in untrained.stderr
+
+
+def test_unanswerable_questions_with_version_2(tmp_path: Path, qa_files: tuple[Path, Path]) -> None:
+    records = [row(i) for i in range(8)]
+    records[3]["answers"] = {"text": [], "answer_start": []}
+    train = write_jsonl(tmp_path / "v2.jsonl", records)
+    with pytest.raises(
+        LlmkitError, match=r"line 4: column 'answers' \(data.answers\): no answer; .*version_2"
+    ):
+        finetune(tmp_path, train, qa_files[1], "data.validation_split=0")
+    result = finetune(tmp_path, train, qa_files[1], "data.version_2_with_negative=true", out="v2")
+    assert "eval_f1" in result.metrics
+
+
+# -- bad input ------------------------------------------------------------------------------------------
+def test_answer_not_at_its_answer_start_fails_or_is_skipped_and_counted(
+    tmp_path: Path, qa_files: tuple[Path, Path], run_cli
+) -> None:
+    records = [row(i) for i in range(10)]
+    records[4]["answers"]["answer_start"] = [2]
+    train = write_jsonl(tmp_path / "bad.jsonl", records)
+    args = ["finetune", "task=question-answering", "model=tiny-bert", f"data.train={train}"]
+    args += [f"data.validation={qa_files[1]}", "training.max_steps=2", f"output_dir={tmp_path}/o"]
+    result = run_cli(*args)
+    assert result.exit_code == 2
+    assert (
+        f"data.train {train} line 5: column 'answers' (data.answers): answer 'Berlin' is not at "
+        f"answer_start 2 (it occurs at 14); fix it, or set data.skip_bad_answers=true" in result.stderr
+    )
+    assert not (tmp_path / "o").exists()
+    skipped = run_cli(*args, "data.skip_bad_answers=true")
+    assert skipped.exit_code == 0, skipped.stderr
+    assert json.loads((tmp_path / "o" / "metrics.json").read_text())["train_skipped_bad_answers"] == 1
+
+
+@pytest.mark.parametrize("column", ["question", "context"])
+def test_empty_question_or_context(tmp_path: Path, qa_files: tuple[Path, Path], run_cli, column: str) -> None:
+    records = [row(i) for i in range(6)]
+    records[2][column] = "  "
+    train = write_jsonl(tmp_path / "bad.jsonl", records)
+    result = run_cli(
+        "finetune", "task=question-answering", "model=tiny-bert", f"data.train={train}",
+        f"data.validation={qa_files[1]}", f"output_dir={tmp_path}/o",
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert f"data.train {train} line 3: column '{column}' (data.{column}) is empty" in result.stderr
+
+
+def test_doc_stride_must_be_below_max_length(tmp_path: Path, qa_files: tuple[Path, Path]) -> None:
+    with pytest.raises(
+        LlmkitError, match=r"data.doc_stride \(64\) must be smaller than data.max_length \(64\)"
+    ):
+        finetune(tmp_path, *qa_files, "data.doc_stride=64")
+
+
+# -- the real model -------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_minilm_answers_real_squad_questions(tmp_path: Path, run_cli) -> None:
+    """MiniLM-L6 on 300 SQuADShifts questions for 30 steps, scored on 30 SQuAD dev questions."""
+    import llmkit
+
+    result = llmkit.finetune(
+        "qa-squad",
+        [
+            f"data.train={SHARED_DATA / 'squad' / 'train.jsonl'}",
+            f"data.validation={SHARED_DATA / 'squad' / 'validation.jsonl'}",
+            "data.max_train_samples=300",
+            "data.max_eval_samples=30",
+            "data.max_length=256",
+            "training.max_steps=30",
+            f"output_dir={tmp_path / 'out'}",
+        ],
+    )
+    assert result.metrics["eval_f1"] > 0  # SQuAD F1 in percent; a window head at random scores ~0-2
+    context = "The Eiffel Tower was completed in 1889 in Paris for the World's Fair."
+    answered = run_cli(
+        "answer", "When was the tower completed?", "-c", context, "-m", result.output_dir, "--json"
+    )
+    assert answered.exit_code == 0, answered.stderr
+    found = json.loads(answered.stdout)
+    assert context[found["start"] : found["end"]] == found["answer"] and found["answer"]
