@@ -8,7 +8,9 @@ One command (from the repo root, ../shared/data beside it, on a machine with a C
 
 One line per recipe: the precision ``auto`` chose, samples/s and real tokens/s (the Trainer's clock), peak
 GPU memory and the final training loss. Then ``recipes/sst2-minilm.yaml`` runs as written (300 steps): dev
-accuracy and throughput. Writes benchmarks/results/gpu_check.{json,md}.
+accuracy and throughput. The instruction recipe also runs with a LoRA adapter and, where bitsandbytes is
+installed, as QLoRA (``peft.quantize: 4bit``, then ``8bit``): the only place llmkit's QLoRA path runs
+(it needs CUDA). Writes benchmarks/results/gpu_check.{json,md}.
 """
 
 from __future__ import annotations
@@ -25,6 +27,13 @@ WORK = REPO / "runs" / "gpu-check"
 #: Keep each short run short: a few batches of data, a small evaluation.
 SHORT_RUN_DATA = ["data.max_eval_samples=64"]
 SHARED_DATA_LINE = "# shared data: "
+#: Adapter variants of one recipe: name suffix -> overrides (QLoRA needs CUDA and bitsandbytes).
+ADAPTER_RECIPE = "instruct-alpaca"
+ADAPTER_VARIANTS = {
+    "lora": ["peft.r=16"],
+    "qlora-4bit": ["peft.r=16", "peft.quantize=4bit", "training.gradient_checkpointing=true"],
+    "qlora-8bit": ["peft.r=16", "peft.quantize=8bit", "training.gradient_checkpointing=true"],
+}
 
 
 def shared_data_overrides() -> dict[str, list[str]]:
@@ -45,7 +54,7 @@ def peak_memory_gib() -> float | None:
     return round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None
 
 
-def run_recipe(name: str, overrides: list[str], work: Path) -> dict:
+def run_recipe(name: str, overrides: list[str], work: Path, variant: str = "") -> dict:
     """Fine-tune one bundled recipe; the figures for its line."""
     import torch
 
@@ -53,7 +62,8 @@ def run_recipe(name: str, overrides: list[str], work: Path) -> dict:
 
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    result = llmkit.finetune(name, [f"output_dir={work / name}", *overrides], overwrite=True)
+    folder = work / (f"{name}-{variant}" if variant else name)
+    result = llmkit.finetune(name, [f"output_dir={folder}", *overrides], overwrite=True)
     manifest = json.loads((result.output_dir / "manifest.json").read_text(encoding="utf-8"))
     metrics = result.metrics
     return {
@@ -101,6 +111,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="training steps of each short run")
     parser.add_argument("--recipes", nargs="*", help="bundled recipe names (default: all)")
     parser.add_argument("--skip-full", action="store_true", help="no full SST-2 run")
+    parser.add_argument("--skip-adapters", action="store_true", help="no LoRA/QLoRA runs")
     parser.add_argument("--allow-cpu", action="store_true", help="run without a GPU (a smoke test)")
     parser.add_argument("--tag", default="", help="write gpu_check-TAG.* instead of gpu_check.*")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder for gpu_check.{json,md}")
@@ -129,6 +140,17 @@ def main() -> None:
         except LlmkitError as exc:  # a recipe that cannot run here is a finding, not the end of the check
             report["recipes"][name] = figures = {"error": str(exc)}
         print(f"{name}: {json.dumps(figures)}", flush=True)
+    if not args.skip_adapters:
+        base = [*shared.get(ADAPTER_RECIPE, []), f"training.max_steps={args.steps}", *SHORT_RUN_DATA]
+        for suffix, extra in ADAPTER_VARIANTS.items():
+            name = f"{ADAPTER_RECIPE} +{suffix}"
+            try:
+                report["recipes"][name] = figures = run_recipe(
+                    ADAPTER_RECIPE, [*base, *extra], args.work, suffix
+                )
+            except LlmkitError as exc:  # e.g. no bitsandbytes: recorded, the check goes on
+                report["recipes"][name] = figures = {"error": str(exc)}
+            print(f"{name}: {json.dumps(figures)}", flush=True)
     if not args.skip_full:
         report["sst2_full"] = run_recipe("sst2-minilm", shared.get("sst2-minilm", []), args.work)
         print(f"sst2-minilm (full): {json.dumps(report['sst2_full'])}", flush=True)

@@ -293,7 +293,7 @@ def train_and_evaluate(run: PreparedRun, trainer, timing: dict[str, float]) -> d
     if "validation" in run.encoded:
         metrics.update(evaluate(trainer, run.task, run.encoded["validation"], "eval"))
     test = run.encoded.get("test")
-    if test is not None and "labels" in test.column_names:
+    if test is not None and has_targets(run.task, test):
         metrics.update(evaluate(trainer, run.task, test, "test"))
     timing["evaluate_seconds"] = time.perf_counter() - began
     return metrics
@@ -315,7 +315,7 @@ def save_run(
         "timing": {key: round(value, 2) for key, value in timing.items()},
     }
     test = run.encoded.get("test")
-    if test is not None and "labels" not in test.column_names:
+    if test is not None and not has_targets(task, test):
         write_jsonl(
             output_dir / TEST_PREDICTIONS_FILE,
             task.predict(model, run.tokenizer, run.splits["test"].dataset.to_list()),
@@ -332,6 +332,10 @@ def save_run(
     record_latest_run(task.name, output_dir)
     write_run_report(output_dir)
     log(f"saved to {output_dir}")
+
+
+def has_targets(task: Task, encoded) -> bool:
+    return all(column in encoded.column_names for column in task.target_columns)
 
 
 def adapter_statistics(model, output_dir: Path) -> dict[str, Any]:

@@ -257,7 +257,7 @@ def test_gpu_check_script_runs_as_a_cpu_smoke_test(tmp_path: Path) -> None:
     repo = Path(__file__).resolve().parents[1]
     command = [
         sys.executable, str(repo / "benchmarks" / "gpu_check.py"),
-        "--recipes", "classification", "--steps", "1", "--skip-full", "--allow-cpu",
+        "--recipes", "classification", "--steps", "1", "--skip-full", "--skip-adapters", "--allow-cpu",
         "--results", str(tmp_path / "results"), "--work", str(tmp_path / "runs"),
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)

@@ -244,3 +244,11 @@ def test_minilm_answers_real_squad_questions(tmp_path: Path, run_cli) -> None:
     assert answered.exit_code == 0, answered.stderr
     found = json.loads(answered.stdout)
     assert context[found["start"] : found["end"]] == found["answer"] and found["answer"]
+
+
+def test_a_test_split_with_answers_is_scored(tmp_path: Path, qa_files: tuple[Path, Path]) -> None:
+    """Answers are start/end positions, not `labels`: the spine asks the task which columns are targets."""
+    test = write_jsonl(tmp_path / "test.jsonl", [row(i, long=True) for i in range(4)])
+    result = finetune(tmp_path, *qa_files, f"data.test={test}")
+    assert {"test_exact_match", "test_f1"} <= set(result.metrics)
+    assert not (result.output_dir / "test_predictions.jsonl").exists()

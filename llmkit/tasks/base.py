@@ -60,6 +60,8 @@ class Task:
     reports_perplexity: ClassVar[bool] = False
     #: Why ``training.torch_compile`` cannot work for this task (None: it can).
     torch_compile_refusal: ClassVar[str | None] = None
+    #: The encoded columns that hold targets: a test split that has them is scored, one without is predicted.
+    target_columns: ClassVar[tuple[str, ...]] = ("labels",)
     #: The keys ``predict`` adds beside each input row; an input that has such a column is refused.
     prediction_keys: ClassVar[tuple[str, ...]] = ()
 

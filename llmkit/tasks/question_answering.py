@@ -66,6 +66,7 @@ class QuestionAnsweringTask(Task):
     pipeline_task = "question-answering"
     headline_metric = "f1"
     prediction_keys = (PREDICTED_ANSWER, PREDICTED_START, PREDICTED_END, PREDICTED_SCORE)
+    target_columns = ("start_positions", "end_positions")
     data_defaults: ClassVar[dict[str, Any]] = {
         "question": "question",
         "context": "context",
