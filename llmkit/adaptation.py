@@ -319,6 +319,18 @@ def model_config_dict(folder: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def load_config(folder: Path) -> Any:
+    """A model folder's ``PretrainedConfig`` (an adapter folder's adapted one): attribute names resolved,
+    e.g. GPT-2's ``n_positions`` read as ``max_position_embeddings``."""
+    from transformers import AutoConfig
+
+    folder = Path(folder)
+    if is_adapter_folder(folder):
+        own = folder / MODEL_CONFIG_FILE
+        return AutoConfig.from_pretrained(str(own) if own.exists() else str(adapter_base(folder)))
+    return AutoConfig.from_pretrained(str(folder))
+
+
 def adapter_base(folder: Path, base: str | Path | None = None) -> Path:
     """The base model folder an adapter folder applies to.
 

@@ -420,7 +420,7 @@ def fill_mask(
 
     Says on stderr, in one line, which model answered and how.
     """
-    from llmkit.adaptation import model_config_dict
+    from llmkit.adaptation import load_config
     from llmkit.models import check_weights, load_tokenizer
     from llmkit.progress import log
     from llmkit.tasks.fill_mask import fill_masks, load_trained_mlm, with_model_masks
@@ -437,7 +437,7 @@ def fill_mask(
         loaded = load_trained_mlm(chosen.folder, chosen.name, **options)
         log(f"{chosen.name} answers ({chosen.why}): a masked LM, reading both sides of each mask")
         return chosen, fill_masks(loaded, tokenizer, texts, top_k=top_k)
-    context = model_config_dict(chosen.folder).get("max_position_embeddings")
+    context = getattr(load_config(chosen.folder), "max_position_embeddings", None)
     check_texts(texts, tokenizer, context if isinstance(context, int) else None, chosen.name)
     loaded = load_causal_filler(chosen.folder, chosen.name, **options)
     reads = f"the next {right_context} tokens" if right_context else "the whole text"
