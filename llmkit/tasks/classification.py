@@ -21,7 +21,7 @@ import math
 from collections import Counter
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from llmkit.data import Split, numbers_from_text, require_columns, require_text
+from llmkit.data import Split, join_lists, numbers_from_text, require_columns, require_text
 from llmkit.errors import LlmkitError
 from llmkit.progress import log
 from llmkit.tasks.base import Task, argmax_logits
@@ -100,6 +100,7 @@ class ClassificationTask(Task):
     def check_inputs(self, split: Split) -> None:
         require_columns(split, self.text_columns())
         for recipe_key, column in self.text_columns().items():
+            join_lists(split, column, self.data["join_lists"])
             require_text(split, column, recipe_key)
 
     def check_data(self, splits: dict[str, Split]) -> None:
