@@ -431,7 +431,9 @@ def test_a_missing_column_of_a_real_header_still_lists_the_columns(tmp_path: Pat
 
     train = write_csv(tmp_path / "train.csv", ["sentence", "label"], [["good", "1"], ["bad", "0"]])
     data = classification_data(train=str(train), validation_split=0.0)
-    with pytest.raises(LlmkitError, match=re.escape("columns are: sentence, label; set data.text=<one of them>")):
+    with pytest.raises(
+        LlmkitError, match=re.escape("columns are: sentence, label; set data.text=<one of them>")
+    ):
         ClassificationTask(data).check_data(load_splits(data, seed=0))
 
 
@@ -445,7 +447,9 @@ def test_data_columns_skips_a_header_that_repeats_them_and_counts_fields(tmp_pat
         load_splits(classification_data(train=str(ragged), columns=["label", "title", "text"]), seed=0)
     jsonl = tmp_path / "train.jsonl"
     jsonl.write_text('{"text": "a", "label": 1}\n', encoding="utf-8")
-    with pytest.raises(LlmkitError, match=re.escape("data.columns names the columns of a headerless CSV/TSV, but")):
+    with pytest.raises(
+        LlmkitError, match=re.escape("data.columns names the columns of a headerless CSV/TSV, but")
+    ):
         load_splits(classification_data(train=str(jsonl), columns=["text", "label"]), seed=0)
     with pytest.raises(LlmkitError, match=re.escape("data.columns names column 'text' twice")):
         load_splits(classification_data(train=str(train), columns=["text", "text", "label"]), seed=0)

@@ -237,7 +237,9 @@ def test_bad_problem_settings_are_one_line_errors(tmp_path: Path, emotion_files)
     train, dev = emotion_files
     with pytest.raises(llmkit.LlmkitError, match=re.escape("data.problem must be one of auto, single_label")):
         llmkit.finetune(recipe(train, dev, tmp_path / "a", label="labels", problem="multilabel"))
-    with pytest.raises(llmkit.LlmkitError, match=re.escape("data.threshold must be a probability between 0 and 1")):
+    with pytest.raises(
+        llmkit.LlmkitError, match=re.escape("data.threshold must be a probability between 0 and 1")
+    ):
         llmkit.finetune(recipe(train, dev, tmp_path / "b", label="labels", threshold=1.5))
 
 
