@@ -86,6 +86,7 @@ class ClassificationTask(Task):
         self.label_names: list[str] = []
         # "auto" is resolved from the training labels by check_data (or from the model's config to predict)
         self.problem: str | None = None if data["problem"] == "auto" else data["problem"]
+        self.problem_note = ""  # what auto chose and why, said by prepare_tokenizer
         self.prediction_keys = PREDICTION_KEYS.get(data["problem"]) or tuple(
             dict.fromkeys(key for keys in PREDICTION_KEYS.values() for key in keys)
         )
@@ -147,11 +148,18 @@ class ClassificationTask(Task):
             problem, why = "regression", "the labels are numbers with fractions"
         else:
             problem, why = "single_label", "one class per row"
-        log(
+        self.problem_note = (
             f"data.problem auto: {problem} ({why} in column '{self.data['label']}' of {train.origin}); "
             f"set data.problem to choose another"
         )
         return problem
+
+    def prepare_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        """Say what ``data.problem: auto`` chose, once the data and the model have passed their checks
+        (so that a bad input's error stays the only line on stderr)."""
+        if self.problem_note:
+            log(self.problem_note)
+            self.problem_note = ""
 
     def _check_scores(self, split: Split) -> None:
         """Regression: every label is a number."""
@@ -308,6 +316,9 @@ class ClassificationTask(Task):
                 vector[label_ids[label]] = 1.0
             return vector
         return label_ids[_as_label(value)]
+
+    def encoding_state(self) -> dict[str, Any]:
+        return {"labels": self.labels, "label_names": self.label_names, "problem": self.problem}
 
     def collator(self, tokenizer: PreTrainedTokenizerBase):
         from transformers import DataCollatorWithPadding
