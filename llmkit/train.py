@@ -285,8 +285,9 @@ def train_and_evaluate(run: PreparedRun, trainer, timing: dict[str, float]) -> d
     timing["train_seconds"] = time.perf_counter() - began
     metrics: dict[str, float] = {**train_output.metrics, **run.data_counts}
     if metrics.get("num_input_tokens_seen") and metrics.get("train_runtime"):
-        tokens, runtime = metrics["num_input_tokens_seen"], metrics["train_runtime"]
-        metrics["train_tokens_per_second"] = round(tokens / runtime, 1)
+        # the Trainer's clock includes the evaluation eval_on_start runs inside train(): not training time
+        runtime = metrics["train_runtime"] - evaluation_on_start_seconds(trainer.state.log_history, run.args)
+        metrics["train_tokens_per_second"] = round(metrics["num_input_tokens_seen"] / max(runtime, 1e-9), 1)
     if run.args.eval_on_start:
         metrics.update(metrics_before_training(trainer.state.log_history))
     began = time.perf_counter()
@@ -332,6 +333,14 @@ def save_run(
     record_latest_run(task.name, output_dir)
     write_run_report(output_dir)
     log(f"saved to {output_dir}")
+
+
+def evaluation_on_start_seconds(log_history: list[dict[str, Any]], args) -> float:
+    """How long ``training.eval_on_start``'s evaluation took (0 without it)."""
+    if not args.eval_on_start:
+        return 0.0
+    first = next((entry for entry in log_history if "eval_runtime" in entry), {})
+    return float(first.get("eval_runtime", 0.0))
 
 
 def has_targets(task: Task, encoded) -> bool:

@@ -229,3 +229,17 @@ def test_a_saved_dataset_folder_is_left_as_it_was(finetune_tiny, sentiment_files
     before = sorted(p.name for p in folder.iterdir())
     finetune_tiny(f"data.train={folder}", "training.max_steps=1")
     assert sorted(p.name for p in folder.iterdir()) == before
+
+
+def test_tokens_per_second_leaves_out_the_evaluation_before_training(finetune_tiny, tmp_path: Path) -> None:
+    """eval_on_start evaluates inside Trainer.train, whose clock (train_runtime) therefore includes it."""
+    result = finetune_tiny(
+        "training.max_steps=2", "training.eval_on_start=true", "training.eval_strategy=steps"
+    )
+    history = json.loads((result.output_dir / "log_history.json").read_text())
+    before = next(entry for entry in history if "eval_runtime" in entry)
+    metrics = result.metrics
+    training = metrics["train_runtime"] - before["eval_runtime"]
+    assert metrics["train_tokens_per_second"] == pytest.approx(
+        metrics["num_input_tokens_seen"] / training, rel=0.01
+    )
