@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from llmkit.adaptation import check_peft_section
-from llmkit.data import SPLIT_ROLES
+from llmkit.data import SPLIT_ROLES, warn_stale_validation
 from llmkit.errors import LlmkitError, did_you_mean
 
 TOP_LEVEL_KEYS = ("task", "model", "data", "training", "peft", "output_dir", "overwrite")
@@ -48,6 +48,8 @@ COMMON_DATA_DEFAULTS: dict[str, Any] = {
     "max_train_samples": None,
     "max_eval_samples": None,
     "max_test_samples": None,  # the test split is whole unless this is set (max_eval_samples is validation's)
+    "columns": None,  # names of a headerless CSV/TSV's columns, e.g. [label, title, text]
+    "join_lists": None,  # join a text column's lists of strings with this, e.g. " "
 }
 
 #: llmkit's TrainingArguments defaults; a task may refine them, a recipe overrides them.
@@ -237,6 +239,7 @@ def load_recipe(
         # starts from its own defaults (model, data keys), not from classification's columns
         task = overridden["task"]
         overridden = apply_overrides({"__source__": f"<defaults of task {task}>"}, overrides)
+    warn_stale_validation(raw.get("data"), overridden.get("data"), raw.get("__source__", "<dict>"))
     return validate_recipe(overridden)
 
 

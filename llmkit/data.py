@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -142,31 +143,38 @@ def _paragraph_units(text: str) -> list[tuple[str, int]]:
     return units
 
 
-def read_table(path: Path, key: str, txt_unit: str = "line") -> Dataset:
+def read_table(path: Path, key: str, txt_unit: str = "line", columns: list[str] | None = None) -> Dataset:
     """Read one data file or saved-dataset folder into a Dataset; every failure is a LlmkitError.
 
-    ``txt_unit`` says what one example of a .txt file is (see :func:`split_text_file`).
+    ``txt_unit`` says what one example of a .txt file is (see :func:`split_text_file`); ``columns`` names
+    the columns of a headerless CSV/TSV (``data.columns``).
     """
-    return read_split("test", path, key, txt_unit).dataset
+    return read_split("test", path, key, txt_unit, columns=columns).dataset
 
 
 def read_split(
-    role: str, path: Path, key: str, txt_unit: str = "line", conll: ConllFormat | None = None
+    role: str,
+    path: Path,
+    key: str,
+    txt_unit: str = "line",
+    conll: ConllFormat | None = None,
+    columns: list[str] | None = None,
 ) -> Split:
     """:func:`read_table` as a Split that knows the file line of each row (for messages).
 
-    ``conll`` names the columns a CoNLL file's rows get (default: tokens, ner_tags, the last tag column).
+    ``conll`` names the columns a CoNLL file's rows get (default: tokens, ner_tags, the last tag column);
+    ``columns`` names the columns of a headerless CSV/TSV (``data.columns``).
     """
     if not path.exists():
         raise LlmkitError(f"{key}: file {path} does not exist; check the path (relative to {Path.cwd()})")
     if path.is_dir():
         return Split(role, _read_saved_dataset(path, key), path, key=key)
-    records, lines = _read_records(path, key, txt_unit, conll or ConllFormat())
+    records, lines = _read_records(path, key, txt_unit, conll or ConllFormat(), columns)
     return Split(role, _records_to_dataset(records, path, key, lines), path, key=key, lines=lines)
 
 
 def _read_records(
-    path: Path, key: str, txt_unit: str, conll: ConllFormat
+    path: Path, key: str, txt_unit: str, conll: ConllFormat, columns: list[str] | None = None
 ) -> tuple[list[dict[str, Any]], list[int] | None]:
     """A data file's records, and the line each starts on where the format has lines."""
     suffix = path.suffix.lower()
@@ -175,12 +183,17 @@ def _read_records(
             f"{key}: {path} has unsupported extension '{suffix or '(none)'}'; "
             f"use one of {', '.join(TABLE_SUFFIXES)} or a save_to_disk folder"
         )
+    if columns is not None and suffix not in (".csv", ".tsv"):
+        raise LlmkitError(
+            f"{key}: data.columns names the columns of a headerless CSV/TSV, but {path} is a {suffix} file "
+            f"whose columns have names; remove data.columns"
+        )
     lines = None
     try:
         if path.stat().st_size == 0:
             raise LlmkitError(f"{key}: {path} is empty; give a file with a header and rows")
         if suffix in (".csv", ".tsv"):
-            records, lines = _read_delimited(path, key, "\t" if suffix == ".tsv" else ",")
+            records, lines = _read_delimited(path, key, "\t" if suffix == ".tsv" else ",", columns)
         elif suffix == ".jsonl":
             records, lines = _read_json_lines(path, key)
         elif suffix == ".json":
@@ -299,36 +312,95 @@ def _short(value: Any) -> str:
     return shown if len(shown) <= 40 else shown[:37] + "..."
 
 
-def _read_delimited(path: Path, key: str, delimiter: str) -> tuple[list[dict[str, Any]], list[int]]:
-    """CSV/TSV with a header, quoted as pandas writes both; every cell stays text (IDs keep their zeros).
+def _read_delimited(
+    path: Path, key: str, delimiter: str, columns: list[str] | None = None
+) -> tuple[list[dict[str, Any]], list[int]]:
+    """CSV/TSV with a header (or the names in ``columns``), quoted as pandas writes both; every cell stays
+    text (IDs keep their zeros): a task that reads a column as numbers converts it (numbers_from_text).
 
-    A task that reads a column as numbers converts it itself (:func:`numbers_from_text`).
+    With ``columns`` a first row that repeats those names is a header after all, and is skipped.
     """
     csv.field_size_limit(max(csv.field_size_limit(), MAX_FIELD_CHARS))  # long documents are fine
     with path.open(encoding=ENCODING, newline="") as handle:
-        reader = csv.reader(handle, delimiter=delimiter)
-        header = next(reader, None)
-        if not header or not any(h.strip() for h in header):
-            raise LlmkitError(f"{key}: {path} is empty; give a file with a header and rows")
-        header = [h.strip() for h in header]
-        duplicates = sorted({h for h in header if header.count(h) > 1})
-        if duplicates:
-            raise LlmkitError(
-                f"{key}: {path} header repeats column {duplicates[0]!r}; give columns unique names"
-            )
+        rows = _rows_with_lines(csv.reader(handle, delimiter=delimiter))
+        if columns is None:
+            header, where = _header(next(rows, (None, 0))[0], path, key), "the header has"
+        else:
+            header, where = _check_column_names(columns), "data.columns names"
         records, lines = [], []
-        start = reader.line_num + 1  # a quoted field may span lines: a row starts after the last one
-        for row in reader:
-            if row:
-                if len(row) != len(header):
-                    raise LlmkitError(
-                        f"{key}: {path} line {start}: {len(row)} fields where the header has "
-                        f"{len(header)}; quote fields that contain '{delimiter}' or fix the row"
-                    )
-                records.append(dict(zip(header, row, strict=True)))
-                lines.append(start)
-            start = reader.line_num + 1
+        for row, start in rows:
+            if columns is not None and not records and [cell.strip() for cell in row] == header:
+                continue
+            if len(row) != len(header):
+                raise LlmkitError(
+                    f"{key}: {path} line {start}: {len(row)} fields where {where} "
+                    f"{len(header)}; quote fields that contain '{delimiter}' or fix the row"
+                )
+            records.append(dict(zip(header, row, strict=True)))
+            lines.append(start)
     return records, lines
+
+
+def _rows_with_lines(reader: Any) -> Iterator[tuple[list[str], int]]:
+    """Each non-empty row with the line it starts on (a quoted field may span lines)."""
+    start = 1
+    for row in reader:
+        if row:
+            yield row, start
+        start = reader.line_num + 1
+
+
+def _header(header: list[str] | None, path: Path, key: str) -> list[str]:
+    """The first row as column names: present, and each name once."""
+    if not header or not any(h.strip() for h in header):
+        raise LlmkitError(f"{key}: {path} is empty; give a file with a header and rows")
+    header = [h.strip() for h in header]
+    duplicates = sorted({h for h in header if header.count(h) > 1})
+    if duplicates:
+        hint = headerless_hint(header) or "give columns unique names"
+        raise LlmkitError(f"{key}: {path} header repeats column {duplicates[0]!r}; {hint}")
+    return header
+
+
+def _check_column_names(columns: Any) -> list[str]:
+    """``data.columns``: a list of distinct, non-empty names."""
+    if (
+        not isinstance(columns, list)
+        or not columns
+        or not all(isinstance(name, str) and name.strip() for name in columns)
+    ):
+        raise LlmkitError(
+            f"data.columns must be a list of column names, e.g. [label, title, text]; got {columns!r}"
+        )
+    names = [name.strip() for name in columns]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise LlmkitError(f"data.columns names column {repeated[0]!r} twice; give each column its own name")
+    return names
+
+
+def looks_like_data(names: list[str]) -> bool:
+    """Column names that read like a row of data: a number, or a phrase of several words."""
+
+    def data_like(name: str) -> bool:
+        try:
+            float(name)
+            return True
+        except ValueError:
+            return len(name.split()) > 3 or len(name) > 40
+
+    return any(data_like(name) for name in names)
+
+
+def headerless_hint(names: list[str]) -> str:
+    """The advice for a file whose first row looks like data ('' when it looks like a header)."""
+    if not looks_like_data(names):
+        return ""
+    example = ", ".join(f"col{i + 1}" for i in range(len(names)))
+    return (
+        f"the file looks headerless (its first line is data, not column names); name its {len(names)} "
+        f"columns with data.columns, e.g. data.columns=[{example}]"
+    )
 
 
 def numbers_from_text(split: Split, column: str) -> None:
@@ -428,7 +500,9 @@ def load_splits(data: dict[str, Any], seed: int) -> dict[str, Split]:
         if value:
             key = f"data.{role}"
             path = resolve_data_path(value, key)
-            splits[role] = read_split(role, path, key, data.get("txt_unit", "line"), conll_format(data))
+            splits[role] = read_split(
+                role, path, key, data.get("txt_unit", "line"), conll_format(data), data.get("columns")
+            )
     if data.get("dataset") and "train" not in splits:  # a file for data.train means files only
         splits = read_dataset_roles(data, splits)
     train = splits["train"]
@@ -493,18 +567,99 @@ def require_columns(split: Split, columns: dict[str, str | None]) -> None:
         if column is None:
             continue
         if column not in present:
+            headerless = split.path.suffix.lower() in (".csv", ".tsv") and split.hub is None
+            if headerless and (hint := headerless_hint(present)):
+                raise LlmkitError(f"{split.origin}: no column '{column}' (set by data.{recipe_key}); {hint}")
             raise LlmkitError(
                 f"{split.origin}: no column '{column}' (set by data.{recipe_key}); "
                 f"columns are: {', '.join(present)}; set data.{recipe_key}=<one of them>"
             )
 
 
-def require_text(split: Split, column: str, recipe_key: str, also: str = "") -> None:
-    """Every value of a text column must be a non-empty string; ``also`` adds another way out."""
+def require_text(
+    split: Split,
+    column: str,
+    recipe_key: str,
+    also: str = "",
+    lists: str = "set data.join_lists=' ' to join each list into one text",
+) -> None:
+    """Every value of a text column must be a non-empty string; ``also`` adds another way out, ``lists``
+    says what to do with a list of strings."""
     for index, value in enumerate(split.dataset[column]):
+        if isinstance(value, list) and value and all(isinstance(part, str) for part in value):
+            raise LlmkitError(
+                f"{split.origin} {split.where(index)}: column '{column}' (data.{recipe_key}) is a list of "
+                f"{len(value)} strings, not text; {lists}"
+            )
         if not isinstance(value, str) or not value.strip():
             shown = "empty" if value is None or (isinstance(value, str)) else f"not text ({value!r})"
             raise LlmkitError(
                 f"{split.origin} {split.where(index)}: column '{column}' (data.{recipe_key}) is {shown}; "
                 f"fill in or remove that row{also}"
             )
+
+
+def join_lists(split: Split, column: str, separator: str | None) -> None:
+    """``data.join_lists``: a text column's lists of strings (e.g. a document as its sentences) become one
+    text each, joined by ``separator``; None leaves them (require_text then says what to do)."""
+    if separator is None or column not in split.dataset.column_names:
+        return
+    if not isinstance(separator, str):
+        raise LlmkitError(
+            f"data.join_lists must be a string to join list items with, e.g. ' '; got {separator!r}"
+        )
+    values = split.dataset[column]
+    if not any(isinstance(value, list) for value in values):
+        return
+    joined = [
+        separator.join(value) if isinstance(value, list) and all(isinstance(v, str) for v in value) else value
+        for value in values
+    ]
+    _replace_column(split, column, joined)
+
+
+def explode(split: Split, column: str, recipe_key: str) -> None:
+    """``data.explode``: a row whose ``column`` holds a list becomes one row per item (e.g. one training
+    example per reference summary); messages still name the row's line in the file."""
+    values = split.dataset[column]
+    if not any(isinstance(value, list) for value in values):
+        return
+    rows, items = [], []
+    for index, value in enumerate(values):
+        parts = value if isinstance(value, list) else [value]
+        if not parts:
+            raise LlmkitError(
+                f"{split.origin} {split.where(index)}: column '{column}' (data.{recipe_key}) is an empty "
+                f"list; give at least one item or remove that row"
+            )
+        rows.extend([index] * len(parts))
+        items.extend(parts)
+    split.keep_rows(rows)
+    _replace_column(split, column, items)
+
+
+def _replace_column(split: Split, column: str, values: list[Any]) -> None:
+    """A column with new values, in its place among the others (their types, e.g. ClassLabel, kept)."""
+    order = split.dataset.column_names
+    split.dataset = split.dataset.remove_columns(column).add_column(column, values).select_columns(order)
+
+
+def warn_stale_validation(recipe_data: Any, data: Any, source: str) -> None:
+    """One stderr line when ``data.train`` is overridden but ``data.validation`` is still the recipe's own
+    file: rows of one dataset would be judged against another's (keys that only make sense together)."""
+    if not isinstance(recipe_data, dict) or not isinstance(data, dict):
+        return
+    validation = recipe_data.get("validation")
+    if (
+        not validation
+        or data.get("train") == recipe_data.get("train")
+        or data.get("validation") != validation
+    ):
+        return
+    from llmkit.progress import log
+
+    log(
+        f"warning: data.train is overridden ({data.get('train')}) but data.validation is still the file of "
+        f"recipe {source} ({validation}); override data.validation too, or set data.validation=null to "
+        f"carve validation rows from the new data.train"
+    )

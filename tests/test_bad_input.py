@@ -107,7 +107,7 @@ CASES = [
     (
         "unseen validation label",
         ["data.validation={unseen}"],
-        "{unseen} line 2: label 'neutral' never occurs in data.train",
+        "{unseen} line 2: label 'neutral' in column 'label' never occurs in data.train",
     ),
     ("a single class", ["data.train={one_label}", "data.validation=null"], "has only one label ('x')"),
     ("unknown recipe key", ["trianing.max_steps=3"], "unknown key 'trianing' (did you mean 'training'?)"),
@@ -263,7 +263,8 @@ def test_predict_bad_inputs(run_cli, files, sentiment_files, tmp_path: Path) -> 
 
 def test_console_script_prints_no_traceback(tmp_path: Path) -> None:
     """The installed entry point itself (a real subprocess), and LLMKIT_DEBUG=1 showing the traceback."""
-    command = [sys.executable, "-m", "llmkit", "finetune", "data.train=missing.csv", "model=tiny-bert"]
+    command = [sys.executable, "-m", "llmkit", "finetune", "data.train=missing.csv", "data.validation=null"]
+    command += ["model=tiny-bert"]
     plain = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, check=False)
     assert plain.returncode == 2
     assert (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -369,3 +370,197 @@ def test_summarize_writes_dates_as_text(run_cli, tmp_path: Path) -> None:
     result = run_cli("summarize", *common, "--json")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["day"] == "2024-01-31"
+
+
+# -- data as it is distributed: headerless files, list-valued columns, keys that go together --------------
+
+AG_NEWS_ROWS = [
+    [
+        "3",
+        "Wall St. Bears Claw Back Into the Black",
+        "Short-sellers, Wall Street's dwindling band, are back.",
+    ],
+    ["4", "New iPod due", "Apple is said to be preparing a new music player."],
+    ["2", "Phelps wins again", "Michael Phelps won his fifth gold medal on Tuesday."],
+    ["1", "Talks resume", "Negotiators met again in Geneva on Monday."],
+]
+
+
+def write_headerless_tsv(path: Path, rows: list[list[str]]) -> Path:
+    path.write_text("".join("\t".join(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def classification_data(**data) -> dict:
+    from llmkit.tasks.classification import ClassificationTask
+
+    return {**COMMON_DATA_DEFAULTS, **ClassificationTask.data_defaults, **data}
+
+
+def test_a_headerless_tsv_is_named_by_data_columns(tmp_path: Path) -> None:
+    from llmkit.tasks.classification import ClassificationTask
+
+    train = write_headerless_tsv(tmp_path / "train.tsv", AG_NEWS_ROWS)
+    data = classification_data(train=str(train), validation_split=0.0, columns=["label", "title", "text"])
+    splits = load_splits(data, seed=0)
+    dataset = splits["train"].dataset
+    assert dataset.column_names == ["label", "title", "text"] and len(dataset) == 4  # the first row is data
+    assert splits["train"].where(0) == "line 1"
+    task = ClassificationTask(data)
+    task.check_data(splits)
+    assert task.labels == [1, 2, 3, 4] and task.problem == "single_label"
+
+
+def test_a_headerless_file_without_data_columns_says_so(tmp_path: Path) -> None:
+    from llmkit.tasks.classification import ClassificationTask
+
+    train = write_headerless_tsv(tmp_path / "train.tsv", AG_NEWS_ROWS)
+    data = classification_data(train=str(train), validation_split=0.0)
+    splits = load_splits(data, seed=0)
+    with pytest.raises(LlmkitError) as error:
+        ClassificationTask(data).check_data(splits)
+    assert str(error.value) == (
+        f"data.train {train}: no column 'text' (set by data.text); the file looks headerless (its first "
+        f"line is data, not column names); name its 3 columns with data.columns, e.g. "
+        f"data.columns=[col1, col2, col3]"
+    )
+
+
+def test_a_missing_column_of_a_real_header_still_lists_the_columns(tmp_path: Path) -> None:
+    from llmkit.tasks.classification import ClassificationTask
+
+    train = write_csv(tmp_path / "train.csv", ["sentence", "label"], [["good", "1"], ["bad", "0"]])
+    data = classification_data(train=str(train), validation_split=0.0)
+    with pytest.raises(
+        LlmkitError, match=re.escape("columns are: sentence, label; set data.text=<one of them>")
+    ):
+        ClassificationTask(data).check_data(load_splits(data, seed=0))
+
+
+def test_data_columns_skips_a_header_that_repeats_them_and_counts_fields(tmp_path: Path) -> None:
+    rows = [["label", "title", "text"], *AG_NEWS_ROWS]
+    train = write_headerless_tsv(tmp_path / "train.tsv", rows)
+    splits = load_splits(classification_data(train=str(train), columns=["label", "title", "text"]), seed=0)
+    assert len(splits["train"].dataset) + len(splits["validation"].dataset) == 4
+    ragged = write_headerless_tsv(tmp_path / "ragged.tsv", [*AG_NEWS_ROWS, ["1", "no text"]])
+    with pytest.raises(LlmkitError, match=r"ragged.tsv line 5: 2 fields where data.columns names 3"):
+        load_splits(classification_data(train=str(ragged), columns=["label", "title", "text"]), seed=0)
+    jsonl = tmp_path / "train.jsonl"
+    jsonl.write_text('{"text": "a", "label": 1}\n', encoding="utf-8")
+    with pytest.raises(
+        LlmkitError, match=re.escape("data.columns names the columns of a headerless CSV/TSV, but")
+    ):
+        load_splits(classification_data(train=str(jsonl), columns=["text", "label"]), seed=0)
+    with pytest.raises(LlmkitError, match=re.escape("data.columns names column 'text' twice")):
+        load_splits(classification_data(train=str(train), columns=["text", "text", "label"]), seed=0)
+
+
+def write_scitldr(path: Path) -> Path:
+    """SciTLDR's shape: ``source`` a list of sentences, ``target`` a list of reference summaries."""
+    rows = [
+        {"source": ["We study X.", "It works."], "target": ["X works.", "A study of X."]},
+        {"source": ["We propose Y.", "Y is fast."], "target": ["Y is a fast method."]},
+        {"source": ["Z is new."], "target": ["Z.", "New Z.", "About Z."]},
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def summarization_data(**data) -> dict:
+    from llmkit.tasks.summarization import SummarizationTask
+
+    return {
+        **COMMON_DATA_DEFAULTS,
+        **SummarizationTask.data_defaults,
+        "document": "source",
+        "summary": "target",
+        "validation_split": 0.0,
+        **data,
+    }
+
+
+def test_list_columns_are_refused_with_the_keys_that_take_them(tmp_path: Path) -> None:
+    from llmkit.tasks.summarization import SummarizationTask
+
+    train = write_scitldr(tmp_path / "scitldr.jsonl")
+    data = summarization_data(train=str(train))
+    with pytest.raises(LlmkitError) as error:
+        SummarizationTask(data).check_data(load_splits(data, seed=0))
+    assert str(error.value) == (
+        f"data.train {train} line 1: column 'source' (data.document) is a list of 2 strings, not text; "
+        f"set data.join_lists=' ' to join each list into one text"
+    )
+    data = summarization_data(train=str(train), join_lists=" ")
+    with pytest.raises(LlmkitError) as error:
+        SummarizationTask(data).check_data(load_splits(data, seed=0))
+    assert str(error.value) == (
+        f"data.train {train} line 1: column 'target' (data.summary) is a list of 2 strings, not text; "
+        f"set data.explode=true to make one row per reference summary"
+    )
+
+
+def test_join_lists_and_explode_make_one_row_per_reference(tmp_path: Path) -> None:
+    from llmkit.tasks.summarization import SummarizationTask
+
+    train = write_scitldr(tmp_path / "scitldr.jsonl")
+    data = summarization_data(train=str(train), join_lists=" ", explode=True)
+    splits = load_splits(data, seed=0)
+    SummarizationTask(data).check_data(splits)
+    rows = splits["train"].dataset.to_list()
+    assert [row["target"] for row in rows] == [
+        "X works.",
+        "A study of X.",
+        "Y is a fast method.",
+        "Z.",
+        "New Z.",
+        "About Z.",
+    ]
+    assert rows[0]["source"] == rows[1]["source"] == "We study X. It works."
+    assert [splits["train"].where(i) for i in range(6)] == [
+        "line 1",
+        "line 1",
+        "line 2",
+        "line 3",
+        "line 3",
+        "line 3",
+    ]
+
+
+def test_an_exploded_row_keeps_its_file_line_in_messages(tmp_path: Path) -> None:
+    from llmkit.tasks.summarization import SummarizationTask
+
+    train = tmp_path / "refs.jsonl"
+    rows = [{"source": "a text", "target": ["one", "two"]}, {"source": "b text", "target": ["three", ""]}]
+    train.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    data = summarization_data(train=str(train), explode=True)
+    with pytest.raises(LlmkitError, match=r"refs.jsonl line 2: column 'target' \(data.summary\) is empty"):
+        SummarizationTask(data).check_data(load_splits(data, seed=0))
+
+
+def test_join_lists_in_a_classifier_text_column(tmp_path: Path) -> None:
+    from llmkit.tasks.classification import ClassificationTask
+
+    train = tmp_path / "train.jsonl"
+    rows = [{"text": ["good", "film"], "label": 1}, {"text": ["bad", "film"], "label": 0}]
+    train.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    data = classification_data(train=str(train), validation_split=0.0, join_lists=" | ")
+    splits = load_splits(data, seed=0)
+    ClassificationTask(data).check_data(splits)
+    assert splits["train"].dataset["text"] == ["good | film", "bad | film"]
+
+
+def test_overriding_train_but_not_the_recipes_validation_is_one_warning(tmp_path: Path, capsys) -> None:
+    from llmkit.config import load_recipe
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("data: {train: a/train.csv, validation: a/dev.csv}\n", encoding="utf-8")
+    load_recipe(recipe, ["data.train=b/train.csv"])
+    lines = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert lines == [
+        f"llmkit: warning: data.train is overridden (b/train.csv) but data.validation is still the file of "
+        f"recipe {recipe} (a/dev.csv); override data.validation too, or set data.validation=null to carve "
+        f"validation rows from the new data.train"
+    ]
+    for together in (["data.train=b/train.csv", "data.validation=b/dev.csv"], ["data.max_length=64"]):
+        load_recipe(recipe, together)
+        assert "warning" not in capsys.readouterr().err

@@ -1,9 +1,18 @@
-"""Sequence classification: single texts or text pairs, any number of classes.
+"""Sequence classification: single texts or text pairs; one class, several labels, or a score per row.
+
+``data.problem`` says which (``auto`` reads it from the training labels, and says on stderr what it chose):
+
+* ``single_label`` -- one class per row, softmax over the classes; accuracy, macro F1, MCC.
+* ``multi_label`` -- a set of labels per row (a list, or a delimited string with ``data.label_separator``),
+  one sigmoid per label, a label is predicted when its probability reaches ``data.threshold``; micro and
+  macro F1, F1 per label and subset accuracy.
+* ``regression`` -- a number per row, one output trained with mean squared error; Pearson, Spearman, MSE.
 
 Label names are inferred from the training data (strings as they are, integers in numeric order,
 optionally named by ``data.label_names`` or by a dataset's ClassLabel column) and written into the model's
-``id2label``/``label2id``, so ``transformers.pipeline("text-classification", model=output_dir)`` answers
-with the real names.
+``id2label``/``label2id`` with the config's ``problem_type``, so
+``transformers.pipeline("text-classification", model=output_dir)`` answers with the real names and applies
+softmax, sigmoid or nothing as the problem needs.
 """
 
 from __future__ import annotations
@@ -12,8 +21,9 @@ import math
 from collections import Counter
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from llmkit.data import Split, numbers_from_text, require_columns, require_text
+from llmkit.data import Split, join_lists, numbers_from_text, require_columns, require_text
 from llmkit.errors import LlmkitError
+from llmkit.progress import log
 from llmkit.tasks.base import Task, argmax_logits
 
 if TYPE_CHECKING:
@@ -23,6 +33,19 @@ if TYPE_CHECKING:
 PREDICT_BATCH_SIZE = 64
 #: Prediction keys, beside the input row (whose own ``label`` may be the gold one).
 PREDICTED_LABEL, PREDICTED_SCORE = "predicted_label", "predicted_score"
+PREDICTED_LABELS, PROBABILITIES = "predicted_labels", "probabilities"  # multi-label
+PROBLEMS = ("auto", "single_label", "multi_label", "regression")
+#: data.problem -> the config's ``problem_type``, which picks the loss and the pipeline's function
+PROBLEM_TYPES = {
+    "single_label": "single_label_classification",
+    "multi_label": "multi_label_classification",
+    "regression": "regression",
+}
+PREDICTION_KEYS = {
+    "single_label": (PREDICTED_LABEL, PREDICTED_SCORE),
+    "multi_label": (PREDICTED_LABELS, PROBABILITIES),
+    "regression": (PREDICTED_SCORE,),
+}
 
 
 class ClassificationTask(Task):
@@ -42,12 +65,31 @@ class ClassificationTask(Task):
         "text_pair": None,
         "label": "label",
         "label_names": None,
+        "problem": "auto",  # auto | single_label | multi_label | regression
+        "threshold": 0.5,  # multi-label: a label is predicted when its probability reaches this
+        "label_separator": None,  # multi-label: split text cells such as "joy,love" at this string
     }
 
     def __init__(self, data: dict[str, Any]) -> None:
         super().__init__(data)
+        if data["problem"] not in PROBLEMS:
+            raise LlmkitError(f"data.problem must be one of {', '.join(PROBLEMS)}, got {data['problem']!r}")
+        threshold = data["threshold"]
+        if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not 0 < threshold < 1:
+            raise LlmkitError(f"data.threshold must be a probability between 0 and 1, got {threshold!r}")
+        separator = data["label_separator"]
+        if separator is not None and (not isinstance(separator, str) or not separator):
+            raise LlmkitError(
+                f"data.label_separator must be a non-empty string (e.g. ','), got {separator!r}"
+            )
         self.labels: list[Any] = []  # raw label values, index = class id
         self.label_names: list[str] = []
+        # "auto" is resolved from the training labels by check_data (or from the model's config to predict)
+        self.problem: str | None = None if data["problem"] == "auto" else data["problem"]
+        self.problem_note = ""  # what auto chose and why, said by prepare_tokenizer
+        self.prediction_keys = PREDICTION_KEYS.get(data["problem"]) or tuple(
+            dict.fromkeys(key for keys in PREDICTION_KEYS.values() for key in keys)
+        )
 
     # -- data -------------------------------------------------------------------------------------
     def text_columns(self) -> dict[str, str]:
@@ -59,20 +101,112 @@ class ClassificationTask(Task):
     def check_inputs(self, split: Split) -> None:
         require_columns(split, self.text_columns())
         for recipe_key, column in self.text_columns().items():
+            join_lists(split, column, self.data["join_lists"])
             require_text(split, column, recipe_key)
 
     def check_data(self, splits: dict[str, Split]) -> None:
         label_column = self.data["label"]
+        labelled = []
         for split in splits.values():
             self.check_inputs(split)
-            numbers_from_text(split, label_column)  # CSV "0"/"1" are the classes 0 and 1, as in JSON
             if split.role != "test" or label_column in split.dataset.column_names:
                 require_columns(split, {"label": label_column})
+                labelled.append(split)
+        self.problem = self._resolve_problem(splits["train"])
+        self.data["problem"] = self.problem  # the saved recipe (and predict) say what was trained
+        self.prediction_keys = PREDICTION_KEYS[self.problem]
+        for split in splits.values():
+            if self.problem != "multi_label":
+                numbers_from_text(split, label_column)  # CSV "0"/"1" are the classes 0 and 1, as in JSON
+        for split in labelled:
+            if self.problem == "regression":
+                self._check_scores(split)
+            elif self.problem == "multi_label":
+                self._check_label_sets(split)
+            else:
                 self._check_label_values(split)
+        if self.problem == "regression":
+            self.labels, self.label_names = [], [str(label_column)]
+            return
         self._infer_labels(splits["train"])
-        for role in ("validation", "test"):
-            if role in splits and label_column in splits[role].dataset.column_names:
-                self._check_known_labels(splits[role])
+        for split in labelled:
+            if split.role != "train":
+                self._check_known_labels(split)
+
+    def _resolve_problem(self, train: Split) -> str:
+        """``data.problem``, or for ``auto`` what the training labels are: lists, fractions or classes."""
+        if self.problem is not None:
+            return self.problem
+        values = [v for v in train.dataset[self.data["label"]] if v is not None]
+        if any(isinstance(v, (list, tuple)) for v in values) or self.data["label_separator"]:
+            separated = self.data["label_separator"]
+            problem, why = (
+                "multi_label",
+                "data.label_separator is set" if separated else "the labels are lists",
+            )
+        elif _looks_like_scores(values):
+            problem, why = "regression", "the labels are numbers with fractions"
+        else:
+            problem, why = "single_label", "one class per row"
+        self.problem_note = (
+            f"data.problem auto: {problem} ({why} in column '{self.data['label']}' of {train.origin}); "
+            f"set data.problem to choose another"
+        )
+        return problem
+
+    def prepare_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        """Say what ``data.problem: auto`` chose, once the data and the model have passed their checks
+        (so that a bad input's error stays the only line on stderr)."""
+        if self.problem_note:
+            log(self.problem_note)
+            self.problem_note = ""
+
+    def _check_scores(self, split: Split) -> None:
+        """Regression: every label is a number."""
+        column = self.data["label"]
+        for index, value in enumerate(split.dataset[column]):
+            if _score(value) is None:
+                raise LlmkitError(
+                    f"{split.origin} {split.where(index)}: label {value!r} in column '{column}' is not a "
+                    f"number; regression (data.problem) needs a number in every row"
+                )
+
+    def _check_label_sets(self, split: Split) -> None:
+        """Multi-label: every cell is a list of labels (or a delimited string), of one kind of label."""
+        column = self.data["label"]
+        kinds = set()
+        for index, value in enumerate(split.dataset[column]):
+            labels = self.label_set(value)
+            if labels is None:
+                hint = (
+                    f"split at data.label_separator={self.data['label_separator']!r}"
+                    if self.data["label_separator"]
+                    else "or set data.label_separator (e.g. ',') for cells like 'joy,love'"
+                )
+                raise LlmkitError(
+                    f"{split.origin} {split.where(index)}: label {value!r} in column '{column}' is neither a "
+                    f"list of labels nor a delimited string; give a list (e.g. [joy, love]) {hint}"
+                )
+            kinds.update(str if isinstance(label, str) else int for label in labels)
+        if len(kinds) > 1:
+            raise LlmkitError(
+                f"{split.origin}: label column '{column}' mixes strings and numbers; use one type of label"
+            )
+
+    def label_set(self, value: Any) -> list[Any] | None:
+        """A multi-label cell as its labels (None: not a list of labels nor a delimited string)."""
+        separator = self.data["label_separator"]
+        if isinstance(value, str) and separator:
+            return list(dict.fromkeys(part.strip() for part in value.split(separator) if part.strip()))
+        if not isinstance(value, (list, tuple)):
+            return None
+        labels = [_as_label(label) for label in value]
+        valid = all(
+            (isinstance(label, str) and label.strip())
+            or (isinstance(label, int) and not isinstance(label, bool))
+            for label in labels
+        )
+        return list(dict.fromkeys(labels)) if valid else None
 
     def _check_label_values(self, split: Split) -> None:
         column = self.data["label"]
@@ -104,7 +238,7 @@ class ClassificationTask(Task):
             )
 
     def _infer_labels(self, train: Split) -> None:
-        values = {_as_label(v) for v in train.dataset[self.data["label"]]}
+        values = {label for labels in self._row_labels(train) for label in labels}
         names = self.data["label_names"]
         if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
             raise LlmkitError("data.label_names must be a list of strings, e.g. [negative, positive]")
@@ -129,20 +263,29 @@ class ClassificationTask(Task):
         else:
             self.labels = sorted(values)
             self.label_names = [str(v) for v in self.labels]
-        if len(self.labels) < 2:
+        if len(self.labels) < 2 and self.problem == "single_label":
             raise LlmkitError(
                 f"{train.origin}: column '{self.data['label']}' has only one label ({self.label_names[0]!r});"
                 f" classification needs at least two classes"
             )
 
+    def _row_labels(self, split: Split) -> list[list[Any]]:
+        """Each row's labels: a one-label list for single-label rows."""
+        column = split.dataset[self.data["label"]]
+        if self.problem == "multi_label":
+            return [self.label_set(value) or [] for value in column]
+        return [[_as_label(value)] for value in column]
+
     def _check_known_labels(self, split: Split) -> None:
         known = set(self.labels)
-        for index, value in enumerate(split.dataset[self.data["label"]]):
-            if _as_label(value) not in known:
-                raise LlmkitError(
-                    f"{split.origin} {split.where(index)}: label {value!r} never occurs in data.train "
-                    f"(train labels: {', '.join(self.label_names)}); fix the label or add training examples"
-                )
+        for index, labels in enumerate(self._row_labels(split)):
+            for value in labels:
+                if value not in known:
+                    raise LlmkitError(
+                        f"{split.origin} {split.where(index)}: label {value!r} in column "
+                        f"'{self.data['label']}' never occurs in data.train (train labels: "
+                        f"{', '.join(self.label_names)}); fix the label or add training examples"
+                    )
 
     def encode(self, dataset: Dataset, tokenizer: PreTrainedTokenizerBase) -> Dataset:
         text, pair = self.data["text"], self.data["text_pair"]
@@ -156,12 +299,26 @@ class ClassificationTask(Task):
                 batch[text], batch[pair] if pair else None, truncation=True, max_length=max_length
             )
             if has_labels:
-                encoded["labels"] = [label_ids[_as_label(v)] for v in batch[label_column]]
+                encoded["labels"] = [self.label_vector(value, label_ids) for value in batch[label_column]]
             return dict(encoded)
 
         return dataset.map(
             encode_batch, batched=True, remove_columns=dataset.column_names, keep_in_memory=True
         )
+
+    def label_vector(self, value: Any, label_ids: dict[Any, int]) -> Any:
+        """What the model learns for one label cell: a class id, a score, or a 0/1 float per label."""
+        if self.problem == "regression":
+            return _score(value)
+        if self.problem == "multi_label":
+            vector = [0.0] * len(label_ids)
+            for label in self.label_set(value) or []:
+                vector[label_ids[label]] = 1.0
+            return vector
+        return label_ids[_as_label(value)]
+
+    def encoding_state(self) -> dict[str, Any]:
+        return {"labels": self.labels, "label_names": self.label_names, "problem": self.problem}
 
     def collator(self, tokenizer: PreTrainedTokenizerBase):
         from transformers import DataCollatorWithPadding
@@ -171,18 +328,38 @@ class ClassificationTask(Task):
     def label_name(self, label_id: int) -> str:
         return self.label_names[label_id] if label_id < len(self.label_names) else str(label_id)
 
+    def describe_example(self, batch: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> list[str]:
+        labels = batch.get("labels")
+        if labels is None or self.problem == "single_label":
+            return super().describe_example(batch, tokenizer)
+        lines = super().describe_example({k: v for k, v in batch.items() if k != "labels"}, tokenizer)
+        if self.problem == "regression":
+            return [*lines, f"score: {float(labels[0]):g}"]
+        named = [self.label_name(i) for i, on in enumerate(labels[0].tolist()) if on]
+        return [*lines, f"labels: {', '.join(named) or '(none)'}"]
+
     def data_summary(self, splits: dict[str, Split]) -> list[str]:
         lines = []
         column = self.data["label"]
         for role, split in splits.items():
-            if column in split.dataset.column_names:
-                counts = Counter(_as_label(v) for v in split.dataset[column])
-                shown = ", ".join(
-                    f"{self.label_name(self.labels.index(k))}: {counts[k]}"
-                    for k in self.labels
-                    if k in counts
+            if column not in split.dataset.column_names:
+                continue
+            if self.problem == "regression":
+                scores = [_score(v) for v in split.dataset[column]]
+                lines.append(
+                    f"scores in {role}: mean {sum(scores) / len(scores):.3g}, "
+                    f"min {min(scores):g}, max {max(scores):g}"
                 )
-                lines.append(f"labels in {role}: {shown}")
+                continue
+            rows = self._row_labels(split)
+            if self.problem == "multi_label":
+                several = sum(len(labels) > 1 for labels in rows)
+                lines.append(f"rows with 2+ labels in {role}: {several} of {len(rows)}")
+            counts = Counter(label for labels in rows for label in labels)
+            shown = ", ".join(
+                f"{self.label_name(self.labels.index(k))}: {counts[k]}" for k in self.labels if k in counts
+            )
+            lines.append(f"labels in {role}: {shown}")
         return lines
 
     # -- model ------------------------------------------------------------------------------------
@@ -201,6 +378,7 @@ class ClassificationTask(Task):
             "num_labels": len(self.label_names),
             "id2label": dict(enumerate(self.label_names)),
             "label2id": {name: i for i, name in enumerate(self.label_names)},
+            "problem_type": PROBLEM_TYPES[self.problem or "single_label"],
             "ignore_mismatched_sizes": True,  # a classifier checkpoint with other labels gets a new head
         }
 
@@ -208,6 +386,13 @@ class ClassificationTask(Task):
     def compute_metrics(self):
         from llmkit.metrics import load_metrics
 
+        if self.problem == "regression":
+            scores = load_metrics("regression")
+            return lambda prediction: scores.compute(
+                predictions=prediction.predictions.reshape(-1), references=prediction.label_ids.reshape(-1)
+            )
+        if self.problem == "multi_label":
+            return self._multi_label_metrics(load_metrics("multilabel"))
         metrics = load_metrics("accuracy", "f1", "matthews_correlation")
 
         def compute(eval_prediction) -> dict[str, float]:
@@ -217,16 +402,44 @@ class ClassificationTask(Task):
 
         return compute
 
+    def _multi_label_metrics(self, metric: Any):
+        """Micro/macro F1 and subset accuracy, plus ``f1_label_<name>`` for each label seen in the split."""
+
+        def compute(eval_prediction) -> dict[str, float]:
+            predicted = (eval_prediction.predictions >= self.data["threshold"]).astype("int8")
+            scores = metric.compute(
+                predictions=predicted, references=eval_prediction.label_ids.astype("int8")
+            )
+            per_label = scores.pop("f1_per_label")
+            for index, value in enumerate(per_label):
+                if not math.isnan(value):  # a label absent from the split and never predicted has no F1
+                    scores[f"f1_label_{self.label_name(index)}"] = value
+            return scores
+
+        return compute
+
     def preprocess_logits_for_metrics(self):
+        if self.problem == "regression":
+            return _scores_from_logits
+        if self.problem == "multi_label":
+            return _probabilities_from_logits
         return argmax_logits
 
     # -- inference ----------------------------------------------------------------------------------
+    def inference_problem(self, model: PreTrainedModel) -> str:
+        """The trained problem: from the saved recipe, else from the model's config (a plain HF folder)."""
+        if self.problem is not None:
+            return self.problem
+        by_type = {problem_type: problem for problem, problem_type in PROBLEM_TYPES.items()}
+        return by_type.get(getattr(model.config, "problem_type", None) or "", "single_label")
+
     def predict(
         self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
         import torch
 
         text, pair = self.data["text"], self.data["text_pair"]
+        problem = self.inference_problem(model)
         model.eval()
         results = []
         for start in range(0, len(rows), PREDICT_BATCH_SIZE):
@@ -240,13 +453,26 @@ class ClassificationTask(Task):
                 return_tensors="pt",
             ).to(model.device)
             with torch.no_grad():
-                probabilities = model(**encoded).logits.float().softmax(dim=-1)
-            scores, ids = probabilities.max(dim=-1)
-            for score, class_id in zip(scores.tolist(), ids.tolist(), strict=True):
-                results.append(
-                    {PREDICTED_LABEL: model.config.id2label[class_id], PREDICTED_SCORE: round(score, 6)}
-                )
+                logits = model(**encoded).logits.float()
+            results.extend(self._predictions(problem, logits, model.config.id2label))
         return results
+
+    def _predictions(self, problem: str, logits: Any, id2label: dict[int, str]) -> list[dict[str, Any]]:
+        """One batch's logits as prediction dicts: a score, the labels over the threshold, or the class."""
+        if problem == "regression":
+            return [{PREDICTED_SCORE: round(score, 6)} for score in logits[:, 0].tolist()]
+        if problem == "multi_label":
+            results = []
+            for row in logits.sigmoid().tolist():
+                probabilities = {id2label[i]: round(p, 6) for i, p in enumerate(row)}
+                over = [name for name, p in probabilities.items() if p >= self.data["threshold"]]
+                results.append({PREDICTED_LABELS: over, PROBABILITIES: probabilities})
+            return results
+        scores, ids = logits.softmax(dim=-1).max(dim=-1)
+        return [
+            {PREDICTED_LABEL: id2label[class_id], PREDICTED_SCORE: round(score, 6)}
+            for score, class_id in zip(scores.tolist(), ids.tolist(), strict=True)
+        ]
 
     def report_samples(
         self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]
@@ -254,16 +480,26 @@ class ClassificationTask(Task):
         text, pair, label = self.data["text"], self.data["text_pair"], self.data["label"]
         samples = []
         for row, prediction in zip(rows, self.predict(model, tokenizer, rows), strict=True):
-            sample = {
-                "input": f"{row[text]} / {row[pair]}" if pair else str(row[text]),
-                "prediction": f"{prediction[PREDICTED_LABEL]} ({prediction[PREDICTED_SCORE]:.2f})",
-            }
+            sample = {"input": f"{row[text]} / {row[pair]}" if pair else str(row[text])}
+            if PREDICTED_LABELS in prediction:
+                sample["prediction"] = ", ".join(prediction[PREDICTED_LABELS]) or "(none)"
+            elif PREDICTED_LABEL in prediction:
+                sample["prediction"] = f"{prediction[PREDICTED_LABEL]} ({prediction[PREDICTED_SCORE]:.2f})"
+            else:
+                sample["prediction"] = f"{prediction[PREDICTED_SCORE]:.3f}"
             if row.get(label) is not None:
-                value = _as_label(row[label])
-                known = value in self.labels
-                sample["reference"] = self.label_name(self.labels.index(value)) if known else str(value)
+                sample["reference"] = self._reference(row[label])
             samples.append(sample)
         return samples
+
+    def _reference(self, value: Any) -> str:
+        """A gold label cell as the report shows it."""
+        if self.problem == "regression":
+            return str(value)
+        names = []
+        for label in self.label_set(value) or [] if self.problem == "multi_label" else [_as_label(value)]:
+            names.append(self.label_name(self.labels.index(label)) if label in self.labels else str(label))
+        return ", ".join(names) or "(none)"
 
 
 def _class_label_names(dataset: Dataset, column: str) -> list[str] | None:
@@ -271,9 +507,44 @@ def _class_label_names(dataset: Dataset, column: str) -> list[str] | None:
     from datasets import ClassLabel
 
     feature = dataset.features.get(column)
+    inner = getattr(feature, "feature", None)  # a list of ClassLabel ids (multi-label, e.g. go_emotions)
+    if isinstance(inner, ClassLabel):
+        return list(inner.names)
     return list(feature.names) if isinstance(feature, ClassLabel) else None
 
 
 def _as_label(value: Any) -> Any:
     """Integral floats (1.0, from a JSON or Parquet column) count as the integer class 1."""
     return int(value) if isinstance(value, float) else value
+
+
+def _score(value: Any) -> float | None:
+    """A regression label as a float (numbers, and text that is one); None when it is not a number."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if not isinstance(value, (int, float)) or math.isnan(value) or math.isinf(value):
+        return None
+    return float(value)
+
+
+def _looks_like_scores(values: list[Any]) -> bool:
+    """Numbers with fractions (3.8, "0.25") in at least half the rows: a score to regress, not classes."""
+    scores = [score for score in map(_score, values) if score is not None]
+    return len(scores) * 2 >= len(values) > 0 and any(not score.is_integer() for score in scores)
+
+
+def _scores_from_logits(logits: Any, labels: Any) -> Any:
+    """``preprocess_logits_for_metrics`` for regression: the one output per row."""
+    logits = logits[0] if isinstance(logits, tuple) else logits
+    return logits[..., 0]
+
+
+def _probabilities_from_logits(logits: Any, labels: Any) -> Any:
+    """``preprocess_logits_for_metrics`` for multi-label: each label's sigmoid probability."""
+    logits = logits[0] if isinstance(logits, tuple) else logits
+    return logits.float().sigmoid()

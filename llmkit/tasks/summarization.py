@@ -41,7 +41,7 @@ from llmkit.causal_lm import (
     load_causal_lm,
     tokenize_segments,
 )
-from llmkit.data import Split, require_columns, require_text
+from llmkit.data import Split, explode, join_lists, require_columns, require_text
 from llmkit.errors import LlmkitError
 from llmkit.progress import log
 from llmkit.tasks.base import FAST_LOSS_COMPILE_REFUSAL, Task
@@ -136,6 +136,7 @@ class SummarizationTask(Task):
         "max_target_length": 128,
         "max_new_tokens": 64,
         "num_beams": 1,
+        "explode": False,  # a list of reference summaries becomes one row per reference
     }
     torch_compile_refusal = FAST_LOSS_COMPILE_REFUSAL
     training_defaults: ClassVar[dict[str, Any]] = {
@@ -164,14 +165,19 @@ class SummarizationTask(Task):
     # -- data -------------------------------------------------------------------------------------
     def check_inputs(self, split: Split) -> None:
         require_columns(split, {"document": self.data["document"]})
+        join_lists(split, self.data["document"], self.data["join_lists"])
         require_text(split, self.data["document"], "document")
 
     def check_data(self, splits: dict[str, Split]) -> None:
+        """A list of reference summaries (SciTLDR's ``target``) is one row per reference with data.explode."""
         for split in splits.values():
             self.check_inputs(split)
             if split.role != "test" or self.data["summary"] in split.dataset.column_names:
                 require_columns(split, {"summary": self.data["summary"]})
-                require_text(split, self.data["summary"], "summary")
+                if self.data["explode"]:
+                    explode(split, self.data["summary"], "summary")
+                lists = "set data.explode=true to make one row per reference summary"
+                require_text(split, self.data["summary"], "summary", lists=lists)
 
     def source_prefix(self) -> str:
         """The recipe's prefix, or by default T5's "summarize: " for T5 models and nothing for others."""
