@@ -15,7 +15,7 @@ import yaml
 from llmkit.hub_data import hub_dataset_ids
 from llmkit.markdown import format_value, table
 from llmkit.models import hub_id
-from llmkit.run_folder import RunRecord, describe_data_source, quality_metrics
+from llmkit.run_folder import RunRecord, describe_data_source, headline_metric, quality_metrics
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -136,10 +136,11 @@ def render_model_card(run: RunRecord, task_cls: type[Task], plots: list[Path]) -
     by_step = {entry.get("step"): entry for entry in run.log_history or [] if "eval_loss" in entry}
     evals = list(by_step.values())
     if evals:
-        metric_key = f"eval_{task_cls.headline_metric}"
+        metric_name = headline_metric(run, task_cls)
+        metric_key = f"eval_{metric_name}"
         header = ["step", "epoch", "training loss", "validation loss"]
         show_metric = metric_key != "eval_loss" and any(metric_key in entry for entry in evals)
-        header += [task_cls.headline_metric] if show_metric else []
+        header += [metric_name] if show_metric else []
         rows_out = []
         for entry in evals:
             train_loss = last_training_loss(run.log_history or [], entry.get("step", 0))

@@ -21,6 +21,7 @@ from llmkit.run_folder import (
     REPORT_FILE,
     RunRecord,
     describe_data_source,
+    headline_metric,
     quality_metrics,
     read_run,
 )
@@ -81,7 +82,7 @@ def write_report(output_dir: str | Path) -> list[Path]:
 
     run = read_run(output_dir)
     task_cls = get_task_class(str(run.recipe.get("task", "classification")), where=f"{run.output_dir}")
-    series = training_series(run.log_history or [], task_cls.headline_metric)
+    series = training_series(run.log_history or [], headline_metric(run, task_cls))
     if run.log_history is None:
         skipped = f"the folder has no {LOG_HISTORY_FILE} (a run from an older llmkit)"
     elif not series:
@@ -111,7 +112,7 @@ def render_report(run: RunRecord, task_cls: type[Task], plots: list[Path], skipp
     model = recipe.get("model")
     model_name = model.get("name") if isinstance(model, dict) else model
     lines = [f"# Run report: {run.name}", ""]
-    top = headline(run, task_cls.headline_metric)
+    top = headline(run, headline_metric(run, task_cls))
     summary = f"Task **{recipe.get('task')}**, model `{model_name}`"
     if top:
         summary += f"; {top[0]} **{format_value(top[1])}**"

@@ -29,6 +29,7 @@ from llmkit.progress import log, quiet_library_progress
 if TYPE_CHECKING:
     from llmkit.config import Recipe
     from llmkit.data import Split
+    from llmkit.tasks import Task
 
 METRICS_FILE = "metrics.json"  # written last: its presence marks a finished run
 RECIPE_FILE = "recipe.yaml"
@@ -235,3 +236,11 @@ def describe_data_source(source: dict[str, Any]) -> str:
     text = f"dataset `{hub.dataset}`{hub.describe()[len(hub.dataset) :]}"
     text += f", commit {hub.commit[:12]}" if hub.commit else ""
     return text + (" (carved from train)" if source.get("carved") else "")
+
+
+def headline_metric(run: RunRecord, task_cls: type[Task]) -> str:
+    """The task's headline metric, or the first of its others this run reports (e.g. spearman)."""
+    for name in (task_cls.headline_metric, *task_cls.other_headline_metrics):
+        if f"eval_{name}" in run.metrics or f"test_{name}" in run.metrics:
+            return name
+    return task_cls.headline_metric

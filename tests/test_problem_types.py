@@ -83,6 +83,7 @@ def test_auto_picks_regression_and_the_folder_answers_with_scores(
     assert config["problem_type"] == "regression" and config["id2label"] == {"0": "score"}
     saved = (result.output_dir / "recipe.yaml").read_text()
     assert "problem: regression" in saved
+    assert "; eval_spearman **" in (result.output_dir / "report.md").read_text()  # the headline, not loss
 
     inputs = write_csv(tmp_path / "pairs.csv", ["sentence1", "sentence2"], [["a good film", "a great film"]])
     answer = run_cli("predict", "--model", result.output_dir, "--input", inputs)
@@ -149,6 +150,7 @@ def test_multi_label_lists_metrics_report_predict_and_pipeline(
     assert sorted(config["id2label"].values()) == sorted(EMOTIONS)
     report = (result.output_dir / "report.md").read_text()
     assert "eval_f1_label_joy" in report and "eval_subset_accuracy" in report
+    assert "; eval_f1_macro **" in report  # the headline of a multi-label run
 
     inputs = write_csv(tmp_path / "in.csv", ["text"], [["what a lovely day"]])
     answer = run_cli("predict", "--model", result.output_dir, "--input", inputs)

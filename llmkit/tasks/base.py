@@ -56,6 +56,8 @@ class Task:
     pipeline_task: ClassVar[str]
     #: Metric reported as the headline of a run (key without the ``eval_`` prefix).
     headline_metric: ClassVar[str] = "loss"
+    #: Headlines for runs that have no ``headline_metric`` (a classifier trained for regression: spearman).
+    other_headline_metrics: ClassVar[tuple[str, ...]] = ()
     #: Language-modelling tasks also report perplexity = exp(loss) for every evaluated split.
     reports_perplexity: ClassVar[bool] = False
     #: Why ``training.torch_compile`` cannot work for this task (None: it can).

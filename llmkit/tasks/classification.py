@@ -54,6 +54,7 @@ class ClassificationTask(Task):
     pipeline_task = "text-classification"
     prediction_keys = (PREDICTED_LABEL, PREDICTED_SCORE)
     headline_metric = "accuracy"
+    other_headline_metrics = ("f1_macro", "spearman")  # multi-label, regression
     # One loss per sequence: averaging a token count across devices would double the reported DDP loss.
     training_defaults: ClassVar[dict[str, Any]] = {
         "average_tokens_across_devices": False,
