@@ -327,3 +327,34 @@ def test_goemotions_multi_label_on_minilm_beats_always_neutral(tmp_path: Path) -
     assert result.metrics["eval_f1_micro"] > always_neutral_micro_f1, result.metrics
     answers = pipeline("text-classification", model=str(result.output_dir), top_k=None)("Thank you so much!")
     assert len(answers) == 28 and answers[0]["label"] == "gratitude"
+
+
+def test_multi_label_learns_a_separable_label_set(tmp_path: Path) -> None:
+    """The multi-label path learns, not only runs: 1-3 labels per row, each named by its words."""
+    import random
+
+    rng = random.Random(0)
+    words = {
+        "cat": "animal",
+        "dog": "animal",
+        "rain": "weather",
+        "snow": "weather",
+        "happy": "joy",
+        "glad": "joy",
+    }
+    rows = []
+    for _ in range(400):
+        picked = rng.sample(sorted(words), rng.randint(1, 3))
+        rows.append({"text": " and ".join(picked) + " here", "labels": sorted({words[w] for w in picked})})
+    train, validation = tmp_path / "train.jsonl", tmp_path / "validation.jsonl"
+    train.write_text("".join(json.dumps(row) + "\n" for row in rows[:320]), encoding="utf-8")
+    validation.write_text("".join(json.dumps(row) + "\n" for row in rows[320:]), encoding="utf-8")
+    result = llmkit.finetune(
+        {"task": "classification", "model": "tiny-bert"},
+        [
+            f"data.train={train}", f"data.validation={validation}", "data.label=labels",
+            "training.max_steps=120", "training.learning_rate=3e-3", "training.eval_strategy=no",
+            f"output_dir={tmp_path / 'out'}",
+        ],
+    )  # fmt: skip
+    assert result.metrics["eval_f1_micro"] > 0.7 and result.metrics["eval_f1_macro"] > 0.7
