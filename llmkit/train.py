@@ -171,7 +171,7 @@ def prepare(recipe: Recipe) -> PreparedRun:
     """Settings, data, tokenizer, encoded splits and the (adapted) model; every check before any write."""
     from transformers import set_seed
 
-    task: Task = get_task_class(recipe.task)(recipe.data)
+    task: Task = get_task_class(recipe.task)(recipe.data, recipe.options)
     output_dir = Path(recipe.output_dir)
     resume_from = checkpoint_to_resume(output_dir, recipe.training["resume"], recipe.overwrite, METRICS_FILE)
     machine = probe_machine()  # settings fail before data loads

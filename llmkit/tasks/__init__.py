@@ -15,6 +15,7 @@ TASKS: dict[str, str] = {
     "summarization": "llmkit.tasks.summarization:SummarizationTask",
     "token-classification": "llmkit.tasks.token_classification:TokenClassificationTask",
     "question-answering": "llmkit.tasks.question_answering:QuestionAnsweringTask",
+    "preference": "llmkit.tasks.preference:PreferenceTask",
 }
 #: Other names a recipe may give a task.
 TASK_ALIASES: dict[str, str] = {"ner": "token-classification"}
