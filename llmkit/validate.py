@@ -56,6 +56,11 @@ def validate(
     lines += task.data_summary(splits)
 
     train = splits["train"].dataset
+    rows = train.select(range(min(CHAT_CHECK_ROWS, len(train)))).to_list()
+    with quiet_library_progress():
+        chat = task.chat_examples(rows, tokenizer)  # before encoding: a template that fails says why first
+    if chat:
+        lines += chat_check_lines(chat, tokenizer, model_path, strict)
     with quiet_library_progress():
         sample = task.encode(train.select(range(min(STATISTICS_ROWS, len(train)))), tokenizer)
     lengths = np.array(task.example_lengths(sample))
@@ -73,11 +78,6 @@ def validate(
     fill = packing_fill(sample, limit)
     if fill:
         lines.append(fill)
-    rows = train.select(range(min(CHAT_CHECK_ROWS, len(train)))).to_list()
-    with quiet_library_progress():
-        chat = task.chat_examples(rows, tokenizer)
-    if chat:
-        lines += chat_check_lines(chat, tokenizer, model_path, strict)
     return lines
 
 

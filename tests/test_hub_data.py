@@ -354,6 +354,7 @@ def test_recipes_that_stood_on_shared_data_name_their_hub_dataset() -> None:
         "summarize-dialogsum",
         "ner-conll2003",
         "qa-squad",
+        "dpo-hh",
     }
     for name in bundled_recipes():
         data = load_recipe(name).data

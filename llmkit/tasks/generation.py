@@ -277,7 +277,12 @@ class GenerationTask(Task):
             if not replies:
                 continue
             segments = conversation_segments(tokenizer, messages, template)
-            last = max(index for index, (_, trainable) in enumerate(segments) if trainable)
+            trained = [index for index, (_, trainable) in enumerate(segments) if trainable]
+            if not trained:  # the template renders no reply: nothing carries loss (the checks say so)
+                ids = tokenize_segments(tokenizer, segments, 10**9).input_ids
+                examples.append(ChatExample(messages[: replies[-1]], ids, [False] * len(ids)))
+                continue
+            last = trained[-1]
             prompt = tokenize_segments(tokenizer, segments[:last], 10**9).input_ids
             example = segments_to_example(tokenizer, segments, self.data["max_length"])
             if example is None:

@@ -139,6 +139,8 @@ class PreferenceTask(Task):
         if self.format == "auto":
             self.format = self.detect_format(splits["train"])
         for split in splits.values():
+            if self.format == "hh" and self.data["prompt"] not in split.dataset.column_names:
+                self._split_transcripts(split)
             self.check_inputs(split)
             if split.role == "test" and self.data["chosen"] not in split.dataset.column_names:
                 continue  # prompts only: predicted
@@ -159,6 +161,34 @@ class PreferenceTask(Task):
         require_columns(split, {"prompt": self.data["prompt"]})
         for index, value in enumerate(split.dataset[self.data["prompt"]]):
             self.prompt_messages(value, split, index)
+
+    def _split_transcripts(self, split: Split) -> None:
+        """HH-RLHF as published (Anthropic/hh-rlhf) has no prompt column: chosen and rejected are whole
+        transcripts, and the prompt is their shared start up to the last ``\n\nAssistant:``."""
+        require_columns(split, {"chosen": self.data["chosen"], "rejected": self.data["rejected"]})
+        columns = {self.data["prompt"]: [], self.data["chosen"]: [], self.data["rejected"]: []}
+        marker = "\n\nAssistant:"
+        rows = split.dataset
+        for index, (chosen, rejected) in enumerate(
+            zip(rows[self.data["chosen"]], rows[self.data["rejected"]], strict=True)
+        ):
+            for key, value in (("chosen", chosen), ("rejected", rejected)):
+                if not isinstance(value, str):
+                    self.reply_text(value, split, index, key)  # names the row and column
+            end = shared_start(chosen, rejected).rfind(marker) + len(marker)
+            if end < len(marker):
+                raise LlmkitError(
+                    f"{split.origin} {split.where(index)}: there is no prompt column "
+                    f"'{self.data['prompt']}' (data.prompt), and columns '{self.data['chosen']}' and "
+                    f"'{self.data['rejected']}' share no '\\n\\nAssistant:' turn to take it from; "
+                    f"add the column"
+                )
+            columns[self.data["prompt"]].append(chosen[:end])
+            columns[self.data["chosen"]].append(chosen[end:])
+            columns[self.data["rejected"]].append(rejected[end:])
+        from datasets import Dataset
+
+        split.dataset = Dataset.from_dict(columns)
 
     def _check_identical(self, split: Split) -> None:
         """Equal replies teach nothing (and a zero margin): an error, or left out with the option."""
@@ -269,6 +299,15 @@ class PreferenceTask(Task):
             messages = self.prompt_messages(row[self.data["prompt"]])
             replies = [self.reply_text(row[self.data[k]], None, 0, k) for k in ("chosen", "rejected")]
             pair = encode_pair(tokenizer, template, messages, replies if has_replies else [], self.data)
+            if (
+                has_replies
+                and pair["truncation"] != DROPPED
+                and not (pair["chosen_ids"] and pair["rejected_ids"])
+            ):
+                raise LlmkitError(
+                    "the chat template renders an assistant reply as no text, so no token would carry loss; "
+                    "`llmkit validate` shows how rows render; set data.use_chat_template=false for llmkit's"
+                )
             for key in ("prompt_ids", "chosen_ids", "rejected_ids"):
                 columns[key].append(pair.get(key, []))
             columns["truncation"].append(pair["truncation"])
@@ -543,7 +582,10 @@ def encode_pair(
                 f"set data.use_chat_template=false to use llmkit's template"
             ) from None
         example = tokenize_segments(tokenizer, segments, 10**9)
-        start = next(i for i, label in enumerate(example.labels) if label != IGNORE_INDEX)
+        start = next((i for i, label in enumerate(example.labels) if label != IGNORE_INDEX), None)
+        if start is None:  # the template renders no reply: `llmkit validate` shows it
+            pair[key] = []
+            continue
         if example.input_ids[:start] != prompt:
             raise LlmkitError(
                 "the chat template renders the prompt differently when a reply follows it; "
@@ -554,6 +596,12 @@ def encode_pair(
         pair[key] = reply_ids[:room]
     pair["truncation"] = TRUNCATED if truncated else WHOLE
     return pair
+
+
+def shared_start(first: str, second: str) -> str:
+    """The longest common start of two texts."""
+    length = next((i for i, (a, b) in enumerate(zip(first, second, strict=False)) if a != b), None)
+    return first[: min(len(first), len(second)) if length is None else length]
 
 
 def drop_first_turn(messages: list[dict[str, str]]) -> list[dict[str, str]] | None:
