@@ -15,7 +15,7 @@ from llmkit.config import load_recipe
 from llmkit.data import Split, load_splits
 from llmkit.errors import LlmkitError
 from llmkit.models import check_weights, resolve_model
-from llmkit.tasks import get_task_class
+from llmkit.tasks import build_task
 
 STATISTICS_ROWS = 5000  # token statistics come from at most this many training rows
 CHAT_CHECK_ROWS = 200  # the chat checks render at most this many training rows
@@ -39,7 +39,7 @@ def validate(
     from llmkit.progress import quiet_library_progress
 
     resolved = load_recipe(recipe, overrides)
-    task = get_task_class(resolved.task)(resolved.data, resolved.options)
+    task = build_task(resolved.task, resolved.data, resolved.options)
     splits = load_splits(resolved.data, seed=resolved.training["seed"])
     task.check_data(splits)
     model_path = resolve_model(resolved.model)

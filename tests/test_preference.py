@@ -308,6 +308,21 @@ def test_bad_preference_input_is_one_line_exit_2(run_cli, bad_files, tmp_path, n
     assert "Traceback" not in result.stderr and not out.exists()
 
 
+def test_hh_rows_whose_turns_do_not_alternate_can_be_skipped_and_counted(bad_files, capsys) -> None:
+    from datasets import Dataset
+
+    from llmkit.data import Split
+
+    rows = [json.loads(line) for line in bad_files["bad_hh"].read_text().splitlines()]
+    split = Split("train", Dataset.from_list(rows), bad_files["bad_hh"], key="data.train")
+    task(format="hh", skip_bad_turns=True).check_data({"train": split})
+    assert len(split.dataset) == 1 and split.where(0) == "line 1"
+    assert (
+        "skipped 1 row(s) whose hh turns do not alternate (data.skip_bad_turns=true), the first at line 2"
+        in (capsys.readouterr().err)
+    )
+
+
 def test_identical_pairs_can_be_skipped_and_counted(tmp_path: Path, capsys) -> None:
     rows = [*pairs(8), {**pairs(1)[0], "rejected": pairs(1)[0]["chosen"]}]
     train = write_jsonl(tmp_path / "train.jsonl", rows)

@@ -98,6 +98,7 @@ class PreferenceTask(Task):
         "chosen": "chosen",
         "rejected": "rejected",
         "use_chat_template": True,  # false: llmkit's documented template (a model without one needs it)
+        "skip_bad_turns": False,  # hh: true leaves out (and counts) rows whose turns do not alternate
         "skip_identical_pairs": False,  # true: pairs with equal replies are left out (counted), not an error
         "max_length": 512,  # prompt + reply tokens
         "max_prompt_length": 256,  # a longer prompt keeps its last turns
@@ -127,6 +128,9 @@ class PreferenceTask(Task):
                 f"{did_you_mean(str(data['format']), FORMATS)}"
             )
         self.format: str = data["format"]
+        #: Encoded validation/test pairs (prepare_evaluation): their reference log-probs, when precomputed,
+        #: come from the model before training, even for a full fine-tune whose reference is then gone.
+        self.evaluation_splits: dict[str, Any] = {}
         check_options(self.options)
         if not 0 < data["max_prompt_length"] < data["max_length"]:
             raise LlmkitError(
@@ -141,6 +145,8 @@ class PreferenceTask(Task):
         for split in splits.values():
             if self.format == "hh" and self.data["prompt"] not in split.dataset.column_names:
                 self._split_transcripts(split)
+            if self.format == "hh" and self.data["skip_bad_turns"]:
+                self._skip_bad_turns(split)
             self.check_inputs(split)
             if split.role == "test" and self.data["chosen"] not in split.dataset.column_names:
                 continue  # prompts only: predicted
@@ -189,6 +195,24 @@ class PreferenceTask(Task):
         from datasets import Dataset
 
         split.dataset = Dataset.from_dict(columns)
+
+    def _skip_bad_turns(self, split: Split) -> None:
+        """``data.skip_bad_turns``: leave out hh rows whose turns do not alternate (HH-RLHF has a few)."""
+        good = []
+        for value in split.dataset[self.data["prompt"]]:
+            try:
+                self.prompt_messages(value)
+                good.append(True)
+            except LlmkitError:
+                good.append(False)
+        if all(good):
+            return
+        first = split.where(good.index(False))
+        split.keep_rows(index for index, keep in enumerate(good) if keep)
+        log(
+            f"{split.origin}: skipped {good.count(False)} row(s) whose hh turns do not alternate "
+            f"(data.skip_bad_turns=true), the first at {first}"
+        )
 
     def _check_identical(self, split: Split) -> None:
         """Equal replies teach nothing (and a zero margin): an error, or left out with the option."""
@@ -297,8 +321,9 @@ class PreferenceTask(Task):
         has_replies = self.data["chosen"] in dataset.column_names
         for row in dataset:
             messages = self.prompt_messages(row[self.data["prompt"]])
-            replies = [self.reply_text(row[self.data[k]], None, 0, k) for k in ("chosen", "rejected")]
-            pair = encode_pair(tokenizer, template, messages, replies if has_replies else [], self.data)
+            keys = ("chosen", "rejected") if has_replies else ()
+            replies = [self.reply_text(row[self.data[k]], None, 0, k) for k in keys]
+            pair = encode_pair(tokenizer, template, messages, replies, self.data)
             if (
                 has_replies
                 and pair["truncation"] != DROPPED
@@ -316,10 +341,10 @@ class PreferenceTask(Task):
         return Dataset.from_dict(columns)
 
     def encoding_metrics(self, role: str, dataset: Dataset) -> dict[str, int]:
-        states = dataset["truncation"]
+        states, prefix = dataset["truncation"], "eval" if role == "validation" else role
         return {
-            f"{role}_truncated_pairs": states.count(TRUNCATED),
-            f"{role}_dropped_pairs": states.count(DROPPED),
+            f"{prefix}_truncated_pairs": states.count(TRUNCATED),
+            f"{prefix}_dropped_pairs": states.count(DROPPED),
         }
 
     def prepare_evaluation(self, role: str, split: Split, encoded: Dataset) -> Dataset:
@@ -336,7 +361,10 @@ class PreferenceTask(Task):
                     f"{self.data['max_prompt_length']}; raise it (and data.max_length)"
                 )
             encoded = encoded.select([index for index, state in enumerate(states) if state != DROPPED])
-        return encoded.remove_columns("truncation")
+        encoded = encoded.remove_columns("truncation")
+        if role != "train" and "chosen_ids" in encoded.column_names:
+            self.evaluation_splits[role] = encoded  # precompute_reference scores them before training
+        return encoded
 
     def collator(self, tokenizer: PreTrainedTokenizerBase):
         from trl.trainer.dpo_trainer import DataCollatorForPreference
@@ -401,8 +429,8 @@ class PreferenceTask(Task):
 
     def trainer_class(self) -> type:
         if self.options["method"] == "simpo":
-            return simpo_trainer_class(self.options)
-        return dpo_trainer_class(self.options)
+            return simpo_trainer_class(self)
+        return dpo_trainer_class(self)
 
     def arguments_class(self) -> type:
         if self.options["method"] == "simpo":
@@ -499,16 +527,15 @@ def check_options(options: dict[str, Any]) -> None:
         )
 
 
-def method_settings(options: dict[str, Any]) -> dict[str, Any]:
-    """The TRL config fields the ``preference:`` section sets (llmkit tokenizes: no TRL truncation)."""
+def method_settings(options: dict[str, Any], max_length: int) -> dict[str, Any]:
+    """The TRL config fields the ``preference:`` section sets (llmkit tokenizes and truncates the pairs)."""
     if options["method"] == "simpo":
         return {
             "loss_type": "simpo",
             "cpo_alpha": 0.0,
             "beta": float(options["beta"] or 2.0),
             "simpo_gamma": float(options["simpo_gamma"]),
-            "max_length": None,
-            "max_prompt_length": None,
+            "max_length": max_length,
             "remove_unused_columns": False,
         }
     return {
@@ -536,7 +563,8 @@ def hh_messages(text: str, where: str) -> list[dict[str, str]]:
         if speaker == previous:
             raise LlmkitError(
                 f"{where}: hh turns do not alternate: turn {number} is {speaker} after {previous}"
-                f"{' (the dialogue must start with Human)' if number == 1 else ''}"
+                f"{' (the dialogue must start with Human)' if number == 1 else ''}; fix the row, or set "
+                f"data.skip_bad_turns=true to leave such rows out"
             )
     if speakers[-1] != "Assistant" or contents[-1].strip():
         raise LlmkitError(f"{where}: an hh prompt ends with an empty '\\n\\nAssistant:' turn for the reply")
@@ -682,7 +710,7 @@ def trainer_mixin() -> type:
     return PreferenceTrainerMixin
 
 
-def dpo_trainer_class(options: dict[str, Any]) -> type:
+def dpo_trainer_class(task: PreferenceTask) -> type:
     """TRL's DPOTrainer on llmkit's pre-tokenized pairs; the reference is the adapter switched off (LoRA),
     a frozen copy of the model (full fine-tuning), or log-probs computed once (``precompute_reference``)."""
     import torch
@@ -691,7 +719,7 @@ def dpo_trainer_class(options: dict[str, Any]) -> type:
 
     class PreferenceDPOTrainer(trainer_mixin(), DPOTrainer):
         def __init__(self, model, args, train_dataset, eval_dataset=None, **kwargs: Any) -> None:
-            for key, value in method_settings(options).items():
+            for key, value in method_settings(task.options, task.data["max_length"]).items():
                 setattr(args, key, value)
             kwargs.pop("preprocess_logits_for_metrics", None)
             kwargs.pop("compute_metrics", None)  # the metrics come from the loss (rewards, margins)
@@ -715,6 +743,9 @@ def dpo_trainer_class(options: dict[str, Any]) -> type:
             self._with_reference: dict[int, Any] = {}
             if precompute and eval_dataset is not None:
                 self._with_reference[id(eval_dataset)] = self.eval_dataset
+            if precompute:  # a test split too, while the model is still the reference
+                for role, split in task.evaluation_splits.items():
+                    self.precompute_reference(split, role)
 
         def _stored(self, mode: str) -> dict[str, list[float]]:
             return self._metrics[mode]
@@ -744,13 +775,13 @@ def dpo_trainer_class(options: dict[str, Any]) -> type:
     return PreferenceDPOTrainer
 
 
-def simpo_trainer_class(options: dict[str, Any]) -> type:
+def simpo_trainer_class(task: PreferenceTask) -> type:
     """TRL's CPOTrainer with the SimPO loss (cpo_alpha 0: no NLL term), fed llmkit's pre-tokenized pairs."""
     from trl.experimental.cpo import CPOTrainer
 
     class PreferenceSimPOTrainer(trainer_mixin(), CPOTrainer):
         def __init__(self, model, args, train_dataset, eval_dataset=None, **kwargs: Any) -> None:
-            for key, value in method_settings(options).items():
+            for key, value in method_settings(task.options, task.data["max_length"]).items():
                 setattr(args, key, value)
             kwargs.pop("data_collator", None)  # CPO pads its own columns
             self._eval_pairs: list[int] = []
