@@ -3,7 +3,8 @@
 One command (from the repo root, ../shared/data beside it):
 
     python benchmarks/dpo_hh.py                   # the full budget (about an hour on 2 cores)
-    python benchmarks/dpo_hh.py --steps 20 --eval-pairs 40 --eos-prompts 10 --eos-tokens 64   # a short one
+    python benchmarks/dpo_hh.py --steps 10 --train-pairs 40 --eval-pairs 24 --eval-every 5 \
+        --eos-prompts 6 --eos-tokens 48                # the short budget the README reports
 
 * **LoRA-DPO** (``recipes/dpo-hh.yaml``: r=16, beta 0.1, reference log-probs precomputed): test-pair reward
   accuracy (chosen scored above rejected by the DPO reward, i.e. the policy's log-ratio against the base) and
@@ -64,6 +65,7 @@ def dpo_run(args: argparse.Namespace) -> dict:
         f"data.train={HH / 'train.jsonl'}",
         f"data.validation={HH / 'test.jsonl'}",
         f"data.max_eval_samples={args.eval_pairs}",
+        *([f"data.max_train_samples={args.train_pairs}"] if args.train_pairs else []),
         *COMMON,
         f"training.max_steps={args.steps}",
         f"training.learning_rate={args.learning_rate}",
@@ -129,6 +131,7 @@ def sft_run(args: argparse.Namespace) -> dict:
         "model=smollm2-135m",
         f"data.train={sft_rows()}",
         "data.validation_split=0",
+        *([f"data.max_train_samples={args.train_pairs}"] if args.train_pairs else []),
         "data.max_length=384",
         "training.per_device_train_batch_size=4",
         "training.logging_steps=5",
@@ -243,6 +246,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--steps", type=int, default=450, help="training steps (450: one epoch of 1,803 pairs)"
+    )
+    parser.add_argument(
+        "--train-pairs", type=int, help="the first N training pairs (reference log-probs: all)"
     )
     parser.add_argument("--learning-rate", type=float, default=5e-5)
     parser.add_argument("--eval-pairs", type=int, default=500)
