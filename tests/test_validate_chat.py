@@ -113,19 +113,16 @@ def test_a_template_that_renders_no_reply_fails_the_loss_check(run_cli, chats: P
     assert "warning: no token carries loss: the masking hides every reply" in result.stdout
 
 
-def test_a_summarization_prompt_ending_in_a_space_is_not_what_inference_tokenizes(
-    run_cli, tmp_path: Path
-) -> None:
+def test_decoder_only_summarization_prompts_are_what_inference_tokenizes(run_cli, tmp_path: Path) -> None:
+    """Repro: the prompt was tokenized in pieces (template head, document, tail), and "\\n\\n" before the
+    document became one token where the whole rendered chat, as inference tokenizes it, has two."""
     dialogues = tmp_path / "dialogues.jsonl"
     lines = (SHARED_DATA / "dialogsum" / "train.jsonl").read_text(encoding="utf-8").splitlines()[:4]
     dialogues.write_text("\n".join(lines) + "\n", encoding="utf-8")
     common = ["model=tiny-gpt2", f"data.train={dialogues}", "data.validation=null", "data.validation_split=0"]
-    good = run_cli("validate", "summarize-dialogsum", *common)
-    assert good.exit_code == 0, good.stderr
-    assert "token for token: 4 of 4 examples" in good.stdout
-    # the document is tokenized on its own after the prompt's space; inference merges " #Person1#"
-    bad = run_cli("validate", "summarize-dialogsum", *common, "data.prompt=Summarize: {document}")
-    assert bad.exit_code == 2 and "chat check failed: example 1: the training prompt" in bad.stderr
+    result = run_cli("validate", "summarize-dialogsum", *common, "data.max_length=512")
+    assert result.exit_code == 0, result.stderr
+    assert "token for token: 4 of 4 examples" in result.stdout
 
 
 def test_preference_recipes_get_the_checks_for_chosen_and_rejected(run_cli, tmp_path: Path) -> None:

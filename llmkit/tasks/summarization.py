@@ -246,8 +246,16 @@ class SummarizationTask(Task):
     def prompt_ids(
         self, tokenizer: PreTrainedTokenizerBase, frame: ChatFrame, document: str
     ) -> tuple[list[int], bool]:
-        """The decoder-only prompt for a document, and whether the document had to be cut to fit it."""
+        """The decoder-only prompt for a document, and whether the document had to be cut to fit it.
+
+        A prompt that fits is tokenized whole, as inference tokenizes the rendered chat (pieces tokenized
+        alone can split differently at their seams: "\\n\\n" before a word); only a document that must
+        be cut is tokenized on its own, to lose its end.
+        """
         budget = self.data["max_length"] - self.data["max_target_length"]
+        whole = tokenize_segments(tokenizer, [(frame.head + document + frame.tail, False)], budget)
+        if not whole.truncated:
+            return whole.input_ids, False
         segments = [(frame.head, False), (document, False), (frame.tail, False)]
         example = tokenize_segments(tokenizer, segments, budget, shrink=1)
         return example.input_ids, example.truncated
