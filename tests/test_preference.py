@@ -186,6 +186,7 @@ def run_pairs(tmp_path: Path, *overrides: str, rows: int = 16):
             "data.max_length=64",
             "data.max_prompt_length=32",
             "training.max_steps=6",
+            "training.logging_steps=2",
             "training.learning_rate=5e-3",
             "training.per_device_eval_batch_size=3",  # batches of 3, 3, 2 pairs
             *overrides,
