@@ -25,7 +25,13 @@ from llmkit.tasks.preference import (
 from tests.conftest import SHARED_DATA
 
 HH = SHARED_DATA / "hh_rlhf"
-LLMKIT_TEMPLATE = ["model=tiny-gpt2", "data.use_chat_template=false"]
+# tiny-gpt2 has a 512-token vocabulary (34 tokens for a one-line prompt) and 256 positions
+LLMKIT_TEMPLATE = [
+    "model=tiny-gpt2",
+    "data.use_chat_template=false",
+    "data.max_length=128",
+    "data.max_prompt_length=64",
+]
 
 
 @pytest.fixture(scope="module")
@@ -183,8 +189,6 @@ def run_pairs(tmp_path: Path, *overrides: str, rows: int = 16):
             *LLMKIT_TEMPLATE,
             f"data.train={train}",
             f"data.validation={validation}",
-            "data.max_length=64",
-            "data.max_prompt_length=32",
             "training.max_steps=6",
             "training.logging_steps=2",
             "training.learning_rate=5e-3",

@@ -246,11 +246,12 @@ class PreferenceTask(Task):
         """A row's prompt as chat messages ending with the user's turn; errors name the row and column."""
         column = self.data["prompt"]
         where = f"{split.origin} {split.where(index)}: column '{column}' (data.prompt)" if split else "prompt"
-        if self.format in ("text", "hh"):
+        shape = self.format if self.format != "auto" else "chat" if isinstance(value, list) else "text"
+        if shape in ("text", "hh"):
             if not isinstance(value, str) or not value.strip():
                 shown = "empty" if value is None or isinstance(value, str) else f"not text ({value!r})"
                 raise LlmkitError(f"{where} is {shown}; fill in or remove that row")
-            if self.format == "text":
+            if shape == "text":
                 return [{"role": "user", "content": value.strip()}]
             return hh_messages(value, where)
         if not isinstance(value, list) or not value:
@@ -550,13 +551,13 @@ def method_settings(options: dict[str, Any], max_length: int) -> dict[str, Any]:
 def hh_messages(text: str, where: str) -> list[dict[str, str]]:
     """``\\n\\nHuman: ...\\n\\nAssistant: ...\\n\\nAssistant:`` -> alternating user/assistant messages."""
     parts = HH_TURN.split(text)
+    speakers, contents = parts[1::2], parts[2::2]
+    if not speakers:
+        raise LlmkitError(f"{where}: no '\\n\\nHuman:' / '\\n\\nAssistant:' turns (data.format=hh)")
     if parts[0].strip():
         raise LlmkitError(
             f"{where}: text before the first '\\n\\nHuman:' turn; an hh prompt starts with a turn"
         )
-    speakers, contents = parts[1::2], parts[2::2]
-    if not speakers:
-        raise LlmkitError(f"{where}: no '\\n\\nHuman:' / '\\n\\nAssistant:' turns (data.format=hh)")
     for number, (speaker, previous) in enumerate(
         zip(speakers, ["Assistant", *speakers[:-1]], strict=True), 1
     ):
