@@ -125,6 +125,18 @@ def check_chat_examples(
             f"training prompt = apply_chat_template(add_generation_prompt=True) token for token: "
             f"{len(comparable)} of {len(comparable)} examples"
         )
+    tokens = sum(len(e.input_ids) for e in kept)
+    loss_tokens = sum(sum(e.loss_mask) for e in kept)
+    share = loss_tokens / tokens if tokens else 0.0
+    lines.append(
+        f"tokens carrying loss: {loss_tokens} of {tokens} ({share:.1%}); "
+        f"truncated {sum(e.truncated for e in kept)}, dropped {len(examples) - len(kept)} "
+        f"of {len(examples)} sequences"
+    )
+    if kept and not loss_tokens:
+        failures.append(
+            "no token carries loss: the masking hides every reply, so training would learn nothing"
+        )
     names = ", ".join(repr(tokenizer.decode([i])) for i in sorted(stop_ids)) or "none"
     whole = [e for e in kept if not e.truncated]
     unstopped = [
@@ -145,18 +157,6 @@ def check_chat_examples(
         )
     else:
         lines.append(f"stop token {names} inside the loss: {len(whole)} of {len(whole)} untruncated examples")
-    tokens = sum(len(e.input_ids) for e in kept)
-    loss_tokens = sum(sum(e.loss_mask) for e in kept)
-    share = loss_tokens / tokens if tokens else 0.0
-    lines.append(
-        f"tokens carrying loss: {loss_tokens} of {tokens} ({share:.1%}); "
-        f"truncated {sum(e.truncated for e in kept)}, dropped {len(examples) - len(kept)} "
-        f"of {len(examples)} sequences"
-    )
-    if kept and not loss_tokens:
-        failures.append(
-            "no token carries loss: the masking hides every reply, so training would learn nothing"
-        )
     return ChatReport(lines, failures)
 
 

@@ -13,7 +13,6 @@ import pytest
 
 from llmkit.causal_lm import DEFAULT_CHAT_TEMPLATE
 from llmkit.models import resolve_model
-from tests.conftest import SHARED_DATA
 
 #: llmkit's template with the EOS after each reply left out: nothing teaches the model to stop.
 NO_EOS = DEFAULT_CHAT_TEMPLATE.replace(" + eos_token", "")
@@ -26,7 +25,7 @@ GLUED = (
 #: Assistant turns are not rendered at all: "assistant-only" loss then masks every token.
 NO_REPLIES = (
     "{% for message in messages %}{% if message['role'] == 'user' %}{{ 'Q: ' + message['content'] + '\n' }}"
-    "{% endif %}{% endfor %}{% if add_generation_prompt %}{{ 'A: ' }}{% endif %}"
+    "{% endif %}{% endfor %}"
 )
 
 
@@ -64,6 +63,7 @@ def validate_chat(run_cli, chats: Path, model: str | Path, *extra: str):
         f"model={model}",
         f"data.train={chats}",
         "data.validation_split=0",
+        "data.max_length=256",  # tiny-gpt2's context
         *extra,
     )
 
@@ -107,20 +107,23 @@ def test_a_template_that_tokenizes_differently_at_inference_fails_the_prompt_che
 
 
 def test_a_template_that_renders_no_reply_fails_the_loss_check(run_cli, chats: Path, tmp_path: Path) -> None:
-    result = validate_chat(run_cli, chats, model_with_template(tmp_path, NO_REPLIES), "--no-strict")
-    assert result.exit_code == 0, result.stderr
-    assert "tokens carrying loss: 0 of " in result.stdout
-    assert "warning: no token carries loss: the masking hides every reply" in result.stdout
+    result = validate_chat(run_cli, chats, model_with_template(tmp_path, NO_REPLIES))
+    assert result.exit_code == 2
+    error = result.stderr.strip().splitlines()[-1]
+    assert "chat check failed: no token carries loss: the masking hides every reply" in error
 
 
 def test_decoder_only_summarization_prompts_are_what_inference_tokenizes(run_cli, tmp_path: Path) -> None:
     """Repro: the prompt was tokenized in pieces (template head, document, tail), and "\\n\\n" before the
     document became one token where the whole rendered chat, as inference tokenizes it, has two."""
     dialogues = tmp_path / "dialogues.jsonl"
-    lines = (SHARED_DATA / "dialogsum" / "train.jsonl").read_text(encoding="utf-8").splitlines()[:4]
-    dialogues.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    rows = [
+        {"dialogue": f"#Person1#: Hi, {name}.\n#Person2#: Hello!", "summary": f"They greet {name}."}
+        for name in ("Ann", "Bob", "Cy", "Di")
+    ]
+    dialogues.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     common = ["model=tiny-gpt2", f"data.train={dialogues}", "data.validation=null", "data.validation_split=0"]
-    result = run_cli("validate", "summarize-dialogsum", *common, "data.max_length=512")
+    result = run_cli("validate", "summarize-dialogsum", *common, "data.max_length=256")
     assert result.exit_code == 0, result.stderr
     assert "token for token: 4 of 4 examples" in result.stdout
 
@@ -131,7 +134,14 @@ def test_preference_recipes_get_the_checks_for_chosen_and_rejected(run_cli, tmp_
     pairs.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(f"task: preference\ndata: {{train: {pairs}, validation_split: 0}}\n")
-    result = run_cli("validate", recipe, "model=tiny-gpt2", "data.use_chat_template=false")
+    result = run_cli(
+        "validate",
+        recipe,
+        "model=tiny-gpt2",
+        "data.use_chat_template=false",
+        "data.max_length=128",
+        "data.max_prompt_length=64",
+    )
     assert result.exit_code == 0, result.stderr
     assert "chat checks (first 6 training sequences):" in result.stdout  # chosen and rejected of 3 pairs
     assert "token for token: 6 of 6 examples" in result.stdout
