@@ -113,16 +113,20 @@ def test_a_template_that_renders_no_reply_fails_the_loss_check(run_cli, chats: P
     assert "chat check failed: no token carries loss: the masking hides every reply" in error
 
 
-def test_decoder_only_summarization_prompts_are_what_inference_tokenizes(run_cli, tmp_path: Path) -> None:
+@pytest.mark.parametrize("model", ["tiny-gpt2", pytest.param("smollm2-135m", marks=pytest.mark.slow)])
+def test_decoder_only_summarization_prompts_are_what_inference_tokenizes(
+    run_cli, tmp_path: Path, model
+) -> None:
     """Repro: the prompt was tokenized in pieces (template head, document, tail), and "\\n\\n" before the
-    document became one token where the whole rendered chat, as inference tokenizes it, has two."""
+    document became one token where the whole rendered chat, as inference tokenizes it, has two (SmolLM2's
+    tokenizer; tiny-gpt2's 512-token vocabulary has no "\\n\\n" token)."""
     dialogues = tmp_path / "dialogues.jsonl"
     rows = [
         {"dialogue": f"#Person1#: Hi, {name}.\n#Person2#: Hello!", "summary": f"They greet {name}."}
         for name in ("Ann", "Bob", "Cy", "Di")
     ]
     dialogues.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    common = ["model=tiny-gpt2", f"data.train={dialogues}", "data.validation=null", "data.validation_split=0"]
+    common = [f"model={model}", f"data.train={dialogues}", "data.validation=null", "data.validation_split=0"]
     result = run_cli("validate", "summarize-dialogsum", *common, "data.max_length=256")
     assert result.exit_code == 0, result.stderr
     assert "token for token: 4 of 4 examples" in result.stdout
