@@ -119,8 +119,8 @@ def task_recipe(task: str, tmp_path: Path) -> dict:
         "data": {
             "train": str(preference),
             "use_chat_template": False,
-            "max_length": 32,
-            "max_prompt_length": 16,
+            "max_length": 128,
+            "max_prompt_length": 64,
         },
     }
     assert set(recipes) == set(task_names()), "give every registered task a recipe here"
