@@ -104,6 +104,19 @@ def test_a_pair_renders_as_generation_and_generate_chat_render_it(tokenizer) -> 
     assert pair["truncation"] == WHOLE
 
 
+def test_earlier_replies_in_a_prompt_stay_in_the_prompt(tokenizer) -> None:
+    """Repro: every assistant turn of a multi-turn prompt was split off as a reply (an error on HH-RLHF)."""
+    messages = [
+        {"role": "user", "content": "Hi."},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "Name a colour."},
+    ]
+    pair = encode_pair(tokenizer, DEFAULT_CHAT_TEMPLATE, messages, ["red", "blue"], task().data)
+    prompt = render_chat(tokenizer, messages, DEFAULT_CHAT_TEMPLATE, add_generation_prompt=True)
+    assert tokenizer.decode(pair["prompt_ids"]) == prompt and "Hello.<|endoftext|>" in prompt
+    assert tokenizer.decode(pair["chosen_ids"]) == "red" + tokenizer.eos_token + "\n\n"
+
+
 def test_long_prompts_keep_their_last_turns_and_long_replies_are_cut(tokenizer) -> None:
     turns = []
     for number in range(6):

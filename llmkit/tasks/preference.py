@@ -33,7 +33,6 @@ from llmkit.causal_lm import (
     CHAT_ROLES,
     DEFAULT_CHAT_TEMPLATE,
     IGNORE_INDEX,
-    conversation_segments,
     load_causal_lm,
     render_chat,
     require_causal_lm,
@@ -602,24 +601,17 @@ def encode_pair(
     pair: dict[str, Any] = {"prompt_ids": prompt, "messages": kept}
     room = data["max_length"] - len(prompt)
     for key, reply in zip(("chosen_ids", "rejected_ids"), replies, strict=False):
-        conversation = [*kept, {"role": "assistant", "content": reply}]
-        try:
-            segments = conversation_segments(tokenizer, conversation, template)
-        except ValueError as exc:
+        # as conversation_segments splits the last turn (earlier replies stay in the prompt, untrained)
+        full = render_chat(tokenizer, [*kept, {"role": "assistant", "content": reply}], template)
+        if not full.startswith(prompt_text):
             raise LlmkitError(
-                f"the chat template cannot be split into prompt and reply ({exc}); "
-                f"set data.use_chat_template=false to use llmkit's template"
-            ) from None
-        example = tokenize_segments(tokenizer, segments, 10**9)
-        start = next((i for i, label in enumerate(example.labels) if label != IGNORE_INDEX), None)
-        if start is None:  # the template renders no reply: `llmkit validate` shows it
-            pair[key] = []
-            continue
-        if example.input_ids[:start] != prompt:
-            raise LlmkitError(
-                "the chat template renders the prompt differently when a reply follows it; "
-                "set data.use_chat_template=false to use llmkit's template"
+                "the chat template renders the prompt differently when a reply follows it, so the prompt "
+                "trained on would not be the one generation sees; set data.use_chat_template=false to use "
+                "llmkit's template"
             )
+        segments = [(prompt_text, False), (full[len(prompt_text) :], True)]
+        example = tokenize_segments(tokenizer, segments, 10**9)  # the reply tokenized as continuing text
+        start = len(prompt)
         reply_ids = example.input_ids[start:]
         truncated = truncated or len(reply_ids) > room
         pair[key] = reply_ids[:room]
