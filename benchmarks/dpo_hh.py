@@ -109,6 +109,7 @@ def dpo_run(args: argparse.Namespace) -> dict:
 def sft_rows() -> Path:
     """The training pairs as chat conversations: the prompt's turns and the chosen reply."""
     from llmkit.config import COMMON_DATA_DEFAULTS
+    from llmkit.errors import LlmkitError
     from llmkit.tasks.preference import PreferenceTask
 
     task = PreferenceTask({**COMMON_DATA_DEFAULTS, **PreferenceTask.data_defaults, "format": "hh"})
@@ -117,8 +118,12 @@ def sft_rows() -> Path:
     path = WORK / "sft.jsonl"
     with path.open("w", encoding="utf-8") as handle:
         for row in rows:
+            try:  # the DPO run leaves out the same rows (data.skip_bad_turns)
+                prompt = task.prompt_messages(row["prompt"])
+            except LlmkitError:
+                continue
             reply = {"role": "assistant", "content": row["chosen"].strip()}
-            handle.write(json.dumps({"messages": [*task.prompt_messages(row["prompt"]), reply]}) + "\n")
+            handle.write(json.dumps({"messages": [*prompt, reply]}) + "\n")
     return path
 
 
@@ -255,6 +260,9 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=150)
     parser.add_argument("--eos-prompts", type=int, default=50)
     parser.add_argument("--eos-tokens", type=int, default=256)
+    parser.add_argument(
+        "--only", help="run these (e.g. sft,eos_before,eos_after) and take the others from the last results"
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)  # dpo | sft | eos_before | eos_after, in a child
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -268,17 +276,19 @@ def main() -> None:
         print(json.dumps(runners[args.one]()))
         return
     argv = list(sys.argv[1:])
-    runs = {}
-    for run in ("dpo", "sft", "eos_before", "eos_after"):
+    runs, previous = {}, RESULTS / "dpo_hh.json"
+    if args.only and previous.exists():  # a budget split over several sessions: the earlier runs stay
+        runs = json.loads(previous.read_text())["runs"]
+    for run in args.only.split(",") if args.only else ("dpo", "sft", "eos_before", "eos_after"):
         print(f"{run} ...", file=sys.stderr, flush=True)
         runs[run] = child(run, argv)
         print(json.dumps(runs[run]), file=sys.stderr, flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    threads = os.environ.get("OMP_NUM_THREADS", "all")
-    command = "python benchmarks/dpo_hh.py " + " ".join(argv)
-    (RESULTS / "dpo_hh.json").write_text(
-        json.dumps({"command": command, "threads": threads, "runs": runs}, indent=2)
-    )
+        RESULTS.mkdir(parents=True, exist_ok=True)  # after each run: a budget may end between them
+        threads = os.environ.get("OMP_NUM_THREADS", "all")
+        command = "python benchmarks/dpo_hh.py " + " ".join(argv)
+        previous.write_text(json.dumps({"command": command, "threads": threads, "runs": runs}, indent=2))
+    if not all(run in runs for run in ("dpo", "sft", "eos_before", "eos_after")):
+        return
     text = [f"`{command}` (OMP_NUM_THREADS={threads})", "", *table(runs)]
     (RESULTS / "dpo_hh.md").write_text("\n".join(text) + "\n")
     print("\n".join(text))
