@@ -137,12 +137,16 @@ def validate(
         list[str] | None, typer.Argument(help="Dotted KEY=VALUE overrides.", show_default=False)
     ] = None,
     examples: Annotated[int, typer.Option("--examples", "-n", min=0, help="Examples to show decoded.")] = 3,
+    strict: Annotated[
+        bool, typer.Option("--strict/--no-strict", help="A failed chat check is an error (else a warning).")
+    ] = True,
 ) -> None:
-    """Check a recipe, its data and model without training: decoded examples, lengths, labels."""
+    """Check a recipe, its data and model without training: decoded examples, lengths, labels, and for
+    chat recipes the pre-flight chat checks (prompt = inference prompt, EOS in the loss, loss share)."""
     recipe, overrides = recipe_and_overrides(recipe, overrides)
     from llmkit.validate import validate as run_validate
 
-    for line in run_validate(recipe, overrides, examples=examples):
+    for line in run_validate(recipe, overrides, examples=examples, strict=strict):
         typer.echo(line)
 
 

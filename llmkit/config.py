@@ -117,6 +117,9 @@ class Recipe:
     model_options: dict[str, Any] = field(default_factory=lambda: dict(MODEL_OPTION_DEFAULTS))
     #: The validated ``peft:`` section (``llmkit.adaptation``); None: full fine-tuning.
     peft: dict[str, Any] | None = None
+    #: The task's own section (e.g. ``preference:``, ``Task.options_section``) merged with its defaults.
+    options: dict[str, Any] = field(default_factory=dict)
+    options_section: str | None = None
 
     def safety_options(self) -> dict[str, bool]:
         """The model options that widen what is fetched and loaded (pickle weights, remote code)."""
@@ -131,6 +134,7 @@ class Recipe:
             "data": dict(self.data),
             "training": dict(self.training),
             **({"peft": dict(self.peft)} if self.peft is not None else {}),
+            **({self.options_section: dict(self.options)} if self.options_section else {}),
             "output_dir": self.output_dir,
             "overwrite": self.overwrite,
         }
@@ -263,17 +267,18 @@ def validate_recipe(raw: dict[str, Any]) -> Recipe:
     raw = dict(raw)
     source = str(raw.pop("__source__", "<dict>"))
     where = f"recipe {source}"
-    for key in raw:
-        if key not in TOP_LEVEL_KEYS:
-            raise LlmkitError(
-                f"{where}: unknown key '{key}'{did_you_mean(key, TOP_LEVEL_KEYS)}; "
-                f"valid keys: {', '.join(TOP_LEVEL_KEYS)}"
-            )
-
     task_name = raw.get("task", "classification")
     if not isinstance(task_name, str):
         raise LlmkitError(f"{where}: task must be a string, one of {', '.join(task_names())}")
     task_cls = get_task_class(task_name, where=where)
+    section = task_cls.options_section  # a task's own top-level section, e.g. preference:
+    known_keys = (*TOP_LEVEL_KEYS, *([section] if section else []))
+    for key in raw:
+        if key not in known_keys:
+            raise LlmkitError(
+                f"{where}: unknown key '{key}'{did_you_mean(key, known_keys)}; "
+                f"valid keys: {', '.join(known_keys)}"
+            )
 
     model = raw.get("model", task_cls.default_model)
     model_options = dict(MODEL_OPTION_DEFAULTS)
@@ -313,6 +318,9 @@ def validate_recipe(raw: dict[str, Any]) -> Recipe:
     reconcile_schedule(training, checked_training, may_have_validation(data), where)
 
     peft = check_peft_section(raw.get("peft"), where)
+    options = (
+        _check_section(raw.get(section) or {}, task_cls.options_defaults, section, where) if section else {}
+    )
 
     output_dir = raw.get("output_dir", f"runs/{task_name}")
     if not isinstance(output_dir, str) or not output_dir.strip():
@@ -331,6 +339,8 @@ def validate_recipe(raw: dict[str, Any]) -> Recipe:
         user_training=dict(user_training),
         model_options=model_options,
         peft=peft,
+        options=options,
+        options_section=section,
     )
 
 

@@ -73,7 +73,7 @@ from llmkit.run_folder import (
     write_manifest,
 )
 from llmkit.sampling import length_grouping_trainer
-from llmkit.tasks import Task, get_task_class
+from llmkit.tasks import Task, build_task
 
 #: Recipe keys that do not change what a run computes step by step: a checkpoint may be resumed with
 #: other values (e.g. more steps). Every other key is part of the run's fingerprint.
@@ -171,7 +171,7 @@ def prepare(recipe: Recipe) -> PreparedRun:
     """Settings, data, tokenizer, encoded splits and the (adapted) model; every check before any write."""
     from transformers import set_seed
 
-    task: Task = get_task_class(recipe.task)(recipe.data)
+    task: Task = build_task(recipe.task, recipe.data, recipe.options)
     output_dir = Path(recipe.output_dir)
     resume_from = checkpoint_to_resume(output_dir, recipe.training["resume"], recipe.overwrite, METRICS_FILE)
     machine = probe_machine()  # settings fail before data loads

@@ -10,27 +10,36 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from llmkit.chat_checks import ChatExample, check_chat_examples, packing_fill, stop_token_ids
 from llmkit.config import load_recipe
 from llmkit.data import Split, load_splits
+from llmkit.errors import LlmkitError
 from llmkit.models import check_weights, resolve_model
-from llmkit.tasks import get_task_class
+from llmkit.tasks import build_task
 
 STATISTICS_ROWS = 5000  # token statistics come from at most this many training rows
+CHAT_CHECK_ROWS = 200  # the chat checks render at most this many training rows
 
 
 def validate(
     recipe: str | Path | dict[str, Any] | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     examples: int = 3,
+    strict: bool = True,
 ) -> list[str]:
-    """Return the report's lines; raise LlmkitError on the first problem."""
+    """Return the report's lines; raise LlmkitError on the first problem.
+
+    Chat recipes (generation on instruction/chat data, decoder-only summarization, preference) also get
+    the pre-flight chat checks (``llmkit.chat_checks``); a failed one is an error, or with ``strict=False`` a
+    ``warning:`` line.
+    """
     import numpy as np
 
     from llmkit.models import load_tokenizer
     from llmkit.progress import quiet_library_progress
 
     resolved = load_recipe(recipe, overrides)
-    task = get_task_class(resolved.task)(resolved.data)
+    task = build_task(resolved.task, resolved.data, resolved.options)
     splits = load_splits(resolved.data, seed=resolved.training["seed"])
     task.check_data(splits)
     model_path = resolve_model(resolved.model)
@@ -47,9 +56,14 @@ def validate(
     lines += task.data_summary(splits)
 
     train = splits["train"].dataset
+    rows = train.select(range(min(CHAT_CHECK_ROWS, len(train)))).to_list()
+    with quiet_library_progress():
+        chat = task.chat_examples(rows, tokenizer)  # before encoding: a template that fails says why first
+    if chat:
+        lines += chat_check_lines(chat, tokenizer, model_path, strict)
     with quiet_library_progress():
         sample = task.encode(train.select(range(min(STATISTICS_ROWS, len(train)))), tokenizer)
-    lengths = np.array([len(ids) for ids in sample["input_ids"]])
+    lengths = np.array(task.example_lengths(sample))
     limit = resolved.data["max_length"]
     at_limit = int((lengths >= limit).sum())
     lines.append(
@@ -61,6 +75,23 @@ def validate(
     for number in range(min(examples, len(sample))):
         lines.append(f"example {number + 1}:")
         lines += [f"  {line}" for line in task.describe_example(collate([sample[number]]), tokenizer)]
+    fill = packing_fill(sample, limit)
+    if fill:
+        lines.append(fill)
+    return lines
+
+
+def chat_check_lines(chat: list[ChatExample], tokenizer, model_path: Path, strict: bool) -> list[str]:
+    """The chat checks' report; the first failure raises (strict) or every failure is a warning line."""
+    report = check_chat_examples(chat, tokenizer, stop_token_ids(tokenizer, model_path))
+    if report.failures and strict:
+        more = f" (and {len(report.failures) - 1} more failed check(s))" if len(report.failures) > 1 else ""
+        raise LlmkitError(
+            f"chat check failed: {report.failures[0]}{more}; `llmkit validate --no-strict` shows every result"
+        )
+    lines = [f"chat checks (first {len(chat)} training sequences):"]
+    lines += [f"  {line}" for line in report.lines]
+    lines += [f"  warning: {failure}" for failure in report.failures]
     return lines
 
 

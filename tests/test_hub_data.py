@@ -356,6 +356,7 @@ def test_recipes_that_stood_on_shared_data_name_their_hub_dataset() -> None:
         "qa-squad",
         "stsb-minilm",
         "goemotions-minilm",
+        "dpo-hh",
     }
     for name in bundled_recipes():
         data = load_recipe(name).data

@@ -107,6 +107,22 @@ def task_recipe(task: str, tmp_path: Path) -> dict:
             },
         },
     }
+    preference = tmp_path / "pairs.jsonl"
+    preference.write_text(
+        "".join(
+            json.dumps({"prompt": f"say {w}", "chosen": w, "rejected": f"not {w}"}) + "\n"
+            for w in ("cat", "dog", "bird", "fish") * 3
+        )
+    )
+    recipes["preference"] = {
+        "model": "tiny-gpt2",
+        "data": {
+            "train": str(preference),
+            "use_chat_template": False,
+            "max_length": 128,
+            "max_prompt_length": 64,
+        },
+    }
     assert set(recipes) == set(task_names()), "give every registered task a recipe here"
     recipe = recipes[task]
     recipe["data"]["validation_split"] = 0.25

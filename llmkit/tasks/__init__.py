@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from llmkit.errors import LlmkitError, did_you_mean
 from llmkit.tasks.base import Task
@@ -15,6 +16,7 @@ TASKS: dict[str, str] = {
     "summarization": "llmkit.tasks.summarization:SummarizationTask",
     "token-classification": "llmkit.tasks.token_classification:TokenClassificationTask",
     "question-answering": "llmkit.tasks.question_answering:QuestionAnsweringTask",
+    "preference": "llmkit.tasks.preference:PreferenceTask",
 }
 #: Other names a recipe may give a task.
 TASK_ALIASES: dict[str, str] = {"ner": "token-classification"}
@@ -34,4 +36,10 @@ def get_task_class(name: str, where: str = "recipe") -> type[Task]:
     return getattr(importlib.import_module(module_name), class_name)
 
 
-__all__ = ["TASKS", "TASK_ALIASES", "Task", "get_task_class", "task_names"]
+def build_task(name: str, data: dict[str, Any], options: dict[str, Any] | None = None) -> Task:
+    """The task for a recipe: its data settings and, for a task with a section of its own, that section."""
+    task_cls = get_task_class(name)
+    return task_cls(data, options) if task_cls.options_section else task_cls(data)
+
+
+__all__ = ["TASKS", "TASK_ALIASES", "Task", "build_task", "get_task_class", "task_names"]

@@ -67,8 +67,14 @@ class Task:
     #: The keys ``predict`` adds beside each input row; an input that has such a column is refused.
     prediction_keys: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, data: dict[str, Any]) -> None:
+    #: A top-level recipe section of the task's own (e.g. ``preference``) and its keys' defaults; the
+    #: validated section reaches the task as ``options``. It holds how to train, never how to encode.
+    options_section: ClassVar[str | None] = None
+    options_defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, data: dict[str, Any], options: dict[str, Any] | None = None) -> None:
         self.data = data
+        self.options = {**self.options_defaults, **(options or {})}
 
     # -- data -------------------------------------------------------------------------------------
     def check_inputs(self, split: Split) -> None:
@@ -95,7 +101,7 @@ class Task:
         """What the task derived from other splits or the model that ``encode`` depends on (the label list
         of the training split, a detected data format, a model family): part of the tokenization cache
         key. By default every attribute a task sets besides its data settings."""
-        return {name: value for name, value in vars(self).items() if name != "data"}
+        return {name: value for name, value in vars(self).items() if name not in ("data", "options")}
 
     def collator(self, tokenizer: PreTrainedTokenizerBase) -> Callable[[list[dict]], dict]:
         raise NotImplementedError
@@ -165,6 +171,15 @@ class Task:
                 kept = labels[labels != -100]
                 lines.append(f"loss on {len(kept)} of {len(labels)} tokens: {tokenizer.decode(kept)!r}")
         return lines
+
+    def example_lengths(self, encoded: Dataset) -> list[int]:
+        """Tokens per encoded example, for `llmkit validate`'s statistics."""
+        return [len(ids) for ids in encoded["input_ids"]]
+
+    def chat_examples(self, rows: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase) -> list[Any]:
+        """Rows rendered through a chat template as trained (``llmkit.chat_checks.ChatExample``), for the
+        pre-flight chat checks of `llmkit validate`; [] for a task (or data shape) without a chat template."""
+        return []
 
     def data_summary(self, splits: dict[str, Split]) -> list[str]:
         """Extra lines for `llmkit validate` (e.g. the label distribution)."""

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from llmkit.causal_lm import (
     CHAT_ROLES,
+    IGNORE_INDEX,
     CausalLMCollator,
     Example,
     causal_lm_trainer_class,
@@ -33,6 +34,7 @@ from llmkit.causal_lm import (
     render_chat,
     require_causal_lm,
     segments_to_example,
+    tokenize_segments,
 )
 from llmkit.data import TXT_UNITS, Split, require_columns, require_text
 from llmkit.errors import LlmkitError, did_you_mean
@@ -260,6 +262,43 @@ class GenerationTask(Task):
         return Dataset.from_dict(
             {"input_ids": [e.input_ids for e in examples], "labels": [e.labels for e in examples]}
         )
+
+    def chat_examples(self, rows: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase) -> list[Any]:
+        """Instruction/chat rows as trained, with the conversation before the last reply (chat checks)."""
+        from llmkit.chat_checks import ChatExample
+
+        if self.format == "text":
+            return []
+        template = self.chat_template(tokenizer)
+        examples = []
+        for row in rows:
+            messages = self.conversation(row)
+            replies = [index for index, m in enumerate(messages) if m["role"] == "assistant"]
+            if not replies:
+                continue
+            segments = conversation_segments(tokenizer, messages, template)
+            trained = [index for index, (_, trainable) in enumerate(segments) if trainable]
+            if not trained:  # the template renders no reply: nothing carries loss (the checks say so)
+                ids = tokenize_segments(tokenizer, segments, 10**9).input_ids
+                examples.append(ChatExample(messages[: replies[-1]], ids, [False] * len(ids)))
+                continue
+            last = trained[-1]
+            prompt = tokenize_segments(tokenizer, segments[:last], 10**9).input_ids
+            example = segments_to_example(tokenizer, segments, self.data["max_length"])
+            if example is None:
+                examples.append(ChatExample(messages[: replies[-1]], [], [], dropped=True))
+                continue
+            mask = [label != IGNORE_INDEX for label in example.labels]
+            examples.append(
+                ChatExample(
+                    messages[: replies[-1]],
+                    example.input_ids,
+                    mask,
+                    example.truncated,
+                    prompt_length=len(prompt),
+                )
+            )
+        return examples
 
     def collator(self, tokenizer: PreTrainedTokenizerBase):
         return CausalLMCollator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)

@@ -246,8 +246,16 @@ class SummarizationTask(Task):
     def prompt_ids(
         self, tokenizer: PreTrainedTokenizerBase, frame: ChatFrame, document: str
     ) -> tuple[list[int], bool]:
-        """The decoder-only prompt for a document, and whether the document had to be cut to fit it."""
+        """The decoder-only prompt for a document, and whether the document had to be cut to fit it.
+
+        A prompt that fits is tokenized whole, as inference tokenizes the rendered chat (pieces tokenized
+        alone can split differently at their seams: "\\n\\n" before a word); only a document that must
+        be cut is tokenized on its own, to lose its end.
+        """
         budget = self.data["max_length"] - self.data["max_target_length"]
+        whole = tokenize_segments(tokenizer, [(frame.head + document + frame.tail, False)], budget)
+        if not whole.truncated:
+            return whole.input_ids, False
         segments = [(frame.head, False), (document, False), (frame.tail, False)]
         example = tokenize_segments(tokenizer, segments, budget, shrink=1)
         return example.input_ids, example.truncated
@@ -260,6 +268,33 @@ class SummarizationTask(Task):
         reply_ids = tokenizer(reply, add_special_tokens=False, verbose=False).input_ids
         reply_ids = reply_ids[: self.data["max_target_length"]]
         return Example(prompt + reply_ids, [IGNORE_INDEX] * len(prompt) + reply_ids)
+
+    def chat_examples(self, rows: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase) -> list[Any]:
+        """Decoder-only: each document's prompt and summary as trained, for `llmkit validate`'s chat checks
+        (a document cut to fit has no inference prompt to compare with)."""
+        from llmkit.chat_checks import ChatExample
+
+        if self._family() != "causal":
+            return []
+        frame = self.frame(tokenizer)
+        examples = []
+        for row in rows:
+            document, summary = row[self.data["document"]], row.get(self.data["summary"])
+            if not isinstance(summary, str):
+                continue
+            prompt, cut = self.prompt_ids(tokenizer, frame, document)
+            example = self.causal_example(tokenizer, frame, prompt, summary)
+            user = self.data["prompt"].replace(DOCUMENT_FIELD, document)
+            examples.append(
+                ChatExample(
+                    None if cut else [{"role": "user", "content": user}],
+                    example.input_ids,
+                    [label != IGNORE_INDEX for label in example.labels],
+                    truncated=cut or len(example.input_ids) - len(prompt) >= self.data["max_target_length"],
+                    prompt_length=len(prompt),
+                )
+            )
+        return examples
 
     def encoding_metrics(self, role: str, dataset: Dataset) -> dict[str, int]:
         if "truncated" not in dataset.column_names:

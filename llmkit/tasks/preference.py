@@ -1,0 +1,807 @@
+"""Preference tuning: teach a chat model to prefer the chosen reply over the rejected one, with TRL.
+
+Rows are ``{prompt, chosen, rejected}``; three data shapes, chosen by ``data.format``:
+
+* ``text`` -- the prompt is one user turn, chosen and rejected are the two replies;
+* ``chat`` -- the prompt is a list of ``{role, content}`` messages ending with the user's turn; each reply is
+  text or a one-message list ``[{role: assistant, content}]`` (TRL's conversational format);
+* ``hh`` -- Anthropic HH-RLHF: the prompt is ``\\n\\nHuman: ...\\n\\nAssistant: ...`` turns ending with
+  an empty ``\\n\\nAssistant:``, which become chat messages.
+
+Every pair is rendered with the model's chat template by the code the generation task uses
+(:func:`llmkit.causal_lm.conversation_segments`), so SFT, preference tuning and ``llmkit generate --chat`` see
+the same text; the reply includes the template's end-of-turn tokens, so the model keeps learning to stop.
+llmkit tokenizes (the tokenization cache keeps the pairs) into TRL's pre-tokenized format (``prompt_ids``,
+``chosen_ids``, ``rejected_ids``); a prompt over ``data.max_prompt_length`` tokens keeps its last turns,
+replies are cut to fit ``data.max_length``, and pairs whose last user turn alone does not fit are dropped
+(both counted).
+
+``preference.method``: ``dpo`` (TRL's DPOTrainer, any of its ``loss_type`` choices; with LoRA the reference is
+the base model with the adapter switched off, without it a frozen copy) or ``simpo`` (TRL's CPOTrainer with
+the SimPO loss and ``cpo_alpha=0``: length-normalised, no reference model). Metrics: reward accuracy (chosen
+scored above rejected), mean reward margin and the chosen/rejected log-probabilities, per evaluated split.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from llmkit.adaptation import is_adapted
+from llmkit.causal_lm import (
+    CHAT_ROLES,
+    DEFAULT_CHAT_TEMPLATE,
+    IGNORE_INDEX,
+    load_causal_lm,
+    render_chat,
+    require_causal_lm,
+    tokenize_segments,
+)
+from llmkit.data import Split, require_columns
+from llmkit.errors import LlmkitError, did_you_mean
+from llmkit.progress import log
+from llmkit.tasks.base import Task
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from datasets import Dataset
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+FORMATS = ("auto", "text", "chat", "hh")
+METHODS = ("dpo", "simpo")
+#: TRL 1.16's DPO losses (DPOConfig.loss_type).
+DPO_LOSS_TYPES = (
+    "sigmoid",
+    "hinge",
+    "ipo",
+    "exo_pair",
+    "nca_pair",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sft",
+    "sigmoid_norm",
+)
+#: ``truncation`` column: how a pair was encoded (encoding_metrics counts them, prepare_evaluation drops 2s).
+WHOLE, TRUNCATED, DROPPED = 0, 1, 2
+HH_TURN = re.compile(r"\n\n(Human|Assistant):")
+#: TRL's metric names -> llmkit's (eval_reward_accuracy, ...); other names lose their slashes.
+METRIC_NAMES = {
+    "rewards/accuracies": "reward_accuracy",
+    "rewards/margins": "reward_margin",
+    "rewards/chosen": "reward_chosen",
+    "rewards/rejected": "reward_rejected",
+    "logps/chosen": "logp_chosen",
+    "logps/rejected": "logp_rejected",
+}
+REPORT_NEW_TOKENS = 48
+
+
+class PreferenceTask(Task):
+    name = "preference"
+    default_model = "smollm2-135m"
+    pipeline_task = "text-generation"
+    prediction_keys = ("generated",)
+    headline_metric = "reward_accuracy"
+    target_columns = ("chosen_ids", "rejected_ids")
+    data_defaults: ClassVar[dict[str, Any]] = {
+        "format": "auto",
+        "prompt": "prompt",
+        "chosen": "chosen",
+        "rejected": "rejected",
+        "use_chat_template": True,  # false: llmkit's documented template (a model without one needs it)
+        "skip_bad_turns": False,  # hh: true leaves out (and counts) rows whose turns do not alternate
+        "skip_identical_pairs": False,  # true: pairs with equal replies are left out (counted), not an error
+        "max_length": 512,  # prompt + reply tokens
+        "max_prompt_length": 256,  # a longer prompt keeps its last turns
+        "max_new_tokens": 128,
+    }
+    options_section = "preference"
+    options_defaults: ClassVar[dict[str, Any]] = {
+        "method": "dpo",  # dpo | simpo (reference-free)
+        "loss_type": None,  # dpo: one of TRL's DPO losses (default sigmoid); simpo: its own loss
+        "beta": None,  # dpo: 0.1; simpo: 2.0
+        "simpo_gamma": 0.5,  # simpo's target reward margin
+        "precompute_reference": False,  # dpo: reference log-probs once before training (a forward less/step)
+    }
+    training_defaults: ClassVar[dict[str, Any]] = {
+        "per_device_train_batch_size": 4,
+        "per_device_eval_batch_size": 8,
+        "learning_rate": 5e-6,
+        "gradient_checkpointing": False,  # TRL's configs default it on; llmkit leaves it to the recipe
+        "eval_on_start": True,  # reward accuracy before training too (eval_before_*)
+    }
+
+    def __init__(self, data: dict[str, Any], options: dict[str, Any] | None = None) -> None:
+        super().__init__(data, options)
+        if data["format"] not in FORMATS:
+            raise LlmkitError(
+                f"data.format must be one of {', '.join(FORMATS)}, got {data['format']!r}"
+                f"{did_you_mean(str(data['format']), FORMATS)}"
+            )
+        self.format: str = data["format"]
+        #: Encoded validation/test pairs (prepare_evaluation): their reference log-probs, when precomputed,
+        #: come from the model before training, even for a full fine-tune whose reference is then gone.
+        self.evaluation_splits: dict[str, Any] = {}
+        check_options(self.options)
+        if not 0 < data["max_prompt_length"] < data["max_length"]:
+            raise LlmkitError(
+                f"data.max_prompt_length={data['max_prompt_length']} must be positive and below "
+                f"data.max_length={data['max_length']} (the reply needs room)"
+            )
+
+    # -- data -------------------------------------------------------------------------------------
+    def check_data(self, splits: dict[str, Split]) -> None:
+        if self.format == "auto":
+            self.format = self.detect_format(splits["train"])
+        for split in splits.values():
+            if self.format == "hh" and self.data["prompt"] not in split.dataset.column_names:
+                self._split_transcripts(split)
+            if self.format == "hh" and self.data["skip_bad_turns"]:
+                self._skip_bad_turns(split)
+            self.check_inputs(split)
+            if split.role == "test" and self.data["chosen"] not in split.dataset.column_names:
+                continue  # prompts only: predicted
+            require_columns(split, {"chosen": self.data["chosen"], "rejected": self.data["rejected"]})
+            for key in ("chosen", "rejected"):
+                for index, value in enumerate(split.dataset[self.data[key]]):
+                    self.reply_text(value, split, index, key)
+            self._check_identical(split)
+
+    def detect_format(self, split: Split) -> str:
+        require_columns(split, {"prompt": self.data["prompt"]})
+        first = split.dataset[0][self.data["prompt"]]
+        return "chat" if isinstance(first, list) else "text"
+
+    def check_inputs(self, split: Split) -> None:
+        if self.format == "auto":
+            self.format = self.detect_format(split)
+        require_columns(split, {"prompt": self.data["prompt"]})
+        for index, value in enumerate(split.dataset[self.data["prompt"]]):
+            self.prompt_messages(value, split, index)
+
+    def _split_transcripts(self, split: Split) -> None:
+        """HH-RLHF as published (Anthropic/hh-rlhf) has no prompt column: chosen and rejected are whole
+        transcripts, and the prompt is their shared start up to the last ``\n\nAssistant:``."""
+        require_columns(split, {"chosen": self.data["chosen"], "rejected": self.data["rejected"]})
+        columns = {self.data["prompt"]: [], self.data["chosen"]: [], self.data["rejected"]: []}
+        marker = "\n\nAssistant:"
+        rows = split.dataset
+        for index, (chosen, rejected) in enumerate(
+            zip(rows[self.data["chosen"]], rows[self.data["rejected"]], strict=True)
+        ):
+            for key, value in (("chosen", chosen), ("rejected", rejected)):
+                if not isinstance(value, str):
+                    self.reply_text(value, split, index, key)  # names the row and column
+            end = shared_start(chosen, rejected).rfind(marker) + len(marker)
+            if end < len(marker):
+                raise LlmkitError(
+                    f"{split.origin} {split.where(index)}: there is no prompt column "
+                    f"'{self.data['prompt']}' (data.prompt), and columns '{self.data['chosen']}' and "
+                    f"'{self.data['rejected']}' share no '\\n\\nAssistant:' turn to take it from; "
+                    f"add the column"
+                )
+            columns[self.data["prompt"]].append(chosen[:end])
+            columns[self.data["chosen"]].append(chosen[end:])
+            columns[self.data["rejected"]].append(rejected[end:])
+        from datasets import Dataset
+
+        split.dataset = Dataset.from_dict(columns)
+
+    def _skip_bad_turns(self, split: Split) -> None:
+        """``data.skip_bad_turns``: leave out hh rows whose turns do not alternate (HH-RLHF has a few)."""
+        good = []
+        for value in split.dataset[self.data["prompt"]]:
+            try:
+                self.prompt_messages(value)
+                good.append(True)
+            except LlmkitError:
+                good.append(False)
+        if all(good):
+            return
+        first = split.where(good.index(False))
+        split.keep_rows(index for index, keep in enumerate(good) if keep)
+        log(
+            f"{split.origin}: skipped {good.count(False)} row(s) whose hh turns do not alternate "
+            f"(data.skip_bad_turns=true), the first at {first}"
+        )
+
+    def _check_identical(self, split: Split) -> None:
+        """Equal replies teach nothing (and a zero margin): an error, or left out with the option."""
+        rows = split.dataset
+        same = [
+            self.reply_text(c, split, i, "chosen") == self.reply_text(r, split, i, "rejected")
+            for i, (c, r) in enumerate(
+                zip(rows[self.data["chosen"]], rows[self.data["rejected"]], strict=True)
+            )
+        ]
+        if not any(same):
+            return
+        first = split.where(same.index(True))
+        if not self.data["skip_identical_pairs"]:
+            raise LlmkitError(
+                f"{split.origin} {first}: columns '{self.data['chosen']}' and '{self.data['rejected']}' "
+                f"hold the same reply, so there is no preference to learn; fix the row, or set "
+                f"data.skip_identical_pairs=true to leave such pairs out"
+            )
+        if all(same):
+            raise LlmkitError(
+                f"{split.origin}: every pair has identical replies, so there is nothing to learn"
+            )
+        split.keep_rows(index for index, equal in enumerate(same) if not equal)
+        log(
+            f"{split.origin}: skipped {same.count(True)} pair(s) with identical replies "
+            f"(data.skip_identical_pairs=true), the first at {first}"
+        )
+
+    def prompt_messages(self, value: Any, split: Split | None = None, index: int = 0) -> list[dict[str, str]]:
+        """A row's prompt as chat messages ending with the user's turn; errors name the row and column."""
+        column = self.data["prompt"]
+        where = f"{split.origin} {split.where(index)}: column '{column}' (data.prompt)" if split else "prompt"
+        shape = self.format if self.format != "auto" else "chat" if isinstance(value, list) else "text"
+        if shape in ("text", "hh"):
+            if not isinstance(value, str) or not value.strip():
+                shown = "empty" if value is None or isinstance(value, str) else f"not text ({value!r})"
+                raise LlmkitError(f"{where} is {shown}; fill in or remove that row")
+            if shape == "text":
+                return [{"role": "user", "content": value.strip()}]
+            return hh_messages(value, where)
+        if not isinstance(value, list) or not value:
+            raise LlmkitError(f"{where} is not a non-empty list of {{role, content}} messages")
+        messages = []
+        for number, message in enumerate(value, start=1):
+            if not isinstance(message, dict) or not isinstance(message.get("content"), str):
+                raise LlmkitError(
+                    f"{where}: message {number} is not a {{role, content}} object with text content"
+                )
+            if message.get("role") not in CHAT_ROLES:
+                role = message.get("role")
+                raise LlmkitError(
+                    f"{where}: message {number} has unknown role {role!r}"
+                    f"{did_you_mean(str(role), CHAT_ROLES)}; roles are {', '.join(CHAT_ROLES)}"
+                )
+            messages.append({"role": message["role"], "content": message["content"]})
+        if messages[-1]["role"] != "user":
+            raise LlmkitError(
+                f"{where}: the last message is {messages[-1]['role']!r}; a prompt ends with the user's turn"
+            )
+        return messages
+
+    def reply_text(self, value: Any, split: Split | None, index: int, key: str) -> str:
+        """A chosen/rejected reply as text (a one-message assistant list gives its content)."""
+        column = self.data[key]
+        where = f"{split.origin} {split.where(index)}: column '{column}' (data.{key})" if split else key
+        if isinstance(value, list):
+            if len(value) != 1 or not isinstance(value[0], dict) or value[0].get("role") != "assistant":
+                raise LlmkitError(f"{where} is a list but not one {{role: assistant, content}} message")
+            value = value[0].get("content")
+        if not isinstance(value, str):
+            raise LlmkitError(
+                f"{where} is {'empty' if value is None else f'not text ({value!r})'}; fill it in"
+            )
+        if not value.strip():
+            raise LlmkitError(f"{where} is an empty reply; fill it in or remove that row")
+        return value.strip() if self.format == "hh" else value
+
+    # -- encoding ---------------------------------------------------------------------------------
+    def chat_template(self, tokenizer: PreTrainedTokenizerBase) -> str:
+        """The model's template, or llmkit's when asked for; a model without one is an error, not a guess."""
+        if not self.data["use_chat_template"]:
+            return DEFAULT_CHAT_TEMPLATE
+        own = getattr(tokenizer, "chat_template", None)
+        if not (isinstance(own, str) and own.strip()):
+            raise LlmkitError(
+                "the model has no chat template, so preference pairs cannot be rendered as it is prompted; "
+                "set data.use_chat_template=false to use llmkit's documented template (README: Generation), "
+                "or use a chat model such as smollm2-135m"
+            )
+        return own
+
+    def prepare_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        """The saved model carries the template it was tuned in: `llmkit generate --chat` then uses it."""
+        tokenizer.chat_template = self.chat_template(tokenizer)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+
+    def encoding_state(self) -> dict[str, Any]:
+        return {"format": self.format}
+
+    def encode(self, dataset: Dataset, tokenizer: PreTrainedTokenizerBase) -> Dataset:
+        from datasets import Dataset
+
+        template = self.chat_template(tokenizer)
+        columns: dict[str, list] = {"prompt_ids": [], "chosen_ids": [], "rejected_ids": [], "truncation": []}
+        has_replies = self.data["chosen"] in dataset.column_names
+        for row in dataset:
+            messages = self.prompt_messages(row[self.data["prompt"]])
+            keys = ("chosen", "rejected") if has_replies else ()
+            replies = [self.reply_text(row[self.data[k]], None, 0, k) for k in keys]
+            pair = encode_pair(tokenizer, template, messages, replies, self.data)
+            if (
+                has_replies
+                and pair["truncation"] != DROPPED
+                and not (pair["chosen_ids"] and pair["rejected_ids"])
+            ):
+                raise LlmkitError(
+                    "the chat template renders an assistant reply as no text, so no token would carry loss; "
+                    "`llmkit validate` shows how rows render; set data.use_chat_template=false for llmkit's"
+                )
+            for key in ("prompt_ids", "chosen_ids", "rejected_ids"):
+                columns[key].append(pair.get(key, []))
+            columns["truncation"].append(pair["truncation"])
+        if not has_replies:
+            del columns["chosen_ids"], columns["rejected_ids"]
+        return Dataset.from_dict(columns)
+
+    def encoding_metrics(self, role: str, dataset: Dataset) -> dict[str, int]:
+        states, prefix = dataset["truncation"], "eval" if role == "validation" else role
+        return {
+            f"{prefix}_truncated_pairs": states.count(TRUNCATED),
+            f"{prefix}_dropped_pairs": states.count(DROPPED),
+        }
+
+    def prepare_evaluation(self, role: str, split: Split, encoded: Dataset) -> Dataset:
+        """Drop the pairs that did not fit (counted by encoding_metrics) and the bookkeeping column."""
+        states = encoded["truncation"]
+        if DROPPED in states:
+            log(
+                f"{split.origin}: {states.count(DROPPED)} of {len(states)} pairs dropped: the last user turn "
+                f"alone is longer than data.max_prompt_length={self.data['max_prompt_length']}"
+            )
+            if states.count(DROPPED) == len(states):
+                raise LlmkitError(
+                    f"{split.origin}: every pair's prompt is longer than data.max_prompt_length="
+                    f"{self.data['max_prompt_length']}; raise it (and data.max_length)"
+                )
+            encoded = encoded.select([index for index, state in enumerate(states) if state != DROPPED])
+        encoded = encoded.remove_columns("truncation")
+        if role != "train" and "chosen_ids" in encoded.column_names:
+            self.evaluation_splits[role] = encoded  # precompute_reference scores them before training
+        return encoded
+
+    def collator(self, tokenizer: PreTrainedTokenizerBase):
+        from trl.trainer.dpo_trainer import DataCollatorForPreference
+
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        return DataCollatorForPreference(pad_token_id=pad)
+
+    def example_lengths(self, encoded: Dataset) -> list[int]:
+        """Tokens of the longer sequence (prompt + reply) of each pair, for `llmkit validate`."""
+        return [
+            len(p) + max(len(c), len(r))
+            for p, c, r in zip(
+                encoded["prompt_ids"], encoded["chosen_ids"], encoded["rejected_ids"], strict=True
+            )
+        ]
+
+    def describe_example(self, batch: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> list[str]:
+        lines = []
+        for name, row in (("chosen", 0), ("rejected", 1)):
+            ids = batch["input_ids"][row][batch["attention_mask"][row].bool()]
+            loss = batch["completion_mask"][row][: len(ids)].bool()
+            lines.append(f"{name} ({len(ids)} tokens, loss on {int(loss.sum())}): {tokenizer.decode(ids)!r}")
+        return lines
+
+    def chat_examples(self, rows: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase) -> list[Any]:
+        """Both sequences of each pair as trained, with the prompt inference would render (chat checks)."""
+        from llmkit.chat_checks import ChatExample
+
+        template = self.chat_template(tokenizer)
+        examples = []
+        for row in rows:
+            messages = self.prompt_messages(row[self.data["prompt"]])
+            replies = [self.reply_text(row[self.data[k]], None, 0, k) for k in ("chosen", "rejected")]
+            pair = encode_pair(tokenizer, template, messages, replies, self.data)
+            if pair["truncation"] == DROPPED:
+                examples.append(ChatExample(pair["messages"], [], [], dropped=True))
+                continue
+            for key in ("chosen_ids", "rejected_ids"):
+                ids = pair["prompt_ids"] + pair[key]
+                mask = [False] * len(pair["prompt_ids"]) + [True] * len(pair[key])
+                examples.append(
+                    ChatExample(pair["messages"], ids, mask, truncated=pair["truncation"] == TRUNCATED)
+                )
+        return examples
+
+    # -- model ------------------------------------------------------------------------------------
+    def check_model(self, model_path: Path) -> None:
+        config = require_causal_lm(model_path, str(model_path))
+        context = config.get("max_position_embeddings") or config.get("n_positions")
+        if isinstance(context, int) and self.data["max_length"] > context:
+            raise LlmkitError(
+                f"data.max_length={self.data['max_length']} is longer than the model's context "
+                f"({context} positions); set data.max_length={context} or less"
+            )
+
+    def load_model(self, path: Path, **load_options: Any) -> PreTrainedModel:
+        self.check_model(path)
+        return load_causal_lm(path, **load_options)
+
+    def peft_task_type(self) -> str | None:
+        return "CAUSAL_LM"
+
+    def trainer_class(self) -> type:
+        if self.options["method"] == "simpo":
+            return simpo_trainer_class(self)
+        return dpo_trainer_class(self)
+
+    def arguments_class(self) -> type:
+        if self.options["method"] == "simpo":
+            from trl.experimental.cpo import CPOConfig
+
+            return CPOConfig
+        from trl import DPOConfig
+
+        return DPOConfig
+
+    # -- inference ----------------------------------------------------------------------------------
+    def prompt_text(self, tokenizer: PreTrainedTokenizerBase, row: dict[str, Any]) -> str:
+        messages = self.prompt_messages(row[self.data["prompt"]])
+        return render_chat(tokenizer, messages, tokenizer.chat_template, add_generation_prompt=True)
+
+    def predict(
+        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        from llmkit.generate import generate_from_prompt
+
+        return [
+            {
+                "generated": generate_from_prompt(
+                    model,
+                    tokenizer,
+                    self.prompt_text(tokenizer, row),
+                    max_new_tokens=self.data["max_new_tokens"],
+                    templated=True,
+                ).text
+            }
+            for row in rows
+        ]
+
+    def report_samples(
+        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]
+    ) -> list[dict[str, str]]:
+        """The model answers each prompt's last user turn; the reference is the chosen reply."""
+        from llmkit.generate import generate_from_prompt
+
+        samples = []
+        for row in rows:
+            messages = self.prompt_messages(row[self.data["prompt"]])
+            generated = generate_from_prompt(
+                model,
+                tokenizer,
+                self.prompt_text(tokenizer, row),
+                max_new_tokens=min(self.data["max_new_tokens"], REPORT_NEW_TOKENS),
+                templated=True,
+            )
+            chosen = row.get(self.data["chosen"])
+            reference = self.reply_text(chosen, None, 0, "chosen") if chosen is not None else ""
+            samples.append(
+                {
+                    "input": messages[-1]["content"],
+                    "prediction": generated.text.strip(),
+                    "reference": reference,
+                }
+            )
+        return samples
+
+
+# -- options ------------------------------------------------------------------------------------------
+def check_options(options: dict[str, Any]) -> None:
+    """The ``preference:`` section: a method, and only the options that method uses."""
+    method = options["method"]
+    if method not in METHODS:
+        raise LlmkitError(
+            f"preference.method must be one of {', '.join(METHODS)}, got {method!r}"
+            f"{did_you_mean(str(method), METHODS)}"
+        )
+    loss_type = options["loss_type"]
+    if method == "simpo":
+        if options["precompute_reference"]:
+            raise LlmkitError(
+                "preference.precompute_reference=true needs a reference model, and preference.method=simpo "
+                "uses none; remove preference.precompute_reference or set preference.method=dpo"
+            )
+        if loss_type is not None:
+            raise LlmkitError(
+                f"preference.loss_type={loss_type!r} is a DPO loss against a reference model, and "
+                f"preference.method=simpo uses none (it has its own loss); remove preference.loss_type"
+            )
+    elif loss_type is not None and loss_type not in DPO_LOSS_TYPES:
+        raise LlmkitError(
+            f"preference.loss_type must be one of {', '.join(DPO_LOSS_TYPES)}, got {loss_type!r}"
+            f"{did_you_mean(str(loss_type), DPO_LOSS_TYPES)}"
+        )
+    beta = options["beta"]
+    if beta is not None and (isinstance(beta, bool) or not isinstance(beta, (int, float)) or beta <= 0):
+        raise LlmkitError(f"preference.beta must be a positive number, got {beta!r}")
+    if not isinstance(options["precompute_reference"], bool):
+        raise LlmkitError(
+            f"preference.precompute_reference must be true or false, got {options['precompute_reference']!r}"
+        )
+
+
+def method_settings(options: dict[str, Any], max_length: int) -> dict[str, Any]:
+    """The TRL config fields the ``preference:`` section sets (llmkit tokenizes and truncates the pairs)."""
+    if options["method"] == "simpo":
+        return {
+            "loss_type": "simpo",
+            "cpo_alpha": 0.0,
+            "beta": float(options["beta"] or 2.0),
+            "simpo_gamma": float(options["simpo_gamma"]),
+            "max_length": max_length,
+            "remove_unused_columns": False,
+        }
+    return {
+        "loss_type": [options["loss_type"] or "sigmoid"],
+        "beta": float(options["beta"] or 0.1),
+        "precompute_ref_log_probs": bool(options["precompute_reference"]),
+        "max_length": None,
+    }
+
+
+# -- data shapes ------------------------------------------------------------------------------------
+def hh_messages(text: str, where: str) -> list[dict[str, str]]:
+    """``\\n\\nHuman: ...\\n\\nAssistant: ...\\n\\nAssistant:`` -> alternating user/assistant messages."""
+    parts = HH_TURN.split(text)
+    speakers, contents = parts[1::2], parts[2::2]
+    if not speakers:
+        raise LlmkitError(f"{where}: no '\\n\\nHuman:' / '\\n\\nAssistant:' turns (data.format=hh)")
+    if parts[0].strip():
+        raise LlmkitError(
+            f"{where}: text before the first '\\n\\nHuman:' turn; an hh prompt starts with a turn"
+        )
+    for number, (speaker, previous) in enumerate(
+        zip(speakers, ["Assistant", *speakers[:-1]], strict=True), 1
+    ):
+        if speaker == previous:
+            raise LlmkitError(
+                f"{where}: hh turns do not alternate: turn {number} is {speaker} after {previous}"
+                f"{' (the dialogue must start with Human)' if number == 1 else ''}; fix the row, or set "
+                f"data.skip_bad_turns=true to leave such rows out"
+            )
+    if speakers[-1] != "Assistant" or contents[-1].strip():
+        raise LlmkitError(f"{where}: an hh prompt ends with an empty '\\n\\nAssistant:' turn for the reply")
+    roles = {"Human": "user", "Assistant": "assistant"}
+    return [
+        {"role": roles[speaker], "content": content.strip()}
+        for speaker, content in zip(speakers[:-1], contents[:-1], strict=True)
+    ]
+
+
+def encode_pair(
+    tokenizer: PreTrainedTokenizerBase,
+    template: str,
+    messages: list[dict[str, str]],
+    replies: list[str],
+    data: dict[str, Any],
+) -> dict[str, Any]:
+    """One pair in TRL's pre-tokenized format, with how it was cut (``truncation``) and the kept ``messages``.
+
+    The prompt keeps its last turns within ``max_prompt_length`` (a leading system message stays); each reply
+    (the template's end of turn included) is cut to fit ``max_length``.
+    """
+    kept = messages
+    while True:
+        prompt_text = render_chat(tokenizer, kept, template, add_generation_prompt=True)
+        prompt = tokenize_segments(tokenizer, [(prompt_text, False)], 10**9).input_ids
+        if len(prompt) <= data["max_prompt_length"]:
+            break
+        shorter = drop_first_turn(kept)
+        if shorter is None:
+            return {"truncation": DROPPED, "messages": kept}
+        kept = shorter
+    truncated = kept is not messages
+    pair: dict[str, Any] = {"prompt_ids": prompt, "messages": kept}
+    room = data["max_length"] - len(prompt)
+    for key, reply in zip(("chosen_ids", "rejected_ids"), replies, strict=False):
+        # as conversation_segments splits the last turn (earlier replies stay in the prompt, untrained)
+        full = render_chat(tokenizer, [*kept, {"role": "assistant", "content": reply}], template)
+        if not full.startswith(prompt_text):
+            raise LlmkitError(
+                "the chat template renders the prompt differently when a reply follows it, so the prompt "
+                "trained on would not be the one generation sees; set data.use_chat_template=false to use "
+                "llmkit's template"
+            )
+        segments = [(prompt_text, False), (full[len(prompt_text) :], True)]
+        example = tokenize_segments(tokenizer, segments, 10**9)  # the reply tokenized as continuing text
+        start = len(prompt)
+        reply_ids = example.input_ids[start:]
+        truncated = truncated or len(reply_ids) > room
+        pair[key] = reply_ids[:room]
+    pair["truncation"] = TRUNCATED if truncated else WHOLE
+    return pair
+
+
+def shared_start(first: str, second: str) -> str:
+    """The longest common start of two texts."""
+    length = next((i for i, (a, b) in enumerate(zip(first, second, strict=False)) if a != b), None)
+    return first[: min(len(first), len(second)) if length is None else length]
+
+
+def drop_first_turn(messages: list[dict[str, str]]) -> list[dict[str, str]] | None:
+    """The conversation without its oldest user turn (and the reply to it); None when only one is left."""
+    system = messages[:1] if messages and messages[0]["role"] == "system" else []
+    turns = messages[len(system) :]
+    users = [index for index, message in enumerate(turns) if message["role"] == "user"]
+    if len(users) < 2:
+        return None
+    return system + turns[users[1] :]
+
+
+# -- trainers -----------------------------------------------------------------------------------------
+def llmkit_metric_name(key: str) -> str:
+    """TRL's ``rewards/accuracies`` -> ``reward_accuracy``; the eval_ prefix is left to the caller."""
+    return METRIC_NAMES.get(key, key.replace("/", "_"))
+
+
+def weighted_means(values: dict[str, list[float]], pairs: list[int]) -> dict[str, float]:
+    """Per-batch means averaged with each batch's number of pairs (a short last batch counts less)."""
+    means = {}
+    for key, batch_means in values.items():
+        if len(batch_means) == len(pairs) and sum(pairs):
+            means[key] = sum(m * n for m, n in zip(batch_means, pairs, strict=True)) / sum(pairs)
+        elif batch_means:
+            means[key] = sum(batch_means) / len(batch_means)
+    return means
+
+
+def trainer_mixin() -> type:
+    """What both TRL trainers need under llmkit's spine: llmkit's metric names, evaluation metrics in
+    ``evaluate``'s result, no telemetry and no TRL model card (llmkit writes its own)."""
+
+    class PreferenceTrainerMixin:
+        def _stored(self, mode: str) -> dict[str, list[float]]:
+            raise NotImplementedError
+
+        def _pairs_in(self, inputs: dict[str, Any]) -> int:
+            raise NotImplementedError
+
+        def _send_telemetry(self) -> None:
+            return
+
+        def create_model_card(self, *args: Any, **kwargs: Any) -> None:
+            return
+
+        def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+            self._eval_pairs.append(self._pairs_in(inputs))
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+
+        def evaluation_loop(
+            self,
+            dataloader,
+            description,
+            prediction_loss_only=None,
+            ignore_keys=None,
+            metric_key_prefix="eval",
+        ):
+            self._eval_pairs = []
+            self._stored("eval").clear()
+            output = super().evaluation_loop(
+                dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
+            )
+            measured = {key.removeprefix("eval_"): value for key, value in self._stored("eval").items()}
+            measured.pop("num_tokens", None)
+            for key, value in weighted_means(measured, self._eval_pairs).items():
+                output.metrics[f"{metric_key_prefix}_{llmkit_metric_name(key)}"] = value
+            self._stored("eval").clear()
+            return output
+
+        def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+            store = self._stored("train")
+            renamed = {llmkit_metric_name(key): value for key, value in store.items()}
+            store.clear()
+            store.update(renamed)
+            super().log(logs, start_time)
+
+    return PreferenceTrainerMixin
+
+
+def dpo_trainer_class(task: PreferenceTask) -> type:
+    """TRL's DPOTrainer on llmkit's pre-tokenized pairs; the reference is the adapter switched off (LoRA),
+    a frozen copy of the model (full fine-tuning), or log-probs computed once (``precompute_reference``)."""
+    import torch
+    from transformers import Trainer
+    from trl import DPOTrainer
+
+    class PreferenceDPOTrainer(trainer_mixin(), DPOTrainer):
+        def __init__(self, model, args, train_dataset, eval_dataset=None, **kwargs: Any) -> None:
+            for key, value in method_settings(task.options, task.data["max_length"]).items():
+                setattr(args, key, value)
+            kwargs.pop("preprocess_logits_for_metrics", None)
+            kwargs.pop("compute_metrics", None)  # the metrics come from the loss (rewards, margins)
+            precompute = args.precompute_ref_log_probs
+            ref_model = None
+            if not is_adapted(model) and not precompute:  # TRL would reload it from the model's name
+                ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+            self._eval_pairs: list[int] = []
+            super().__init__(
+                model=model,
+                ref_model=ref_model,
+                args=args,
+                train_dataset=train_dataset,
+                eval_dataset=eval_dataset,
+                **kwargs,
+            )
+            if is_adapted(self.model) and "ref" in self.model.peft_config:
+                # llmkit's adapter is new (its update is zero): the base with adapters off is the reference,
+                # and a second adapter would be saved with the first
+                self.model.delete_adapter("ref")
+            self._with_reference: dict[int, Any] = {}
+            if precompute and eval_dataset is not None:
+                self._with_reference[id(eval_dataset)] = self.eval_dataset
+            if precompute:  # a test split too, while the model is still the reference
+                for role, split in task.evaluation_splits.items():
+                    self.precompute_reference(split, role)
+
+        def _stored(self, mode: str) -> dict[str, list[float]]:
+            return self._metrics[mode]
+
+        def _pairs_in(self, inputs: dict[str, Any]) -> int:
+            return int(inputs["input_ids"].shape[0]) // 2
+
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            if "prompt_ids" in dataset.column_names:  # llmkit's encoding: TRL's format already
+                return dataset
+            return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+
+        def precompute_reference(self, dataset, name: str) -> Any:
+            """A split with its reference log-probs, computed once (before training for a full model)."""
+            if id(dataset) not in self._with_reference:
+                size = self.args.precompute_ref_batch_size or self.args.per_device_eval_batch_size
+                self._with_reference[id(dataset)] = self._precompute_ref_logps(dataset, name, size)
+            return self._with_reference[id(dataset)]
+
+        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+            if self.precompute_ref_logps and eval_dataset is not None:
+                with torch.no_grad():
+                    prepared = self.precompute_reference(eval_dataset, metric_key_prefix)
+                return Trainer.evaluate(self, prepared, ignore_keys, metric_key_prefix)
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+
+    return PreferenceDPOTrainer
+
+
+def simpo_trainer_class(task: PreferenceTask) -> type:
+    """TRL's CPOTrainer with the SimPO loss (cpo_alpha 0: no NLL term), fed llmkit's pre-tokenized pairs."""
+    from trl.experimental.cpo import CPOTrainer
+
+    class PreferenceSimPOTrainer(trainer_mixin(), CPOTrainer):
+        def __init__(self, model, args, train_dataset, eval_dataset=None, **kwargs: Any) -> None:
+            for key, value in method_settings(task.options, task.data["max_length"]).items():
+                setattr(args, key, value)
+            kwargs.pop("data_collator", None)  # CPO pads its own columns
+            self._eval_pairs: list[int] = []
+            super().__init__(
+                model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset, **kwargs
+            )
+
+        def _stored(self, mode: str) -> dict[str, list[float]]:
+            return self._stored_metrics[mode]
+
+        def _pairs_in(self, inputs: dict[str, Any]) -> int:
+            return len(inputs["prompt_input_ids"])
+
+        def tokenize_row(self, feature, model=None) -> dict:
+            """llmkit's ids -> CPO's columns (prompt + reply sequences, labels only on the reply)."""
+            prompt = list(feature["prompt_ids"])
+            row = {"prompt_input_ids": prompt, "prompt_attention_mask": [1] * len(prompt)}
+            for key in ("chosen", "rejected"):
+                reply = list(feature[f"{key}_ids"])
+                row[f"{key}_input_ids"] = prompt + reply
+                row[f"{key}_attention_mask"] = [1] * (len(prompt) + len(reply))
+                row[f"{key}_labels"] = [IGNORE_INDEX] * len(prompt) + reply
+            return row
+
+        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+            if eval_dataset is not None and "chosen_labels" not in eval_dataset.column_names:
+                eval_dataset = eval_dataset.map(self.tokenize_row)
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+
+    return PreferenceSimPOTrainer
