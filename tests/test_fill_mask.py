@@ -348,10 +348,10 @@ def test_a_model_that_is_neither_masked_nor_causal_is_refused(run_cli) -> None:
 @pytest.mark.slow
 def test_smollm2_demo_gives_real_words(run_cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The demo in a fresh folder, nothing trained: SmolLM2 answers with real words."""
-    import llmkit.train
+    import llmkit.run_folder
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(llmkit.train, "latest_run", lambda task_name: None)  # other tests' runs
+    monkeypatch.setattr(llmkit.run_folder, "latest_run", lambda task_name: None)  # other tests' runs
     result = run_cli("fill-mask", "The cat sat on the [MASK].", "--json")
     assert result.exit_code == 0, result.stderr
     assert "llmkit: smollm2-135m answers (the default: no fill-mask run yet)" in result.stderr

@@ -401,7 +401,7 @@ def test_minilm_lora_learns_sst2_with_under_two_percent_of_the_weights(tmp_path:
             "training.max_steps=60",
             "training.learning_rate=5e-4",
             f"output_dir={tmp_path / 'out'}",
-            "peft.r=16",
+            "peft.r=8",  # 1.5 % of MiniLM's parameters (r=16: 2.9 %)
         ],
     )
     stats = json.loads((result.output_dir / "run_stats.json").read_text())["adapter"]

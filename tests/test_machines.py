@@ -143,8 +143,9 @@ def test_explicit_bf16_on_a_cpu_without_native_bf16_is_accepted(sentiment_files,
 
 
 def test_explicit_fp16_on_a_cpu_is_one_line_exit_2(run_cli, sentiment_files, tmp_path: Path) -> None:
-    train, _ = sentiment_files
-    base = ["finetune", "model=tiny-bert", f"data.train={train}", f"output_dir={tmp_path / 'out'}"]
+    train, validation = sentiment_files
+    base = ["finetune", "model=tiny-bert", f"data.train={train}", f"data.validation={validation}"]
+    base.append(f"output_dir={tmp_path / 'out'}")
     for flag in ("training.precision=fp16", "training.fp16=true"):
         result = run_cli(*base, flag)
         assert result.exit_code == 2 and "fp16 needs a CUDA GPU" in result.stderr, result.stderr
