@@ -359,6 +359,17 @@ def require_causal_lm(model_path: Path, name: str) -> dict[str, Any]:
     return config
 
 
+def check_causal_lm_length(model_path: Path, max_length: int) -> None:
+    """A model that can generate and whose context holds ``data.max_length`` tokens; else one line."""
+    config = require_causal_lm(model_path, str(model_path))
+    context = config.get("max_position_embeddings") or config.get("n_positions")
+    if isinstance(context, int) and max_length > context:
+        raise LlmkitError(
+            f"data.max_length={max_length} is longer than the model's context "
+            f"({context} positions); set data.max_length={context} or less"
+        )
+
+
 def context_length(model: PreTrainedModel) -> int | None:
     """How many positions the model can attend over (None when the config does not say)."""
     value = getattr(model.config, "max_position_embeddings", None)

@@ -23,6 +23,7 @@ from llmkit.causal_lm import (
     Example,
     causal_lm_trainer_class,
     chat_template_for,
+    check_causal_lm_length,
     concatenated_blocks,
     conversation_segments,
     document_examples,
@@ -32,7 +33,6 @@ from llmkit.causal_lm import (
     pack_examples,
     packed_documents_stay_apart,
     render_chat,
-    require_causal_lm,
     segments_to_example,
     tokenize_segments,
 )
@@ -305,13 +305,7 @@ class GenerationTask(Task):
 
     # -- model ------------------------------------------------------------------------------------
     def check_model(self, model_path: Path) -> None:
-        config = require_causal_lm(model_path, str(model_path))
-        context = config.get("max_position_embeddings") or config.get("n_positions")
-        if isinstance(context, int) and self.data["max_length"] > context:
-            raise LlmkitError(
-                f"data.max_length={self.data['max_length']} is longer than the model's context "
-                f"({context} positions); set data.max_length={context} or less"
-            )
+        check_causal_lm_length(model_path, self.data["max_length"])
 
     def load_model(self, path: Path, **load_options: Any) -> PreTrainedModel:
         self.check_model(path)

@@ -33,9 +33,9 @@ from llmkit.causal_lm import (
     CHAT_ROLES,
     DEFAULT_CHAT_TEMPLATE,
     IGNORE_INDEX,
+    check_causal_lm_length,
     load_causal_lm,
     render_chat,
-    require_causal_lm,
     tokenize_segments,
 )
 from llmkit.data import Split, require_columns
@@ -412,13 +412,7 @@ class PreferenceTask(Task):
 
     # -- model ------------------------------------------------------------------------------------
     def check_model(self, model_path: Path) -> None:
-        config = require_causal_lm(model_path, str(model_path))
-        context = config.get("max_position_embeddings") or config.get("n_positions")
-        if isinstance(context, int) and self.data["max_length"] > context:
-            raise LlmkitError(
-                f"data.max_length={self.data['max_length']} is longer than the model's context "
-                f"({context} positions); set data.max_length={context} or less"
-            )
+        check_causal_lm_length(model_path, self.data["max_length"])
 
     def load_model(self, path: Path, **load_options: Any) -> PreTrainedModel:
         self.check_model(path)
