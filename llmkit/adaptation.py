@@ -321,15 +321,15 @@ def model_config_dict(folder: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def load_config(folder: Path) -> Any:
-    """A model folder's ``PretrainedConfig`` (an adapter folder's adapted one): attribute names resolved,
-    e.g. GPT-2's ``n_positions`` read as ``max_position_embeddings``."""
+def load_config(folder: Path, base: str | Path | None = None) -> Any:
+    """A model folder's ``PretrainedConfig`` (an adapter folder's adapted one, else its base's): attribute
+    names resolved, e.g. GPT-2's ``n_positions`` read as ``max_position_embeddings``."""
     from transformers import AutoConfig
 
     folder = Path(folder)
     if is_adapter_folder(folder):
         own = folder / MODEL_CONFIG_FILE
-        return AutoConfig.from_pretrained(str(own) if own.exists() else str(adapter_base(folder)))
+        return AutoConfig.from_pretrained(str(own) if own.exists() else str(adapter_base(folder, base)))
     return AutoConfig.from_pretrained(str(folder))
 
 
@@ -393,15 +393,9 @@ def from_pretrained(
     """
     if not is_adapter_folder(path):
         return auto_class.from_pretrained(path, output_loading_info=output_loading_info, **options)
-    from transformers import AutoConfig
-
     peft = require_peft(f"adapter folder {path}")
     base_path = adapter_base(path, base)
-    config = (
-        AutoConfig.from_pretrained(str(Path(path) / MODEL_CONFIG_FILE))
-        if (Path(path) / MODEL_CONFIG_FILE).exists()
-        else AutoConfig.from_pretrained(base_path)
-    )
+    config = load_config(path, base_path)
     for key in ("num_labels", "id2label", "label2id", "problem_type"):  # config settings, not model arguments
         if key in options:
             setattr(config, key, options.pop(key))

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from llmkit.adaptation import (
+    ADAPTER_WEIGHTS_FILE,
     MERGED_DIR,
     adapt_model,
     quantization_options,
@@ -349,8 +350,6 @@ def has_targets(task: Task, encoded) -> bool:
 
 def adapter_statistics(model, output_dir: Path) -> dict[str, Any]:
     """Trainable share and the adapter file's size, for the report."""
-    from llmkit.adaptation import ADAPTER_WEIGHTS_FILE
-
     trainable, total = trainable_share(model)
     weights = output_dir / ADAPTER_WEIGHTS_FILE
     return {
