@@ -298,7 +298,7 @@ def _records_to_dataset(
                     i for i, r in enumerate(rows) if r[column] is not None and type(r[column]) is not first
                 )
                 where = f"line {lines[index]}" if lines else f"row {index + 1}"
-                shown = _short(rows[index][column])
+                shown = shown_value(rows[index][column])
                 raise LlmkitError(
                     f"{key}: {path} column '{column}' mixes types ({', '.join(kinds)}): {where} holds "
                     f"{shown} where the rows before hold a {first.__name__}; make each column one type"
@@ -307,9 +307,10 @@ def _records_to_dataset(
         raise LlmkitError(f"{key}: cannot read {path} as a table ({first_line}); check the file") from None
 
 
-def _short(value: Any) -> str:
+def shown_value(value: Any, limit: int = 40) -> str:
+    """A cell's value for an error message: its repr, cut to ``limit`` characters."""
     shown = repr(value)
-    return shown if len(shown) <= 40 else shown[:37] + "..."
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
 
 
 def _read_delimited(

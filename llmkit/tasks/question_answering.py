@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from llmkit.data import Split, require_columns, require_text
+from llmkit.data import Split, require_columns, require_text, shown_value
 from llmkit.errors import LlmkitError
 from llmkit.tasks.base import Task
 
@@ -139,11 +139,12 @@ class QuestionAnsweringTask(Task):
                 raise LlmkitError(f"{split.origin}: every row has an answer that is not in its context")
 
     def _answer_problem(self, context: str, value: Any) -> str | None:
+        shown = shown_value(value, limit=60)
         if not isinstance(value, dict) or not {"text", "answer_start"} <= set(value):
-            return f"expected {{text: [...], answer_start: [...]}} as in SQuAD, got {_shown(value)}"
+            return f"expected {{text: [...], answer_start: [...]}} as in SQuAD, got {shown}"
         texts, starts = value["text"], value["answer_start"]
         if not isinstance(texts, list) or not isinstance(starts, list) or len(texts) != len(starts):
-            return f"text and answer_start must be lists of the same length, got {_shown(value)}"
+            return f"text and answer_start must be lists of the same length, got {shown}"
         if not texts and not self.data["version_2_with_negative"]:
             return "no answer; SQuAD 2.0 style unanswerable questions need data.version_2_with_negative=true"
         for text, start in zip(texts, starts, strict=True):
@@ -442,8 +443,3 @@ def _softmax(logits):
 
     shifted = np.exp(logits - logits.max())
     return shifted / shifted.sum()
-
-
-def _shown(value: Any) -> str:
-    shown = repr(value)
-    return shown if len(shown) <= 60 else shown[:57] + "..."

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from llmkit.data import CONLL_UNIT, Split, require_columns, require_text
+from llmkit.data import CONLL_UNIT, Split, require_columns, require_text, shown_value
 from llmkit.errors import LlmkitError
 from llmkit.tasks.base import Task, argmax_logits
 
@@ -67,7 +67,7 @@ class TokenClassificationTask(Task):
             if not isinstance(words, list) or not words or not all(isinstance(w, str) for w in words):
                 raise LlmkitError(
                     f"{split.origin} {split.where(index)}: column '{tokens}' (data.tokens) must be a "
-                    f'non-empty list of words, got {_shown(words)}; e.g. ["EU", "rejects"]'
+                    f'non-empty list of words, got {shown_value(words)}; e.g. ["EU", "rejects"]'
                 )
 
     def check_data(self, splits: dict[str, Split]) -> None:
@@ -90,7 +90,7 @@ class TokenClassificationTask(Task):
             if not isinstance(row_tags, list):
                 raise LlmkitError(
                     f"{split.origin} {split.where(index)}: column '{tags}' (data.tags) is "
-                    f'{_shown(row_tags)}, not a list; give one tag per word, e.g. ["B-ORG", "O"]'
+                    f'{shown_value(row_tags)}, not a list; give one tag per word, e.g. ["B-ORG", "O"]'
                 )
             if len(row_tags) != len(words):
                 raise LlmkitError(
@@ -383,8 +383,3 @@ def _class_label_names(dataset: Dataset, column: str) -> list[str] | None:
     if isinstance(feature, list) and feature:
         inner = feature[0]
     return list(inner.names) if isinstance(inner, ClassLabel) else None
-
-
-def _shown(value: Any) -> str:
-    shown = repr(value)
-    return shown if len(shown) <= 40 else shown[:37] + "..."
