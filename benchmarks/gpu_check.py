@@ -6,6 +6,11 @@ One command (from the repo root, ../shared/data beside it, on a machine with a C
     python benchmarks/gpu_check.py --steps 5 --skip-full
     python benchmarks/gpu_check.py --recipes classification --steps 2 --allow-cpu   # smoke test, no GPU
 
+On a GPU machine that cannot download weights, ``--stand-in ALIAS=FOLDER`` replaces a model alias with
+randomly initialised weights of the same architecture (FOLDER holds the config and tokenizer files; seed 0),
+and ``--data-root DIR`` reads the recipes' ``../shared/data`` files from DIR (a subset, say):
+throughput, precision and memory are then the real model's; losses and scores are not.
+
 One line per recipe: the precision ``auto`` chose, samples/s and real tokens/s (the Trainer's clock), peak
 GPU memory and the final training loss. Then ``recipes/sst2-minilm.yaml`` runs as written (300 steps): dev
 accuracy and throughput. The instruction recipe also runs with a LoRA adapter and, where bitsandbytes is
@@ -19,6 +24,7 @@ import argparse
 import json
 import os
 import sys
+import traceback
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,6 +33,7 @@ WORK = REPO / "runs" / "gpu-check"
 #: Keep each short run short: a few batches of data, a small evaluation.
 SHORT_RUN_DATA = ["data.max_eval_samples=64"]
 SHARED_DATA_LINE = "# shared data: "
+SHARED_DATA_DIR = "../shared/data"
 #: Adapter variants of one recipe: name suffix -> overrides (QLoRA needs CUDA and bitsandbytes).
 ADAPTER_RECIPE = "instruct-alpaca"
 ADAPTER_VARIANTS = {
@@ -46,6 +53,43 @@ def shared_data_overrides() -> dict[str, list[str]]:
             if line.startswith(SHARED_DATA_LINE):
                 found[name] = line[len(SHARED_DATA_LINE) :].split()
     return found
+
+
+def model_alias(recipe: Path) -> str:
+    """The recipe's ``model:`` line (bundled recipes name an alias or a folder there)."""
+    import yaml
+
+    model = yaml.safe_load(recipe.read_text(encoding="utf-8")).get("model")
+    return model if isinstance(model, str) else ""
+
+
+def build_stand_in(source: Path, target: Path, seed: int = 0) -> Path:
+    """Random weights in SOURCE's architecture, tokenizer and chat files kept: no download."""
+    import shutil
+
+    import torch
+    import transformers
+
+    if (target / "config.json").is_file():
+        return target
+    config = transformers.AutoConfig.from_pretrained(source)
+    torch.manual_seed(seed)
+    model = getattr(transformers, config.architectures[0])(config)
+    model.save_pretrained(target)
+    for extra in source.iterdir():  # tokenizer, chat template, generation config
+        if extra.is_file() and extra.name != "config.json":
+            shutil.copy2(extra, target / extra.name)
+    return target
+
+
+def failure(exc: Exception) -> str:
+    """One line for the table; the traceback of anything but llmkit's own errors goes to stderr."""
+    from llmkit.errors import LlmkitError
+
+    if isinstance(exc, LlmkitError):
+        return str(exc)
+    traceback.print_exc()
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
 
 
 def peak_memory_gib() -> float | None:
@@ -83,6 +127,14 @@ def markdown(report: dict) -> str:
         "",
         f"Short runs: {report['steps']} steps each, `precision: auto`.",
         "",
+    ]
+    if report.get("stand_ins"):
+        lines += [
+            f"Stand-ins (random weights, real architecture: speed and memory are real, losses are not): "
+            f"{', '.join(report['stand_ins'])}.",
+            "",
+        ]
+    lines += [
         "| recipe | precision | samples/s | tokens/s | peak GPU memory (GiB) | final loss |",
         "|---|---|---|---|---|---|",
     ]
@@ -116,6 +168,14 @@ def main() -> None:
     parser.add_argument("--tag", default="", help="write gpu_check-TAG.* instead of gpu_check.*")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder for gpu_check.{json,md}")
     parser.add_argument("--work", type=Path, default=WORK, help="folder for the runs' output folders")
+    parser.add_argument("--data-root", help="folder to read instead of ../shared/data (e.g. a subset)")
+    parser.add_argument(
+        "--stand-in",
+        action="append",
+        default=[],
+        metavar="ALIAS=FOLDER",
+        help="random weights of FOLDER's config (and its tokenizer) wherever a recipe names ALIAS",
+    )
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.chdir(REPO)
@@ -123,7 +183,6 @@ def main() -> None:
     import torch
 
     from llmkit.config import bundled_recipes
-    from llmkit.errors import LlmkitError
 
     if not torch.cuda.is_available() and not args.allow_cpu:
         sys.exit(
@@ -132,13 +191,26 @@ def main() -> None:
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU (smoke test)"
     names = args.recipes or list(bundled_recipes())
     shared = shared_data_overrides()
+    if args.data_root:
+        shared = {k: [o.replace(SHARED_DATA_DIR, args.data_root) for o in v] for k, v in shared.items()}
+    stand_ins = {}
+    for pair in args.stand_in:
+        alias, folder = pair.split("=", 1)
+        stand_ins[alias] = build_stand_in(Path(folder), args.work / "stand-ins" / alias)
+    recipes = bundled_recipes()
+    for name in recipes:
+        alias = model_alias(recipes[name])
+        if alias in stand_ins:
+            shared[name] = [*shared.get(name, []), f"model={stand_ins[alias]}"]
     report: dict = {"device": device, "steps": args.steps, "recipes": {}}
+    if stand_ins:
+        report["stand_ins"] = {alias: "random weights, same architecture" for alias in stand_ins}
     for name in names:
         overrides = [*shared.get(name, []), f"training.max_steps={args.steps}", *SHORT_RUN_DATA]
         try:
             report["recipes"][name] = figures = run_recipe(name, overrides, args.work)
-        except LlmkitError as exc:  # a recipe that cannot run here is a finding, not the end of the check
-            report["recipes"][name] = figures = {"error": str(exc)}
+        except Exception as exc:  # a recipe that cannot run here is a finding, not the end of the check
+            report["recipes"][name] = figures = {"error": failure(exc)}
         print(f"{name}: {json.dumps(figures)}", flush=True)
     if not args.skip_adapters:
         base = [*shared.get(ADAPTER_RECIPE, []), f"training.max_steps={args.steps}", *SHORT_RUN_DATA]
@@ -148,8 +220,8 @@ def main() -> None:
                 report["recipes"][name] = figures = run_recipe(
                     ADAPTER_RECIPE, [*base, *extra], args.work, suffix
                 )
-            except LlmkitError as exc:  # e.g. no bitsandbytes: recorded, the check goes on
-                report["recipes"][name] = figures = {"error": str(exc)}
+            except Exception as exc:  # e.g. no bitsandbytes: recorded, the check goes on
+                report["recipes"][name] = figures = {"error": failure(exc)}
             print(f"{name}: {json.dumps(figures)}", flush=True)
     if not args.skip_full:
         report["sst2_full"] = run_recipe("sst2-minilm", shared.get("sst2-minilm", []), args.work)
