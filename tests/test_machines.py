@@ -256,14 +256,27 @@ def test_gpu_check_script_runs_as_a_cpu_smoke_test(tmp_path: Path) -> None:
     import sys
 
     repo = Path(__file__).resolve().parents[1]
+    bundle = tmp_path / "bundle"  # what a machine that downloads nothing gets: configs, no weights
+    packed = subprocess.run(
+        [sys.executable, str(repo / "benchmarks" / "gpu_bundle.py"), str(bundle), "--rows", "20"],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert packed.returncode == 0, packed.stderr[-3000:]
+    assert not list((bundle / "models").rglob("*.safetensors"))
+    assert len((bundle / "data" / "sst2" / "dev.tsv").read_text().splitlines()) == 21  # header + 20 rows
     command = [
         sys.executable, str(repo / "benchmarks" / "gpu_check.py"),
         "--recipes", "classification", "--steps", "1", "--skip-full", "--skip-adapters", "--allow-cpu",
         "--results", str(tmp_path / "results"), "--work", str(tmp_path / "runs"),
+        "--stand-in", f"minilm-l6={bundle / 'models' / 'minilm-l6'}", "--data-root", str(bundle / "data"),
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((tmp_path / "results" / "gpu_check.json").read_text())
+    assert report["stand_ins"] == {"minilm-l6": "random weights, same architecture"}
+    stand_in = tmp_path / "runs" / "stand-ins" / "minilm-l6"
+    manifest = json.loads((tmp_path / "runs" / "classification" / "manifest.json").read_text())
+    assert str(stand_in) in json.dumps(manifest["recipe"]["model"])
     line = report["recipes"]["classification"]
     assert line["precision"] == choose_precision("auto", probe_machine(), "r").precision
     assert line["device"] == "cpu" and math.isfinite(line["final_train_loss"])
