@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from llmkit.data import Split, explode, require_text
+from llmkit.data import Split, explode, require_columns, require_text
 from llmkit.tasks.text_to_text import (
     GeneratedTextScorer,
     GenerationEvalArguments,
@@ -92,6 +92,7 @@ class SummarizationTask(TextToTextTask):
 
     def check_targets(self, split: Split) -> None:
         """A list of reference summaries (SciTLDR's ``target``) is one row per reference with data.explode."""
+        require_columns(split, {"summary": self.data["summary"]})
         if self.data["explode"]:
             explode(split, self.data["summary"], "summary")
         lists = "set data.explode=true to make one row per reference summary"

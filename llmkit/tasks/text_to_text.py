@@ -206,10 +206,10 @@ class TextToTextTask(Task):
         for split in splits.values():
             self.check_inputs(split)
             if split.role != "test" or self.target_column() in split.dataset.column_names:
-                require_columns(split, {self.target_key(): self.target_column()})
                 self.check_targets(split)
 
     def check_targets(self, split: Split) -> None:
+        require_columns(split, {self.target_key(): self.target_column()})
         require_text(split, self.target_column(), self.target_key())
 
     def source_prefix(self) -> str:
