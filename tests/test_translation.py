@@ -268,6 +268,10 @@ def test_multi30k_recipe_end_to_end_on_encoder_decoders(
 
     result = finetune(model, multi30k_files, tmp_path / "out")
     check_run(result)
+    sample = json.loads((result.output_dir / "run_stats.json").read_text())["samples"][0]
+    prefix = "translate English to German: " if model == "tiny-t5" else ""
+    first = json.loads(multi30k_files["validation"].read_text().splitlines()[0])
+    assert sample["input"] == prefix + first["en"] and sample["reference"] == first["de"]
     tokenizer = AutoTokenizer.from_pretrained(result.output_dir)  # a plain HF folder
     loaded = AutoModelForSeq2SeqLM.from_pretrained(result.output_dir)
     with torch.no_grad():
@@ -293,6 +297,14 @@ def test_multi30k_recipe_end_to_end_on_a_decoder_only_model(multi30k_files, tmp_
     result = finetune("tiny-gpt2", multi30k_files, tmp_path / "out")
     metrics = check_run(result)
     assert "eval_perplexity" in metrics
+    # the report's samples are asked as the model is, and the model card's usage passes that to the pipeline
+    sample = json.loads((result.output_dir / "run_stats.json").read_text())["samples"][0]
+    first = json.loads(multi30k_files["validation"].read_text().splitlines()[0])
+    assert sample["input"] == f"Translate this English text to German:\n\n{first['en']}"
+    assert sample["reference"] == first["de"]
+    assert (
+        repr([{"role": "user", "content": sample["input"]}]) in (result.output_dir / "README.md").read_text()
+    )
     generate = pipeline("text-generation", model=str(result.output_dir))
     chat = [{"role": "user", "content": "Translate this English text to German:\n\nA dog."}]
     reply = generate(chat, max_new_tokens=4, do_sample=False)[0]["generated_text"]

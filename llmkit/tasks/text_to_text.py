@@ -431,6 +431,23 @@ class TextToTextTask(Task):
         sources = [row[self.source_column()] for row in rows]
         return [{self.prediction_key: text} for text in self.generate_targets(model, tokenizer, sources)]
 
+    def report_samples(
+        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]
+    ) -> list[dict[str, str]]:
+        """Each source as the model is asked (the user turn, or the prefixed source), its output and target;
+        the model card's usage example passes that input to the pipeline as it is."""
+        sources = [row[self.source_column()] for row in rows]
+        outputs = self.generate_targets(model, tokenizer, sources)
+        asked = (
+            [self.prompt_text().replace(self.prompt_field, source) for source in sources]
+            if self._family() == "causal"
+            else [self.source_prefix() + source for source in sources]
+        )
+        return [
+            {"input": question, "prediction": output, "reference": str(row.get(self.target_column()) or "")}
+            for question, output, row in zip(asked, outputs, rows, strict=True)
+        ]
+
     def generate_targets(
         self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sources: list[str]
     ) -> list[str]:
