@@ -439,6 +439,22 @@ def test_bad_translation_data_is_one_line_exit_2(
     assert not out.exists(), "nothing may be written for a bad input"
 
 
+def test_a_missing_sacrebleu_is_said_before_anything_runs(
+    run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "sacrebleu" else find_spec(name, *a)
+    )
+    train = write_jsonl(tmp_path / "train.jsonl", PAIRS)
+    out = tmp_path / "out"
+    result = run_cli("finetune", RECIPE, "model=tiny-t5", f"data.train={train}", f"output_dir={out}")
+    assert result.exit_code == 2 and not out.exists()
+    assert "install it with `pip install sacrebleu`" in result.stderr
+
+
 # -- SmolLM2 -----------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_smollm2_learns_multi30k_captions(multi30k_files, tmp_path: Path) -> None:

@@ -172,6 +172,17 @@ class TranslationTask(TextToTextTask):
         return BleuInBatches(tokenizer)
 
     # -- data ---------------------------------------------------------------------------------------------
+    def check_data(self, splits: dict[str, Split]) -> None:
+        """Training scores BLEU/chrF with sacrebleu: a missing package is said before anything runs."""
+        import importlib.util
+
+        if importlib.util.find_spec("sacrebleu") is None:
+            raise LlmkitError(
+                "task translation scores BLEU and chrF with the sacrebleu package; install it with "
+                "`pip install sacrebleu` (or llmkit's extra: `pip install -e '.[translation]'`)"
+            )
+        super().check_data(splits)
+
     def check_inputs(self, split: Split) -> None:
         unpack_pairs(split, [self.source_column(), self.target_column()])
         self.require_column(split, "source")
