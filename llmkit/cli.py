@@ -310,9 +310,6 @@ def summarize(
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines on stdout (row + summary).")] = False,
 ) -> None:
     """Summarize documents with an encoder-decoder or a decoder-only model: one summary per line."""
-    import json
-
-    from llmkit.run_folder import write_jsonl
     from llmkit.summarize import check_output
     from llmkit.summarize import summarize as run_summarize
 
@@ -320,14 +317,83 @@ def summarize(
     rows = run_summarize(
         text, input_file, model, max_new_tokens=max_new_tokens, num_beams=num_beams, column=column
     )
+    write_generated(rows, output, as_json, "generated_summary", "summaries")
+
+
+@app.command()
+def translate(
+    text: Annotated[
+        str | None,
+        typer.Argument(help="The text to translate; '-' (or a pipe) reads standard input, one text a line."),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Translation run, model folder or alias (e.g. smollm2-135m; default: your newest run).",
+        ),
+    ] = None,
+    input_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--input", "-i", help="CSV/JSONL/... with the source column, or .txt (one text a line)."
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write JSONL here: each input row + its translation."),
+    ] = None,
+    source_lang: Annotated[
+        str | None,
+        typer.Option("--source-lang", "-s", help="Source language, e.g. en (default: the run's)."),
+    ] = None,
+    target_lang: Annotated[
+        str | None,
+        typer.Option("--target-lang", "-t", help="Target language, e.g. de (default: the run's)."),
+    ] = None,
+    max_new_tokens: Annotated[
+        int | None, typer.Option(help="Most tokens per translation (default: the run's data.max_new_tokens).")
+    ] = None,
+    num_beams: Annotated[int | None, typer.Option(help="Beam search width (default: the run's).")] = None,
+    column: Annotated[
+        str | None, typer.Option("--column", help="Source column of --input (default: the run's).")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="JSON lines on stdout (row + translation).")
+    ] = False,
+) -> None:
+    """Translate texts with an encoder-decoder or a decoder-only model: one translation per line."""
+    from llmkit.translate import check_output
+    from llmkit.translate import translate as run_translate
+
+    check_output(output)
+    rows = run_translate(
+        text,
+        input_file,
+        model,
+        source_lang=source_lang,
+        target_lang=target_lang,
+        max_new_tokens=max_new_tokens,
+        num_beams=num_beams,
+        column=column,
+    )
+    write_generated(rows, output, as_json, "generated_translation", "translations")
+
+
+def write_generated(rows: list[dict], output: Path | None, as_json: bool, key: str, noun: str) -> None:
+    """The demos' output: JSONL to --output, else JSON lines (--json) or one generated text a line."""
+    import json
+
+    from llmkit.run_folder import write_jsonl
+
     if output is not None:
         write_jsonl(output, rows)
-        typer.echo(f"{len(rows)} summaries written to {output}", err=True)
-    for row in rows if output is None else []:  # plain: one line per summary, whatever it contains
+        typer.echo(f"{len(rows)} {noun} written to {output}", err=True)
+        return
+    for row in rows:  # plain: one line per generated text, whatever it contains
         typer.echo(
-            json.dumps(row, ensure_ascii=False, default=str)
-            if as_json
-            else " ".join(row["generated_summary"].split())
+            json.dumps(row, ensure_ascii=False, default=str) if as_json else " ".join(row[key].split())
         )
 
 

@@ -357,6 +357,7 @@ def test_recipes_that_stood_on_shared_data_name_their_hub_dataset() -> None:
         "stsb-minilm",
         "goemotions-minilm",
         "dpo-hh",
+        "translate-multi30k",
     }
     for name in bundled_recipes():
         data = load_recipe(name).data

@@ -107,6 +107,13 @@ def task_recipe(task: str, tmp_path: Path) -> dict:
             },
         },
     }
+    captions = tmp_path / "captions.jsonl"
+    lines = (SHARED_DATA / "multi30k_en_de" / "train.jsonl").read_text(encoding="utf-8").splitlines()[:12]
+    captions.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    recipes["translation"] = {
+        "model": "tiny-t5",
+        "data": {"train": str(captions), "source_lang": "en", "target_lang": "de", "max_new_tokens": 8},
+    }
     preference = tmp_path / "pairs.jsonl"
     preference.write_text(
         "".join(

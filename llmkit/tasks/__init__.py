@@ -14,6 +14,7 @@ TASKS: dict[str, str] = {
     "fill-mask": "llmkit.tasks.fill_mask:FillMaskTask",
     "generation": "llmkit.tasks.generation:GenerationTask",
     "summarization": "llmkit.tasks.summarization:SummarizationTask",
+    "translation": "llmkit.tasks.translation:TranslationTask",
     "token-classification": "llmkit.tasks.token_classification:TokenClassificationTask",
     "question-answering": "llmkit.tasks.question_answering:QuestionAnsweringTask",
     "preference": "llmkit.tasks.preference:PreferenceTask",
