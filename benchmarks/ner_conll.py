@@ -133,7 +133,7 @@ def plain_trainer(steps: int, seed: int, model_path: Path) -> dict:
     return figures(metrics)
 
 
-def llmkit_recipe(steps: int, seed: int) -> dict:
+def llmkit_recipe(steps: int, seed: int, overrides: list[str]) -> dict:
     import llmkit
 
     line = next(line for line in RECIPE.read_text().splitlines() if line.startswith("# shared data: "))
@@ -150,6 +150,7 @@ def llmkit_recipe(steps: int, seed: int) -> dict:
             f"training.seed={seed}",
             "training.use_cpu=true",
             f"output_dir={WORK / 'llmkit'}",
+            *overrides,
         ],
         overwrite=True,
     )
@@ -167,9 +168,9 @@ def figures(metrics: dict) -> dict:
     }
 
 
-def write_results(results: dict) -> None:
+def write_results(results: dict, stem: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "ner_conll.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    (RESULTS / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     rows = [
         "| contestant | steps × batch | train s | samples/s | test F1 | P | R | test eval s |",
         "|---|---|---|---|---|---|---|---|",
@@ -180,7 +181,7 @@ def write_results(results: dict) -> None:
             f"{r['test_f1']} | {r['test_precision']} | {r['test_recall']} | {r['test_eval_s']} |"
         )
     rows.append(f"| BERT-base cased, published (full fine-tuning) | | | | {BERT_BASE_CASED_F1} | | | |")
-    (RESULTS / "ner_conll.md").write_text(
+    (RESULTS / f"{stem}.md").write_text(
         f"CoNLL-2003 test entity F1 (seqeval), MiniLM-L6, {results['machine']}, "
         f"{results['threads']} thread(s); `{results['command']}`\n\n" + "\n".join(rows) + "\n",
         encoding="utf-8",
@@ -192,6 +193,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1300, help="training steps for each contestant")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--skip", choices=["plain", "llmkit"], action="append", default=[])
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra recipe override for the llmkit contestant (e.g. training.precision=fp32)",
+    )
+    parser.add_argument("--tag", default="", help="write ner_conll-TAG.* instead of ner_conll.*")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
     args = parser.parse_args()
 
@@ -203,7 +212,8 @@ def main() -> None:
     started = time.perf_counter()
     contestants = {}
     if "llmkit" not in args.skip:
-        contestants["llmkit (recipes/ner-conll2003.yaml)"] = llmkit_recipe(args.steps, args.seed)
+        name = "llmkit (recipes/ner-conll2003.yaml" + "".join(f", {o}" for o in args.override) + ")"
+        contestants[name] = llmkit_recipe(args.steps, args.seed, args.override)
     if "plain" not in args.skip:
         contestants["plain Trainer (run_ner.py style)"] = plain_trainer(
             args.steps, args.seed, resolve_model("minilm-l6")
@@ -216,7 +226,7 @@ def main() -> None:
         "wall_s": round(time.perf_counter() - started, 1),
         "contestants": contestants,
     }
-    write_results(results)
+    write_results(results, f"ner_conll-{args.tag}" if args.tag else "ner_conll")
     print(json.dumps(results, indent=2))
 
 
