@@ -348,6 +348,7 @@ def _build(recipe: Recipe, task: Task, texts: list[str], seed: int, model_class:
             special_tokens(style, kind),
             section["lowercase"],
             model_max_length=config_positions,
+            segment_ids=style == ENCODER,
         )
         tokenizer = trained.tokenizer
         tokenizer_record = {
@@ -456,7 +457,8 @@ def size_table(vocab_sizes: dict[str, int]) -> list[dict[str, Any]]:
     rows = []
     for size in SIZES.values():
         vocab = vocab_sizes[size.model_type]
-        config = AutoConfig.for_model(size.model_type, **size.fields, vocab_size=vocab)
+        ids = {"vocab_size": vocab, "bos_token_id": 0, "eos_token_id": 0}
+        config = AutoConfig.for_model(size.model_type, **size.fields, **ids)
         auto = AutoModelForMaskedLM if size.style == ENCODER else AutoModelForCausalLM
         with torch.device("meta"):
             model = auto.from_config(config)

@@ -133,8 +133,12 @@ def train_tokenizer(
     specials: SpecialTokens,
     lowercase: bool | None = None,
     model_max_length: int = 512,
+    segment_ids: bool = False,
 ):
-    """A ``PreTrainedTokenizerFast`` of ``kind`` trained on ``texts`` (read once), with ``specials`` first."""
+    """A ``PreTrainedTokenizerFast`` of ``kind`` trained on ``texts`` (read once), with ``specials`` first.
+
+    ``segment_ids``: the tokenizer returns ``token_type_ids`` by default (a BERT tells sentence A from B).
+    """
     from tokenizers import processors
     from transformers import PreTrainedTokenizerFast
 
@@ -147,8 +151,9 @@ def train_tokenizer(
             pair=specials.pair,
             special_tokens=[(token, backend.token_to_id(token)) for token in _template_tokens(specials)],
         )
+    inputs = {"model_input_names": ["input_ids", "token_type_ids", "attention_mask"]} if segment_ids else {}
     return PreTrainedTokenizerFast(
-        tokenizer_object=backend, model_max_length=model_max_length, **specials.roles
+        tokenizer_object=backend, model_max_length=model_max_length, **inputs, **specials.roles
     )
 
 
@@ -218,11 +223,12 @@ def train_on_corpus(
     specials: SpecialTokens,
     lowercase: bool | None = None,
     model_max_length: int = 512,
+    segment_ids: bool = False,
 ) -> TrainedTokenizer:
     """:func:`train_tokenizer`, timed, counting the texts and characters it read."""
     counted = _Counted(texts)
     started = time.perf_counter()
-    tokenizer = train_tokenizer(counted, kind, vocab_size, specials, lowercase, model_max_length)
+    tokenizer = train_tokenizer(counted, kind, vocab_size, specials, lowercase, model_max_length, segment_ids)
     return TrainedTokenizer(tokenizer, time.perf_counter() - started, counted.texts, counted.characters)
 
 

@@ -357,6 +357,8 @@ def test_recipes_that_stood_on_shared_data_name_their_hub_dataset() -> None:
         "stsb-minilm",
         "goemotions-minilm",
         "dpo-hh",
+        "pretrain-bert-brown",
+        "pretrain-gpt-shakespeare",
     }
     for name in bundled_recipes():
         data = load_recipe(name).data

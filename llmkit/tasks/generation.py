@@ -317,6 +317,11 @@ class GenerationTask(Task):
     def check_model(self, model_path: Path) -> None:
         check_causal_lm_length(model_path, self.data["max_length"])
 
+    def auto_class(self) -> type:
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM
+
     def load_model(self, path: Path, **load_options: Any) -> PreTrainedModel:
         self.check_model(path)
         model = load_causal_lm(path, **load_options)
