@@ -222,7 +222,7 @@ class FillMaskTask(Task):
         return compute
 
     def preprocess_logits_for_metrics(self):
-        return next_sentence.pretraining_logits if self.data["next_sentence"] else argmax_logits
+        return next_sentence.pretraining_logits if self.data["next_sentence"] else predicted_tokens
 
     def describe_example(self, batch: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> list[str]:
         lines = super().describe_example(batch, tokenizer)
@@ -415,12 +415,23 @@ def mlm_head(model: Any) -> Any | None:
     return heads[0] if len(heads) == 1 else None
 
 
+def predicted_tokens(logits: Any, labels: Any) -> Any:
+    """``preprocess_logits_for_metrics``: token ids, from logits (the stock evaluation) or as they come (the
+    masked-positions evaluation has picked them already, -100 where nothing is masked)."""
+    first = logits[0] if isinstance(logits, tuple) else logits
+    return first if not first.is_floating_point() else argmax_logits(logits, labels)
+
+
 def masked_positions_trainer() -> type:
-    """A Trainer whose training loss computes vocabulary logits only at the masked positions.
+    """A Trainer whose training loss and evaluation compute vocabulary logits only at the masked positions.
 
     The MLM head of a small encoder costs about as much as the encoder itself (MiniLM: 384 x 30,522 per
-    token), yet only ~15 % of the positions carry a label. Evaluation and prediction keep the stock path.
+    token; a from-scratch bert-mini 256 x 16,000), yet only ~15 % of the positions carry a label. The loss is
+    the stock one; evaluation returns the predicted token at each masked position (-100 elsewhere) instead
+    of every position's logits (so does ``Trainer.predict`` on labelled rows). Next-sentence runs keep the
+    stock path.
     """
+    import torch
     import torch.nn.functional as F
     from transformers import Trainer
 
@@ -441,6 +452,24 @@ def masked_positions_trainer() -> type:
             loss = F.cross_entropy(logits.float(), labels[selected], reduction="sum")
             count = num_items_in_batch if num_items_in_batch is not None else selected.sum().clamp(min=1)
             return loss / count
+
+        def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+            inner = inner_model(model)
+            head = None if shards_parameters(self) else mlm_head(inner)
+            if head is None or "labels" not in inputs or next_sentence.LABEL in inputs:
+                return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+            inputs = self._prepare_inputs(inputs)
+            labels = inputs["labels"]
+            with torch.no_grad(), self.compute_loss_context_manager():
+                hidden = inner.base_model(**{k: v for k, v in inputs.items() if k != "labels"})[0]
+                selected = labels != -100
+                logits = head(hidden[selected]).float()
+                loss = F.cross_entropy(logits, labels[selected])  # the mean over masked tokens, as stock
+            if prediction_loss_only:
+                return loss.detach(), None, None
+            predicted = torch.full_like(labels, -100)
+            predicted[selected] = logits.argmax(dim=-1)
+            return loss.detach(), predicted, labels
 
     return MaskedPositionsTrainer
 
