@@ -49,8 +49,6 @@ SCRATCH_RECORD_FILE = "llmkit_scratch.json"
 SCRATCH_CACHE = "scratch"
 #: Config keys a config.json carries that are not model settings (or that llmkit sets itself).
 NOT_SETTINGS = frozenset({"architectures", "transformers_version", "_name_or_path", "torch_dtype", "dtype"})
-#: Set from the trained tokenizer, whatever a config file says.
-FROM_TOKENIZER = ("vocab_size", "pad_token_id", "bos_token_id", "eos_token_id")
 
 
 @dataclass(frozen=True)
@@ -388,8 +386,10 @@ def _build(recipe: Recipe, task: Task, texts: list[str], seed: int, model_class:
 
 
 def token_ids(tokenizer: Any) -> dict[str, Any]:
-    """The config fields the tokenizer decides: vocabulary size and special token ids."""
-    ids = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id}
+    """The config fields the tokenizer decides: vocabulary size and special token ids (a decoder pads with
+    its end-of-text, as ``llmkit.models.load_tokenizer`` does)."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    ids = {"vocab_size": len(tokenizer), "pad_token_id": pad}
     if tokenizer.bos_token_id is not None:
         ids["bos_token_id"] = tokenizer.bos_token_id
     if tokenizer.eos_token_id is not None:
