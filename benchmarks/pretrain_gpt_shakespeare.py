@@ -15,7 +15,9 @@ One command (from the repo root, ../shared/data beside it):
    end-of-text after it. The models have different tokenizers, so besides each one's perplexity per token
    the table gives bits per character (the same text for all: comparable).
 4. Samples: the from-scratch GPT continues three speaker names (sampled, temperature 0.8, top-p 0.95, seeds
-   0-2); lines that look like a speaker's name (``NAME:`` alone on a line) are counted.
+   0-2). The recipe joins speeches with end-of-text, so the model has learned what follows one; sampling goes
+   on past end-of-text (which `llmkit generate` stops at) and shows it as the blank line it stands for in
+   input.txt. Lines that look like a speaker's name (``NAME:`` alone on a line) are counted.
 
 Writes benchmarks/results/pretrain_gpt_shakespeare.json and .md, with each run's wall time, steps, torch
 threads and the machine's load.
@@ -100,15 +102,34 @@ def held_out_scores(folder: str, speeches: list[str]) -> dict:
 
 
 def samples(folder: str, max_new_tokens: int) -> list[dict]:
-    from llmkit.generate import SamplingSettings, generate
+    """Sampled continuations that run past end-of-text (shown as a blank line between speeches)."""
+    import torch
+    from transformers import set_seed
 
+    from llmkit.causal_lm import load_causal_lm
+    from llmkit.models import load_tokenizer
+
+    tokenizer = load_tokenizer(Path(folder))
+    model = load_causal_lm(Path(folder)).eval()
+    model.generation_config.eos_token_id = None  # do not stop at the end of a speech
     made = []
     for seed, prompt in enumerate(PROMPTS):
-        settings = SamplingSettings(max_new_tokens, temperature=0.8, top_p=0.95, top_k=0, seed=seed)
-        text = prompt + generate(prompt, folder, sampling=settings).text
-        made.append(
-            {"prompt": prompt, "seed": seed, "text": text, "speaker_lines": len(SPEAKER_LINE.findall(text))}
-        )
+        set_seed(seed)
+        ids = torch.tensor([tokenizer(prompt).input_ids])
+        with torch.no_grad():
+            output = model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=max_new_tokens,
+                do_sample=True,
+                temperature=0.8,
+                top_p=0.95,
+                top_k=0,
+                pad_token_id=tokenizer.eos_token_id,
+            )
+        text = tokenizer.decode(output[0]).replace(tokenizer.eos_token, "\n\n")
+        lines = len(SPEAKER_LINE.findall(text))
+        made.append({"prompt": prompt, "seed": seed, "text": text, "speaker_lines": lines})
     return made
 
 
@@ -148,7 +169,8 @@ def table(report: dict) -> list[str]:
         f"training (other jobs shared the 2 cores). The run's own eval_perplexity: "
         f"{scratch['metrics'].get('eval_perplexity', float('nan')):.1f}.",
         "",
-        "Samples (temperature 0.8, top-p 0.95; the prompt is the speaker's name):",
+        "Samples (temperature 0.8, top-p 0.95; the prompt is the speaker's name; end-of-text shown as a "
+        "blank line, sampling goes on past it):",
         "",
     ]
     for sample in report["samples"]:
