@@ -1,23 +1,31 @@
-"""Cloze benchmark for fill-mask: MiniLM adapted on Brown (masked LM) and SmolLM2 zero-shot (causal LM).
+"""Cloze benchmark for fill-mask: MiniLM adapted on Brown, a BERT pre-trained from scratch on Brown (both
+masked LMs) and SmolLM2 zero-shot (causal LM).
 
 One command (from the repo root, ../shared/data beside it):
 
-    python benchmarks/fill_mask_cloze.py            # trains recipes/fill-mask-brown.yaml, then scores all
+    python benchmarks/fill_mask_cloze.py            # trains both recipes, then scores all
     python benchmarks/fill_mask_cloze.py --model runs/bench-fill-mask   # score an adapted folder only
     python benchmarks/fill_mask_cloze.py --causal-only --causal-sentences 150   # the SmolLM2 row only
+    python benchmarks/fill_mask_cloze.py --scratch-only                 # the from-scratch BERT row only
+    python benchmarks/fill_mask_cloze.py --scratch-only --scratch-override training.max_steps=300  # shorter
 
 1. Brown's documents are split: every 10th document is held out, the rest is written to a training file.
-2. The fill-mask-brown recipe trains MiniLM on the training documents only.
+2. The fill-mask-brown recipe trains MiniLM on the training documents only; recipes/pretrain-bert-brown.yaml
+   pre-trains bert-mini from scratch on the same documents (its tokenizer too), the held-out documents as
+   its validation split (``--scratch-override KEY=VALUE`` changes its recipe, e.g. the step budget).
 3. The cloze set: sentences of the held-out documents, each with one frequent content word (among the 300
-   most frequent non-stopwords of the training part that are one MiniLM token) replaced by [MASK].
+   most frequent non-stopwords of the training part that are one MiniLM token) replaced by [MASK]. The
+   from-scratch BERT has its own vocabulary: a target that is not one of its tokens counts as a miss (the
+   share that is one token is reported).
 4. Top-1 / top-5 hit rates (case-insensitive) of the adapted model, of MiniLM with a freshly initialised
-   MLM head, and of a causal LM (``--causal``, default smollm2-135m) through `llmkit fill-mask`'s causal
-   path. The causal LM is slower, so ``--causal-sentences N`` scores it on the first N cloze sentences (a
-   random sample: the set is shuffled); its seconds per sentence are wall-clock on ``--threads`` threads,
-   with the machine's load average beside them, and its process CPU seconds.
+   MLM head, of the from-scratch BERT, and of a causal LM (``--causal``, default smollm2-135m) through
+   `llmkit fill-mask`'s causal path. The causal LM is slower, so ``--causal-sentences N`` scores it on the
+   first N cloze sentences (a random sample: the set is shuffled); its seconds per sentence are wall-clock on
+   ``--threads`` threads, with the machine's load average beside them, and its process CPU seconds.
 
 Writes benchmarks/results/fill_mask_cloze.json and .md; ``--causal-only`` keeps the masked-LM rows of the
-existing results and replaces the causal row.
+existing results and replaces the causal row, ``--scratch-only`` keeps the others and replaces the
+from-scratch row. Each training run's wall time, steps and torch threads are recorded beside its row.
 """
 
 from __future__ import annotations
@@ -145,11 +153,81 @@ def causal_row(name: str, items: list[dict[str, str]], threads: int) -> dict:
     }
 
 
+def write_documents(path: Path, documents: list[list[str]]) -> Path:
+    """One sentence a line, a blank line between documents (what ``data.txt_unit: paragraph`` reads)."""
+    path.write_text("\n\n".join("\n".join(doc) for doc in documents) + "\n", encoding="utf-8")
+    return path
+
+
+def scratch_row(documents: list[list[str]], items: list[dict[str, str]], args) -> dict:
+    """Pre-train the from-scratch BERT on the training documents (or score ``--scratch-model``); cloze it."""
+    import torch
+
+    import llmkit
+    from llmkit.models import load_model
+    from llmkit.predict import task_with_defaults
+    from llmkit.tasks.fill_mask import FillMaskTask, fill_masks
+
+    row: dict = {"recipe": "recipes/pretrain-bert-brown.yaml", "overrides": args.scratch_override}
+    folder = Path(args.scratch_model) if args.scratch_model else None
+    if folder is None:
+        work = REPO / "runs" / "bench-data"
+        work.mkdir(parents=True, exist_ok=True)
+        train = write_documents(
+            work / "brown-train-documents.txt", [d for i, d in enumerate(documents) if i % 10 != 9]
+        )
+        held = write_documents(
+            work / "brown-held-out-documents.txt", [d for i, d in enumerate(documents) if i % 10 == 9]
+        )
+        started = time.perf_counter()
+        result = llmkit.finetune(
+            row["recipe"],
+            [
+                f"data.train={train}",
+                f"data.validation={held}",
+                f"output_dir={args.scratch_output_dir}",
+                *args.scratch_override,
+            ],
+            overwrite=True,
+        )
+        stats = json.loads((result.output_dir / "run_stats.json").read_text(encoding="utf-8"))
+        log = json.loads((result.output_dir / "log_history.json").read_text(encoding="utf-8"))
+        row["training"] = {
+            "wall_seconds": round(time.perf_counter() - started, 1),
+            "steps": max(int(entry.get("step", 0)) for entry in log),
+            "torch_threads": torch.get_num_threads(),
+            "load_average_after": round(os.getloadavg()[0], 1),
+            "metrics": result.metrics,
+            "pretraining": stats["pretraining"],
+        }
+        folder = result.output_dir
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = load_model(task_with_defaults(FillMaskTask), folder)
+    row["model"] = str(folder)
+    row.update(hit_rates(model, tokenizer, items))
+    row["targets_one_token"] = sum(
+        tokenizer.tokenize(item["target"]) == [item["target"]] for item in items
+    ) / len(items)
+    cat = fill_masks(model, tokenizer, ["The cat sat on the [MASK]."], top_k=5)[0][0]
+    row["the_cat_sat_on_the"] = [{"token": c["token"], "score": round(c["score"], 3)} for c in cat]
+    predictions = fill_masks(model, tokenizer, [item["text"] for item in items[:8]], top_k=5)
+    row["guesses"] = [
+        {**item, "top5": [c["token"] for c in masks[0]]}
+        for item, masks in zip(items, predictions, strict=False)
+    ]
+    return row
+
+
 def table(report: dict) -> list[str]:
     rows = [
         ("MiniLM, fresh MLM head", report.get("minilm_fresh_head")),
         ("MiniLM adapted on Brown", report.get("adapted")),
     ]
+    scratch = report.get("scratch")
+    if scratch:
+        rows.append((scratch_label(scratch), scratch))
     causal = report.get("causal")
     lines = [
         f"Cloze on {report['cloze_sentences']} sentences from {report['documents']['held_out']} held-out "
@@ -179,8 +257,45 @@ def table(report: dict) -> list[str]:
         ]
     if "training" in report:
         settings = " ".join(report["training"]["overrides"]) or "recipe defaults"
-        lines += ["", f"Training: {report['training']['wall_seconds']:.0f} s wall ({settings})"]
+        lines += ["", f"MiniLM training: {report['training']['wall_seconds']:.0f} s wall ({settings})"]
+    if scratch:
+        lines += scratch_lines(scratch)
     return lines
+
+
+def scratch_lines(scratch: dict) -> list[str]:
+    """How the from-scratch BERT was trained (budget, machine, held-out scores, tokenizer), and its cat."""
+    answers = ", ".join(f"{c['token']} ({c['score']:.2f})" for c in scratch["the_cat_sat_on_the"])
+    lines = ["", f"`The cat sat on the [MASK].` → {answers}"]
+    training = scratch.get("training")
+    if not training:
+        return lines
+    built, metrics = training["pretraining"], training["metrics"]
+    tokenizer = built["tokenizer"]
+    settings = " ".join(scratch["overrides"]) or "recipe defaults"
+    scores = f"held-out masked accuracy {metrics.get('eval_masked_accuracy', float('nan')):.1%}"
+    if "eval_next_sentence_accuracy" in metrics:
+        scores += f", next-sentence accuracy {metrics['eval_next_sentence_accuracy']:.1%}"
+    return [
+        "",
+        f"From-scratch BERT: `{scratch['recipe']}` ({settings}): {built['name']}, "
+        f"{built['parameters'] / 1e6:.1f}M parameters, seed {built['init_seed']}; {training['steps']} steps "
+        f"in {training['wall_seconds']:.0f} s wall on {training['torch_threads']} torch thread(s) (load "
+        f"average {training['load_average_after']} after); {scores}; {tokenizer['type']} tokenizer of "
+        f"{tokenizer['vocab_size']:,} tokens trained in {tokenizer['training_seconds']:.1f} s; "
+        f"{scratch['targets_one_token']:.1%} of the cloze targets are one of its tokens.",
+        *lines,
+    ]
+
+
+def scratch_label(scratch: dict) -> str:
+    training = scratch.get("training")
+    if not training:
+        return f"BERT pre-trained from scratch ({scratch['model']})"
+    return (
+        f"{training['pretraining']['name']} pre-trained from scratch on Brown ({training['steps']} steps, "
+        f"{training['wall_seconds'] / 60:.1f} min)"
+    )
 
 
 def main() -> None:
@@ -199,6 +314,25 @@ def main() -> None:
         "--causal-only", action="store_true", help="only the causal row; keep the saved masked-LM rows"
     )
     parser.add_argument("--threads", type=int, default=2, help="torch threads for the causal row")
+    parser.add_argument(
+        "--scratch-only", action="store_true", help="only the from-scratch BERT row; keep the saved others"
+    )
+    parser.add_argument("--no-scratch", action="store_true", help="skip the from-scratch BERT row")
+    parser.add_argument(
+        "--scratch-model", help="a from-scratch fill-mask folder to score (skip its training)"
+    )
+    parser.add_argument(
+        "--scratch-output-dir",
+        default="runs/bench-pretrain-bert",
+        help="where the from-scratch BERT is saved",
+    )
+    parser.add_argument(
+        "--scratch-override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an override of recipes/pretrain-bert-brown.yaml (repeatable), e.g. training.max_steps=300",
+    )
     parser.add_argument(
         "overrides", nargs="*", help="recipe overrides for training, e.g. training.max_steps=300"
     )
@@ -222,10 +356,14 @@ def main() -> None:
         sys.exit(f"only {len(items)} cloze sentences; expected at least 300")
 
     results_file = RESULTS / "fill_mask_cloze.json"
-    if args.causal_only:
+    if args.causal_only or args.scratch_only:
         report = json.loads(results_file.read_text(encoding="utf-8"))
         if report["cloze_sentences"] != len(items) or report["examples"] != items[:5]:
-            sys.exit(f"{results_file} was made on another cloze set; run without --causal-only")
+            sys.exit(
+                f"{results_file} was made on another cloze set; run without --causal-only/--scratch-only"
+            )
+        if args.scratch_only:
+            report["scratch"] = scratch_row(documents, items, args)
     else:
         report = {
             "documents": {"train": len(documents) - len(documents) // 10, "held_out": len(documents) // 10}
@@ -257,7 +395,9 @@ def main() -> None:
         adapted_tokenizer = AutoTokenizer.from_pretrained(adapted)
         report["adapted"] = hit_rates(load_model(task, adapted), adapted_tokenizer, items)
         report["adapted_model"] = str(adapted)
-    if args.causal:
+        if not args.no_scratch:
+            report["scratch"] = scratch_row(documents, items, args)
+    if args.causal and not args.scratch_only:
         report["causal"] = causal_row(args.causal, items[: args.causal_sentences], args.threads)
 
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ A recipe has these top-level keys::
     data: {train: ..., text: ...}   # files or a HF dataset + column mapping; the task adds its own keys
     training: {max_steps: 50, ...}  # any transformers.TrainingArguments field
     peft: {method: lora, r: 16}     # optional: train a LoRA adapter instead of every weight
+    tokenizer: {train: true}        # only with model: {from_scratch: SIZE}: a tokenizer trained on the data
     output_dir: runs/classification
 
 Everything is checked before any work starts, so a typo costs a second, not a training run.
@@ -29,8 +30,9 @@ import yaml
 from llmkit.adaptation import check_peft_section
 from llmkit.data import SPLIT_ROLES, warn_stale_validation
 from llmkit.errors import LlmkitError, did_you_mean
+from llmkit.scratch import check_from_scratch, check_tokenizer_section
 
-TOP_LEVEL_KEYS = ("task", "model", "data", "training", "peft", "output_dir", "overwrite")
+TOP_LEVEL_KEYS = ("task", "model", "data", "training", "peft", "tokenizer", "output_dir", "overwrite")
 
 #: Data keys every task understands; tasks add their column names and options.
 COMMON_DATA_DEFAULTS: dict[str, Any] = {
@@ -120,6 +122,11 @@ class Recipe:
     #: The task's own section (e.g. ``preference:``, ``Task.options_section``) merged with its defaults.
     options: dict[str, Any] = field(default_factory=dict)
     options_section: str | None = None
+    #: ``model.from_scratch`` resolved (``llmkit.scratch``); None: the model is a checkpoint. ``model`` then
+    #: names the size for messages.
+    scratch: dict[str, Any] | None = None
+    #: The ``tokenizer:`` section (only with ``scratch``), merged with its defaults.
+    tokenizer: dict[str, Any] = field(default_factory=dict)
 
     def safety_options(self) -> dict[str, bool]:
         """The model options that widen what is fetched and loaded (pickle weights, remote code)."""
@@ -128,12 +135,16 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         """The recipe as it was resolved, in the same shape a user writes (saved as recipe.yaml)."""
         options = {k: v for k, v in self.model_options.items() if v != MODEL_OPTION_DEFAULTS[k]}
+        model: str | dict[str, Any] = {"name": self.model, **options} if options else self.model
+        if self.scratch is not None:
+            model = {"from_scratch": self.scratch["spec"], **options}
         return {
             "task": self.task,
-            "model": {"name": self.model, **options} if options else self.model,
+            "model": model,
             "data": dict(self.data),
             "training": dict(self.training),
             **({"peft": dict(self.peft)} if self.peft is not None else {}),
+            **({"tokenizer": dict(self.tokenizer)} if self.scratch is not None else {}),
             **({self.options_section: dict(self.options)} if self.options_section else {}),
             "output_dir": self.output_dir,
             "overwrite": self.overwrite,
@@ -212,7 +223,8 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
     for text in overrides:
         path, value = parse_override(text)
         if path[0] == "model" and len(path) > 1 and isinstance(raw.get("model"), str):
-            raw["model"] = {"name": raw["model"]}  # `model.dtype=bf16` on a recipe with `model: NAME`
+            # `model.dtype=bf16` on a recipe with `model: NAME`; `model.from_scratch=SIZE` replaces NAME
+            raw["model"] = {} if path[1] == "from_scratch" else {"name": raw["model"]}
         node = raw
         for i, part in enumerate(path[:-1]):
             child = node.get(part)
@@ -282,8 +294,15 @@ def validate_recipe(raw: dict[str, Any]) -> Recipe:
 
     model = raw.get("model", task_cls.default_model)
     model_options = dict(MODEL_OPTION_DEFAULTS)
+    from_scratch = None
     if isinstance(model, dict):
         options = dict(model)
+        from_scratch = options.pop("from_scratch", None)
+        if from_scratch is not None and "name" in options:
+            raise LlmkitError(
+                f"{where}: model has both name ({options['name']}) and from_scratch ({from_scratch}); a "
+                f"model starts from a checkpoint or from scratch: remove one of them"
+            )
         model = options.pop("name", task_cls.default_model)
         model_options = _check_section(options, MODEL_OPTION_DEFAULTS, "model", where)
         if model_options["dtype"] not in (None, *MODEL_DTYPES):
@@ -318,6 +337,16 @@ def validate_recipe(raw: dict[str, Any]) -> Recipe:
     reconcile_schedule(training, checked_training, may_have_validation(data), where)
 
     peft = check_peft_section(raw.get("peft"), where)
+    scratch = None
+    if from_scratch is not None:
+        scratch = check_from_scratch(from_scratch, task_cls, data["max_length"], where)
+        model = scratch["name"]
+        if peft is not None:
+            raise LlmkitError(
+                f"{where}: a peft section trains adapters on a pre-trained model, and model.from_scratch has "
+                f"none: every weight is new, so train them all; remove the peft section"
+            )
+    tokenizer = check_tokenizer_section(raw.get("tokenizer"), scratch, task_cls.scratch_style, where)
     options = (
         _check_section(raw.get(section) or {}, task_cls.options_defaults, section, where) if section else {}
     )
@@ -341,6 +370,8 @@ def validate_recipe(raw: dict[str, Any]) -> Recipe:
         peft=peft,
         options=options,
         options_section=section,
+        scratch=scratch,
+        tokenizer=tokenizer,
     )
 
 

@@ -34,12 +34,11 @@ CALL_OPTIONS = {"text-generation": ", max_new_tokens=64", "summarization": ", ma
 
 
 def model_name(run: RunRecord) -> str:
-    model = run.recipe.get("model")
-    return str(model.get("name") if isinstance(model, dict) else model)
+    return run.model_name
 
 
 def front_matter(run: RunRecord, task_cls: type[Task]) -> dict[str, Any]:
-    base = hub_id(model_name(run))
+    base = None if run.pretraining else hub_id(model_name(run))
     metrics = sorted(
         {
             key.split("_", 1)[1]
@@ -91,7 +90,7 @@ def has_chat_template(run: RunRecord) -> bool:
 
 def render_model_card(run: RunRecord, task_cls: type[Task], plots: list[Path]) -> str:
     recipe, name = run.recipe, model_name(run)
-    base = hub_id(name)
+    base = None if run.pretraining else hub_id(name)
     origin = f"[{base}](https://huggingface.co/{base})" if base else f"`{name}`"
     data = recipe.get("data") or {}
     rows = (run.stats.get("data") or {}).get("rows") or run.manifest.get("rows") or {}
@@ -102,8 +101,17 @@ def render_model_card(run: RunRecord, task_cls: type[Task], plots: list[Path]) -
 
     lines = ["---", yaml.safe_dump(front_matter(run, task_cls), sort_keys=False).rstrip(), "---", ""]
     lines += [f"# {run.name}", ""]
+    how = "fine-tuned"
+    if run.pretraining:
+        built = run.pretraining
+        size = (
+            f"{built['layers']} layers, width {built['width']}, {built['parameters'] / 1e6:.1f}M parameters"
+        )
+        origin += f" ({size})"
+        trained = (built.get("tokenizer") or {}).get("trained")
+        how = "pre-trained from scratch" + (" (its tokenizer trained on the same data)" if trained else "")
     lines += [
-        f"A {task_cls.pipeline_task} model: {origin} fine-tuned with llmkit "
+        f"A {task_cls.pipeline_task} model: {origin} {how} with llmkit "
         f"(task `{task_cls.name}`) on {train_data} ({rows.get('train', '?')} training rows).",
         "",
     ]

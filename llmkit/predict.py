@@ -24,6 +24,7 @@ from llmkit.tasks import Task, get_task_class
 ARCHITECTURE_TASKS = {
     "ForSequenceClassification": "classification",
     "ForMaskedLM": "fill-mask",
+    "ForPreTraining": "fill-mask",  # BERT pre-trained with next-sentence prediction: its MLM head fills masks
     "ForTokenClassification": "token-classification",
     "ForQuestionAnswering": "question-answering",
 }
@@ -144,10 +145,10 @@ def folder_for_task(
     else:
         folder = resolve_model(model)
     task_cls = get_task_class(task_name)
-    suffix = next(s for s, name in ARCHITECTURE_TASKS.items() if name == task_name)
+    suffixes = tuple(s for s, name in ARCHITECTURE_TASKS.items() if name == task_name)
     found = architectures(folder)
     base_encoder = any(a.endswith("Model") for a in found)  # no head yet: the task adds one
-    if found and not base_encoder and not any(a.endswith(suffix) for a in found):
+    if found and not base_encoder and not any(a.endswith(suffixes) for a in found):
         raise LlmkitError(
             f"model folder {folder} holds a {found[0]}, which cannot do {task_name}; "
             f"pass a folder trained with a {task_name} recipe (`{how_to_make_one}`)"

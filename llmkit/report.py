@@ -109,11 +109,11 @@ def headline(run: RunRecord, headline_metric: str) -> tuple[str, Any] | None:
 def render_report(run: RunRecord, task_cls: type[Task], plots: list[Path], skipped: str | None) -> str:
     """report.md: headline, metrics, plots, timing, data, sample predictions, recipe, environment."""
     recipe = run.recipe
-    model = recipe.get("model")
-    model_name = model.get("name") if isinstance(model, dict) else model
     lines = [f"# Run report: {run.name}", ""]
     top = headline(run, headline_metric(run, task_cls))
-    summary = f"Task **{recipe.get('task')}**, model `{model_name}`"
+    summary = f"Task **{recipe.get('task')}**, model `{run.model_name}`"
+    if run.pretraining:
+        summary += " (pre-trained from scratch)"
     if top:
         summary += f"; {top[0]} **{format_value(top[1])}**"
     if run.manifest.get("finished"):
@@ -135,6 +135,8 @@ def render_report(run: RunRecord, task_cls: type[Task], plots: list[Path], skipp
     lines += ["## Timing", ""]
     lines += table(["", ""], timing_rows(run))
     lines.append("")
+
+    lines += pretraining_lines(run)
 
     lines += ["## Data", ""]
     lines += data_lines(run)
@@ -190,6 +192,40 @@ def timing_rows(run: RunRecord) -> list[list[str]]:
         if key in timing:
             rows.append([label, format_seconds(float(timing[key]))])
     return rows
+
+
+def pretraining_lines(run: RunRecord) -> list[str]:
+    """A from-scratch run's model (size, seed) and tokenizer (training time, vocabulary statistics)."""
+    built = run.pretraining
+    if not built:
+        return []
+    lines = ["## Pre-training from scratch", ""]
+    settings = ", ".join(f"{key} {value}" for key, value in built.get("config", {}).items())
+    lines.append(
+        f"- model: `{built['name']}`, {built['model_class']} ({settings}): {built['parameters']:,} "
+        f"parameters, initialised with seed {built['init_seed']}"
+    )
+    tokenizer = built.get("tokenizer") or {}
+    if tokenizer.get("trained"):
+        case = "lower-cased" if tokenizer.get("lowercase") else "cased"
+        lines.append(
+            f"- tokenizer: {tokenizer['type']}, {case}, {tokenizer['vocab_size']:,} tokens "
+            f"({tokenizer['vocab_size_asked']:,} asked), trained on the training split "
+            f"({tokenizer['training_texts']:,} texts, {tokenizer['training_characters']:,} characters) in "
+            f"{tokenizer['training_seconds']:.1f} s"
+        )
+    elif tokenizer:
+        lines.append(
+            f"- tokenizer: that of `{tokenizer.get('from')}` ({tokenizer.get('vocab_size', '?'):,} tokens)"
+        )
+    if tokenizer.get("words_measured"):
+        lines.append(
+            f"- on {tokenizer['words_measured']:,} words of {tokenizer['texts_measured']:,} training texts: "
+            f"{tokenizer['pieces_per_word']:.2f} pieces per word, {tokenizer['whole_word_share']:.1%} of "
+            f"words one piece, {tokenizer['unknown_share']:.2%} unknown pieces; longest tokens: "
+            f"{', '.join(f'`{token}`' for token in tokenizer.get('longest_tokens', []))}"
+        )
+    return [*lines, ""]
 
 
 def data_lines(run: RunRecord) -> list[str]:

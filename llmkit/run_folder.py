@@ -192,6 +192,19 @@ class RunRecord:
     def name(self) -> str:
         return self.output_dir.resolve().name
 
+    @property
+    def pretraining(self) -> dict[str, Any] | None:
+        """How a model pre-trained from scratch was built (``llmkit.scratch``); None for a fine-tuned one."""
+        return self.stats.get("pretraining") or None
+
+    @property
+    def model_name(self) -> str:
+        """The model the run started from: the recipe's model, or the size it pre-trained from scratch."""
+        if self.pretraining:
+            return str(self.pretraining.get("name"))
+        model = self.recipe.get("model")
+        return str(model.get("name") if isinstance(model, dict) else model)
+
 
 def _read_json(path: Path, default: Any) -> Any:
     if not path.exists():

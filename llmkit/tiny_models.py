@@ -7,13 +7,18 @@ mechanics (tokenizer files, configs, safetensors, pipelines) without downloading
 from __future__ import annotations
 
 import csv
-import string
 from collections.abc import Iterator
 from pathlib import Path
 
 from llmkit.paths import SAMPLES_DIR
-
-SPECIAL_BERT_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+from llmkit.tokenizer_training import (
+    BART_SPECIAL_TOKENS,
+    BERT_SPECIAL_TOKENS,
+    GPT2_END_OF_TEXT,
+    GPT2_SPECIAL_TOKENS,
+    T5_SPECIAL_TOKENS,
+    train_tokenizer,
+)
 
 
 def sample_corpus() -> Iterator[str]:
@@ -26,30 +31,7 @@ def sample_corpus() -> Iterator[str]:
 
 def build_wordpiece_tokenizer(vocab_size: int = 2000):
     """A lower-casing BERT-style WordPiece tokenizer trained on the sample corpus."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    backend = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    backend.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_BERT_TOKENS)
-    backend.train_from_iterator(sample_corpus(), trainer=trainer)
-    cls_id, sep_id = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
-    backend.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-        model_max_length=512,
-    )
+    return train_tokenizer(sample_corpus(), "wordpiece", vocab_size, BERT_SPECIAL_TOKENS, lowercase=True)
 
 
 def build_tiny_bert(folder: Path) -> None:
@@ -72,31 +54,9 @@ def build_tiny_bert(folder: Path) -> None:
     tokenizer.save_pretrained(folder)
 
 
-GPT2_END_OF_TEXT = "<|endoftext|>"
-
-
 def build_byte_level_bpe_tokenizer(vocab_size: int = 512):
     """A GPT-2-style byte-level BPE (any text encodes, nothing is unknown) trained on the sample corpus."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=[GPT2_END_OF_TEXT],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    backend.train_from_iterator(sample_corpus(), trainer=trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        bos_token=GPT2_END_OF_TEXT,
-        eos_token=GPT2_END_OF_TEXT,
-        unk_token=GPT2_END_OF_TEXT,
-        model_max_length=256,
-    )
+    return train_tokenizer(sample_corpus(), "bpe", vocab_size, GPT2_SPECIAL_TOKENS, model_max_length=256)
 
 
 def build_tiny_gpt2(folder: Path) -> None:
@@ -123,33 +83,9 @@ def build_tiny_gpt2(folder: Path) -> None:
     tokenizer.save_pretrained(folder)
 
 
-T5_SPECIAL_TOKENS = ["<pad>", "</s>", "<unk>"]  # ids 0, 1, 2 as in T5 (pad doubles as decoder start)
-
-
 def build_unigram_tokenizer(vocab_size: int = 600):
     """A T5-style SentencePiece-like Unigram tokenizer ("▁" word starts) that appends ``</s>``."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    backend = Tokenizer(models.Unigram())
-    backend.normalizer = normalizers.NFKC()
-    backend.pre_tokenizer = pre_tokenizers.Metaspace()
-    backend.decoder = decoders.Metaspace()
-    trainer = trainers.UnigramTrainer(
-        vocab_size=vocab_size,
-        special_tokens=T5_SPECIAL_TOKENS,
-        unk_token="<unk>",
-        initial_alphabet=list(string.printable.strip()),  # punctuation the samples lack (":") stays known
-        show_progress=False,
-    )
-    backend.train_from_iterator(sample_corpus(), trainer=trainer)
-    eos_id = backend.token_to_id("</s>")
-    backend.post_processor = processors.TemplateProcessing(
-        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", eos_id)]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=512
-    )
+    return train_tokenizer(sample_corpus(), "unigram", vocab_size, T5_SPECIAL_TOKENS)
 
 
 def build_tiny_t5(folder: Path) -> None:
@@ -175,39 +111,9 @@ def build_tiny_t5(folder: Path) -> None:
     tokenizer.save_pretrained(folder)
 
 
-BART_SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # ids 0..4 as in BART
-
-
 def build_bart_tokenizer(vocab_size: int = 600):
     """A BART-style byte-level BPE that wraps texts in ``<s> ... </s>``."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=BART_SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    backend.train_from_iterator(sample_corpus(), trainer=trainer)
-    bos_id, eos_id = backend.token_to_id("<s>"), backend.token_to_id("</s>")
-    backend.post_processor = processors.TemplateProcessing(
-        single="<s> $A </s>",
-        pair="<s> $A </s> </s> $B </s>",
-        special_tokens=[("<s>", bos_id), ("</s>", eos_id)],
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-        mask_token="<mask>",
-        model_max_length=512,
-    )
+    return train_tokenizer(sample_corpus(), "bpe", vocab_size, BART_SPECIAL_TOKENS)
 
 
 def build_tiny_bart(folder: Path) -> None:

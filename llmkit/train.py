@@ -48,13 +48,7 @@ from llmkit.distributed import (
 )
 from llmkit.env import library_versions
 from llmkit.errors import LlmkitError
-from llmkit.models import (
-    cache_dir,
-    check_weights,
-    load_model,
-    load_tokenizer,
-    resolve_model,
-)
+from llmkit.models import cache_dir, check_weights, load_model, load_tokenizer
 from llmkit.progress import interactive, log, log_lines_callback, quiet_library_progress, timed_step
 from llmkit.report import data_statistics, sample_predictions, write_report
 from llmkit.run_folder import (
@@ -74,6 +68,7 @@ from llmkit.run_folder import (
     write_manifest,
 )
 from llmkit.sampling import length_grouping_trainer
+from llmkit.scratch import model_folder, scratch_record
 from llmkit.tasks import Task, build_task
 
 #: Recipe keys that do not change what a run computes step by step: a checkpoint may be resumed with
@@ -166,6 +161,7 @@ class PreparedRun:
     fingerprint: dict[str, Any]
     resume_from: Path | None
     data_counts: dict[str, int] = field(default_factory=dict)
+    model_path: Path | None = None
 
 
 def prepare(recipe: Recipe) -> PreparedRun:
@@ -185,7 +181,7 @@ def prepare(recipe: Recipe) -> PreparedRun:
     if "validation" not in splits and args.eval_strategy != "no":  # a dataset without a validation split
         args = training_arguments(recipe, output_dir, has_eval=False, **settings)
     task.check_data(splits)
-    model_path = resolve_model(recipe.model, **recipe.safety_options())
+    model_path = model_folder(recipe, task, splits)  # the recipe's model, or one built from scratch
     task.check_model(model_path)
     load_options = {
         **check_weights(model_path, recipe.model_options["allow_pickle"]),
@@ -243,6 +239,7 @@ def prepare(recipe: Recipe) -> PreparedRun:
         fingerprint=fingerprint,
         resume_from=resume_from,
         data_counts=data_counts,
+        model_path=model_path,
     )
 
 
@@ -316,6 +313,8 @@ def save_run(
         "samples": report_samples(task, model, run.tokenizer, run.splits),
         "timing": {key: round(value, 2) for key, value in timing.items()},
     }
+    if (pretraining := scratch_record(run.model_path)) is not None:  # how a from-scratch model was built
+        stats["pretraining"] = pretraining
     test = run.encoded.get("test")
     if test is not None and not has_targets(task, test):
         write_jsonl(

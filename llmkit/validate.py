@@ -14,7 +14,8 @@ from llmkit.chat_checks import ChatExample, check_chat_examples, packing_fill, s
 from llmkit.config import load_recipe
 from llmkit.data import Split, load_splits
 from llmkit.errors import LlmkitError
-from llmkit.models import check_weights, resolve_model
+from llmkit.models import check_weights
+from llmkit.scratch import model_folder
 from llmkit.tasks import build_task
 
 STATISTICS_ROWS = 5000  # token statistics come from at most this many training rows
@@ -42,7 +43,7 @@ def validate(
     task = build_task(resolved.task, resolved.data, resolved.options)
     splits = load_splits(resolved.data, seed=resolved.training["seed"])
     task.check_data(splits)
-    model_path = resolve_model(resolved.model)
+    model_path = model_folder(resolved, task, splits)  # the recipe's model, or one built from scratch
     task.check_model(model_path)
     check_weights(model_path, resolved.model_options["allow_pickle"])
     tokenizer = load_tokenizer(model_path, trust_remote_code=resolved.model_options["trust_remote_code"])

@@ -358,3 +358,46 @@ def test_smollm2_demo_gives_real_words(run_cli, monkeypatch: pytest.MonkeyPatch,
     words = [c["token"] for c in json.loads(result.stdout)["masks"][0]]
     assert words[0] in {"floor", "mat", "bed", "couch", "ground", "sofa", "rug", "chair"}, words
     assert all(word.isalpha() for word in words)
+
+
+def test_masked_positions_evaluation_equals_the_stock_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Evaluation computes vocabulary logits at the masked positions only: the same loss and accuracy."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForMaskedLM, AutoTokenizer, TrainingArguments
+
+    import llmkit.tasks.fill_mask as fill_mask
+    from llmkit.models import resolve_model
+    from llmkit.predict import task_with_defaults
+
+    folder = resolve_model("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    task = task_with_defaults(fill_mask.FillMaskTask, {"max_length": 32, "mlm_probability": 0.3})
+    encoded = task.encode(Dataset.from_dict({"text": SENTENCES}), tokenizer)
+    torch.manual_seed(0)
+    model = AutoModelForMaskedLM.from_pretrained(folder)
+    args = TrainingArguments(
+        output_dir="/tmp/unused", use_cpu=True, report_to="none", per_device_eval_batch_size=8
+    )
+    trainer = fill_mask.masked_positions_trainer()(
+        model=model,
+        args=args,
+        eval_dataset=encoded,
+        data_collator=task.collator(tokenizer),
+        compute_metrics=task.compute_metrics(),
+        preprocess_logits_for_metrics=task.preprocess_logits_for_metrics(),
+    )
+    torch.manual_seed(1)  # the collator draws the masks from torch's generator: the same masks twice
+    fast = trainer.evaluate()
+    batch = task.collator(tokenizer)([encoded[i] for i in range(8)])
+    _, fast_tokens, labels = trainer.prediction_step(model.eval(), dict(batch), prediction_loss_only=False)
+    monkeypatch.setattr(fill_mask, "mlm_head", lambda model: None)  # the stock path: every position's logits
+    torch.manual_seed(1)
+    stock = trainer.evaluate()
+    _, stock_logits, _ = trainer.prediction_step(model.eval(), dict(batch), prediction_loss_only=False)
+    assert fast["eval_loss"] == pytest.approx(stock["eval_loss"], rel=1e-5)
+    assert fast["eval_masked_accuracy"] == stock["eval_masked_accuracy"]
+    masked = labels != -100
+    assert masked.sum() > 0 and not fast_tokens.is_floating_point()
+    assert fast_tokens[masked].equal(stock_logits.argmax(dim=-1)[masked])
+    assert (fast_tokens[~masked] == -100).all()

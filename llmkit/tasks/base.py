@@ -7,7 +7,9 @@ Everything else (reading data, resolving models, TrainingArguments, saving) is s
 The order in which ``llmkit.train.run`` calls a task's hooks (``llmkit validate``: 1-5 on some train rows):
 
 1. ``check_data(splits)``: every split as read, before anything is written;
-2. ``check_model(model_path)``: the resolved model folder (a task may read the model family here);
+2. ``check_model(model_path)``: the resolved model folder (a task may read the model family here); with
+   ``model.from_scratch`` the folder is built first (``llmkit.scratch``) from ``pretraining_texts(train)``
+   (the tokenizer's training text) and ``scratch_model_class(config)`` (the freshly initialised weights);
 3. ``prepare_tokenizer(tokenizer)``: on every run, since the encodings may come from the cache;
 4. ``encode(dataset, tokenizer)``: once per split, skipped when the tokenization cache has the split
    (the cache key holds ``encoding_state()``, so everything ``encode`` reads must be set by now);
@@ -22,7 +24,7 @@ The order in which ``llmkit.train.run`` calls a task's hooks (``llmkit validate`
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
@@ -71,6 +73,10 @@ class Task:
     #: validated section reaches the task as ``options``. It holds how to train, never how to encode.
     options_section: ClassVar[str | None] = None
     options_defaults: ClassVar[dict[str, Any]] = {}
+
+    #: The language model this task can pre-train from scratch (``llmkit.scratch``): ``encoder`` (masked LM)
+    #: or ``decoder`` (causal LM); None: the task needs a pre-trained model.
+    scratch_style: ClassVar[str | None] = None
 
     def __init__(self, data: dict[str, Any], options: dict[str, Any] | None = None) -> None:
         self.data = data
@@ -121,12 +127,21 @@ class Task:
         """
         return encoded
 
+    def pretraining_texts(self, split: Split) -> Iterable[str]:
+        """The texts a tokenizer trained from scratch learns from (``tokenizer.train``): the text column."""
+        return split.dataset[self.data["text"]]
+
     # -- model ------------------------------------------------------------------------------------
     def check_model(self, model_path: Path) -> None:
         """Refuse, before any data is encoded, a model folder this task cannot use; raise LlmkitError."""
 
     def auto_class(self) -> type:
         raise NotImplementedError
+
+    def scratch_model_class(self, config: Any) -> Any:
+        """The class whose freshly initialised weights a from-scratch run with ``config`` starts from (an Auto
+        class's ``from_config`` or a model class); refuse a config this task cannot train here."""
+        return self.auto_class()
 
     def model_kwargs(self) -> dict[str, Any]:
         """Extra ``from_pretrained`` arguments (e.g. label maps for a classification head)."""

@@ -1,9 +1,11 @@
-"""Fill-mask: masked-LM fine-tuning (domain adaptation) and mask filling.
+"""Fill-mask: masked-LM training (domain adaptation, or pre-training from scratch) and mask filling.
 
-Text comes from a column or a ``.txt`` file (a line per example). Examples are either kept line by line
-(truncated to ``max_length``) or concatenated and cut into blocks of ``max_length`` tokens. Masking is
-dynamic (a new mask every epoch), optionally over whole words. A base model without an MLM head (such as
-the bundled MiniLM) gets a new head whose decoder is tied to the input embeddings.
+Text comes from a column or a ``.txt`` file (a line per row, or a document per row with
+``data.txt_unit: paragraph``). Examples are either kept line by line (each line of a row, truncated to
+``max_length``) or concatenated and cut into blocks of ``max_length`` tokens. Masking is dynamic (a new mask
+every epoch), optionally over whole words. A base model without an MLM head (such as the bundled MiniLM)
+gets a new head whose decoder is tied to the input embeddings. With ``data.next_sentence`` a BERT also
+learns next-sentence prediction on pairs of a document's lines (``llmkit.next_sentence``).
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from llmkit import next_sentence
 from llmkit.adaptation import from_pretrained, inner_model
-from llmkit.data import Split, require_columns, require_text
-from llmkit.errors import LlmkitError
+from llmkit.data import TXT_UNITS, Split, require_columns, require_text
+from llmkit.errors import LlmkitError, did_you_mean
 from llmkit.progress import log, quiet_library_progress
 from llmkit.tasks.base import FAST_LOSS_COMPILE_REFUSAL, Task, argmax_logits
 
@@ -35,11 +38,14 @@ class FillMaskTask(Task):
     prediction_keys = ("masks",)
     headline_metric = "masked_accuracy"
     reports_perplexity = True
+    scratch_style = "encoder"
     data_defaults: ClassVar[dict[str, Any]] = {
         "text": "text",
         "line_by_line": True,  # false: concatenate all text and cut it into max_length blocks
         "mlm_probability": 0.15,
         "whole_word_mask": False,
+        "txt_unit": "line",  # what one row of a .txt file is: line | paragraph (a document) | file
+        "next_sentence": False,  # true: BERT's next-sentence prediction on pairs of a document's lines
     }
     # The collator needs special_tokens_mask (and offset_mapping for whole words); it drops them itself.
     # Lines vary in length (Brown: 2 to 60+ tokens): batches of similar lengths waste little on padding.
@@ -49,6 +55,17 @@ class FillMaskTask(Task):
         "remove_unused_columns": False,
         "train_sampling_strategy": "group_by_length",
     }
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        super().__init__(data)
+        if data["txt_unit"] not in TXT_UNITS:
+            raise LlmkitError(
+                f"data.txt_unit must be one of {', '.join(TXT_UNITS)}, got {data['txt_unit']!r}"
+                f"{did_you_mean(str(data['txt_unit']), TXT_UNITS)}"
+            )
+        if data["next_sentence"]:
+            # the combined loss is no language-model loss: compute_metrics reports the masked-LM perplexity
+            self.reports_perplexity = False
 
     # -- data -------------------------------------------------------------------------------------
     def check_inputs(self, split: Split) -> None:
@@ -60,6 +77,10 @@ class FillMaskTask(Task):
         probability = self.data["mlm_probability"]
         if not 0 < probability < 1:
             raise LlmkitError(f"data.mlm_probability must be in (0, 1), got {probability}")
+        if self.data["next_sentence"]:
+            for role in ("train", "validation"):
+                if role in splits:
+                    next_sentence.check_documents(splits[role], self.data["text"], self.data["txt_unit"])
 
     def encode(self, dataset: Dataset, tokenizer: PreTrainedTokenizerBase) -> Dataset:
         if tokenizer.mask_token is None:
@@ -69,11 +90,16 @@ class FillMaskTask(Task):
             )
         column, max_length = self.data["text"], self.data["max_length"]
         offsets = bool(self.data["whole_word_mask"])
+        if self.data["next_sentence"]:
+            return self._encode_pairs(dataset, tokenizer)
 
         def tokenize(batch: dict[str, list]) -> dict[str, list]:
+            texts = batch[column]
+            if self.data["line_by_line"]:  # a row may hold several lines (a document read by paragraph)
+                texts = [line for text in texts for line in next_sentence.sentences(text)]
             return dict(
                 tokenizer(
-                    batch[column],
+                    texts,
                     truncation=self.data["line_by_line"],
                     max_length=max_length if self.data["line_by_line"] else None,
                     return_special_tokens_mask=True,
@@ -97,6 +123,22 @@ class FillMaskTask(Task):
 
         return encoded.map(cut_into_blocks, batched=True, batch_size=1000, keep_in_memory=True)
 
+    def _encode_pairs(self, dataset: Dataset, tokenizer: PreTrainedTokenizerBase) -> Dataset:
+        """Sentence pairs of each document ([CLS] A [SEP] B [SEP], segments 0 and 1) and their NSP labels."""
+        from datasets import Dataset
+
+        pairs = next_sentence.sentence_pairs(dataset[self.data["text"]])
+        encoded = tokenizer(
+            pairs["first"],
+            pairs["second"],
+            truncation="longest_first",
+            max_length=self.data["max_length"],
+            return_special_tokens_mask=True,
+            return_offsets_mapping=bool(self.data["whole_word_mask"]),
+            return_token_type_ids=True,
+        )
+        return Dataset.from_dict({**encoded, next_sentence.LABEL: pairs[next_sentence.LABEL]})
+
     def collator(self, tokenizer: PreTrainedTokenizerBase):
         from transformers import DataCollatorForLanguageModeling
 
@@ -112,15 +154,25 @@ class FillMaskTask(Task):
         return OffsetPaddingCollator(collate, tokenizer.padding_side) if whole_words else collate
 
     # -- model ------------------------------------------------------------------------------------
-    def auto_class(self) -> type:
-        from transformers import AutoModelForMaskedLM
+    def check_model(self, model_path: Path) -> None:
+        if self.data["next_sentence"]:
+            check_next_sentence_family(model_type_of(model_path), str(model_path))
 
-        return AutoModelForMaskedLM
+    def auto_class(self) -> type:
+        from transformers import AutoModelForMaskedLM, BertForPreTraining
+
+        return BertForPreTraining if self.data["next_sentence"] else AutoModelForMaskedLM
+
+    def scratch_model_class(self, config: Any) -> type:
+        if self.data["next_sentence"]:
+            check_next_sentence_family(config.model_type, "model.from_scratch")
+        return self.auto_class()
 
     def load_model(self, path: Path, **load_options: Any) -> PreTrainedModel:
-        """Load with an MLM head; a checkpoint without one gets a new head, announced once."""
+        """Load with an MLM head (and an NSP head for next_sentence); new heads are announced once."""
         model, info = from_pretrained(self.auto_class(), path, output_loading_info=True, **load_options)
-        if info["missing_keys"]:
+        missing = info["missing_keys"]
+        if missing and any(not key.startswith(NEXT_SENTENCE_HEAD) for key in missing):
             model.tie_weights()
             tied = model.get_output_embeddings().weight is model.get_input_embeddings().weight
             log(
@@ -128,6 +180,8 @@ class FillMaskTask(Task):
                 f"{' (decoder tied to the input embeddings)' if tied else ''}. Its guesses are noise until "
                 f"a fill-mask recipe trains it."
             )
+        if any(key.startswith(NEXT_SENTENCE_HEAD) for key in missing):
+            log(f"warning: {path} has no next-sentence head; a new one was initialised (data.next_sentence)")
         return model
 
     def adapter_modules_to_save(self, model: PreTrainedModel) -> list[str]:
@@ -154,6 +208,10 @@ class FillMaskTask(Task):
         from llmkit.metrics import load_metrics
 
         accuracy = load_metrics("accuracy")
+        if self.data["next_sentence"]:
+            return lambda prediction: next_sentence.pretraining_metrics(
+                prediction.predictions, prediction.label_ids
+            )
 
         def compute(eval_prediction) -> dict[str, float]:
             predictions, labels = eval_prediction.predictions, eval_prediction.label_ids
@@ -164,7 +222,16 @@ class FillMaskTask(Task):
         return compute
 
     def preprocess_logits_for_metrics(self):
-        return argmax_logits
+        return next_sentence.pretraining_logits if self.data["next_sentence"] else predicted_tokens
+
+    def describe_example(self, batch: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> list[str]:
+        lines = super().describe_example(batch, tokenizer)
+        if next_sentence.LABEL in batch:
+            random = int(batch[next_sentence.LABEL][0]) == next_sentence.IS_RANDOM
+            lines.append(
+                f"next sentence: {'random (from another document)' if random else 'continues the first'}"
+            )
+        return lines
 
     # -- inference ----------------------------------------------------------------------------------
     def predict(
@@ -190,6 +257,30 @@ class FillMaskTask(Task):
             }
             for (text, word), masks in zip(posed, answers, strict=True)
         ]
+
+
+#: The weights of BERT's next-sentence head (``BertForPreTraining``; new on a checkpoint without one).
+NEXT_SENTENCE_HEAD = ("cls.seq_relationship", "bert.pooler")
+
+
+def model_type_of(model_path: Path) -> str | None:
+    """The ``model_type`` in a folder's config.json (an adapter folder's base decides; None then)."""
+    import json
+
+    try:
+        return json.loads((model_path / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError):
+        return None
+
+
+def check_next_sentence_family(model_type: str | None, where: str) -> None:
+    """Next-sentence prediction is BERT's objective (``BertForPreTraining``); other families have no head."""
+    if model_type is not None and model_type != "bert":
+        raise LlmkitError(
+            f"{where}: data.next_sentence trains BERT's next-sentence head (BertForPreTraining), and this "
+            f"model is a {model_type}; use a BERT model (model.from_scratch: bert-mini) or "
+            f"data.next_sentence=false"
+        )
 
 
 def mask_longest_word(text: str, mask_token: str, max_words: int = 40) -> tuple[str, str]:
@@ -267,7 +358,9 @@ def fill_masks(
         batch = normalised[start : start + PREDICT_BATCH_SIZE]
         encoded = tokenizer(batch, padding=True, truncation=True, return_tensors="pt").to(model.device)
         with torch.no_grad():
-            logits = model(**encoded).logits
+            outputs = model(**encoded)
+        # a masked LM's logits; BertForPreTraining (trained with next_sentence) calls them prediction_logits
+        logits = outputs.logits if hasattr(outputs, "logits") else outputs.prediction_logits
         for row, input_ids in enumerate(encoded["input_ids"]):
             positions = (input_ids == tokenizer.mask_token_id).nonzero().flatten().tolist()
             if not positions:
@@ -322,12 +415,23 @@ def mlm_head(model: Any) -> Any | None:
     return heads[0] if len(heads) == 1 else None
 
 
+def predicted_tokens(logits: Any, labels: Any) -> Any:
+    """``preprocess_logits_for_metrics``: token ids, from logits (the stock evaluation) or as they come (the
+    masked-positions evaluation has picked them already, -100 where nothing is masked)."""
+    first = logits[0] if isinstance(logits, tuple) else logits
+    return first if not first.is_floating_point() else argmax_logits(logits, labels)
+
+
 def masked_positions_trainer() -> type:
-    """A Trainer whose training loss computes vocabulary logits only at the masked positions.
+    """A Trainer whose training loss and evaluation compute vocabulary logits only at the masked positions.
 
     The MLM head of a small encoder costs about as much as the encoder itself (MiniLM: 384 x 30,522 per
-    token), yet only ~15 % of the positions carry a label. Evaluation and prediction keep the stock path.
+    token; a from-scratch bert-mini 256 x 16,000), yet only ~15 % of the positions carry a label. The loss is
+    the stock one; evaluation returns the predicted token at each masked position (-100 elsewhere) instead
+    of every position's logits (so does ``Trainer.predict`` on labelled rows). Next-sentence runs keep the
+    stock path.
     """
+    import torch
     import torch.nn.functional as F
     from transformers import Trainer
 
@@ -339,6 +443,8 @@ def masked_positions_trainer() -> type:
             head = None if shards_parameters(self) else mlm_head(inner)
             if return_outputs or not model.training or head is None:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            if next_sentence.LABEL in inputs:  # BertForPreTraining: masked LM + next-sentence prediction
+                return next_sentence.pretraining_loss(inner, inputs, num_items_in_batch)
             labels = inputs["labels"]
             hidden = inner.base_model(**{k: v for k, v in inputs.items() if k != "labels"})[0]
             selected = labels != -100
@@ -346,6 +452,24 @@ def masked_positions_trainer() -> type:
             loss = F.cross_entropy(logits.float(), labels[selected], reduction="sum")
             count = num_items_in_batch if num_items_in_batch is not None else selected.sum().clamp(min=1)
             return loss / count
+
+        def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+            inner = inner_model(model)
+            head = None if shards_parameters(self) else mlm_head(inner)
+            if head is None or "labels" not in inputs or next_sentence.LABEL in inputs:
+                return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+            inputs = self._prepare_inputs(inputs)
+            labels = inputs["labels"]
+            with torch.no_grad(), self.compute_loss_context_manager():
+                hidden = inner.base_model(**{k: v for k, v in inputs.items() if k != "labels"})[0]
+                selected = labels != -100
+                logits = head(hidden[selected]).float()
+                loss = F.cross_entropy(logits, labels[selected])  # the mean over masked tokens, as stock
+            if prediction_loss_only:
+                return loss.detach(), None, None
+            predicted = torch.full_like(labels, -100)
+            predicted[selected] = logits.argmax(dim=-1)
+            return loss.detach(), predicted, labels
 
     return MaskedPositionsTrainer
 

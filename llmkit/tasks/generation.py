@@ -60,6 +60,7 @@ class GenerationTask(Task):
     pipeline_task = "text-generation"
     prediction_keys = ("generated",)
     headline_metric = "perplexity"
+    scratch_style = "decoder"
     data_defaults: ClassVar[dict[str, Any]] = {
         "format": "auto",
         "text": "text",
@@ -137,6 +138,15 @@ class GenerationTask(Task):
                 if self.data["skip_empty_outputs"]:
                     self._skip_empty_outputs(split)
                 self._check_messages(split, need_reply=True)
+
+    def pretraining_texts(self, split: Split) -> list[str]:
+        """A model pre-trained from scratch learns plain text; its tokenizer trains on the documents."""
+        if self.format != "text":
+            raise LlmkitError(
+                f"{split.origin}: model.from_scratch pre-trains on plain text, and this is {self.format} "
+                f"data; pre-train on text (data.format=text), then fine-tune that folder on instructions"
+            )
+        return split.dataset[self.data["text"]]
 
     def _skip_empty_outputs(self, split: Split) -> None:
         """Leave out rows with nothing to learn (real Alpaca has a few empty outputs) and say how many."""
@@ -306,6 +316,11 @@ class GenerationTask(Task):
     # -- model ------------------------------------------------------------------------------------
     def check_model(self, model_path: Path) -> None:
         check_causal_lm_length(model_path, self.data["max_length"])
+
+    def auto_class(self) -> type:
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM
 
     def load_model(self, path: Path, **load_options: Any) -> PreTrainedModel:
         self.check_model(path)
