@@ -305,6 +305,12 @@ def main() -> None:
         "--output-dir", default="runs/bench-fill-mask", help="where training writes the model"
     )
     parser.add_argument("--size", type=int, default=500, help="cloze sentences (at most)")
+    parser.add_argument(
+        "--cloze-tokenizer",
+        default="minilm-l6",
+        help="model whose tokenizer picks the one-token cloze targets (a folder with MiniLM's tokenizer "
+        "files gives the same set without its weights)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--causal", default="smollm2-135m", help="causal LM for the zero-shot row ('' skips it)"
@@ -349,8 +355,7 @@ def main() -> None:
     documents = brown_documents(BROWN)
     held_out = [s for i, doc in enumerate(documents) if i % 10 == 9 for s in doc]
     train = [s for i, doc in enumerate(documents) if i % 10 != 9 for s in doc]
-    minilm = resolve_model("minilm-l6")
-    tokenizer = AutoTokenizer.from_pretrained(minilm)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(args.cloze_tokenizer))
     items = build_cloze(held_out, train, tokenizer, args.size, args.seed)
     if len(items) < 300:
         sys.exit(f"only {len(items)} cloze sentences; expected at least 300")
@@ -388,7 +393,7 @@ def main() -> None:
             adapted = result.output_dir
         task = task_with_defaults(FillMaskTask)
         torch.manual_seed(args.seed)
-        fresh = load_model(task, minilm)
+        fresh = load_model(task, resolve_model("minilm-l6"))
         report["cloze_sentences"] = len(items)
         report["examples"] = items[:5]
         report["minilm_fresh_head"] = hit_rates(fresh, tokenizer, items)
