@@ -95,9 +95,45 @@ class Split:
 
     def keep_rows(self, indices: Any) -> None:
         """Keep only the rows at ``indices`` (in that order), remembering where each came from."""
+        import numpy as np
+
+        picked = indices if isinstance(indices, range) else None  # a range stays a slice, with no mapping
         indices = list(indices)
         self.file_rows = [self.file_rows[i] for i in indices] if self.file_rows is not None else indices
-        self.dataset = self.dataset.select(indices)
+        # an array, not a list: datasets fingerprints the argument, and pickling a million ints takes seconds
+        self.dataset = self.dataset.select(picked or np.asarray(indices, dtype=np.int64))
+
+
+def column_values(dataset: Dataset, column: str) -> list[Any]:
+    """A column's values as a list, read in one go.
+
+    Iterating ``dataset[column]`` fetches and formats one row at a time, and slicing a split that picks
+    its rows (carving, subsets) gathers them one by one too: checks of a million-row CSV took minutes that
+    way. An Arrow ``take`` of the picked rows reads the column at once.
+    """
+    values = _arrow_column(dataset, column)
+    return dataset[column][:] if values is None else values.to_pylist()
+
+
+def column_lengths(dataset: Dataset, column: str) -> list[int]:
+    """The length of each list in a column (e.g. tokens per encoded example), without building the lists."""
+    import pyarrow.compute as pc
+
+    values = _arrow_column(dataset, column)
+    if values is None:
+        return [len(value) for value in column_values(dataset, column)]
+    return pc.list_value_length(values).to_pylist()
+
+
+def _arrow_column(dataset: Dataset, column: str) -> Any:
+    """The column's Arrow values in the dataset's row order; None when its rows need formatting."""
+    from datasets.features.features import require_decoding
+
+    if dataset.format["type"] is not None or require_decoding(dataset.features[column]):
+        return None
+    values = dataset.data.column(column)
+    indices = getattr(dataset, "_indices", None)  # the rows a select() picked (datasets keeps no public name)
+    return values if indices is None else values.take(indices.column(0))
 
 
 def resolve_data_path(value: str, key: str) -> Path:
@@ -286,22 +322,22 @@ def _records_to_dataset(
     from datasets import Dataset
 
     columns = list(dict.fromkeys(name for record in records for name in record))
-    rows = [{name: record.get(name) for name in columns} for record in records]
+    values = {name: [record.get(name) for record in records] for name in columns}
     try:
-        return Dataset.from_list(rows)
+        return Dataset.from_dict(values)
     except Exception as exc:
-        for column in columns:
-            kinds = sorted({type(r[column]).__name__ for r in rows if r[column] is not None})
+        for column, cells in values.items():
+            kinds = sorted({type(cell).__name__ for cell in cells if cell is not None})
             if len(kinds) > 1:
-                first = next(type(r[column]) for r in rows if r[column] is not None)
+                first = next(type(cell) for cell in cells if cell is not None)
                 index = next(
-                    i for i, r in enumerate(rows) if r[column] is not None and type(r[column]) is not first
+                    i for i, cell in enumerate(cells) if cell is not None and type(cell) is not first
                 )
                 where = f"line {lines[index]}" if lines else f"row {index + 1}"
-                shown = shown_value(rows[index][column])
                 raise LlmkitError(
                     f"{key}: {path} column '{column}' mixes types ({', '.join(kinds)}): {where} holds "
-                    f"{shown} where the rows before hold a {first.__name__}; make each column one type"
+                    f"{shown_value(cells[index])} where the rows before hold a {first.__name__}; make each "
+                    f"column one type"
                 ) from None
         first_line = str(exc).strip().splitlines()[0]
         raise LlmkitError(f"{key}: cannot read {path} as a table ({first_line}); check the file") from None
@@ -409,7 +445,7 @@ def numbers_from_text(split: Split, column: str) -> None:
     else floats if every cell is a number; otherwise (or for typed formats) it stays as it is."""
     if split.path.suffix.lower() not in (".csv", ".tsv") or column not in split.dataset.column_names:
         return
-    values = split.dataset[column]
+    values = column_values(split.dataset, column)
     if not all(isinstance(value, str) for value in values):
         return
     for kind in (int, float):
@@ -421,7 +457,8 @@ def numbers_from_text(split: Split, column: str) -> None:
 
         # A CSV split holds flat text columns only: rebuilding it loses nothing (and shows no progress bar).
         columns = {
-            name: typed if name == column else split.dataset[name] for name in split.dataset.column_names
+            name: typed if name == column else column_values(split.dataset, name)
+            for name in split.dataset.column_names
         }
         split.dataset = Dataset.from_dict(columns)
         return
@@ -526,9 +563,9 @@ def load_splits(data: dict[str, Any], seed: int) -> dict[str, Split]:
             lines=train.lines,
             hub=train.hub,
         )
-        validation.keep_rows(parts["test"]["row"])
+        validation.keep_rows(column_values(parts["test"], "row"))
         splits["validation"] = validation
-        train.keep_rows(parts["train"]["row"])
+        train.keep_rows(column_values(parts["train"], "row"))
     # Each limit cuts its own split: the test split stays whole unless data.max_test_samples says so.
     for role, limit_key in SAMPLE_LIMITS.items():
         limit = data.get(limit_key)
@@ -586,7 +623,7 @@ def require_text(
 ) -> None:
     """Every value of a text column must be a non-empty string; ``also`` adds another way out, ``lists``
     says what to do with a list of strings."""
-    for index, value in enumerate(split.dataset[column]):
+    for index, value in enumerate(column_values(split.dataset, column)):
         if isinstance(value, list) and value and all(isinstance(part, str) for part in value):
             raise LlmkitError(
                 f"{split.origin} {split.where(index)}: column '{column}' (data.{recipe_key}) is a list of "
@@ -609,7 +646,7 @@ def join_lists(split: Split, column: str, separator: str | None) -> None:
         raise LlmkitError(
             f"data.join_lists must be a string to join list items with, e.g. ' '; got {separator!r}"
         )
-    values = split.dataset[column]
+    values = column_values(split.dataset, column)
     if not any(isinstance(value, list) for value in values):
         return
     joined = [
@@ -622,7 +659,7 @@ def join_lists(split: Split, column: str, separator: str | None) -> None:
 def explode(split: Split, column: str, recipe_key: str) -> None:
     """``data.explode``: a row whose ``column`` holds a list becomes one row per item (e.g. one training
     example per reference summary); messages still name the row's line in the file."""
-    values = split.dataset[column]
+    values = column_values(split.dataset, column)
     if not any(isinstance(value, list) for value in values):
         return
     rows, items = [], []

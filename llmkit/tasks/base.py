@@ -174,7 +174,9 @@ class Task:
 
     def example_lengths(self, encoded: Dataset) -> list[int]:
         """Tokens per encoded example, for `llmkit validate`'s statistics."""
-        return [len(ids) for ids in encoded["input_ids"]]
+        from llmkit.data import column_lengths
+
+        return column_lengths(encoded, "input_ids")
 
     def chat_examples(self, rows: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase) -> list[Any]:
         """Rows rendered through a chat template as trained (``llmkit.chat_checks.ChatExample``), for the
