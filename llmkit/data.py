@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +42,12 @@ CONLL_DOCSTART = "-DOCSTART-"
 PARAGRAPH_BREAK = re.compile(r"\n(?:[ \t]*\n)+")  # a blank line (or several) between paragraphs
 ENCODING = "utf-8-sig"  # UTF-8, with or without the byte-order mark Excel's "CSV UTF-8" writes
 MAX_FIELD_CHARS = 2**31 - 1  # csv's default limit (131,072 characters) refuses long documents
+#: The files data.streaming reads lazily (the others are read whole, or hold one example per file).
+STREAM_SUFFIXES = (".txt", ".jsonl", ".csv", ".tsv")
+#: Rows of a stream read, checked and encoded together; the first chunk is checked before training.
+STREAM_CHUNK_ROWS = 1000
+#: Validation rows held out from the head of a stream when there is no data.validation file.
+STREAM_EVAL_ROWS = 1000
 
 
 @dataclass(frozen=True)
@@ -68,11 +76,19 @@ class Split:
     lines: list[int] | None = None
     #: The dataset split the rows came from (data.dataset); None for files. ``path`` is then a cache file.
     hub: HubSource | None = None
+    #: data.streaming: the file read lazily as training goes; ``dataset`` then holds its first rows only
+    #: (checked before training, shown by `llmkit validate`, used for the report's samples).
+    stream: TextStream | None = None
 
     @property
     def location(self) -> str:
         """The file, or the dataset and split, that holds the rows."""
         return self.hub.describe() if self.hub else str(self.path)
+
+    @property
+    def size(self) -> int | str:
+        """Rows, for logs and reports: a count, or ``"streamed"`` for a stream (its length is unknown)."""
+        return "streamed" if self.stream is not None else len(self.dataset)
 
     @property
     def origin(self) -> str:
@@ -102,6 +118,127 @@ class Split:
         self.file_rows = [self.file_rows[i] for i in indices] if self.file_rows is not None else indices
         # an array, not a list: datasets fingerprints the argument, and pickling a million ints takes seconds
         self.dataset = self.dataset.select(picked or np.asarray(indices, dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class TextStream:
+    """A data file read lazily, one row at a time (``data.streaming``): a corpus bigger than memory.
+
+    Rows are the rows :func:`read_split` would read (a .txt line or paragraph, a JSON line, a CSV/TSV
+    row), each with the line it starts on. ``skip`` rows at the head are held out (the validation split);
+    ``limit`` caps the rows after them (``data.max_train_samples``).
+    """
+
+    path: Path
+    key: str
+    txt_unit: str = "line"
+    columns: tuple[str, ...] | None = None
+    skip: int = 0
+    limit: int | None = None
+
+    def records(self) -> Iterator[tuple[dict[str, Any], int]]:
+        """The rows after ``skip`` (at most ``limit``), from the file's start, each with its line."""
+        stop = None if self.limit is None else self.skip + self.limit
+        return islice(self._all_records(), self.skip, stop)
+
+    def _all_records(self) -> Iterator[tuple[dict[str, Any], int]]:
+        suffix = self.path.suffix.lower()
+        newline = "" if suffix in (".csv", ".tsv") else None  # csv reads quoted line breaks itself
+        try:
+            with self.path.open(encoding=ENCODING, newline=newline) as handle:
+                if suffix == ".jsonl":
+                    yield from _json_line_records(handle, self.path, self.key)
+                elif suffix in (".csv", ".tsv"):
+                    delimiter = "\t" if suffix == ".tsv" else ","
+                    columns = list(self.columns) if self.columns is not None else None
+                    yield from _delimited_records(handle, self.path, self.key, delimiter, columns)
+                else:
+                    yield from _text_unit_records(handle, self.txt_unit)
+        except UnicodeDecodeError:
+            raise LlmkitError(
+                f"{self.key}: {self.path} is not valid UTF-8; re-save the file as UTF-8"
+            ) from None
+        except OSError as exc:
+            raise LlmkitError(f"{self.key}: cannot read {self.path} ({exc.strerror or exc})") from None
+
+    def chunks(self, size: int = STREAM_CHUNK_ROWS, role: str = "train") -> Iterator[Split]:
+        """The rows as in-memory splits of ``size`` rows, checked and encoded as a file's rows are."""
+        rows = self.records()
+        while block := list(islice(rows, size)):
+            records, lines = [record for record, _ in block], [line for _, line in block]
+            dataset = _records_to_dataset(records, self.path, self.key, lines)
+            yield Split(role, dataset, self.path, key=self.key, lines=lines)
+
+    def head(self, rows: int, role: str = "train") -> Split | None:
+        """The first ``rows`` rows as a split (None when the stream has none)."""
+        return next(self.chunks(rows, role), None)
+
+    def texts(self, column: str = "text") -> Iterator[str]:
+        """Every text of ``column``, read lazily (rows without text in it are passed over)."""
+        for record, _ in self.records():
+            value = record.get(column)
+            if isinstance(value, str) and value.strip():
+                yield value
+
+    def signature(self) -> str:
+        """What identifies the corpus for a resumed run: the file's size and time (hashing gigabytes
+        would take minutes), with the rows held out and the cap."""
+        stat = self.path.stat()
+        return f"{stat.st_size} bytes, mtime {stat.st_mtime_ns}, skip {self.skip}, limit {self.limit}"
+
+
+def _text_unit_records(handle: Any, unit: str) -> Iterator[tuple[dict[str, str], int]]:
+    """A .txt file's examples one at a time (``line`` or ``paragraph``), as :func:`text_units` splits the
+    whole text."""
+    if unit == "line":
+        number = 0
+        for line in handle:
+            for part in line.splitlines():  # as str.splitlines splits the whole text (form feeds too)
+                number += 1
+                if part.strip():
+                    yield {"text": part}, number
+        return
+    block: list[str] = []
+    start = 0
+    for number, line in enumerate(handle, start=1):
+        if line.strip(" \t\n"):
+            start = start if block else number
+            block.append(line)
+            continue
+        if block and (text := "".join(block).strip("\n")).strip():
+            yield {"text": text}, start
+        block = []
+    if block and (text := "".join(block).strip("\n")).strip():
+        yield {"text": text}, start
+
+
+def stream_texts(split: Split, column: str = "text") -> Iterator[str]:
+    """The texts of a split's column: read lazily from a stream, else from the rows in memory.
+
+    For tokenizer training on a corpus bigger than memory (``train_new_from_iterator`` takes an
+    iterator); :func:`sample_texts` keeps a sample of it.
+    """
+    if split.stream is not None:
+        yield from split.stream.texts(column)
+        return
+    for value in column_values(split.dataset, column):
+        if isinstance(value, str) and value.strip():
+            yield value
+
+
+def sample_texts(texts: Iterable[str], size: int, seed: int | None = None) -> list[str]:
+    """``size`` texts: the first ones (``seed`` None), or a uniform sample of all of them (reservoir
+    sampling with ``seed``, which reads every text once and keeps only ``size`` in memory)."""
+    if seed is None:
+        return list(islice(texts, size))
+    generator = random.Random(seed)
+    kept: list[str] = []
+    for seen, text in enumerate(texts):
+        if seen < size:
+            kept.append(text)
+        elif (slot := generator.randrange(seen + 1)) < size:
+            kept[slot] = text
+    return kept
 
 
 def column_values(dataset: Dataset, column: str) -> list[Any]:
@@ -357,25 +494,32 @@ def _read_delimited(
 
     With ``columns`` a first row that repeats those names is a header after all, and is skipped.
     """
-    csv.field_size_limit(max(csv.field_size_limit(), MAX_FIELD_CHARS))  # long documents are fine
     with path.open(encoding=ENCODING, newline="") as handle:
-        rows = _rows_with_lines(csv.reader(handle, delimiter=delimiter))
-        if columns is None:
-            header, where = _header(next(rows, (None, 0))[0], path, key), "the header has"
-        else:
-            header, where = _check_column_names(columns), "data.columns names"
-        records, lines = [], []
-        for row, start in rows:
-            if columns is not None and not records and [cell.strip() for cell in row] == header:
-                continue
-            if len(row) != len(header):
-                raise LlmkitError(
-                    f"{key}: {path} line {start}: {len(row)} fields where {where} "
-                    f"{len(header)}; quote fields that contain '{delimiter}' or fix the row"
-                )
-            records.append(dict(zip(header, row, strict=True)))
-            lines.append(start)
-    return records, lines
+        rows = list(_delimited_records(handle, path, key, delimiter, columns))
+    return [record for record, _ in rows], [line for _, line in rows]
+
+
+def _delimited_records(
+    handle: Any, path: Path, key: str, delimiter: str, columns: list[str] | None = None
+) -> Iterator[tuple[dict[str, str], int]]:
+    """:func:`_read_delimited`'s rows one at a time, each with the line it starts on."""
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_FIELD_CHARS))  # long documents are fine
+    rows = _rows_with_lines(csv.reader(handle, delimiter=delimiter))
+    if columns is None:
+        header, where = _header(next(rows, (None, 0))[0], path, key), "the header has"
+    else:
+        header, where = _check_column_names(columns), "data.columns names"
+    yielded = False
+    for row, start in rows:
+        if columns is not None and not yielded and [cell.strip() for cell in row] == header:
+            continue
+        if len(row) != len(header):
+            raise LlmkitError(
+                f"{key}: {path} line {start}: {len(row)} fields where {where} "
+                f"{len(header)}; quote fields that contain '{delimiter}' or fix the row"
+            )
+        yield dict(zip(header, row, strict=True)), start
+        yielded = True
 
 
 def _rows_with_lines(reader: Any) -> Iterator[tuple[list[str], int]]:
@@ -465,22 +609,25 @@ def numbers_from_text(split: Split, column: str) -> None:
 
 
 def _read_json_lines(path: Path, key: str) -> tuple[list[dict[str, Any]], list[int]]:
-    records, lines = [], []
     with path.open(encoding=ENCODING) as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise LlmkitError(
-                    f"{key}: {path} line {number}: invalid JSON ({exc.msg}); fix or remove the line"
-                ) from None
-            if not isinstance(record, dict):
-                raise LlmkitError(f"{key}: {path} line {number}: expected a JSON object per line")
-            records.append(record)
-            lines.append(number)
-    return records, lines
+        rows = list(_json_line_records(handle, path, key))
+    return [record for record, _ in rows], [line for _, line in rows]
+
+
+def _json_line_records(handle: Any, path: Path, key: str) -> Iterator[tuple[dict[str, Any], int]]:
+    """A JSON lines file's objects one at a time, each with its line (blank lines are skipped)."""
+    for number, line in enumerate(handle, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise LlmkitError(
+                f"{key}: {path} line {number}: invalid JSON ({exc.msg}); fix or remove the line"
+            ) from None
+        if not isinstance(record, dict):
+            raise LlmkitError(f"{key}: {path} line {number}: expected a JSON object per line")
+        yield record, number
 
 
 def _read_json(path: Path, key: str) -> tuple[list[dict[str, Any]], list[int] | None]:
@@ -531,16 +678,14 @@ def _read_saved_dataset(path: Path, key: str) -> Dataset:
 
 
 def load_splits(data: dict[str, Any], seed: int) -> dict[str, Split]:
-    """Read train/validation/test; carve a seeded validation split from train when none is given."""
-    splits: dict[str, Split] = {}
-    for role in SPLIT_ROLES:
-        value = data.get(role)
-        if value:
-            key = f"data.{role}"
-            path = resolve_data_path(value, key)
-            splits[role] = read_split(
-                role, path, key, data.get("txt_unit", "line"), conll_format(data), data.get("columns")
-            )
+    """Read train/validation/test; carve a seeded validation split from train when none is given.
+
+    With ``data.streaming`` the training file is opened as a stream instead (:func:`load_stream_splits`).
+    """
+    limits = sample_limits(data)
+    if data.get("streaming"):
+        return load_stream_splits(data, limits)
+    splits = read_files(data, SPLIT_ROLES)
     if data.get("dataset") and "train" not in splits:  # a file for data.train means files only
         splits = read_dataset_roles(data, splits)
     train = splits["train"]
@@ -566,14 +711,104 @@ def load_splits(data: dict[str, Any], seed: int) -> dict[str, Split]:
         validation.keep_rows(column_values(parts["test"], "row"))
         splits["validation"] = validation
         train.keep_rows(column_values(parts["train"], "row"))
-    # Each limit cuts its own split: the test split stays whole unless data.max_test_samples says so.
+    return keep_first_rows(splits, limits)
+
+
+def read_files(data: dict[str, Any], roles: tuple[str, ...]) -> dict[str, Split]:
+    """The splits of ``roles`` that the recipe names a file for."""
+    splits: dict[str, Split] = {}
+    for role in roles:
+        value = data.get(role)
+        if value:
+            key = f"data.{role}"
+            path = resolve_data_path(value, key)
+            splits[role] = read_split(
+                role, path, key, data.get("txt_unit", "line"), conll_format(data), data.get("columns")
+            )
+    return splits
+
+
+def sample_limits(data: dict[str, Any]) -> dict[str, int]:
+    """The row limit of each role that has one (data.max_train_samples, ...), checked."""
+    limits = {}
     for role, limit_key in SAMPLE_LIMITS.items():
         limit = data.get(limit_key)
         if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
             raise LlmkitError(f"data.{limit_key} must be a positive number of rows or null, got {limit!r}")
-        if limit and role in splits:
+        if limit:
+            limits[role] = limit
+    return limits
+
+
+def keep_first_rows(splits: dict[str, Split], limits: dict[str, int]) -> dict[str, Split]:
+    """Each limit cuts its own split: the test split stays whole unless data.max_test_samples says so."""
+    for role, limit in limits.items():
+        if role in splits and splits[role].stream is None:
             splits[role].keep_rows(range(min(limit, len(splits[role].dataset))))
     return splits
+
+
+def load_stream_splits(data: dict[str, Any], limits: dict[str, int]) -> dict[str, Split]:
+    """``data.streaming``: data.train is read lazily as training goes, validation and test files whole.
+
+    Without a data.validation file, validation is the head of the stream: its first
+    ``data.max_eval_samples`` rows (default :data:`STREAM_EVAL_ROWS`), which training then skips
+    (a stream has no length to carve a share of). The train split holds the first
+    :data:`STREAM_CHUNK_ROWS` rows after them, for the checks before training; its ``stream`` has the rest.
+    """
+    stream = open_stream(data)
+    splits = read_files(data, ("validation", "test"))
+    if "validation" not in splits and data["validation_split"] > 0:
+        held_out = limits.get("validation", STREAM_EVAL_ROWS)
+        validation = stream.head(held_out, "validation")
+        if validation is None:
+            raise LlmkitError(f"{stream.key} {stream.path} has no rows; give a file with examples")
+        validation.carved = True
+        splits["validation"] = validation
+        stream = replace(stream, skip=held_out)
+    stream = replace(stream, limit=limits.get("train"))
+    train = stream.head(STREAM_CHUNK_ROWS)
+    if train is None:
+        raise LlmkitError(
+            f"{stream.key} {stream.path} has no rows left for training after the {stream.skip} held out for "
+            f"validation; give a longer file, a data.validation file, or a smaller data.max_eval_samples"
+        )
+    train.stream = stream
+    return keep_first_rows({"train": train, **splits}, limits)
+
+
+def open_stream(data: dict[str, Any]) -> TextStream:
+    """data.train as a :class:`TextStream`: a file of a streamable kind (checked before any row is read)."""
+    key = "data.train"
+    if not data.get("train"):
+        raise LlmkitError(
+            f"data.streaming reads the data.train file lazily; give data.train (one of "
+            f"{', '.join(STREAM_SUFFIXES)}), or set data.streaming=false to read data.dataset"
+        )
+    path = resolve_data_path(data["train"], key)
+    if not path.exists():
+        raise LlmkitError(f"{key}: file {path} does not exist; check the path (relative to {Path.cwd()})")
+    suffix = path.suffix.lower()
+    if path.is_dir() or suffix not in STREAM_SUFFIXES:
+        raise LlmkitError(
+            f"{key}: {path} cannot be streamed (data.streaming reads {', '.join(STREAM_SUFFIXES)} files); "
+            f"convert it to JSON lines, or set data.streaming=false to read it whole"
+        )
+    columns = data.get("columns")
+    if columns is not None and suffix not in (".csv", ".tsv"):
+        raise LlmkitError(
+            f"{key}: data.columns names the columns of a headerless CSV/TSV, but {path} is a {suffix} file "
+            f"whose columns have names; remove data.columns"
+        )
+    unit = data.get("txt_unit", "line")
+    if suffix == ".txt" and unit not in ("line", "paragraph"):
+        raise LlmkitError(
+            f"{key}: data.txt_unit={unit!r} cannot be streamed (it reads {path} as one example or as CoNLL "
+            f"columns); set data.txt_unit to line or paragraph, or data.streaming=false"
+        )
+    if path.stat().st_size == 0:
+        raise LlmkitError(f"{key}: {path} is empty; give a file with examples")
+    return TextStream(path, key, unit, tuple(columns) if columns is not None else None)
 
 
 def conll_format(data: dict[str, Any]) -> ConllFormat:

@@ -35,6 +35,7 @@ class FillMaskTask(Task):
     prediction_keys = ("masks",)
     headline_metric = "masked_accuracy"
     reports_perplexity = True
+    streams = True
     data_defaults: ClassVar[dict[str, Any]] = {
         "text": "text",
         "line_by_line": True,  # false: concatenate all text and cut it into max_length blocks

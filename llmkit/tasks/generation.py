@@ -60,6 +60,7 @@ class GenerationTask(Task):
     pipeline_task = "text-generation"
     prediction_keys = ("generated",)
     headline_metric = "perplexity"
+    streams = True
     data_defaults: ClassVar[dict[str, Any]] = {
         "format": "auto",
         "text": "text",
