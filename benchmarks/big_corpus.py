@@ -66,7 +66,7 @@ def write_sst2_csv(path: Path) -> int:
 
 
 def repeat_to_size(source: Path, path: Path, size: int) -> None:
-    """``source`` written again and again (a blank line between copies) until ``path`` holds ``size`` bytes."""
+    """``source`` written again and again (a blank line between copies) until ``path`` has ``size`` bytes."""
     text = source.read_bytes().rstrip(b"\n") + b"\n\n"
     with path.open("wb") as handle:
         written = 0
@@ -179,7 +179,7 @@ def write_results(results: dict) -> None:
     if "csv" in results:
         csv = results["csv"]
         lines += [
-            f"`llmkit validate` of SST-2 x {SST2_COPIES} ({csv['rows']:,} rows, {csv['bytes'] / MB:.0f} MB CSV)",
+            f"`llmkit validate` of SST-2 x {SST2_COPIES} ({csv['rows']:,} rows, {csv['bytes'] / MB:.0f} MB)",
             "",
             "| | wall | peak RSS |",
             "|---|---|---|",
