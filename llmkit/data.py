@@ -166,7 +166,7 @@ class TextStream:
         rows = self.records()
         while block := list(islice(rows, size)):
             records, lines = [record for record, _ in block], [line for _, line in block]
-            dataset = _records_to_dataset(records, self.path, self.key, lines)
+            dataset = _columns_to_dataset(columns_of(records), self.path, self.key, lines)
             yield Split(role, dataset, self.path, key=self.key, lines=lines)
 
     def head(self, rows: int, role: str = "train") -> Split | None:
@@ -250,6 +250,12 @@ def column_values(dataset: Dataset, column: str) -> list[Any]:
     """
     values = _arrow_column(dataset, column)
     return dataset[column][:] if values is None else values.to_pylist()
+
+
+def column_array(dataset: Dataset, column: str) -> Any:
+    """The column as Arrow values in row order (a list where its rows need formatting), to rebuild a split."""
+    values = _arrow_column(dataset, column)
+    return column_values(dataset, column) if values is None else values
 
 
 def column_lengths(dataset: Dataset, column: str) -> list[int]:
@@ -342,14 +348,16 @@ def read_split(
         raise LlmkitError(f"{key}: file {path} does not exist; check the path (relative to {Path.cwd()})")
     if path.is_dir():
         return Split(role, _read_saved_dataset(path, key), path, key=key)
-    records, lines = _read_records(path, key, txt_unit, conll or ConllFormat(), columns)
-    return Split(role, _records_to_dataset(records, path, key, lines), path, key=key, lines=lines)
+    values, lines = _read_columns(path, key, txt_unit, conll or ConllFormat(), columns)
+    return Split(role, _columns_to_dataset(values, path, key, lines), path, key=key, lines=lines)
 
 
-def _read_records(
+def _read_columns(
     path: Path, key: str, txt_unit: str, conll: ConllFormat, columns: list[str] | None = None
-) -> tuple[list[dict[str, Any]], list[int] | None]:
-    """A data file's records, and the line each starts on where the format has lines."""
+) -> tuple[dict[str, list[Any]], list[int] | None]:
+    """A data file's columns (name -> a value per row), and the line each row starts on where the format
+    has lines. A CSV's cells go straight into their columns: a dict per row costs a million-row file
+    hundreds of megabytes."""
     suffix = path.suffix.lower()
     if suffix not in TABLE_SUFFIXES:
         raise LlmkitError(
@@ -361,25 +369,15 @@ def _read_records(
             f"{key}: data.columns names the columns of a headerless CSV/TSV, but {path} is a {suffix} file "
             f"whose columns have names; remove data.columns"
         )
-    lines = None
     try:
         if path.stat().st_size == 0:
             raise LlmkitError(f"{key}: {path} is empty; give a file with a header and rows")
         if suffix in (".csv", ".tsv"):
-            records, lines = _read_delimited(path, key, "\t" if suffix == ".tsv" else ",", columns)
-        elif suffix == ".jsonl":
-            records, lines = _read_json_lines(path, key)
-        elif suffix == ".json":
-            records, lines = _read_json(path, key)
-        elif suffix == ".conll" or (suffix == ".txt" and txt_unit == CONLL_UNIT):
-            records, lines = read_conll(path, key, conll)
-        elif suffix == ".txt":
-            units = text_units(path.read_text(encoding=ENCODING), txt_unit)
-            records, lines = [{"text": part} for part, _ in units], [line for _, line in units]
+            values, lines = _read_delimited(path, key, "\t" if suffix == ".tsv" else ",", columns)
+            rows = len(lines)
         else:
-            import pandas as pd
-
-            records = pd.read_parquet(path).to_dict(orient="records")
+            records, lines = _read_records(path, key, suffix, txt_unit, conll)
+            values, rows = columns_of(records), len(records)
     except UnicodeDecodeError as exc:
         raise LlmkitError(
             f"{key}: {path} is not valid UTF-8 (byte {exc.start}); re-save the file as UTF-8"
@@ -391,9 +389,27 @@ def _read_records(
     except Exception as exc:  # pyarrow/pandas parse errors carry no stable type
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise LlmkitError(f"{key}: cannot parse {path} ({first_line}); check the file format") from None
-    if not records:
+    if not rows:
         raise LlmkitError(f"{key}: {path} has no rows; give a file with at least one example")
-    return records, lines
+    return values, lines
+
+
+def _read_records(
+    path: Path, key: str, suffix: str, txt_unit: str, conll: ConllFormat
+) -> tuple[list[dict[str, Any]], list[int] | None]:
+    """The records of a JSON (lines), CoNLL, text or Parquet file, and each one's line where it has one."""
+    if suffix == ".jsonl":
+        return _read_json_lines(path, key)
+    if suffix == ".json":
+        return _read_json(path, key)
+    if suffix == ".conll" or (suffix == ".txt" and txt_unit == CONLL_UNIT):
+        return read_conll(path, key, conll)
+    if suffix == ".txt":
+        units = text_units(path.read_text(encoding=ENCODING), txt_unit)
+        return [{"text": part} for part, _ in units], [line for _, line in units]
+    import pandas as pd
+
+    return pd.read_parquet(path).to_dict(orient="records"), None
 
 
 def read_conll(path: Path, key: str, conll: ConllFormat) -> tuple[list[dict[str, Any]], list[int]]:
@@ -449,17 +465,21 @@ def _conll_tag_column(path: Path, key: str, width: int, tag_column: int | None) 
     return tag_column - 1
 
 
-def _records_to_dataset(
-    records: list[dict[str, Any]], path: Path, key: str, lines: list[int] | None = None
-) -> Dataset:
+def columns_of(records: list[dict[str, Any]]) -> dict[str, list[Any]]:
     """Every key of any record is a column (in first-seen order); a record without it holds null there.
 
     ``Dataset.from_list`` alone takes the columns of the first record and drops the rest.
     """
+    names = dict.fromkeys(name for record in records for name in record)
+    return {name: [record.get(name) for record in records] for name in names}
+
+
+def _columns_to_dataset(
+    values: dict[str, list[Any]], path: Path, key: str, lines: list[int] | None = None
+) -> Dataset:
+    """The columns as a Dataset; a column of mixed types is an error naming the first odd row."""
     from datasets import Dataset
 
-    columns = list(dict.fromkeys(name for record in records for name in record))
-    values = {name: [record.get(name) for record in records] for name in columns}
     try:
         return Dataset.from_dict(values)
     except Exception as exc:
@@ -488,38 +508,58 @@ def shown_value(value: Any, limit: int = 40) -> str:
 
 def _read_delimited(
     path: Path, key: str, delimiter: str, columns: list[str] | None = None
-) -> tuple[list[dict[str, Any]], list[int]]:
+) -> tuple[dict[str, list[str]], list[int]]:
     """CSV/TSV with a header (or the names in ``columns``), quoted as pandas writes both; every cell stays
     text (IDs keep their zeros): a task that reads a column as numbers converts it (numbers_from_text).
 
     With ``columns`` a first row that repeats those names is a header after all, and is skipped.
+    Returns the cells column by column, and the line each row starts on.
     """
     with path.open(encoding=ENCODING, newline="") as handle:
-        rows = list(_delimited_records(handle, path, key, delimiter, columns))
-    return [record for record, _ in rows], [line for _, line in rows]
+        header, rows = _delimited_rows(handle, path, key, delimiter, columns)
+        cells: list[list[str]] = [[] for _ in header]
+        lines = []
+        for row, start in rows:
+            for column, cell in zip(cells, row, strict=True):
+                column.append(cell)
+            lines.append(start)
+    return dict(zip(header, cells, strict=True)), lines
 
 
 def _delimited_records(
     handle: Any, path: Path, key: str, delimiter: str, columns: list[str] | None = None
 ) -> Iterator[tuple[dict[str, str], int]]:
-    """:func:`_read_delimited`'s rows one at a time, each with the line it starts on."""
+    """:func:`_read_delimited`'s rows one at a time, as dicts, each with the line it starts on."""
+    header, rows = _delimited_rows(handle, path, key, delimiter, columns)
+    for row, start in rows:
+        yield dict(zip(header, row, strict=True)), start
+
+
+def _delimited_rows(
+    handle: Any, path: Path, key: str, delimiter: str, columns: list[str] | None = None
+) -> tuple[list[str], Iterator[tuple[list[str], int]]]:
+    """The column names, and each row (as many fields as names) with the line it starts on."""
     csv.field_size_limit(max(csv.field_size_limit(), MAX_FIELD_CHARS))  # long documents are fine
     rows = _rows_with_lines(csv.reader(handle, delimiter=delimiter))
     if columns is None:
         header, where = _header(next(rows, (None, 0))[0], path, key), "the header has"
     else:
         header, where = _check_column_names(columns), "data.columns names"
-    yielded = False
-    for row, start in rows:
-        if columns is not None and not yielded and [cell.strip() for cell in row] == header:
-            continue
-        if len(row) != len(header):
-            raise LlmkitError(
-                f"{key}: {path} line {start}: {len(row)} fields where {where} "
-                f"{len(header)}; quote fields that contain '{delimiter}' or fix the row"
-            )
-        yield dict(zip(header, row, strict=True)), start
-        yielded = True
+
+    def checked() -> Iterator[tuple[list[str], int]]:
+        started = False
+        for row, start in rows:
+            if columns is not None and not started and [cell.strip() for cell in row] == header:
+                continue  # a header that repeats data.columns
+            if len(row) != len(header):
+                raise LlmkitError(
+                    f"{key}: {path} line {start}: {len(row)} fields where {where} "
+                    f"{len(header)}; quote fields that contain '{delimiter}' or fix the row"
+                )
+            started = True
+            yield row, start
+
+    return header, checked()
 
 
 def _rows_with_lines(reader: Any) -> Iterator[tuple[list[str], int]]:
@@ -600,8 +640,9 @@ def numbers_from_text(split: Split, column: str) -> None:
         from datasets import Dataset
 
         # A CSV split holds flat text columns only: rebuilding it loses nothing (and shows no progress bar).
+        # The other columns go over as Arrow arrays: a million texts need not become Python strings.
         columns = {
-            name: typed if name == column else column_values(split.dataset, name)
+            name: typed if name == column else column_array(split.dataset, name)
             for name in split.dataset.column_names
         }
         split.dataset = Dataset.from_dict(columns)

@@ -11,10 +11,9 @@ import llmkit
 from llmkit.config import load_recipe
 from llmkit.data import (
     STREAM_CHUNK_ROWS,
-    ConllFormat,
     TextStream,
-    _read_records,
     load_splits,
+    read_split,
     sample_texts,
     stream_texts,
 )
@@ -87,10 +86,10 @@ def test_a_stream_reads_the_rows_and_lines_a_whole_read_does(tmp_path: Path, nam
     unit, content = STREAMABLE[name]
     path = tmp_path / name
     path.write_text(content, encoding="utf-8")
-    records, lines = _read_records(path, "data.train", unit, ConllFormat())
-    streamed = list(TextStream(path, "data.train", unit).records())
-    assert [record for record, _ in streamed] == records
-    assert [line for _, line in streamed] == lines
+    whole = read_split("train", path, "data.train", unit)
+    streamed = TextStream(path, "data.train", unit).head(100)
+    assert streamed.dataset.to_list() == whole.dataset.to_list()
+    assert streamed.lines == whole.lines
 
 
 def test_validation_is_the_head_of_the_stream_and_training_skips_it(tmp_path: Path) -> None:
