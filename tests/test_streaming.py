@@ -279,3 +279,17 @@ def test_generation_trains_on_a_streamed_jsonl(tmp_path: Path) -> None:
     assert json.loads((result.output_dir / "manifest.json").read_text())["rows"]["train"] == "streamed"
     generated = pipeline("text-generation", model=str(result.output_dir))("the food", max_new_tokens=3)
     assert generated[0]["generated_text"].startswith("the food")
+
+
+def test_the_run_fingerprint_sees_a_corpus_changed_past_the_rows_read_up_front(
+    tmp_path: Path,
+) -> None:
+    """resume: auto compares fingerprints; a stream's covers the file, not only the head checked up front."""
+    from llmkit.train import split_digest
+
+    train = write_lines(tmp_path / "corpus.txt", 3 * STREAM_CHUNK_ROWS)
+    digest = split_digest(stream_splits(train)["train"])
+    assert split_digest(stream_splits(train)["train"]) == digest
+    with train.open("a", encoding="utf-8") as handle:
+        handle.write("one more sentence at the end\n")
+    assert split_digest(stream_splits(train)["train"]) != digest
