@@ -52,6 +52,9 @@ COMMON_DATA_DEFAULTS: dict[str, Any] = {
     "max_test_samples": None,  # the test split is whole unless this is set (max_eval_samples is validation's)
     "columns": None,  # names of a headerless CSV/TSV's columns, e.g. [label, title, text]
     "join_lists": None,  # join a text column's lists of strings with this, e.g. " "
+    # read data.train lazily as training goes (.txt, .jsonl, .csv, .tsv): needs training.max_steps
+    "streaming": False,
+    "shuffle_buffer": 1000,  # streaming: examples are shuffled within a buffer of this many (0: file order)
 }
 
 #: llmkit's TrainingArguments defaults; a task may refine them, a recipe overrides them.
@@ -335,6 +338,7 @@ def validate_recipe(raw: dict[str, Any]) -> Recipe:
         )
     training.update(checked_training)
     reconcile_schedule(training, checked_training, may_have_validation(data), where)
+    check_streaming(data, training, task_cls, where)
 
     peft = check_peft_section(raw.get("peft"), where)
     scratch = None
@@ -404,6 +408,31 @@ def _check_data_source(data: dict[str, Any], where: str) -> None:
             raise LlmkitError(
                 f"{where}: data.splits.{role} must be a split name or slice (e.g. train[:10%]), got {split!r}"
             )
+
+
+def check_streaming(data: dict[str, Any], training: dict[str, Any], task_cls: type, where: str) -> None:
+    """``data.streaming``: a task that can train on a stream, a number of steps, a valid shuffle buffer."""
+    from llmkit.tasks import get_task_class, task_names
+
+    if not data["streaming"]:
+        return
+    if not task_cls.streams:
+        streaming = [name for name in task_names() if get_task_class(name).streams]
+        raise LlmkitError(
+            f"{where}: data.streaming does not work for task {task_cls.name}, which reads its data whole "
+            f"(tasks that stream: {', '.join(streaming)}); set data.streaming=false"
+        )
+    if training.get("max_steps", -1) <= 0:
+        raise LlmkitError(
+            f"{where}: data.streaming needs training.max_steps (a stream has no length to count epochs in); "
+            f"set training.max_steps=N"
+        )
+    buffer = data["shuffle_buffer"]
+    if not isinstance(buffer, int) or isinstance(buffer, bool) or buffer < 0:
+        raise LlmkitError(
+            f"{where}: data.shuffle_buffer must be a number of examples (0: keep the file's order), got "
+            f"{buffer!r}"
+        )
 
 
 def _check_section(values: Any, defaults: dict[str, Any], section: str, where: str) -> dict[str, Any]:

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +42,12 @@ CONLL_DOCSTART = "-DOCSTART-"
 PARAGRAPH_BREAK = re.compile(r"\n(?:[ \t]*\n)+")  # a blank line (or several) between paragraphs
 ENCODING = "utf-8-sig"  # UTF-8, with or without the byte-order mark Excel's "CSV UTF-8" writes
 MAX_FIELD_CHARS = 2**31 - 1  # csv's default limit (131,072 characters) refuses long documents
+#: The files data.streaming reads lazily (the others are read whole, or hold one example per file).
+STREAM_SUFFIXES = (".txt", ".jsonl", ".csv", ".tsv")
+#: Rows of a stream read, checked and encoded together; the first chunk is checked before training.
+STREAM_CHUNK_ROWS = 1000
+#: Validation rows held out from the head of a stream when there is no data.validation file.
+STREAM_EVAL_ROWS = 1000
 
 
 @dataclass(frozen=True)
@@ -68,11 +76,19 @@ class Split:
     lines: list[int] | None = None
     #: The dataset split the rows came from (data.dataset); None for files. ``path`` is then a cache file.
     hub: HubSource | None = None
+    #: data.streaming: the file read lazily as training goes; ``dataset`` then holds its first rows only
+    #: (checked before training, shown by `llmkit validate`, used for the report's samples).
+    stream: TextStream | None = None
 
     @property
     def location(self) -> str:
         """The file, or the dataset and split, that holds the rows."""
         return self.hub.describe() if self.hub else str(self.path)
+
+    @property
+    def size(self) -> int | str:
+        """Rows, for logs and reports: a count, or ``"streamed"`` for a stream (its length is unknown)."""
+        return "streamed" if self.stream is not None else len(self.dataset)
 
     @property
     def origin(self) -> str:
@@ -95,9 +111,172 @@ class Split:
 
     def keep_rows(self, indices: Any) -> None:
         """Keep only the rows at ``indices`` (in that order), remembering where each came from."""
+        import numpy as np
+
+        picked = indices if isinstance(indices, range) else None  # a range stays a slice, with no mapping
         indices = list(indices)
         self.file_rows = [self.file_rows[i] for i in indices] if self.file_rows is not None else indices
-        self.dataset = self.dataset.select(indices)
+        # an array, not a list: datasets fingerprints the argument, and pickling a million ints takes seconds
+        self.dataset = self.dataset.select(picked or np.asarray(indices, dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class TextStream:
+    """A data file read lazily, one row at a time (``data.streaming``): a corpus bigger than memory.
+
+    Rows are the rows :func:`read_split` would read (a .txt line or paragraph, a JSON line, a CSV/TSV
+    row), each with the line it starts on. ``skip`` rows at the head are held out (the validation split);
+    ``limit`` caps the rows after them (``data.max_train_samples``).
+    """
+
+    path: Path
+    key: str
+    txt_unit: str = "line"
+    columns: tuple[str, ...] | None = None
+    skip: int = 0
+    limit: int | None = None
+
+    def records(self) -> Iterator[tuple[dict[str, Any], int]]:
+        """The rows after ``skip`` (at most ``limit``), from the file's start, each with its line."""
+        stop = None if self.limit is None else self.skip + self.limit
+        return islice(self._all_records(), self.skip, stop)
+
+    def _all_records(self) -> Iterator[tuple[dict[str, Any], int]]:
+        suffix = self.path.suffix.lower()
+        newline = "" if suffix in (".csv", ".tsv") else None  # csv reads quoted line breaks itself
+        try:
+            with self.path.open(encoding=ENCODING, newline=newline) as handle:
+                if suffix == ".jsonl":
+                    yield from _json_line_records(handle, self.path, self.key)
+                elif suffix in (".csv", ".tsv"):
+                    delimiter = "\t" if suffix == ".tsv" else ","
+                    columns = list(self.columns) if self.columns is not None else None
+                    yield from _delimited_records(handle, self.path, self.key, delimiter, columns)
+                else:
+                    yield from _text_unit_records(handle, self.txt_unit)
+        except UnicodeDecodeError:
+            raise LlmkitError(
+                f"{self.key}: {self.path} is not valid UTF-8; re-save the file as UTF-8"
+            ) from None
+        except OSError as exc:
+            raise LlmkitError(f"{self.key}: cannot read {self.path} ({exc.strerror or exc})") from None
+
+    def chunks(self, size: int = STREAM_CHUNK_ROWS, role: str = "train") -> Iterator[Split]:
+        """The rows as in-memory splits of ``size`` rows, checked and encoded as a file's rows are."""
+        rows = self.records()
+        while block := list(islice(rows, size)):
+            records, lines = [record for record, _ in block], [line for _, line in block]
+            dataset = _columns_to_dataset(columns_of(records), self.path, self.key, lines)
+            yield Split(role, dataset, self.path, key=self.key, lines=lines)
+
+    def head(self, rows: int, role: str = "train") -> Split | None:
+        """The first ``rows`` rows as a split (None when the stream has none)."""
+        return next(self.chunks(rows, role), None)
+
+    def texts(self, column: str = "text") -> Iterator[str]:
+        """Every text of ``column``, read lazily (rows without text in it are passed over)."""
+        for record, _ in self.records():
+            value = record.get(column)
+            if isinstance(value, str) and value.strip():
+                yield value
+
+    def signature(self) -> str:
+        """What identifies the corpus for a resumed run: the file's size and time (hashing gigabytes
+        would take minutes), with the rows held out and the cap."""
+        stat = self.path.stat()
+        return f"{stat.st_size} bytes, mtime {stat.st_mtime_ns}, skip {self.skip}, limit {self.limit}"
+
+
+def _text_unit_records(handle: Any, unit: str) -> Iterator[tuple[dict[str, str], int]]:
+    """A .txt file's examples one at a time (``line`` or ``paragraph``), as :func:`text_units` splits the
+    whole text."""
+    if unit == "line":
+        number = 0
+        for line in handle:
+            for part in line.splitlines():  # as str.splitlines splits the whole text (form feeds too)
+                number += 1
+                if part.strip():
+                    yield {"text": part}, number
+        return
+    block: list[str] = []
+    start = 0
+    for number, line in enumerate(handle, start=1):
+        if line.strip(" \t\n"):
+            start = start if block else number
+            block.append(line)
+            continue
+        if block and (text := "".join(block).strip("\n")).strip():
+            yield {"text": text}, start
+        block = []
+    if block and (text := "".join(block).strip("\n")).strip():
+        yield {"text": text}, start
+
+
+def stream_texts(split: Split, column: str = "text") -> Iterator[str]:
+    """The texts of a split's column: read lazily from a stream, else from the rows in memory.
+
+    For tokenizer training on a corpus bigger than memory (``train_new_from_iterator`` takes an
+    iterator); :func:`sample_texts` keeps a sample of it.
+    """
+    if split.stream is not None:
+        yield from split.stream.texts(column)
+        return
+    for value in column_values(split.dataset, column):
+        if isinstance(value, str) and value.strip():
+            yield value
+
+
+def sample_texts(texts: Iterable[str], size: int, seed: int | None = None) -> list[str]:
+    """``size`` texts: the first ones (``seed`` None), or a uniform sample of all of them (reservoir
+    sampling with ``seed``, which reads every text once and keeps only ``size`` in memory)."""
+    if seed is None:
+        return list(islice(texts, size))
+    generator = random.Random(seed)
+    kept: list[str] = []
+    for seen, text in enumerate(texts):
+        if seen < size:
+            kept.append(text)
+        elif (slot := generator.randrange(seen + 1)) < size:
+            kept[slot] = text
+    return kept
+
+
+def column_values(dataset: Dataset, column: str) -> list[Any]:
+    """A column's values as a list, read in one go.
+
+    Iterating ``dataset[column]`` fetches and formats one row at a time, and slicing a split that picks
+    its rows (carving, subsets) gathers them one by one too: checks of a million-row CSV took minutes that
+    way. An Arrow ``take`` of the picked rows reads the column at once.
+    """
+    values = _arrow_column(dataset, column)
+    return dataset[column][:] if values is None else values.to_pylist()
+
+
+def column_array(dataset: Dataset, column: str) -> Any:
+    """The column as Arrow values in row order (a list where its rows need formatting), to rebuild a split."""
+    values = _arrow_column(dataset, column)
+    return column_values(dataset, column) if values is None else values
+
+
+def column_lengths(dataset: Dataset, column: str) -> list[int]:
+    """The length of each list in a column (e.g. tokens per encoded example), without building the lists."""
+    import pyarrow.compute as pc
+
+    values = _arrow_column(dataset, column)
+    if values is None:
+        return [len(value) for value in column_values(dataset, column)]
+    return pc.list_value_length(values).to_pylist()
+
+
+def _arrow_column(dataset: Dataset, column: str) -> Any:
+    """The column's Arrow values in the dataset's row order; None when its rows need formatting."""
+    from datasets.features.features import require_decoding
+
+    if dataset.format["type"] is not None or require_decoding(dataset.features[column]):
+        return None
+    values = dataset.data.column(column)
+    indices = getattr(dataset, "_indices", None)  # the rows a select() picked (datasets keeps no public name)
+    return values if indices is None else values.take(indices.column(0))
 
 
 def resolve_data_path(value: str, key: str) -> Path:
@@ -169,14 +348,16 @@ def read_split(
         raise LlmkitError(f"{key}: file {path} does not exist; check the path (relative to {Path.cwd()})")
     if path.is_dir():
         return Split(role, _read_saved_dataset(path, key), path, key=key)
-    records, lines = _read_records(path, key, txt_unit, conll or ConllFormat(), columns)
-    return Split(role, _records_to_dataset(records, path, key, lines), path, key=key, lines=lines)
+    values, lines = _read_columns(path, key, txt_unit, conll or ConllFormat(), columns)
+    return Split(role, _columns_to_dataset(values, path, key, lines), path, key=key, lines=lines)
 
 
-def _read_records(
+def _read_columns(
     path: Path, key: str, txt_unit: str, conll: ConllFormat, columns: list[str] | None = None
-) -> tuple[list[dict[str, Any]], list[int] | None]:
-    """A data file's records, and the line each starts on where the format has lines."""
+) -> tuple[dict[str, list[Any]], list[int] | None]:
+    """A data file's columns (name -> a value per row), and the line each row starts on where the format
+    has lines. A CSV's cells go straight into their columns: a dict per row costs a million-row file
+    hundreds of megabytes."""
     suffix = path.suffix.lower()
     if suffix not in TABLE_SUFFIXES:
         raise LlmkitError(
@@ -188,25 +369,15 @@ def _read_records(
             f"{key}: data.columns names the columns of a headerless CSV/TSV, but {path} is a {suffix} file "
             f"whose columns have names; remove data.columns"
         )
-    lines = None
     try:
         if path.stat().st_size == 0:
             raise LlmkitError(f"{key}: {path} is empty; give a file with a header and rows")
         if suffix in (".csv", ".tsv"):
-            records, lines = _read_delimited(path, key, "\t" if suffix == ".tsv" else ",", columns)
-        elif suffix == ".jsonl":
-            records, lines = _read_json_lines(path, key)
-        elif suffix == ".json":
-            records, lines = _read_json(path, key)
-        elif suffix == ".conll" or (suffix == ".txt" and txt_unit == CONLL_UNIT):
-            records, lines = read_conll(path, key, conll)
-        elif suffix == ".txt":
-            units = text_units(path.read_text(encoding=ENCODING), txt_unit)
-            records, lines = [{"text": part} for part, _ in units], [line for _, line in units]
+            values, lines = _read_delimited(path, key, "\t" if suffix == ".tsv" else ",", columns)
+            rows = len(lines)
         else:
-            import pandas as pd
-
-            records = pd.read_parquet(path).to_dict(orient="records")
+            records, lines = _read_records(path, key, suffix, txt_unit, conll)
+            values, rows = columns_of(records), len(records)
     except UnicodeDecodeError as exc:
         raise LlmkitError(
             f"{key}: {path} is not valid UTF-8 (byte {exc.start}); re-save the file as UTF-8"
@@ -218,9 +389,27 @@ def _read_records(
     except Exception as exc:  # pyarrow/pandas parse errors carry no stable type
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise LlmkitError(f"{key}: cannot parse {path} ({first_line}); check the file format") from None
-    if not records:
+    if not rows:
         raise LlmkitError(f"{key}: {path} has no rows; give a file with at least one example")
-    return records, lines
+    return values, lines
+
+
+def _read_records(
+    path: Path, key: str, suffix: str, txt_unit: str, conll: ConllFormat
+) -> tuple[list[dict[str, Any]], list[int] | None]:
+    """The records of a JSON (lines), CoNLL, text or Parquet file, and each one's line where it has one."""
+    if suffix == ".jsonl":
+        return _read_json_lines(path, key)
+    if suffix == ".json":
+        return _read_json(path, key)
+    if suffix == ".conll" or (suffix == ".txt" and txt_unit == CONLL_UNIT):
+        return read_conll(path, key, conll)
+    if suffix == ".txt":
+        units = text_units(path.read_text(encoding=ENCODING), txt_unit)
+        return [{"text": part} for part, _ in units], [line for _, line in units]
+    import pandas as pd
+
+    return pd.read_parquet(path).to_dict(orient="records"), None
 
 
 def read_conll(path: Path, key: str, conll: ConllFormat) -> tuple[list[dict[str, Any]], list[int]]:
@@ -276,32 +465,36 @@ def _conll_tag_column(path: Path, key: str, width: int, tag_column: int | None) 
     return tag_column - 1
 
 
-def _records_to_dataset(
-    records: list[dict[str, Any]], path: Path, key: str, lines: list[int] | None = None
-) -> Dataset:
+def columns_of(records: list[dict[str, Any]]) -> dict[str, list[Any]]:
     """Every key of any record is a column (in first-seen order); a record without it holds null there.
 
     ``Dataset.from_list`` alone takes the columns of the first record and drops the rest.
     """
+    names = dict.fromkeys(name for record in records for name in record)
+    return {name: [record.get(name) for record in records] for name in names}
+
+
+def _columns_to_dataset(
+    values: dict[str, list[Any]], path: Path, key: str, lines: list[int] | None = None
+) -> Dataset:
+    """The columns as a Dataset; a column of mixed types is an error naming the first odd row."""
     from datasets import Dataset
 
-    columns = list(dict.fromkeys(name for record in records for name in record))
-    rows = [{name: record.get(name) for name in columns} for record in records]
     try:
-        return Dataset.from_list(rows)
+        return Dataset.from_dict(values)
     except Exception as exc:
-        for column in columns:
-            kinds = sorted({type(r[column]).__name__ for r in rows if r[column] is not None})
+        for column, cells in values.items():
+            kinds = sorted({type(cell).__name__ for cell in cells if cell is not None})
             if len(kinds) > 1:
-                first = next(type(r[column]) for r in rows if r[column] is not None)
+                first = next(type(cell) for cell in cells if cell is not None)
                 index = next(
-                    i for i, r in enumerate(rows) if r[column] is not None and type(r[column]) is not first
+                    i for i, cell in enumerate(cells) if cell is not None and type(cell) is not first
                 )
                 where = f"line {lines[index]}" if lines else f"row {index + 1}"
-                shown = shown_value(rows[index][column])
                 raise LlmkitError(
                     f"{key}: {path} column '{column}' mixes types ({', '.join(kinds)}): {where} holds "
-                    f"{shown} where the rows before hold a {first.__name__}; make each column one type"
+                    f"{shown_value(cells[index])} where the rows before hold a {first.__name__}; make each "
+                    f"column one type"
                 ) from None
         first_line = str(exc).strip().splitlines()[0]
         raise LlmkitError(f"{key}: cannot read {path} as a table ({first_line}); check the file") from None
@@ -315,31 +508,58 @@ def shown_value(value: Any, limit: int = 40) -> str:
 
 def _read_delimited(
     path: Path, key: str, delimiter: str, columns: list[str] | None = None
-) -> tuple[list[dict[str, Any]], list[int]]:
+) -> tuple[dict[str, list[str]], list[int]]:
     """CSV/TSV with a header (or the names in ``columns``), quoted as pandas writes both; every cell stays
     text (IDs keep their zeros): a task that reads a column as numbers converts it (numbers_from_text).
 
     With ``columns`` a first row that repeats those names is a header after all, and is skipped.
+    Returns the cells column by column, and the line each row starts on.
     """
-    csv.field_size_limit(max(csv.field_size_limit(), MAX_FIELD_CHARS))  # long documents are fine
     with path.open(encoding=ENCODING, newline="") as handle:
-        rows = _rows_with_lines(csv.reader(handle, delimiter=delimiter))
-        if columns is None:
-            header, where = _header(next(rows, (None, 0))[0], path, key), "the header has"
-        else:
-            header, where = _check_column_names(columns), "data.columns names"
-        records, lines = [], []
+        header, rows = _delimited_rows(handle, path, key, delimiter, columns)
+        cells: list[list[str]] = [[] for _ in header]
+        lines = []
         for row, start in rows:
-            if columns is not None and not records and [cell.strip() for cell in row] == header:
-                continue
+            for column, cell in zip(cells, row, strict=True):
+                column.append(cell)
+            lines.append(start)
+    return dict(zip(header, cells, strict=True)), lines
+
+
+def _delimited_records(
+    handle: Any, path: Path, key: str, delimiter: str, columns: list[str] | None = None
+) -> Iterator[tuple[dict[str, str], int]]:
+    """:func:`_read_delimited`'s rows one at a time, as dicts, each with the line it starts on."""
+    header, rows = _delimited_rows(handle, path, key, delimiter, columns)
+    for row, start in rows:
+        yield dict(zip(header, row, strict=True)), start
+
+
+def _delimited_rows(
+    handle: Any, path: Path, key: str, delimiter: str, columns: list[str] | None = None
+) -> tuple[list[str], Iterator[tuple[list[str], int]]]:
+    """The column names, and each row (as many fields as names) with the line it starts on."""
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_FIELD_CHARS))  # long documents are fine
+    rows = _rows_with_lines(csv.reader(handle, delimiter=delimiter))
+    if columns is None:
+        header, where = _header(next(rows, (None, 0))[0], path, key), "the header has"
+    else:
+        header, where = _check_column_names(columns), "data.columns names"
+
+    def checked() -> Iterator[tuple[list[str], int]]:
+        started = False
+        for row, start in rows:
+            if columns is not None and not started and [cell.strip() for cell in row] == header:
+                continue  # a header that repeats data.columns
             if len(row) != len(header):
                 raise LlmkitError(
                     f"{key}: {path} line {start}: {len(row)} fields where {where} "
                     f"{len(header)}; quote fields that contain '{delimiter}' or fix the row"
                 )
-            records.append(dict(zip(header, row, strict=True)))
-            lines.append(start)
-    return records, lines
+            started = True
+            yield row, start
+
+    return header, checked()
 
 
 def _rows_with_lines(reader: Any) -> Iterator[tuple[list[str], int]]:
@@ -409,7 +629,7 @@ def numbers_from_text(split: Split, column: str) -> None:
     else floats if every cell is a number; otherwise (or for typed formats) it stays as it is."""
     if split.path.suffix.lower() not in (".csv", ".tsv") or column not in split.dataset.column_names:
         return
-    values = split.dataset[column]
+    values = column_values(split.dataset, column)
     if not all(isinstance(value, str) for value in values):
         return
     for kind in (int, float):
@@ -420,30 +640,35 @@ def numbers_from_text(split: Split, column: str) -> None:
         from datasets import Dataset
 
         # A CSV split holds flat text columns only: rebuilding it loses nothing (and shows no progress bar).
+        # The other columns go over as Arrow arrays: a million texts need not become Python strings.
         columns = {
-            name: typed if name == column else split.dataset[name] for name in split.dataset.column_names
+            name: typed if name == column else column_array(split.dataset, name)
+            for name in split.dataset.column_names
         }
         split.dataset = Dataset.from_dict(columns)
         return
 
 
 def _read_json_lines(path: Path, key: str) -> tuple[list[dict[str, Any]], list[int]]:
-    records, lines = [], []
     with path.open(encoding=ENCODING) as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise LlmkitError(
-                    f"{key}: {path} line {number}: invalid JSON ({exc.msg}); fix or remove the line"
-                ) from None
-            if not isinstance(record, dict):
-                raise LlmkitError(f"{key}: {path} line {number}: expected a JSON object per line")
-            records.append(record)
-            lines.append(number)
-    return records, lines
+        rows = list(_json_line_records(handle, path, key))
+    return [record for record, _ in rows], [line for _, line in rows]
+
+
+def _json_line_records(handle: Any, path: Path, key: str) -> Iterator[tuple[dict[str, Any], int]]:
+    """A JSON lines file's objects one at a time, each with its line (blank lines are skipped)."""
+    for number, line in enumerate(handle, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise LlmkitError(
+                f"{key}: {path} line {number}: invalid JSON ({exc.msg}); fix or remove the line"
+            ) from None
+        if not isinstance(record, dict):
+            raise LlmkitError(f"{key}: {path} line {number}: expected a JSON object per line")
+        yield record, number
 
 
 def _read_json(path: Path, key: str) -> tuple[list[dict[str, Any]], list[int] | None]:
@@ -494,16 +719,14 @@ def _read_saved_dataset(path: Path, key: str) -> Dataset:
 
 
 def load_splits(data: dict[str, Any], seed: int) -> dict[str, Split]:
-    """Read train/validation/test; carve a seeded validation split from train when none is given."""
-    splits: dict[str, Split] = {}
-    for role in SPLIT_ROLES:
-        value = data.get(role)
-        if value:
-            key = f"data.{role}"
-            path = resolve_data_path(value, key)
-            splits[role] = read_split(
-                role, path, key, data.get("txt_unit", "line"), conll_format(data), data.get("columns")
-            )
+    """Read train/validation/test; carve a seeded validation split from train when none is given.
+
+    With ``data.streaming`` the training file is opened as a stream instead (:func:`load_stream_splits`).
+    """
+    limits = sample_limits(data)
+    if data.get("streaming"):
+        return load_stream_splits(data, limits)
+    splits = read_files(data, SPLIT_ROLES)
     if data.get("dataset") and "train" not in splits:  # a file for data.train means files only
         splits = read_dataset_roles(data, splits)
     train = splits["train"]
@@ -526,17 +749,107 @@ def load_splits(data: dict[str, Any], seed: int) -> dict[str, Split]:
             lines=train.lines,
             hub=train.hub,
         )
-        validation.keep_rows(parts["test"]["row"])
+        validation.keep_rows(column_values(parts["test"], "row"))
         splits["validation"] = validation
-        train.keep_rows(parts["train"]["row"])
-    # Each limit cuts its own split: the test split stays whole unless data.max_test_samples says so.
+        train.keep_rows(column_values(parts["train"], "row"))
+    return keep_first_rows(splits, limits)
+
+
+def read_files(data: dict[str, Any], roles: tuple[str, ...]) -> dict[str, Split]:
+    """The splits of ``roles`` that the recipe names a file for."""
+    splits: dict[str, Split] = {}
+    for role in roles:
+        value = data.get(role)
+        if value:
+            key = f"data.{role}"
+            path = resolve_data_path(value, key)
+            splits[role] = read_split(
+                role, path, key, data.get("txt_unit", "line"), conll_format(data), data.get("columns")
+            )
+    return splits
+
+
+def sample_limits(data: dict[str, Any]) -> dict[str, int]:
+    """The row limit of each role that has one (data.max_train_samples, ...), checked."""
+    limits = {}
     for role, limit_key in SAMPLE_LIMITS.items():
         limit = data.get(limit_key)
         if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
             raise LlmkitError(f"data.{limit_key} must be a positive number of rows or null, got {limit!r}")
-        if limit and role in splits:
+        if limit:
+            limits[role] = limit
+    return limits
+
+
+def keep_first_rows(splits: dict[str, Split], limits: dict[str, int]) -> dict[str, Split]:
+    """Each limit cuts its own split: the test split stays whole unless data.max_test_samples says so."""
+    for role, limit in limits.items():
+        if role in splits and splits[role].stream is None:
             splits[role].keep_rows(range(min(limit, len(splits[role].dataset))))
     return splits
+
+
+def load_stream_splits(data: dict[str, Any], limits: dict[str, int]) -> dict[str, Split]:
+    """``data.streaming``: data.train is read lazily as training goes, validation and test files whole.
+
+    Without a data.validation file, validation is the head of the stream: its first
+    ``data.max_eval_samples`` rows (default :data:`STREAM_EVAL_ROWS`), which training then skips
+    (a stream has no length to carve a share of). The train split holds the first
+    :data:`STREAM_CHUNK_ROWS` rows after them, for the checks before training; its ``stream`` has the rest.
+    """
+    stream = open_stream(data)
+    splits = read_files(data, ("validation", "test"))
+    if "validation" not in splits and data["validation_split"] > 0:
+        held_out = limits.get("validation", STREAM_EVAL_ROWS)
+        validation = stream.head(held_out, "validation")
+        if validation is None:
+            raise LlmkitError(f"{stream.key} {stream.path} has no rows; give a file with examples")
+        validation.carved = True
+        splits["validation"] = validation
+        stream = replace(stream, skip=held_out)
+    stream = replace(stream, limit=limits.get("train"))
+    train = stream.head(STREAM_CHUNK_ROWS)
+    if train is None:
+        raise LlmkitError(
+            f"{stream.key} {stream.path} has no rows left for training after the {stream.skip} held out for "
+            f"validation; give a longer file, a data.validation file, or a smaller data.max_eval_samples"
+        )
+    train.stream = stream
+    return keep_first_rows({"train": train, **splits}, limits)
+
+
+def open_stream(data: dict[str, Any]) -> TextStream:
+    """data.train as a :class:`TextStream`: a file of a streamable kind (checked before any row is read)."""
+    key = "data.train"
+    if not data.get("train"):
+        raise LlmkitError(
+            f"data.streaming reads the data.train file lazily; give data.train (one of "
+            f"{', '.join(STREAM_SUFFIXES)}), or set data.streaming=false to read data.dataset"
+        )
+    path = resolve_data_path(data["train"], key)
+    if not path.exists():
+        raise LlmkitError(f"{key}: file {path} does not exist; check the path (relative to {Path.cwd()})")
+    suffix = path.suffix.lower()
+    if path.is_dir() or suffix not in STREAM_SUFFIXES:
+        raise LlmkitError(
+            f"{key}: {path} cannot be streamed (data.streaming reads {', '.join(STREAM_SUFFIXES)} files); "
+            f"convert it to JSON lines, or set data.streaming=false to read it whole"
+        )
+    columns = data.get("columns")
+    if columns is not None and suffix not in (".csv", ".tsv"):
+        raise LlmkitError(
+            f"{key}: data.columns names the columns of a headerless CSV/TSV, but {path} is a {suffix} file "
+            f"whose columns have names; remove data.columns"
+        )
+    unit = data.get("txt_unit", "line")
+    if suffix == ".txt" and unit not in ("line", "paragraph"):
+        raise LlmkitError(
+            f"{key}: data.txt_unit={unit!r} cannot be streamed (it reads {path} as one example or as CoNLL "
+            f"columns); set data.txt_unit to line or paragraph, or data.streaming=false"
+        )
+    if path.stat().st_size == 0:
+        raise LlmkitError(f"{key}: {path} is empty; give a file with examples")
+    return TextStream(path, key, unit, tuple(columns) if columns is not None else None)
 
 
 def conll_format(data: dict[str, Any]) -> ConllFormat:
@@ -586,7 +899,7 @@ def require_text(
 ) -> None:
     """Every value of a text column must be a non-empty string; ``also`` adds another way out, ``lists``
     says what to do with a list of strings."""
-    for index, value in enumerate(split.dataset[column]):
+    for index, value in enumerate(column_values(split.dataset, column)):
         if isinstance(value, list) and value and all(isinstance(part, str) for part in value):
             raise LlmkitError(
                 f"{split.origin} {split.where(index)}: column '{column}' (data.{recipe_key}) is a list of "
@@ -609,7 +922,7 @@ def join_lists(split: Split, column: str, separator: str | None) -> None:
         raise LlmkitError(
             f"data.join_lists must be a string to join list items with, e.g. ' '; got {separator!r}"
         )
-    values = split.dataset[column]
+    values = column_values(split.dataset, column)
     if not any(isinstance(value, list) for value in values):
         return
     joined = [
@@ -622,7 +935,7 @@ def join_lists(split: Split, column: str, separator: str | None) -> None:
 def explode(split: Split, column: str, recipe_key: str) -> None:
     """``data.explode``: a row whose ``column`` holds a list becomes one row per item (e.g. one training
     example per reference summary); messages still name the row's line in the file."""
-    values = split.dataset[column]
+    values = column_values(split.dataset, column)
     if not any(isinstance(value, list) for value in values):
         return
     rows, items = [], []

@@ -57,7 +57,7 @@ def data_statistics(task: Task, splits: dict[str, Split], encoded: dict[str, Any
             "at_max_length": int((lengths >= max_length).sum()) if len(sample) else 0,
         }
     return {
-        "rows": {role: len(split.dataset) for role, split in splits.items()},
+        "rows": {role: split.size for role, split in splits.items()},
         "max_length": max_length,
         "tokens": tokens,
         "summary": task.data_summary(splits),

@@ -115,7 +115,7 @@ def write_manifest(
             "seed": recipe.training["seed"],
             "data_files": files,
             "data_sources": sources,
-            "rows": {role: len(split.dataset) for role, split in splits.items()},
+            "rows": {role: split.size for role, split in splits.items()},
             "versions": {"python": platform.python_version(), **versions},
             "world_size": world_size(),
             "device": args.device.type,

@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch.utils.data import Sampler
 
+from llmkit.data import column_lengths
+
 
 class LengthGroupedShuffledSampler(Sampler[int]):
     """Indices whose consecutive ``batch_size`` runs are batches of similar length, in random order."""
@@ -59,7 +61,7 @@ def length_grouping_trainer(base: type) -> type:
                 dataset, "column_names", ()
             ):
                 return super()._get_train_sampler(train_dataset)
-            lengths = [len(ids) for ids in dataset["input_ids"]]
+            lengths = column_lengths(dataset, "input_ids")
             batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
             return LengthGroupedShuffledSampler(lengths, batch, seed=self.args.seed)
 

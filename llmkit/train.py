@@ -69,6 +69,7 @@ from llmkit.run_folder import (
 )
 from llmkit.sampling import length_grouping_trainer
 from llmkit.scratch import model_folder, scratch_record
+from llmkit.streaming import encode_stream
 from llmkit.tasks import Task, build_task
 
 #: Recipe keys that do not change what a run computes step by step: a checkpoint may be resumed with
@@ -191,12 +192,12 @@ def prepare(recipe: Recipe) -> PreparedRun:
     }
     tokenizer = load_tokenizer(model_path, trust_remote_code=recipe.model_options["trust_remote_code"])
     task.prepare_tokenizer(tokenizer)  # on every run: encodings may come from the cache
-    sizes = ", ".join(f"{role} {len(split.dataset)}" for role, split in splits.items())
+    sizes = ", ".join(f"{role} {split.size}" for role, split in splits.items())
     processes = f", {world_size()} processes" if world_size() > 1 else ""
     log(f"task {recipe.task}, model {recipe.model} ({model_path}), rows: {sizes}{processes}")
     precision = run_precision(recipe.training, recipe.user_training, machine, where)
     log(f"precision {precision.precision} on {machine.kind}: {precision.reason}")
-    row_digests = {role: rows_digest(split.dataset) for role, split in splits.items()}
+    row_digests = {role: split_digest(split) for role, split in splits.items()}
     fingerprint = run_fingerprint(recipe, row_digests, model_path)
     if resume_from is not None:
         explicit = recipe.training["resume"] not in ("auto", "never")
@@ -206,6 +207,10 @@ def prepare(recipe: Recipe) -> PreparedRun:
 
     encoded = {}
     for role, split in splits.items():
+        if split.stream is not None:  # encoded as training reads it: nothing to tokenize now, or to cache
+            buffer = recipe.data["shuffle_buffer"]
+            encoded[role] = encode_stream(task, split, tokenizer, recipe.training["seed"], buffer)
+            continue
         # in a terminal datasets' bar redraws in place; in a log it would print a line per update
         with (
             timed_step(f"tokenizing {role} ({len(split.dataset):,} rows)"),
@@ -214,8 +219,9 @@ def prepare(recipe: Recipe) -> PreparedRun:
             encoded[role] = encode_cached(task, split, tokenizer, model_path, recipe, args, row_digests[role])
     data_counts = {}  # e.g. truncated documents per split
     for role, dataset in encoded.items():
-        data_counts.update(task.encoding_metrics(role, dataset))
-        encoded[role] = task.prepare_evaluation(role, splits[role], dataset)
+        if splits[role].stream is None:
+            data_counts.update(task.encoding_metrics(role, dataset))
+            encoded[role] = task.prepare_evaluation(role, splits[role], dataset)
 
     with quiet_library_progress():
         set_seed(recipe.training["seed"])
@@ -308,8 +314,9 @@ def save_run(
         return
     save_adapter_extras(model, output_dir)
     write_json_atomic(output_dir / LOG_HISTORY_FILE, trainer.state.log_history)
+    in_memory = {role: rows for role, rows in run.encoded.items() if run.splits[role].stream is None}
     stats = {
-        "data": data_statistics(task, run.splits, run.encoded, run.recipe.data["max_length"]),
+        "data": data_statistics(task, run.splits, in_memory, run.recipe.data["max_length"]),
         "samples": report_samples(task, model, run.tokenizer, run.splits),
         "timing": {key: round(value, 2) for key, value in timing.items()},
     }
@@ -558,6 +565,14 @@ def tokenized_cache_key(task: Task, split: Split, model_path: Path, recipe: Reci
         "code": package_code_digest(),  # an edited encoder (an editable install) must not reuse old rows
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=repr).encode()).hexdigest()[:20]
+
+
+def split_digest(split: Split) -> str:
+    """:func:`rows_digest` of the split's rows; for a stream, of its first rows and the file's signature."""
+    digest = rows_digest(split.dataset)
+    if split.stream is None:
+        return digest
+    return hashlib.sha256(f"{digest} {split.stream.signature()}".encode()).hexdigest()[:20]
 
 
 def rows_digest(dataset) -> str:

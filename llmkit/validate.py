@@ -97,12 +97,24 @@ def chat_check_lines(chat: list[ChatExample], tokenizer, model_path: Path, stric
 
 
 def data_source_lines(data: dict[str, Any], splits: dict[str, Split]) -> list[str]:
-    """Where each split's rows come from: a file, or a dataset's split (with the hub commit read)."""
+    """Where each split's rows come from: a file, a stream, or a dataset's split (with its hub commit)."""
     lines = []
+    streamed = "train" in splits and splits["train"].stream is not None
     for role, split in splits.items():
-        carved = " (carved from train)" if split.carved else ""
         commit = f", commit {split.hub.commit[:12]}" if split.hub and split.hub.commit else ""
         source = f"dataset {split.location}" if split.hub else split.location
+        if split.stream is not None:
+            held = (
+                f", after the {split.stream.skip} rows held out for validation" if split.stream.skip else ""
+            )
+            lines.append(
+                f"{role}: streamed from {source}{held} (data.streaming: its first {len(split.dataset)} rows "
+                f"are checked here, every row as training reads it)"
+            )
+            continue
+        carved = ""
+        if split.carved:
+            carved = " (the head of the training stream)" if streamed else " (carved from train)"
         lines.append(f"{role}: {len(split.dataset)} rows from {source}{commit}{carved}")
     if data.get("dataset") and not any(split.hub for split in splits.values()):
         lines.append(f"data.dataset {data['dataset']} is not read: data.train gives the training file")

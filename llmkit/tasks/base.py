@@ -20,6 +20,10 @@ The order in which ``llmkit.train.run`` calls a task's hooks (``llmkit validate`
    ``peft_task_type()`` and ``adapter_modules_to_save(model)``; then the Trainer from
    ``trainer_class``/``arguments_class`` with ``compute_metrics`` and ``preprocess_logits_for_metrics``;
 8. after training: ``report_samples`` and, for an unlabelled test split, ``predict``.
+
+A task with ``streams = True`` can train on ``data.streaming``: its training split is then read as training
+goes (``llmkit.streaming``), and ``check_data({"train": chunk})`` and ``encode`` are called again for each
+chunk of rows; both must work on any chunk (no state that only the whole split could settle).
 """
 
 from __future__ import annotations
@@ -62,6 +66,8 @@ class Task:
     other_headline_metrics: ClassVar[tuple[str, ...]] = ()
     #: Language-modelling tasks also report perplexity = exp(loss) for every evaluated split.
     reports_perplexity: ClassVar[bool] = False
+    #: Can train on ``data.streaming`` (a corpus read chunk by chunk as training goes; see the module doc).
+    streams: ClassVar[bool] = False
     #: Why ``training.torch_compile`` cannot work for this task (None: it can).
     torch_compile_refusal: ClassVar[str | None] = None
     #: The encoded columns that hold targets: a test split that has them is scored, one without is predicted.
@@ -189,7 +195,9 @@ class Task:
 
     def example_lengths(self, encoded: Dataset) -> list[int]:
         """Tokens per encoded example, for `llmkit validate`'s statistics."""
-        return [len(ids) for ids in encoded["input_ids"]]
+        from llmkit.data import column_lengths
+
+        return column_lengths(encoded, "input_ids")
 
     def chat_examples(self, rows: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase) -> list[Any]:
         """Rows rendered through a chat template as trained (``llmkit.chat_checks.ChatExample``), for the

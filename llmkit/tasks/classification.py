@@ -21,7 +21,7 @@ import math
 from collections import Counter
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from llmkit.data import Split, join_lists, numbers_from_text, require_columns, require_text
+from llmkit.data import Split, column_values, join_lists, numbers_from_text, require_columns, require_text
 from llmkit.errors import LlmkitError
 from llmkit.progress import log
 from llmkit.tasks.base import Task, argmax_logits
@@ -138,7 +138,7 @@ class ClassificationTask(Task):
         """``data.problem``, or for ``auto`` what the training labels are: lists, fractions or classes."""
         if self.problem is not None:
             return self.problem
-        values = [v for v in train.dataset[self.data["label"]] if v is not None]
+        values = [v for v in column_values(train.dataset, self.data["label"]) if v is not None]
         if any(isinstance(v, (list, tuple)) for v in values) or self.data["label_separator"]:
             separated = self.data["label_separator"]
             problem, why = (
@@ -165,7 +165,7 @@ class ClassificationTask(Task):
     def _check_scores(self, split: Split) -> None:
         """Regression: every label is a number."""
         column = self.data["label"]
-        for index, value in enumerate(split.dataset[column]):
+        for index, value in enumerate(column_values(split.dataset, column)):
             if _score(value) is None:
                 raise LlmkitError(
                     f"{split.origin} {split.where(index)}: label {value!r} in column '{column}' is not a "
@@ -176,7 +176,7 @@ class ClassificationTask(Task):
         """Multi-label: every cell is a list of labels (or a delimited string), of one kind of label."""
         column = self.data["label"]
         kinds = set()
-        for index, value in enumerate(split.dataset[column]):
+        for index, value in enumerate(column_values(split.dataset, column)):
             labels = self.label_set(value)
             if labels is None:
                 hint = (
@@ -212,7 +212,7 @@ class ClassificationTask(Task):
     def _check_label_values(self, split: Split) -> None:
         column = self.data["label"]
         kinds = set()
-        for index, value in enumerate(split.dataset[column]):
+        for index, value in enumerate(column_values(split.dataset, column)):
             if (
                 value is None
                 or (isinstance(value, str) and not value.strip())
@@ -272,7 +272,7 @@ class ClassificationTask(Task):
 
     def _row_labels(self, split: Split) -> list[list[Any]]:
         """Each row's labels: a one-label list for single-label rows."""
-        column = split.dataset[self.data["label"]]
+        column = column_values(split.dataset, self.data["label"])
         if self.problem == "multi_label":
             return [self.label_set(value) or [] for value in column]
         return [[_as_label(value)] for value in column]
@@ -346,7 +346,7 @@ class ClassificationTask(Task):
             if column not in split.dataset.column_names:
                 continue
             if self.problem == "regression":
-                scores = [_score(v) for v in split.dataset[column]]
+                scores = [_score(v) for v in column_values(split.dataset, column)]
                 lines.append(
                     f"scores in {role}: mean {sum(scores) / len(scores):.3g}, "
                     f"min {min(scores):g}, max {max(scores):g}"

@@ -39,6 +39,7 @@ class FillMaskTask(Task):
     headline_metric = "masked_accuracy"
     reports_perplexity = True
     scratch_style = "encoder"
+    streams = True
     data_defaults: ClassVar[dict[str, Any]] = {
         "text": "text",
         "line_by_line": True,  # false: concatenate all text and cut it into max_length blocks

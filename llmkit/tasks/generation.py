@@ -61,6 +61,7 @@ class GenerationTask(Task):
     prediction_keys = ("generated",)
     headline_metric = "perplexity"
     scratch_style = "decoder"
+    streams = True
     data_defaults: ClassVar[dict[str, Any]] = {
         "format": "auto",
         "text": "text",
