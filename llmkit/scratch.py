@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmkit.data import sample_texts
 from llmkit.errors import LlmkitError, did_you_mean
 from llmkit.models import cache_dir, load_tokenizer, resolve_model
 from llmkit.progress import log, quiet_library_progress
@@ -105,6 +106,7 @@ TOKENIZER_DEFAULTS: dict[str, Any] = {
     "vocab_size": 16000,
     "type": None,  # wordpiece | bpe | unigram; default: wordpiece for an encoder, bpe for a decoder
     "lowercase": None,  # default: as the type's family (wordpiece lower-cases, bpe and unigram keep case)
+    "stream_sample": 100000,  # data.streaming: texts sampled from the stream (uniformly, seeded) to train on
 }
 
 
@@ -306,8 +308,8 @@ def model_folder(recipe: Recipe, task: Task, splits: dict[str, Split]) -> Path:
 
 def build_from_scratch(recipe: Recipe, task: Task, train: Split) -> Path:
     """Train (or reuse) the tokenizer, build the config and seeded weights; a folder in llmkit's cache."""
-    texts = list(task.pretraining_texts(train))
     seed = recipe.training["seed"]
+    texts = tokenizer_texts(recipe, task, train, seed)
     model_class = task.scratch_model_class(
         _config(recipe.scratch["model_type"], recipe.scratch["fields"], "")
     )
@@ -329,6 +331,15 @@ def build_from_scratch(recipe: Recipe, task: Task, train: Split) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
     log(describe_build(record))
     return target
+
+
+def tokenizer_texts(recipe: Recipe, task: Task, train: Split, seed: int) -> list[str]:
+    """The texts the tokenizer learns from: the training split, or a seeded sample of a stream (read once,
+    ``tokenizer.stream_sample`` texts kept), so a corpus bigger than memory is never loaded."""
+    texts = task.pretraining_texts(train)
+    if train.stream is None:
+        return list(texts)
+    return sample_texts(texts, recipe.tokenizer["stream_sample"], seed)
 
 
 def _build(recipe: Recipe, task: Task, texts: list[str], seed: int, model_class: Any, folder: Path) -> dict:

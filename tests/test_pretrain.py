@@ -435,3 +435,19 @@ def test_a_chat_dataset_cannot_pre_train(tmp_path: Path) -> None:
         LlmkitError, match=r"model.from_scratch pre-trains on plain text, and this is instruction"
     ):
         llmkit.finetune(recipe)
+
+
+def test_a_streamed_corpus_trains_its_tokenizer_on_a_sample(tmp_path: Path) -> None:
+    """data.streaming with a tokenizer trained from scratch: the tokenizer learns from tokenizer.stream_sample
+    texts sampled from the stream (never the whole corpus in memory), and the run trains on the stream."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(f"{SENTENCES[i % len(SENTENCES)]} line {i}\n" for i in range(300)))
+    config = bert_recipe(corpus, tmp_path / "out", streaming=True, max_eval_samples=20)
+    del config["data"]["validation_split"]
+    config["tokenizer"]["stream_sample"] = 50
+    result = llmkit.finetune(config)
+    stats = json.loads((result.output_dir / "run_stats.json").read_text())["pretraining"]
+    assert stats["tokenizer"]["training_texts"] == 50
+    manifest = json.loads((result.output_dir / "manifest.json").read_text())
+    assert manifest["rows"]["train"] == "streamed"
+    assert 0 <= result.metrics["eval_masked_accuracy"] <= 1

@@ -31,6 +31,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from llmkit.data import stream_texts
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -134,8 +136,9 @@ class Task:
         return encoded
 
     def pretraining_texts(self, split: Split) -> Iterable[str]:
-        """The texts a tokenizer trained from scratch learns from (``tokenizer.train``): the text column."""
-        return split.dataset[self.data["text"]]
+        """The texts a tokenizer trained from scratch learns from (``tokenizer.train``): the text column,
+        read lazily when the split is a stream."""
+        return stream_texts(split, self.data["text"])
 
     # -- model ------------------------------------------------------------------------------------
     def check_model(self, model_path: Path) -> None:

@@ -36,7 +36,7 @@ from llmkit.causal_lm import (
     segments_to_example,
     tokenize_segments,
 )
-from llmkit.data import TXT_UNITS, Split, require_columns, require_text
+from llmkit.data import TXT_UNITS, Split, require_columns, require_text, stream_texts
 from llmkit.errors import LlmkitError, did_you_mean
 from llmkit.progress import log
 from llmkit.tasks.base import FAST_LOSS_COMPILE_REFUSAL, Task
@@ -147,7 +147,7 @@ class GenerationTask(Task):
                 f"{split.origin}: model.from_scratch pre-trains on plain text, and this is {self.format} "
                 f"data; pre-train on text (data.format=text), then fine-tune that folder on instructions"
             )
-        return split.dataset[self.data["text"]]
+        return stream_texts(split, self.data["text"])
 
     def _skip_empty_outputs(self, split: Split) -> None:
         """Leave out rows with nothing to learn (real Alpaca has a few empty outputs) and say how many."""
