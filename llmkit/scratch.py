@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmkit.data import sample_texts
 from llmkit.errors import LlmkitError, did_you_mean
-from llmkit.models import cache_dir, load_tokenizer, resolve_model
+from llmkit.models import build_folder_atomically, cache_dir, load_tokenizer, resolve_model
 from llmkit.progress import log, quiet_library_progress
 from llmkit.tokenizer_training import (
     BERT_SPECIAL_TOKENS,
@@ -318,17 +316,9 @@ def build_from_scratch(recipe: Recipe, task: Task, train: Split) -> Path:
     if (target / "config.json").exists():
         log(f"model {recipe.model} from scratch: the folder built earlier from the same settings ({target})")
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
-    try:
-        record = _build(recipe, task, texts, seed, model_class, staging)
-        try:
-            staging.rename(target)
-        except OSError:  # another process built it first
-            if not (target / "config.json").exists():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    record = build_folder_atomically(
+        target, lambda staging: _build(recipe, task, texts, seed, model_class, staging)
+    )
     log(describe_build(record))
     return target
 
