@@ -13,6 +13,7 @@ import random
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from llmkit.data import column_values
 from llmkit.errors import LlmkitError
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ def check_documents(split: Split, column: str, txt_unit: str) -> None:
             f"data.next_sentence needs documents, and {split.origin} is read one line per row "
             f"(data.txt_unit=line); set data.txt_unit=paragraph (documents separated by a blank line)"
         )
-    documents = split.dataset[column]
+    documents = column_values(split.dataset, column)
     if len(documents) < 2:
         if is_txt:
             raise LlmkitError(

@@ -25,7 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from llmkit.data import Split, require_columns, require_text, shown_value
+from llmkit.data import Split, column_values, require_columns, require_text, shown_value
 from llmkit.errors import LlmkitError
 from llmkit.tasks.text_to_text import GeneratedTextScorer, TextToTextTask
 
@@ -225,7 +225,7 @@ def unpack_pairs(split: Split, languages: list[str]) -> None:
     wanted = [language for language in languages if language not in names]
     if PAIRS_COLUMN not in names or not wanted:
         return
-    pairs = split.dataset[PAIRS_COLUMN]
+    pairs = column_values(split.dataset, PAIRS_COLUMN)
     if not all(isinstance(pair, dict) for pair in pairs):
         return
     for language in wanted:
@@ -247,7 +247,7 @@ def pair_languages(split: Split) -> list[str]:
     """The languages of a ``translation`` column of {language: text} dicts; [] without one."""
     if PAIRS_COLUMN not in split.dataset.column_names:
         return []
-    pairs = split.dataset[PAIRS_COLUMN]
+    pairs = column_values(split.dataset, PAIRS_COLUMN)
     return sorted(
         {key for pair in pairs if isinstance(pair, dict) for key, v in pair.items() if v is not None}
     )
