@@ -14,9 +14,12 @@ learning rate, schedule, weight decay and seed, then tag the CoNLL-2003 *test* f
   does with its defaults;
 - ``llmkit``: ``recipes/ner-conll2003.yaml`` with its ``shared data:`` files (batches grouped by length).
 
-Reported: samples/s and the training loop's wall time (the Trainer's own ``train_runtime``), and test entity
-F1/precision/recall (seqeval, the CoNLL scoring) with the time the test evaluation took. Writes
-benchmarks/results/ner_conll.json and .md.
+Reported: samples/s and the training loop's wall time (the Trainer's own ``train_runtime`` less the time of
+the learning-curve evaluations inside it), and test entity F1/precision/recall (seqeval, the CoNLL scoring)
+with the time the test evaluation took. ``--curve 3`` scores the test file at a third, two thirds and all of
+the steps (the learning curve); ``--plain-stop-at K`` stops the baseline after K steps of the same schedule
+(its figures are then those at step K), when the slower baseline's full run does not fit the time there is.
+Writes benchmarks/results/ner_conll.json and .md.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ import platform
 import sys
 import time
 from pathlib import Path
+
+from learning_curve import curve_points, curve_settings, curve_text, stop_at, training_seconds
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -47,7 +52,7 @@ def conll_sentences(path: Path) -> dict[str, list]:
     return {"tokens": [r["tokens"] for r in rows], "ner_tags": [r["ner_tags"] for r in rows]}
 
 
-def plain_trainer(steps: int, seed: int, model_path: Path) -> dict:
+def plain_trainer(steps: int, seed: int, model_path: Path, curve: int = 1, stop: int | None = None) -> dict:
     """run_ner.py's recipe with its defaults (no padding to max_length, first sub-token labelled)."""
     import numpy as np
     from datasets import Dataset
@@ -119,32 +124,46 @@ def plain_trainer(steps: int, seed: int, model_path: Path) -> dict:
         logging_steps=max(steps // 4, 1),
         disable_tqdm=True,
         use_cpu=True,
+        **curve_settings(steps, curve),
     )
     trainer = Trainer(
         model=model,
         args=args,
         train_dataset=train,
+        eval_dataset=test if curve > 1 or stop else None,  # the curve is scored on the test file
         data_collator=DataCollatorForTokenClassification(tokenizer),
         processing_class=tokenizer,
         compute_metrics=compute_metrics,
+        callbacks=[stop_at(stop)],
     )
     metrics = trainer.train().metrics
-    metrics.update(trainer.evaluate(test, metric_key_prefix="test"))
-    return figures(metrics)
+    done = trainer.state.global_step
+    last = [e for e in trainer.state.log_history if "eval_f1" in e and e["step"] == done]
+    if last:  # the curve's last point is the final score: no second pass
+        metrics.update({key.replace("eval_", "test_"): value for key, value in last[0].items()})
+    else:
+        metrics.update(trainer.evaluate(test, metric_key_prefix="test"))
+    return figures(metrics, curve_points(trainer.state.log_history, "f1", 100), done)
 
 
-def llmkit_recipe(steps: int, seed: int, overrides: list[str]) -> dict:
+def llmkit_recipe(steps: int, seed: int, overrides: list[str], curve: int = 1) -> dict:
     import llmkit
 
     line = next(line for line in RECIPE.read_text().splitlines() if line.startswith("# shared data: "))
     files = [
         item.replace("../shared/data", str(REPO.parent / "shared" / "data")) for item in line.split()[3:]
     ]
+    if curve > 1:  # the test file is the evaluation set (nothing is selected on it: no best-model loading)
+        files = [f.replace("data.validation=", "data.unused=") for f in files if "data.validation=" not in f]
+        files = [f.replace("data.test=", "data.validation=") for f in files]
+        evaluation = [f"training.{key}={value}" for key, value in curve_settings(steps, curve).items()]
+    else:  # as the baseline: no validation pass, the test file scored once
+        evaluation = ["data.validation=null"]
     result = llmkit.finetune(
         str(RECIPE),
         [
             *files,
-            "data.validation=null",  # as the baseline: no validation pass, the test file scored once
+            *evaluation,
             "data.validation_split=0",
             f"training.max_steps={steps}",
             f"training.seed={seed}",
@@ -154,17 +173,30 @@ def llmkit_recipe(steps: int, seed: int, overrides: list[str]) -> dict:
         ],
         overwrite=True,
     )
-    return figures(result.metrics)
+    metrics = dict(result.metrics)
+    if curve > 1:
+        metrics.update({k.replace("eval_", "test_"): v for k, v in metrics.items() if k.startswith("eval_")})
+    history = json.loads((result.output_dir / "log_history.json").read_text(encoding="utf-8"))
+    return figures(metrics, curve_points(history, "f1", 100), steps)
 
 
-def figures(metrics: dict) -> dict:
+def figures(metrics: dict, curve: list[dict] | None = None, steps_done: int | None = None) -> dict:
+    """Headline figures; training time and samples/s leave out the curve's evaluations inside train()."""
+    curve = curve or []
+    train_s = training_seconds(metrics["train_runtime"], curve)
+    if steps_done:
+        samples = steps_done * BATCH
+    else:
+        samples = metrics["train_samples_per_second"] * metrics["train_runtime"]
     return {
-        "train_runtime_s": round(metrics["train_runtime"], 1),
-        "samples_per_second": round(metrics["train_samples_per_second"], 2),
+        "steps_done": steps_done,
+        "train_runtime_s": round(train_s, 1),
+        "samples_per_second": round(samples / max(train_s, 1e-9), 2),
         "test_f1": round(100 * metrics["test_f1"], 2),
         "test_precision": round(100 * metrics["test_precision"], 2),
         "test_recall": round(100 * metrics["test_recall"], 2),
         "test_eval_s": round(metrics["test_runtime"], 1),
+        "curve": curve,
     }
 
 
@@ -172,15 +204,18 @@ def write_results(results: dict, stem: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     rows = [
-        "| contestant | steps × batch | train s | samples/s | test F1 | P | R | test eval s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| contestant | steps done (of the schedule) × batch | train s | samples/s | test F1 | P | R | "
+        "test eval s | learning curve (step: F1) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results["contestants"].items():
+        curve = curve_text(r["curve"], "f1")
         rows.append(
-            f"| {name} | {results['steps']} × {BATCH} | {r['train_runtime_s']} | {r['samples_per_second']} | "
-            f"{r['test_f1']} | {r['test_precision']} | {r['test_recall']} | {r['test_eval_s']} |"
+            f"| {name} | {r['steps_done']} ({results['steps']}) × {BATCH} | {r['train_runtime_s']} | "
+            f"{r['samples_per_second']} | {r['test_f1']} | {r['test_precision']} | {r['test_recall']} | "
+            f"{r['test_eval_s']} | {curve} |"
         )
-    rows.append(f"| BERT-base cased, published (full fine-tuning) | | | | {BERT_BASE_CASED_F1} | | | |")
+    rows.append(f"| BERT-base cased, published (full fine-tuning) | | | | {BERT_BASE_CASED_F1} | | | | |")
     (RESULTS / f"{stem}.md").write_text(
         f"CoNLL-2003 test entity F1 (seqeval), MiniLM-L6, {results['machine']}, "
         f"{results['threads']} thread(s); `{results['command']}`\n\n" + "\n".join(rows) + "\n",
@@ -200,6 +235,15 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="extra recipe override for the llmkit contestant (e.g. training.precision=fp32)",
     )
+    parser.add_argument(
+        "--curve",
+        type=int,
+        default=1,
+        help="test-set scorings (3: at 1/3, 2/3, end)",
+    )
+    parser.add_argument(
+        "--plain-stop-at", type=int, default=None, metavar="K", help="stop the baseline after K steps"
+    )
     parser.add_argument("--tag", default="", help="write ner_conll-TAG.* instead of ner_conll.*")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
     args = parser.parse_args()
@@ -213,10 +257,10 @@ def main() -> None:
     contestants = {}
     if "llmkit" not in args.skip:
         name = "llmkit (recipes/ner-conll2003.yaml" + "".join(f", {o}" for o in args.override) + ")"
-        contestants[name] = llmkit_recipe(args.steps, args.seed, args.override)
+        contestants[name] = llmkit_recipe(args.steps, args.seed, args.override, args.curve)
     if "plain" not in args.skip:
         contestants["plain Trainer (run_ner.py style)"] = plain_trainer(
-            args.steps, args.seed, resolve_model("minilm-l6")
+            args.steps, args.seed, resolve_model("minilm-l6"), args.curve, args.plain_stop_at
         )
     results = {
         "steps": args.steps,

@@ -17,9 +17,11 @@ weight decay and seed, with windows of 384 tokens and a stride of 128, then answ
 - ``llmkit``: ``recipes/qa-squad.yaml`` with its ``shared data:`` files (dynamic padding, batches grouped by
   length).
 
-Reported: samples/s (windows per second: the Trainer's ``train_samples_per_second``) and the training loop's
-wall time, and dev EM/F1 (SQuAD's official normalisation) with the time the evaluation took. Writes
-benchmarks/results/qa_squad.json and .md.
+Reported: samples/s (training windows per second) and the training loop's wall time (less the learning-curve
+evaluations inside it), and dev EM/F1 (SQuAD's official normalisation) with the time the evaluation took.
+``--curve 3`` scores llmkit's run at a third, two thirds and all of the steps; ``--plain-stop-at K`` stops the
+slower baseline after K steps of the same schedule (its figures are then those at step K), when its full run
+does not fit the time there is. Writes benchmarks/results/qa_squad.json and .md (``--tag``: qa_squad-TAG.*).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ import platform
 import sys
 import time
 from pathlib import Path
+
+from learning_curve import curve_points, curve_settings, curve_text, stop_at, training_seconds
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -48,7 +52,9 @@ def read_jsonl(path: Path, limit: int | None = None) -> list[dict]:
     return rows[:limit] if limit else rows
 
 
-def plain_trainer(steps: int, seed: int, eval_questions: int | None, model_path: Path) -> dict:
+def plain_trainer(
+    steps: int, seed: int, eval_questions: int | None, model_path: Path, stop: int | None = None
+) -> dict:
     """run_qa.py's recipe with its defaults: windows padded to max_length, default_data_collator."""
     from datasets import Dataset
     from transformers import (
@@ -140,8 +146,11 @@ def plain_trainer(steps: int, seed: int, eval_questions: int | None, model_path:
         train_dataset=train,
         data_collator=default_data_collator,
         processing_class=tokenizer,
+        callbacks=[stop_at(stop)],
     )
     metrics = trainer.train().metrics
+    done = trainer.state.global_step
+    metrics["train_samples_per_second"] = done * BATCH / metrics["train_runtime"]
     started = time.perf_counter()
     output = trainer.predict(features.remove_columns(["example_id", "offset_mapping"]))
     start_logits, end_logits = output.predictions[:2]
@@ -158,10 +167,10 @@ def plain_trainer(steps: int, seed: int, eval_questions: int | None, model_path:
     scores = load_metrics("squad").compute(predictions=predictions, references=references)
     metrics.update({"eval_exact_match": scores["exact_match"], "eval_f1": scores["f1"]})
     metrics["eval_runtime"] = time.perf_counter() - started
-    return figures(metrics)
+    return figures(metrics, steps_done=done)
 
 
-def llmkit_recipe(steps: int, seed: int, eval_questions: int | None) -> dict:
+def llmkit_recipe(steps: int, seed: int, eval_questions: int | None, curve: int = 1) -> dict:
     import llmkit
 
     line = next(line for line in RECIPE.read_text().splitlines() if line.startswith("# shared data: "))
@@ -177,39 +186,48 @@ def llmkit_recipe(steps: int, seed: int, eval_questions: int | None) -> dict:
             f"training.max_steps={steps}",
             f"training.seed={seed}",
             "training.use_cpu=true",
+            *[f"training.{key}={value}" for key, value in curve_settings(steps, curve).items()],
             f"output_dir={WORK / 'llmkit'}",
         ],
         overwrite=True,
     )
     metrics = dict(result.metrics)
     metrics["wall_s"] = time.perf_counter() - started
-    return figures(metrics)
+    history = json.loads((result.output_dir / "log_history.json").read_text(encoding="utf-8"))
+    points = curve_points(history, "f1")
+    metrics["train_runtime"] = training_seconds(metrics["train_runtime"], points)
+    metrics["train_samples_per_second"] = steps * BATCH / metrics["train_runtime"]
+    return figures(metrics, points, steps)
 
 
-def figures(metrics: dict) -> dict:
+def figures(metrics: dict, curve: list[dict] | None = None, steps_done: int | None = None) -> dict:
     return {
+        "steps_done": steps_done,
         "train_runtime_s": round(metrics["train_runtime"], 1),
         "samples_per_second": round(metrics["train_samples_per_second"], 2),
         "dev_exact_match": round(metrics["eval_exact_match"], 2),
         "dev_f1": round(metrics["eval_f1"], 2),
         "dev_eval_s": round(metrics["eval_runtime"], 1),
+        "curve": curve or [],
     }
 
 
-def write_results(results: dict) -> None:
+def write_results(results: dict, stem: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "qa_squad.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    (RESULTS / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     rows = [
-        "| contestant | steps × batch | train s | samples/s | dev EM | dev F1 | dev eval s |",
-        "|---|---|---|---|---|---|---|",
+        "| contestant | steps done (of the schedule) × batch | train s | samples/s | dev EM | dev F1 | "
+        "dev eval s | learning curve (step: F1) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results["contestants"].items():
         rows.append(
-            f"| {name} | {results['steps']} × {BATCH} | {r['train_runtime_s']} | {r['samples_per_second']} | "
-            f"{r['dev_exact_match']} | {r['dev_f1']} | {r['dev_eval_s']} |"
+            f"| {name} | {r['steps_done']} ({results['steps']}) × {BATCH} | {r['train_runtime_s']} | "
+            f"{r['samples_per_second']} | {r['dev_exact_match']} | {r['dev_f1']} | {r['dev_eval_s']} | "
+            f"{curve_text(r['curve'], 'f1')} |"
         )
     questions = results["eval_questions"] or "all 10,570"
-    (RESULTS / "qa_squad.md").write_text(
+    (RESULTS / f"{stem}.md").write_text(
         f"SQuAD v1.1 dev ({questions} questions, file order), MiniLM-L6 trained on SQuADShifts new_wiki, "
         f"{results['machine']}, {results['threads']} thread(s); `{results['command']}`\n\n"
         + "\n".join(rows)
@@ -226,6 +244,11 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--skip", choices=["plain", "llmkit"], action="append", default=[])
+    parser.add_argument("--curve", type=int, default=1, help="dev scorings (3: at 1/3, 2/3, end)")
+    parser.add_argument(
+        "--plain-stop-at", type=int, default=None, metavar="K", help="stop the baseline after K steps"
+    )
+    parser.add_argument("--tag", default="", help="write qa_squad-TAG.* instead of qa_squad.*")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
     args = parser.parse_args()
 
@@ -238,11 +261,11 @@ def main() -> None:
     contestants = {}
     if "llmkit" not in args.skip:
         contestants["llmkit (recipes/qa-squad.yaml)"] = llmkit_recipe(
-            args.steps, args.seed, args.eval_questions
+            args.steps, args.seed, args.eval_questions, args.curve
         )
     if "plain" not in args.skip:
         contestants["plain Trainer (run_qa.py style)"] = plain_trainer(
-            args.steps, args.seed, args.eval_questions, resolve_model("minilm-l6")
+            args.steps, args.seed, args.eval_questions, resolve_model("minilm-l6"), args.plain_stop_at
         )
     results = {
         "steps": args.steps,
@@ -253,7 +276,7 @@ def main() -> None:
         "wall_s": round(time.perf_counter() - started, 1),
         "contestants": contestants,
     }
-    write_results(results)
+    write_results(results, f"qa_squad-{args.tag}" if args.tag else "qa_squad")
     print(json.dumps(results, indent=2))
 
 

@@ -296,7 +296,10 @@ def train_and_evaluate(run: PreparedRun, trainer, timing: dict[str, float]) -> d
         metrics.update(metrics_before_training(trainer.state.log_history))
     began = time.perf_counter()
     if "validation" in run.encoded:
-        metrics.update(evaluate(trainer, run.task, run.encoded["validation"], "eval"))
+        scored = final_step_evaluation(trainer.state.log_history, trainer.state.global_step, run.args)
+        if scored is None:
+            scored = evaluate(trainer, run.task, run.encoded["validation"], "eval")
+        metrics.update(with_perplexity(run.task, scored, "eval"))
     test = run.encoded.get("test")
     if test is not None and has_targets(run.task, test):
         metrics.update(evaluate(trainer, run.task, test, "test"))
@@ -469,10 +472,28 @@ def early_stopping_callbacks(patience: int | None) -> list:
 
 
 def evaluate(trainer, task: Task, dataset, prefix: str) -> dict[str, float]:
-    metrics = trainer.evaluate(dataset, metric_key_prefix=prefix)
+    return with_perplexity(task, trainer.evaluate(dataset, metric_key_prefix=prefix), prefix)
+
+
+def with_perplexity(task: Task, metrics: dict[str, float], prefix: str) -> dict[str, float]:
     if task.reports_perplexity and f"{prefix}_loss" in metrics:
         metrics[f"{prefix}_perplexity"] = math.exp(min(metrics[f"{prefix}_loss"], 50.0))
     return metrics
+
+
+def final_step_evaluation(
+    log_history: list[dict[str, Any]], final_step: int, args
+) -> dict[str, float] | None:
+    """The validation scores the Trainer logged for the final weights, if it evaluated them: transformers
+    evaluates at the last step of a step-evaluated run, and a second pass over the same weights would only
+    cost time (a whole dev set for QA, hundreds of pairs for DPO). None when the weights in hand may differ
+    from the last evaluated ones (``load_best_model_at_end``) or nothing was evaluated at the last step."""
+    if args.eval_strategy == "no" or args.load_best_model_at_end:
+        return None
+    last = next((entry for entry in reversed(log_history) if "eval_runtime" in entry), None)
+    if last is None or last.get("step") != final_step:
+        return None
+    return {key: value for key, value in last.items() if key.startswith("eval_")}
 
 
 def metrics_before_training(log_history: list[dict[str, Any]]) -> dict[str, float]:

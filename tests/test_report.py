@@ -94,6 +94,34 @@ def test_plots_are_valid_pngs_of_the_logged_steps(run_dir: Path) -> None:
         assert drawn == {label: [s for s, _ in points] for label, points in series.lines.items()}
 
 
+def test_final_weights_are_evaluated_once(run_dir: Path) -> None:
+    """transformers evaluates at the last step of a step-evaluated run; llmkit takes those scores instead of
+    a second pass over the same weights (a whole dev set for QA)."""
+    history = json.loads((run_dir / "log_history.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    final = [entry for entry in history if "eval_runtime" in entry and entry["step"] == 7]
+    assert len(final) == 1
+    assert metrics["eval_accuracy"] == final[0]["eval_accuracy"]
+    assert metrics["eval_loss"] == final[0]["eval_loss"]
+
+
+def test_final_evaluation_is_redone_when_the_weights_may_differ() -> None:
+    from types import SimpleNamespace
+
+    from llmkit.train import final_step_evaluation
+
+    history = [{"loss": 0.5, "step": 7}, {"eval_loss": 0.4, "eval_runtime": 1.0, "epoch": 1.0, "step": 7}]
+    steps = SimpleNamespace(eval_strategy="steps", load_best_model_at_end=False)
+    assert final_step_evaluation(history, 7, steps) == {"eval_loss": 0.4, "eval_runtime": 1.0}
+    assert final_step_evaluation(history, 8, steps) is None  # the last evaluation was of earlier weights
+    best = SimpleNamespace(eval_strategy="steps", load_best_model_at_end=True)  # the best checkpoint's
+    assert final_step_evaluation(history, 7, best) is None
+    assert (
+        final_step_evaluation(history, 7, SimpleNamespace(eval_strategy="no", load_best_model_at_end=False))
+        is None
+    )
+
+
 def test_report_carries_final_metrics_data_timing_and_samples(run_dir: Path) -> None:
     report = (run_dir / "report.md").read_text()
     metrics = json.loads((run_dir / "metrics.json").read_text())
