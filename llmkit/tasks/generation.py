@@ -36,7 +36,7 @@ from llmkit.causal_lm import (
     segments_to_example,
     tokenize_segments,
 )
-from llmkit.data import TXT_UNITS, Split, require_columns, require_text, stream_texts
+from llmkit.data import TXT_UNITS, Split, column_values, require_columns, require_text, stream_texts
 from llmkit.errors import LlmkitError, did_you_mean
 from llmkit.progress import log
 from llmkit.tasks.base import FAST_LOSS_COMPILE_REFUSAL, Task
@@ -151,7 +151,7 @@ class GenerationTask(Task):
 
     def _skip_empty_outputs(self, split: Split) -> None:
         """Leave out rows with nothing to learn (real Alpaca has a few empty outputs) and say how many."""
-        has_reply = [self._has_reply(row) for row in split.dataset]
+        has_reply = self._reply_flags(split)
         if all(has_reply):
             return
         if not any(has_reply):
@@ -163,17 +163,24 @@ class GenerationTask(Task):
             f"(data.skip_empty_outputs=true), the first at {first}"
         )
 
-    def _has_reply(self, row: dict[str, Any]) -> bool:
+    def _reply_flags(self, split: Split) -> list[bool]:
+        """Whether each row has a reply to learn, read column-wise (one Arrow read, not a row at a time)."""
         if self.format == "instruction":  # only empty outputs; one of the wrong type is still an error
-            output = row.get(self.data["output"])
-            return not (output is None or (isinstance(output, str) and not output.strip()))
-        return has_assistant_reply(row[self.data["messages"]])  # its shape was checked by check_inputs
+            column = self.data["output"]
+            if column not in split.dataset.column_names:
+                return [False] * len(split.dataset)
+            return [
+                not (output is None or (isinstance(output, str) and not output.strip()))
+                for output in column_values(split.dataset, column)
+            ]
+        # the conversations' shape was checked by check_inputs
+        return [has_assistant_reply(value) for value in column_values(split.dataset, self.data["messages"])]
 
     def _check_optional_input(self, split: Split) -> None:
         column = self.data["input"]
         if column not in split.dataset.column_names:
             return
-        for index, value in enumerate(split.dataset[column]):
+        for index, value in enumerate(column_values(split.dataset, column)):
             if value is not None and not isinstance(value, str):
                 raise LlmkitError(
                     f"{split.origin} {split.where(index)}: column '{column}' (data.input) is not text "
@@ -182,7 +189,7 @@ class GenerationTask(Task):
 
     def _check_messages(self, split: Split, need_reply: bool) -> None:
         column = self.data["messages"]
-        for index, conversation in enumerate(split.dataset[column]):
+        for index, conversation in enumerate(column_values(split.dataset, column)):
             where = f"{split.origin} {split.where(index)}: column '{column}' (data.messages)"
             if not isinstance(conversation, list) or not conversation:
                 raise LlmkitError(f"{where} is not a non-empty list of {{role, content}} messages")

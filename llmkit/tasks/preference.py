@@ -38,7 +38,7 @@ from llmkit.causal_lm import (
     render_chat,
     tokenize_segments,
 )
-from llmkit.data import Split, require_columns
+from llmkit.data import Split, column_values, require_columns
 from llmkit.errors import LlmkitError, did_you_mean
 from llmkit.progress import log
 from llmkit.tasks.base import Task
@@ -151,7 +151,7 @@ class PreferenceTask(Task):
                 continue  # prompts only: predicted
             require_columns(split, {"chosen": self.data["chosen"], "rejected": self.data["rejected"]})
             for key in ("chosen", "rejected"):
-                for index, value in enumerate(split.dataset[self.data[key]]):
+                for index, value in enumerate(column_values(split.dataset, self.data[key])):
                     self.reply_text(value, split, index, key)
             self._check_identical(split)
 
@@ -164,7 +164,7 @@ class PreferenceTask(Task):
         if self.format == "auto":
             self.format = self.detect_format(split)
         require_columns(split, {"prompt": self.data["prompt"]})
-        for index, value in enumerate(split.dataset[self.data["prompt"]]):
+        for index, value in enumerate(column_values(split.dataset, self.data["prompt"])):
             self.prompt_messages(value, split, index)
 
     def _split_transcripts(self, split: Split) -> None:
@@ -198,7 +198,7 @@ class PreferenceTask(Task):
     def _skip_bad_turns(self, split: Split) -> None:
         """``data.skip_bad_turns``: leave out hh rows whose turns do not alternate (HH-RLHF has a few)."""
         good = []
-        for value in split.dataset[self.data["prompt"]]:
+        for value in column_values(split.dataset, self.data["prompt"]):
             try:
                 self.prompt_messages(value)
                 good.append(True)

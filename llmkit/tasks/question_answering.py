@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from llmkit.data import Split, require_columns, require_text, shown_value
+from llmkit.data import Split, column_values, require_columns, require_text, shown_value
 from llmkit.errors import LlmkitError
 from llmkit.tasks.base import Task
 
@@ -121,7 +121,7 @@ class QuestionAnsweringTask(Task):
         context, answers = self.data["context"], self.data["answers"]
         good = []
         for index, (text, value) in enumerate(
-            zip(split.dataset[context], split.dataset[answers], strict=True)
+            zip(column_values(split.dataset, context), column_values(split.dataset, answers), strict=True)
         ):
             problem = self._answer_problem(text, value)
             if problem is None:
@@ -229,8 +229,8 @@ class QuestionAnsweringTask(Task):
             self.evaluations[trainer_rows._fingerprint] = Evaluation(
                 role,
                 encoded.select_columns(bookkeeping),
-                split.dataset[self.data["context"]],
-                [list(answers["text"]) for answers in split.dataset[self.data["answers"]]],
+                column_values(split.dataset, self.data["context"]),
+                [list(answers["text"]) for answers in column_values(split.dataset, self.data["answers"])],
             )
         return trainer_rows
 

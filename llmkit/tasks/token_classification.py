@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from llmkit.data import CONLL_UNIT, Split, require_columns, require_text, shown_value
+from llmkit.data import CONLL_UNIT, Split, column_values, require_columns, require_text, shown_value
 from llmkit.errors import LlmkitError
 from llmkit.tasks.base import Task, argmax_logits
 
@@ -63,7 +63,7 @@ class TokenClassificationTask(Task):
             require_text(split, text, "text")
             return
         require_columns(split, {"tokens": tokens})
-        for index, words in enumerate(split.dataset[tokens]):
+        for index, words in enumerate(column_values(split.dataset, tokens)):
             if not isinstance(words, list) or not words or not all(isinstance(w, str) for w in words):
                 raise LlmkitError(
                     f"{split.origin} {split.where(index)}: column '{tokens}' (data.tokens) must be a "
@@ -85,7 +85,7 @@ class TokenClassificationTask(Task):
     def _check_tag_lists(self, split: Split) -> None:
         tokens, tags = self.data["tokens"], self.data["tags"]
         for index, (words, row_tags) in enumerate(
-            zip(split.dataset[tokens], split.dataset[tags], strict=True)
+            zip(column_values(split.dataset, tokens), column_values(split.dataset, tags), strict=True)
         ):
             if not isinstance(row_tags, list):
                 raise LlmkitError(
@@ -106,7 +106,7 @@ class TokenClassificationTask(Task):
 
     def _infer_labels(self, train: Split) -> None:
         """Tag names: data.label_names for integer tags, else the training tags (O first, then by type)."""
-        values = {tag for row in train.dataset[self.data["tags"]] for tag in row}
+        values = {tag for row in column_values(train.dataset, self.data["tags"]) for tag in row}
         names = self.data["label_names"]
         if names is None:
             names = _class_label_names(train.dataset, self.data["tags"])
@@ -142,7 +142,7 @@ class TokenClassificationTask(Task):
 
     def _check_known_tags(self, split: Split) -> None:
         known = set(range(len(self.label_names))) if self.integer_tags else set(self.label_names)
-        for index, row_tags in enumerate(split.dataset[self.data["tags"]]):
+        for index, row_tags in enumerate(column_values(split.dataset, self.data["tags"])):
             unknown = next((tag for tag in row_tags if tag not in known), None)
             if unknown is not None:
                 raise LlmkitError(
@@ -196,7 +196,8 @@ class TokenClassificationTask(Task):
         lines = []
         for role, split in splits.items():
             if self.data["tags"] in split.dataset.column_names:
-                entities = [entity for row in split.dataset[self.data["tags"]] for entity in self._spans(row)]
+                rows = column_values(split.dataset, self.data["tags"])
+                entities = [entity for row in rows for entity in self._spans(row)]
                 types = sorted({kind for kind, _, _ in entities})
                 counts = ", ".join(f"{kind}: {sum(e[0] == kind for e in entities)}" for kind in types)
                 lines.append(f"entities in {role}: {counts or 'none'}")
