@@ -163,6 +163,17 @@ def test_long_documents_lose_their_end_and_nothing_else() -> None:
     assert alone["input_ids"] == example["input_ids"][:prompt_length] and "labels" not in alone
 
 
+def test_a_prefix_that_fills_max_length_is_an_error() -> None:
+    """A source cut to fit after a prefix as long as data.max_length would be empty in every example."""
+    tokenizer = tokenizer_for("tiny-t5")
+    prefix = "please write a short summary of the following long document: "
+    summarization = task("tiny-t5", max_length=8, source_prefix=prefix)
+    with pytest.raises(LlmkitError, match=r"data.source_prefix .* takes \d+ tokens .* data.max_length=8"):
+        encode(summarization, tokenizer, [{"document": "the food was great", "summary": "great food"}])
+    roomy = task("tiny-t5", max_length=64, source_prefix=prefix)
+    assert encode(roomy, tokenizer, [{"document": "the food was great", "summary": "great food"}])
+
+
 def test_seq2seq_sources_get_the_prefix_and_are_cut_at_max_length() -> None:
     tokenizer = tokenizer_for("tiny-t5")
     summarization = task("tiny-t5", max_length=16, max_target_length=4)

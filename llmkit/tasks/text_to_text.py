@@ -245,6 +245,7 @@ class TextToTextTask(Task):
         self, tokenizer: PreTrainedTokenizerBase, sources: list[str], targets: list[str] | None
     ) -> dict[str, list]:
         max_length = self.data["max_length"]
+        self._check_prefix_fits(tokenizer)
         prefixed = [self.source_prefix() + source for source in sources]
         full_lengths = [len(ids) for ids in tokenizer(prefixed, verbose=False).input_ids]
         encoded = tokenizer(prefixed, max_length=max_length, truncation=True)
@@ -259,6 +260,20 @@ class TextToTextTask(Task):
             )
             columns["labels"] = labels["input_ids"]
         return columns
+
+    def _check_prefix_fits(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        """Sources are cut at their end to fit data.max_length; a prefix that fills it would leave every
+        source empty, silently, so that is an error."""
+        prefix = self.source_prefix()
+        if not prefix:
+            return
+        length = len(tokenizer(prefix, verbose=False).input_ids)  # with the model's special tokens
+        if length >= self.data["max_length"]:
+            raise LlmkitError(
+                f"data.source_prefix {prefix!r} takes {length} tokens with the model's special tokens, and "
+                f"data.max_length={self.data['max_length']} leaves no room for the {self.source_noun}; "
+                f"shorten the prefix or raise data.max_length"
+            )
 
     def prepare_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
         """Decoder-only runs save the chat template their prompts are built with."""
