@@ -35,9 +35,11 @@ def stop_at(step: int | None):
 
 def curve_points(log_history: list[dict], metric: str, scale: float = 1.0) -> list[dict]:
     """The evaluations of a run: step, ``eval_{metric}`` (times ``scale``), seconds, and whether it ran
-    inside ``train()`` (before the Trainer's closing ``train_runtime`` entry), where its time is not
+    inside ``train()`` (before the Trainer's closing entry of totals), where its time is not
     training time. A step scored twice keeps its first score."""
-    closing = next((i for i, e in enumerate(log_history) if "train_runtime" in e), len(log_history))
+    # the closing entry has the run's totals (llmkit's per-step logs carry a running train_runtime too)
+    totals = [i for i, entry in enumerate(log_history) if "train_samples_per_second" in entry]
+    closing = totals[0] if totals else len(log_history)
     points: dict[int, dict] = {}
     for i, entry in enumerate(log_history):
         if f"eval_{metric}" in entry and entry["step"] not in points:
