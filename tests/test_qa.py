@@ -89,6 +89,44 @@ def test_best_span_stays_in_the_context_and_within_max_answer_length() -> None:
     assert (short.start, short.end) == (5, 14)  # tokens 3-4: the best span of at most 2 tokens
 
 
+def test_gold_positions_scored_through_the_evaluation_give_back_the_answers() -> None:
+    """The evaluation's window -> question -> character mapping, on 300 real SQuAD dev questions: logits that
+    point at each window's training positions must come back as the gold answers (a scrambled mapping would
+    score near 0 while the loss still fell)."""
+    import numpy as np
+    from datasets import Dataset
+
+    from llmkit.config import COMMON_DATA_DEFAULTS
+    from llmkit.metrics import load_metrics
+    from llmkit.models import load_tokenizer, resolve_model
+    from llmkit.tasks.question_answering import EXAMPLE_INDEX, OFFSETS, Evaluation, QuestionAnsweringTask
+
+    lines = (SHARED_DATA / "squad" / "validation.jsonl").read_text(encoding="utf-8").splitlines()[:300]
+    dev = [json.loads(line) for line in lines]
+    task = QuestionAnsweringTask({**COMMON_DATA_DEFAULTS, **QuestionAnsweringTask.data_defaults})
+    windows = task.encode(Dataset.from_list(dev), load_tokenizer(resolve_model("minilm-l6")))
+    assert len(windows) > len(dev)  # some contexts are longer than one window
+    width = max(len(ids) for ids in windows["input_ids"])
+    start_logits = np.full((len(windows), width), -100.0)  # the Trainer pads batches' logits with -100
+    end_logits = np.full((len(windows), width), -100.0)
+    for index, window in enumerate(windows):
+        start_logits[index, : len(window["input_ids"])] = 0.0
+        end_logits[index, : len(window["input_ids"])] = 0.0
+        if window["start_positions"]:  # 0: the answer is not in this window ([CLS])
+            start_logits[index, window["start_positions"]] = 10.0
+            end_logits[index, window["end_positions"]] = 10.0
+    evaluation = Evaluation(
+        "validation",
+        windows.select_columns([EXAMPLE_INDEX, OFFSETS]),
+        [row["context"] for row in dev],
+        [row["answers"]["text"] for row in dev],
+    )
+    answers = task._best_answers(evaluation, start_logits, end_logits)
+    scores = load_metrics("squad").compute(predictions=answers, references=evaluation.gold)
+    assert scores["exact_match"] > 95  # the rest: answers the uncased tokenizer cannot spell (ü -> u)
+    assert answers[:3] == ["Denver Broncos", "Carolina Panthers", "Santa Clara, California"]
+
+
 def test_answer_positions_point_at_cls_when_the_window_lacks_the_answer() -> None:
     from llmkit.tasks.question_answering import NO_SPAN, answer_positions
 
