@@ -170,6 +170,65 @@ def plain_trainer(
     return figures(metrics, steps_done=done)
 
 
+def score_saved(folder: Path, eval_questions: int | None) -> dict:
+    """Dev EM/F1 of a saved question-answering folder through llmkit's own evaluation (windows, Trainer
+    predictions in the rows' order, the n-best span search): to re-score a model trained earlier."""
+    from datasets import Dataset
+    from transformers import Trainer, TrainingArguments
+
+    from llmkit.config import COMMON_DATA_DEFAULTS
+    from llmkit.metrics import load_metrics
+    from llmkit.models import load_model, load_tokenizer
+    from llmkit.tasks.question_answering import EXAMPLE_INDEX, OFFSETS, Evaluation, QuestionAnsweringTask
+
+    dev = read_jsonl(DATA / "validation.jsonl", eval_questions)
+    task = QuestionAnsweringTask({**COMMON_DATA_DEFAULTS, **QuestionAnsweringTask.data_defaults})
+    tokenizer = load_tokenizer(folder)
+    windows = task.encode(Dataset.from_list(dev), tokenizer)
+    started = time.perf_counter()
+    args = TrainingArguments(
+        output_dir=str(WORK / "score"),
+        per_device_eval_batch_size=64,
+        use_cpu=True,
+        report_to="none",
+        bf16=True,
+        disable_tqdm=True,
+    )
+    trainer = Trainer(model=load_model(task, folder), args=args, processing_class=tokenizer)
+    inputs = windows.remove_columns([EXAMPLE_INDEX, OFFSETS, "start_positions", "end_positions"])
+    start_logits, end_logits = trainer.predict(inputs).predictions[:2]
+    evaluation = Evaluation(
+        "validation",
+        windows.select_columns([EXAMPLE_INDEX, OFFSETS]),
+        [row["context"] for row in dev],
+        [row["answers"]["text"] for row in dev],
+    )
+    answers = task._best_answers(evaluation, start_logits, end_logits)
+    scores = load_metrics("squad").compute(predictions=answers, references=evaluation.gold)
+    return {
+        "folder": str(folder),
+        "dev_exact_match": round(scores["exact_match"], 2),
+        "dev_f1": round(scores["f1"], 2),
+        "dev_eval_s": round(time.perf_counter() - started, 1),
+    }
+
+
+def stop_llmkit_at(step: int | None) -> None:
+    """Make llmkit's Trainer stop after ``step`` steps of its schedule, as --plain-stop-at the baseline."""
+    if step is None:
+        return
+    import llmkit.train
+
+    build = llmkit.train.build_trainer
+
+    def build_and_stop(run):
+        trainer = build(run)
+        trainer.add_callback(stop_at(step))
+        return trainer
+
+    llmkit.train.build_trainer = build_and_stop
+
+
 def llmkit_recipe(steps: int, seed: int, eval_questions: int | None, curve: int = 1) -> dict:
     import llmkit
 
@@ -195,9 +254,10 @@ def llmkit_recipe(steps: int, seed: int, eval_questions: int | None, curve: int 
     metrics["wall_s"] = time.perf_counter() - started
     history = json.loads((result.output_dir / "log_history.json").read_text(encoding="utf-8"))
     points = curve_points(history, "f1")
+    done = max(entry.get("step", 0) for entry in history)
     metrics["train_runtime"] = training_seconds(metrics["train_runtime"], points)
-    metrics["train_samples_per_second"] = steps * BATCH / metrics["train_runtime"]
-    return figures(metrics, points, steps)
+    metrics["train_samples_per_second"] = done * BATCH / metrics["train_runtime"]
+    return figures(metrics, points, done)
 
 
 def figures(metrics: dict, curve: list[dict] | None = None, steps_done: int | None = None) -> dict:
@@ -248,6 +308,10 @@ def main() -> None:
     parser.add_argument(
         "--plain-stop-at", type=int, default=None, metavar="K", help="stop the baseline after K steps"
     )
+    parser.add_argument(
+        "--llmkit-stop-at", type=int, default=None, metavar="K", help="stop llmkit's run after K steps"
+    )
+    parser.add_argument("--score", type=Path, metavar="FOLDER", help="only re-score a saved QA folder on dev")
     parser.add_argument("--tag", default="", help="write qa_squad-TAG.* instead of qa_squad.*")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
     args = parser.parse_args()
@@ -257,6 +321,10 @@ def main() -> None:
     from llmkit.models import resolve_model
 
     torch.set_num_threads(args.threads)
+    if args.score:
+        print(json.dumps(score_saved(args.score, args.eval_questions)))
+        return
+    stop_llmkit_at(args.llmkit_stop_at)
     started = time.perf_counter()
     contestants = {}
     if "llmkit" not in args.skip:

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import Sampler, SequentialSampler
 
 from llmkit.data import column_lengths
 
@@ -64,6 +64,17 @@ def length_grouping_trainer(base: type) -> type:
             lengths = column_lengths(dataset, "input_ids")
             batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
             return LengthGroupedShuffledSampler(lengths, batch, seed=self.args.seed)
+
+        def _get_eval_sampler(self, eval_dataset: Any) -> Any:
+            """Evaluation in the split's own order. transformers 5 groups evaluation batches by length too
+            when training groups them, which returns predictions in another order than the rows: fine for a
+            metric that gets its labels in the same batches, wrong for one that maps predictions back to rows
+            by position (question answering's windows scored about 5 F1 instead of their real score)."""
+            if self.args.train_sampling_strategy != "group_by_length":
+                return super()._get_eval_sampler(eval_dataset)
+            if eval_dataset is None or not hasattr(eval_dataset, "__len__") or self.args.world_size > 1:
+                return None  # as the Trainer without grouping: Accelerate shards in order across processes
+            return SequentialSampler(eval_dataset)
 
     LengthGroupingTrainer.__name__ = base.__name__
     return LengthGroupingTrainer

@@ -42,3 +42,32 @@ def test_no_length_trend_and_a_new_order_each_epoch() -> None:
     assert window_means != sorted(window_means) and window_means != sorted(window_means, reverse=True)
     sampler.set_epoch(1)
     assert list(sampler) != first
+
+
+def test_evaluation_keeps_the_rows_order_while_training_groups_by_length(tmp_path) -> None:
+    """transformers 5 groups evaluation by length too when training does; predictions would then come back
+    in another order than the rows, and QA (which maps them back by position) scored ~5 F1 instead of ~60."""
+    from datasets import Dataset
+    from transformers import Trainer, TrainingArguments
+
+    from llmkit.sampling import length_grouping_trainer
+
+    rng = random.Random(0)
+    rows = Dataset.from_dict({"input_ids": [[1] * rng.randint(2, 60) for _ in range(300)]})
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        train_sampling_strategy="group_by_length",
+        per_device_eval_batch_size=8,
+        use_cpu=True,
+        report_to="none",
+    )
+    trainer = length_grouping_trainer(Trainer)(model=torch_stub(), args=args)
+    assert list(trainer._get_eval_sampler(rows)) == list(range(300))
+    plain = Trainer(model=torch_stub(), args=args)
+    assert list(plain._get_eval_sampler(rows)) != list(range(300))  # what the fix guards against
+
+
+def torch_stub():
+    import torch
+
+    return torch.nn.Linear(1, 1)
