@@ -179,7 +179,7 @@ def score_saved(folder: Path, eval_questions: int | None) -> dict:
     from llmkit.config import COMMON_DATA_DEFAULTS
     from llmkit.metrics import load_metrics
     from llmkit.models import load_model, load_tokenizer
-    from llmkit.tasks.question_answering import EXAMPLE_INDEX, OFFSETS, Evaluation, QuestionAnsweringTask
+    from llmkit.tasks.question_answering import EXAMPLE_INDEX, OFFSETS, QuestionAnsweringTask
 
     dev = read_jsonl(DATA / "validation.jsonl", eval_questions)
     task = QuestionAnsweringTask({**COMMON_DATA_DEFAULTS, **QuestionAnsweringTask.data_defaults})
@@ -197,14 +197,8 @@ def score_saved(folder: Path, eval_questions: int | None) -> dict:
     trainer = Trainer(model=load_model(task, folder), args=args, processing_class=tokenizer)
     inputs = windows.remove_columns([EXAMPLE_INDEX, OFFSETS, "start_positions", "end_positions"])
     start_logits, end_logits = trainer.predict(inputs).predictions[:2]
-    evaluation = Evaluation(
-        "validation",
-        windows.select_columns([EXAMPLE_INDEX, OFFSETS]),
-        [row["context"] for row in dev],
-        [row["answers"]["text"] for row in dev],
-    )
-    answers = task._best_answers(evaluation, start_logits, end_logits)
-    scores = load_metrics("squad").compute(predictions=answers, references=evaluation.gold)
+    answers, gold = task.answers_for_rows(dev, windows, start_logits, end_logits)
+    scores = load_metrics("squad").compute(predictions=answers, references=gold)
     return {
         "folder": str(folder),
         "dev_exact_match": round(scores["exact_match"], 2),

@@ -99,7 +99,7 @@ def test_gold_positions_scored_through_the_evaluation_give_back_the_answers() ->
     from llmkit.config import COMMON_DATA_DEFAULTS
     from llmkit.metrics import load_metrics
     from llmkit.models import load_tokenizer, resolve_model
-    from llmkit.tasks.question_answering import EXAMPLE_INDEX, OFFSETS, Evaluation, QuestionAnsweringTask
+    from llmkit.tasks.question_answering import QuestionAnsweringTask
 
     lines = (SHARED_DATA / "squad" / "validation.jsonl").read_text(encoding="utf-8").splitlines()[:300]
     dev = [json.loads(line) for line in lines]
@@ -115,14 +115,8 @@ def test_gold_positions_scored_through_the_evaluation_give_back_the_answers() ->
         if window["start_positions"]:  # 0: the answer is not in this window ([CLS])
             start_logits[index, window["start_positions"]] = 10.0
             end_logits[index, window["end_positions"]] = 10.0
-    evaluation = Evaluation(
-        "validation",
-        windows.select_columns([EXAMPLE_INDEX, OFFSETS]),
-        [row["context"] for row in dev],
-        [row["answers"]["text"] for row in dev],
-    )
-    answers = task._best_answers(evaluation, start_logits, end_logits)
-    scores = load_metrics("squad").compute(predictions=answers, references=evaluation.gold)
+    answers, gold = task.answers_for_rows(dev, windows, start_logits, end_logits)
+    scores = load_metrics("squad").compute(predictions=answers, references=gold)
     assert scores["exact_match"] > 95  # the rest: answers the uncased tokenizer cannot spell (ü -> u)
     assert answers[:3] == ["Denver Broncos", "Carolina Panthers", "Santa Clara, California"]
 

@@ -293,6 +293,19 @@ class QuestionAnsweringTask(Task):
             raise LlmkitError(f"question answering: no evaluation split with {windows} windows was prepared")
         return evaluation
 
+    def answers_for_rows(
+        self, rows: list[dict[str, Any]], windows: Dataset, start_logits, end_logits
+    ) -> tuple[list[str], list[list[str]]]:
+        """Each row's best answer from its windows' logits (``windows``: ``encode(rows)``, logits in the
+        windows' order), and the rows' gold answers: the evaluation's scoring, for rows at hand."""
+        evaluation = Evaluation(
+            "rows",
+            windows.select_columns([EXAMPLE_INDEX, OFFSETS]),
+            [row[self.data["context"]] for row in rows],
+            [list(row[self.data["answers"]]["text"]) for row in rows],
+        )
+        return self._best_answers(evaluation, start_logits, end_logits), evaluation.gold
+
     def _best_answers(self, evaluation: Evaluation, start_logits, end_logits) -> list[str]:
         """Each question's best span over its windows, as text ("" when SQuAD 2.0's no-answer wins)."""
         best: dict[int, Span] = {}
