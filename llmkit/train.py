@@ -297,9 +297,10 @@ def train_and_evaluate(run: PreparedRun, trainer, timing: dict[str, float]) -> d
     began = time.perf_counter()
     if "validation" in run.encoded:
         scored = final_step_evaluation(trainer.state.log_history, trainer.state.global_step, run.args)
-        if scored is None:
-            scored = evaluate(trainer, run.task, run.encoded["validation"], "eval")
-        metrics.update(with_perplexity(run.task, scored, "eval"))
+        if scored is not None:
+            metrics.update(with_perplexity(run.task, scored, "eval"))
+        else:
+            metrics.update(evaluate(trainer, run.task, run.encoded["validation"], "eval"))
     test = run.encoded.get("test")
     if test is not None and has_targets(run.task, test):
         metrics.update(evaluate(trainer, run.task, test, "test"))
