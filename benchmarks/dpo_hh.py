@@ -68,18 +68,19 @@ def measure_training_peak() -> None:
     from transformers import Trainer
 
     train = Trainer.train
+    resettable = Path("/proc/self/clear_refs").exists()  # Linux; elsewhere only the whole run's peak is known
 
     def measured(self, *args, **kwargs):
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
-        else:
+        elif resettable:
             Path("/proc/self/clear_refs").write_text("5")  # VmHWM (peak RSS) back to the current RSS
         try:
             return train(self, *args, **kwargs)
         finally:
             if torch.cuda.is_available():
                 TRAINING_PEAK["mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-            else:
+            elif resettable:
                 status = Path("/proc/self/status").read_text()
                 TRAINING_PEAK["mb"] = round(int(status.split("VmHWM:")[1].split()[0]) / 1024, 1)
 
