@@ -77,9 +77,10 @@ def finetune(
         overrides.append(f"training.resume={resume}")
     if num_processes * num_machines > 1 and "RANK" not in os.environ:
         from llmkit.config import load_recipe
-        from llmkit.distributed import launch
+        from llmkit.distributed import check_sharding, launch
 
-        load_recipe(recipe, overrides)  # a bad recipe fails here once, not in every process
+        resolved = load_recipe(recipe, overrides)  # a bad recipe fails here once, not in every process
+        check_sharding(resolved.training, f"recipe {resolved.source}")
         argv = [
             "finetune",
             *([recipe] if recipe else []),

@@ -94,6 +94,10 @@ RESERVED_TRAINING_KEYS = {
     "do_predict": "give data.test to predict on a test split",
 }
 
+#: TrainingArguments fields whose annotation is narrower than the values they document: `fsdp: true` is
+#: transformers 5's way to turn FSDP on (`fsdp_config` says how); the annotation only admits the old strings.
+TRAINING_FIELD_TYPES: dict[str, Any] = {"fsdp": bool | str | None}
+
 #: `model:` may be a mapping {name: ..., <option>: ...}; the safety options are off by default.
 MODEL_OPTION_DEFAULTS: dict[str, Any] = {
     "trust_remote_code": False,  # run Python code shipped in the model folder
@@ -490,7 +494,7 @@ def check_training_args(user: dict[str, Any], where: str) -> dict[str, Any]:
                 f"{where}: unknown key 'training.{key}'{did_you_mean(key, [*fields, *LLMKIT_TRAINING_KEYS])};"
                 f" training takes transformers.TrainingArguments fields"
             )
-        annotation = fields[key].type
+        annotation = TRAINING_FIELD_TYPES.get(key, fields[key].type)
         ok, coerced = _coerce(annotation, value)
         if not ok:
             raise LlmkitError(f"{where}: training.{key} must be {_describe(annotation)}, got {value!r}")

@@ -260,7 +260,10 @@ def shards_parameters(trainer: Any) -> bool:
 
 
 def check_sharding(training: dict[str, Any], where: str) -> None:
-    """FSDP / DeepSpeed settings are passed to the Trainer as they are; fail early when they cannot run."""
+    """FSDP / DeepSpeed settings are passed to the Trainer as they are; fail early when they cannot run.
+
+    Accelerate shards only over GPUs: on a CPU it drops the FSDP plugin without a word and trains plain DDP
+    (measured with 2 gloo processes; tests/test_distributed.py keeps checking it)."""
     if training.get("deepspeed"):
         try:
             import deepspeed  # noqa: F401
@@ -273,9 +276,22 @@ def check_sharding(training: dict[str, Any], where: str) -> None:
             raise LlmkitError(f"{where}: training.deepspeed needs a CUDA GPU; none is visible")
     if training.get("fsdp") and not cuda_available():
         raise LlmkitError(
-            f"{where}: training.fsdp shards the model over GPUs and none is visible; "
-            f"remove it to train on CPU"
+            f"{where}: training.fsdp shards the model over GPUs and none is visible (on a CPU Accelerate "
+            f"would train it unsharded); remove it: --num-processes N trains data-parallel (DDP) on CPU"
         )
+
+
+def confirm_sharding(trainer: Any, where: str) -> None:
+    """Accelerate ignores an FSDP or DeepSpeed setting it cannot use (one process started without a
+    launcher, a CPU) and trains the whole model on every device; refuse that rather than run unsharded."""
+    if trainer.args.fsdp and not getattr(trainer, "is_fsdp_enabled", False):
+        raise LlmkitError(
+            f"{where}: training.fsdp is set but Accelerate did not shard the model: FSDP needs a distributed "
+            f"launch on GPUs; use --num-processes N (N GPUs), or on one GPU "
+            f"`torchrun --nproc_per_node 1 -m llmkit finetune ...`"
+        )
+    if trainer.args.deepspeed and not getattr(trainer, "is_deepspeed_enabled", False):
+        raise LlmkitError(f"{where}: training.deepspeed is set but Accelerate did not start DeepSpeed")
 
 
 # -- launching N processes --------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from llmkit.distributed import (
     Machine,
     PrecisionChoice,
     check_sharding,
+    confirm_sharding,
     device_settings,
     is_main_process,
     load_dtype,
@@ -268,6 +269,7 @@ def build_trainer(run: PreparedRun):
             *early_stopping_callbacks(recipe.training["early_stopping_patience"]),
         ],
     )
+    confirm_sharding(trainer, f"recipe {recipe.source}")
     trainer.run_fingerprint = run.fingerprint
     trainer.divergence_guard = divergence_guard
     if run.args.disable_tqdm:  # no bars: throttled stderr lines instead of a printed dict per log (stdout)

@@ -111,11 +111,12 @@ def test_two_machines_train_as_one_job(sentiment_files, tmp_path: Path) -> None:
 def test_sharding_without_gpu_is_a_clear_error(run_cli, sentiment_files, tmp_path: Path) -> None:
     train, _ = sentiment_files
     base = ["finetune", "model=tiny-bert", f"data.train={train}", f"output_dir={tmp_path / 'out'}"]
-    result = run_cli(*base, "training.fsdp=full_shard")
-    assert (
-        result.exit_code == 2
-        and "training.fsdp shards the model over GPUs and none is visible" in result.stderr
-    )
+    for fsdp in ("true", "full_shard"):  # transformers 5's `fsdp: true`, and the older strategy string
+        result = run_cli(*base, f"training.fsdp={fsdp}")
+        assert (
+            result.exit_code == 2
+            and "training.fsdp shards the model over GPUs and none is visible" in result.stderr
+        ), result.stderr
     result = run_cli(*base, "training.deepspeed=ds_config.json")
     assert result.exit_code == 2 and "training.deepspeed needs" in result.stderr
     result = run_cli(*base, "training.precision=half")
@@ -123,3 +124,67 @@ def test_sharding_without_gpu_is_a_clear_error(run_cli, sentiment_files, tmp_pat
         result.exit_code == 2 and "training.precision must be one of auto, bf16, fp16, fp32" in result.stderr
     )
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("training.fsdp=true", "training.fsdp shards the model over GPUs and none is visible"),
+        ("training.deepspeed=ds_config.json", "training.deepspeed needs the deepspeed package"),
+    ],
+)
+def test_sharding_on_cpu_processes_fails_before_launch(
+    run_cli, sentiment_files, tmp_path: Path, setting: str, message: str
+) -> None:
+    """One line and exit 2 from the launching command, not a failure in every process and the launcher's
+    report of it."""
+    train, _ = sentiment_files
+    result = run_cli(
+        "finetune", "--num-processes", "2", "model=tiny-bert", f"data.train={train}",
+        f"output_dir={tmp_path / 'out'}", setting,
+    )  # fmt: skip
+    assert result.exit_code == 2 and message in result.stderr, result.stderr
+    assert [line for line in result.stderr.splitlines() if not line.startswith("llmkit: ")] == [
+        result.stderr.splitlines()[-1]
+    ]  # the error, beside the recipe's notices
+    assert not (tmp_path / "out").exists()
+
+
+ACCELERATE_FSDP_PROBE = """
+import json, sys
+import torch
+from transformers import Trainer, TrainingArguments
+from llmkit.distributed import confirm_sharding
+from llmkit.errors import LlmkitError
+
+args = TrainingArguments(output_dir=sys.argv[1], fsdp=True, use_cpu=True, report_to=[])  # FSDP2, gloo
+trainer = Trainer(model=torch.nn.Linear(2, 2), args=args)
+try:
+    confirm_sharding(trainer, "probe")
+    refused = None
+except LlmkitError as exc:
+    refused = str(exc)
+if args.process_index == 0:
+    state = trainer.accelerator.state
+    print(json.dumps({"world_size": args.world_size, "type": str(state.distributed_type),
+                      "fsdp": trainer.is_fsdp_enabled, "refused": refused}))
+"""
+
+
+def test_accelerate_would_train_fsdp_on_cpu_unsharded(tmp_path: Path) -> None:
+    """Why llmkit refuses training.fsdp on a CPU: on 2 gloo processes Accelerate drops the FSDP plugin and
+    prepares plain DDP (torch's own fully_shard does run on CPU; Accelerate only shards on GPUs), and
+    confirm_sharding, run after every Trainer is built, says so. If this starts failing, Accelerate shards on
+    CPU: lift the CPU check in check_sharding and compare an FSDP run's loss with one process."""
+    script = tmp_path / "probe.py"
+    script.write_text(ACCELERATE_FSDP_PROBE, encoding="utf-8")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    launched = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script), str(tmp_path)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    probe = json.loads(launched.stdout.strip().splitlines()[-1])
+    assert probe["world_size"] == 2 and probe["type"] == "DistributedType.MULTI_CPU"
+    assert probe["fsdp"] is False
+    assert "training.fsdp is set but Accelerate did not shard the model" in probe["refused"]
