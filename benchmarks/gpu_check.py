@@ -15,7 +15,10 @@ One line per recipe: the precision ``auto`` chose, samples/s and real tokens/s (
 GPU memory and the final training loss. Then ``recipes/sst2-minilm.yaml`` runs as written (300 steps): dev
 accuracy and throughput. The instruction recipe also runs with a LoRA adapter and, where bitsandbytes is
 installed, as QLoRA (``peft.quantize: 4bit``, then ``8bit``): the only place llmkit's QLoRA path runs
-(it needs CUDA). Writes benchmarks/results/gpu_check.{json,md}.
+(it needs CUDA). Then FSDP: the default recipe on tiny-bert and its shipped sample, fp32, once in one
+process and once sharded over every GPU (``training.fsdp=true``: FSDP2 through Accelerate), same rows and
+global batch: the training losses must agree (``--fsdp-only`` runs just this step). Writes
+benchmarks/results/gpu_check.{json,md}.
 """
 
 from __future__ import annotations
@@ -41,6 +44,20 @@ ADAPTER_VARIANTS = {
     "qlora-4bit": ["peft.r=16", "peft.quantize=4bit", "training.gradient_checkpointing=true"],
     "qlora-8bit": ["peft.r=16", "peft.quantize=8bit", "training.gradient_checkpointing=true"],
 }
+
+#: The FSDP step: tiny-bert on the shipped sentiment sample, in fp32 (TF32 off) so that sharding is the only
+#: difference; the batch per GPU stays 4, the one-process run takes the whole global batch.
+FSDP_RUN = [
+    "model=tiny-bert",
+    "training.learning_rate=1e-3",
+    "training.train_sampling_strategy=sequential",
+    "training.logging_steps=1",
+    "training.precision=fp32",
+    "training.tf32=false",
+]
+FSDP_BATCH_PER_GPU = 4
+#: Sharding changes only the order of the gradient sums: fp32 losses agree to about 1e-6.
+FSDP_LOSS_TOLERANCE = 1e-4
 
 
 def shared_data_overrides() -> dict[str, list[str]]:
@@ -121,6 +138,71 @@ def run_recipe(name: str, overrides: list[str], work: Path, variant: str = "") -
     }
 
 
+def fsdp_command(processes: int, overrides: list[str]) -> list[str]:
+    """llmkit's own launcher on several GPUs; on one, torchrun (FSDP needs a distributed launch)."""
+    if processes > 1:
+        return [sys.executable, "-m", "llmkit", "finetune", "--num-processes", str(processes), *overrides]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1"]
+    return [*torchrun, "-m", "llmkit", "finetune", *overrides]
+
+
+def run_fsdp_check(work: Path, steps: int) -> dict:
+    """The same rows and global batch in one process and sharded over every GPU: losses, and the verdict.
+
+    The sharded run goes first, through the command line (it needs its own processes); a run whose FSDP
+    setting Accelerate dropped fails there (llmkit checks the Trainer), so a finished run was sharded.
+    """
+    import subprocess
+
+    import torch
+
+    import llmkit
+
+    gpus = torch.cuda.device_count()
+    processes = max(gpus, 1)  # one on a CPU (--allow-cpu): llmkit then refuses FSDP, as it should
+    common = [*FSDP_RUN, f"training.max_steps={steps}"]
+    sharded_dir = work / "fsdp-sharded"
+    command = fsdp_command(
+        processes,
+        [*common, f"training.per_device_train_batch_size={FSDP_BATCH_PER_GPU}", "training.fsdp=true",
+         f"output_dir={sharded_dir}", "--overwrite"],
+    )  # fmt: skip
+    launched = subprocess.run(command, capture_output=True, text=True, check=False)
+    if launched.returncode != 0:
+        sys.stderr.write(launched.stderr[-5000:])
+        lines = launched.stderr.strip().splitlines() or [""]
+        reason = next((line for line in reversed(lines) if line.startswith("error:")), lines[-1])
+        return {"gpus": gpus, "error": f"exit {launched.returncode}: {reason}"}
+    plain = llmkit.finetune(
+        None,
+        [*common, f"training.per_device_train_batch_size={FSDP_BATCH_PER_GPU * processes}",
+         f"output_dir={work / 'fsdp-plain'}"],
+        overwrite=True,
+    )  # fmt: skip
+    sharded = json.loads((sharded_dir / "metrics.json").read_text(encoding="utf-8"))
+    figures = {"gpus": gpus, "steps": steps, "global_batch": FSDP_BATCH_PER_GPU * processes}
+    for key in ("train_loss", "eval_loss"):
+        figures[f"{key}_one_process"] = plain.metrics[key]
+        figures[f"{key}_fsdp"] = sharded[key]
+    difference = abs(sharded["train_loss"] - plain.metrics["train_loss"]) / abs(plain.metrics["train_loss"])
+    figures["train_loss_relative_difference"] = difference
+    figures["losses_agree"] = difference <= FSDP_LOSS_TOLERANCE
+    figures["saved_model_loads"] = saved_model_loads(sharded_dir)
+    return figures
+
+
+def saved_model_loads(folder: Path) -> bool:
+    """The sharded run's saved weights are a whole model again (FSDP saves a full state dict)."""
+    from transformers import AutoModelForSequenceClassification
+
+    try:
+        AutoModelForSequenceClassification.from_pretrained(folder)
+    except (OSError, ValueError, RuntimeError):
+        traceback.print_exc()
+        return False
+    return True
+
+
 def markdown(report: dict) -> str:
     lines = [
         f"# GPU check on {report['device']}",
@@ -147,6 +229,8 @@ def markdown(report: dict) -> str:
             f"| {figures['tokens_per_second']} | {figures['peak_gpu_memory_gib']} "
             f"| {figures['final_train_loss']} |"
         )
+    if "fsdp" in report:
+        lines += ["", fsdp_markdown(report["fsdp"])]
     if "sst2_full" in report:
         full = report["sst2_full"]
         lines += [
@@ -158,12 +242,27 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def fsdp_markdown(fsdp: dict) -> str:
+    if "error" in fsdp:
+        return f"FSDP on {fsdp['gpus']} GPU(s): failed: {fsdp['error']}"
+    verdict = "agree" if fsdp["losses_agree"] else "DISAGREE"
+    return (
+        f"FSDP on {fsdp['gpus']} GPU(s), {fsdp['steps']} steps, global batch {fsdp['global_batch']}, fp32: "
+        f"training loss {fsdp['train_loss_fsdp']:.6f} sharded, {fsdp['train_loss_one_process']:.6f} in one "
+        f"process ({verdict}: relative difference {fsdp['train_loss_relative_difference']:.1e}); eval loss "
+        f"{fsdp['eval_loss_fsdp']:.6f} / {fsdp['eval_loss_one_process']:.6f}; saved model loads: "
+        f"{fsdp['saved_model_loads']}."
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20, help="training steps of each short run")
     parser.add_argument("--recipes", nargs="*", help="bundled recipe names (default: all)")
     parser.add_argument("--skip-full", action="store_true", help="no full SST-2 run")
     parser.add_argument("--skip-adapters", action="store_true", help="no LoRA/QLoRA runs")
+    parser.add_argument("--skip-fsdp", action="store_true", help="no FSDP run")
+    parser.add_argument("--fsdp-only", action="store_true", help="only the FSDP run")
     parser.add_argument("--allow-cpu", action="store_true", help="run without a GPU (a smoke test)")
     parser.add_argument("--tag", default="", help="write gpu_check-TAG.* instead of gpu_check.*")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder for gpu_check.{json,md}")
@@ -205,6 +304,8 @@ def main() -> None:
     report: dict = {"device": device, "steps": args.steps, "recipes": {}}
     if stand_ins:
         report["stand_ins"] = {alias: "random weights, same architecture" for alias in stand_ins}
+    if args.fsdp_only:
+        names, args.skip_adapters, args.skip_full = [], True, True
     for name in names:
         overrides = [*shared.get(name, []), f"training.max_steps={args.steps}", *SHORT_RUN_DATA]
         try:
@@ -223,6 +324,12 @@ def main() -> None:
             except Exception as exc:  # e.g. no bitsandbytes: recorded, the check goes on
                 report["recipes"][name] = figures = {"error": failure(exc)}
             print(f"{name}: {json.dumps(figures)}", flush=True)
+    if not args.skip_fsdp:
+        try:
+            report["fsdp"] = run_fsdp_check(args.work, args.steps)
+        except Exception as exc:  # recorded like a recipe's failure
+            report["fsdp"] = {"gpus": torch.cuda.device_count(), "error": failure(exc)}
+        print(f"fsdp: {json.dumps(report['fsdp'])}", flush=True)
     if not args.skip_full:
         report["sst2_full"] = run_recipe("sst2-minilm", shared.get("sst2-minilm", []), args.work)
         print(f"sst2-minilm (full): {json.dumps(report['sst2_full'])}", flush=True)

@@ -281,6 +281,8 @@ def test_gpu_check_script_runs_as_a_cpu_smoke_test(tmp_path: Path) -> None:
     assert line["precision"] == choose_precision("auto", probe_machine(), "r").precision
     assert line["device"] == "cpu" and math.isfinite(line["final_train_loss"])
     assert "| classification |" in (tmp_path / "results" / "gpu_check.md").read_text()
+    if not torch.cuda.is_available():  # the FSDP step ran, and llmkit refused to shard on a CPU
+        assert "training.fsdp shards the model over GPUs and none is visible" in report["fsdp"]["error"]
     if not torch.cuda.is_available():  # without --allow-cpu it refuses to run on a CPU
         refused = subprocess.run(command[:2], capture_output=True, text=True, timeout=600, check=False)
         assert refused.returncode != 0 and "no CUDA GPU is visible" in refused.stderr
