@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmkit.adaptation import from_pretrained, inner_model, model_config_dict
 from llmkit.errors import LlmkitError
+from llmkit.token_blocks import cut_chunks, joined_chunks
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -237,10 +238,18 @@ def concatenated_blocks(token_lists: Iterable[list[int]], block_size: int) -> di
 
     Attention crosses document boundaries inside a block: the classic run_clm recipe.
     """
-    stream = [token for tokens in token_lists for token in tokens]
-    blocks = [stream[start : start + block_size] for start in range(0, len(stream), block_size)]
-    blocks = [block for block in blocks if len(block) > 1]
-    return {"input_ids": blocks, "labels": [list(block) for block in blocks]}
+    return joined_chunks(concatenated_block_chunks([token_lists], block_size))
+
+
+def concatenated_block_chunks(
+    chunks: Iterable[Iterable[list[int]]], block_size: int
+) -> Iterator[dict[str, list[list[int]]]]:
+    """:func:`concatenated_blocks` of a corpus given a chunk of documents at a time (a stream): each chunk's
+    tail opens the next chunk's first block, so the blocks are those of the corpus read whole."""
+    documents = ({"input_ids": list(token_lists)} for token_lists in chunks)
+    for blocks in cut_chunks(documents, block_size, last_at_least=2):
+        ids = [block for block in blocks.get("input_ids", []) if len(block) > 1]
+        yield {"input_ids": ids, "labels": [list(block) for block in ids]}
 
 
 def document_examples(token_lists: Iterable[list[int]], max_length: int) -> list[Example]:

@@ -173,6 +173,70 @@ def test_transcripts_without_a_prompt_column_are_split_at_the_last_assistant_tur
     assert split.dataset[0] == {"prompt": start, "chosen": " Sure.", "rejected": " No."}
 
 
+def hh_transcripts(count: int) -> list[dict]:
+    """Hub-shaped HH pairs (whole transcripts, no prompt column) that differ in their last reply only."""
+    rows = []
+    for row in pairs(count):
+        start = f"\n\nHuman: Hi\n\nAssistant: Hello\n\nHuman: {row['prompt']}\n\nAssistant:"
+        rows.append({"chosen": f"{start} {row['chosen']}", "rejected": f"{start} {row['rejected']}"})
+    return rows
+
+
+def test_hh_pairs_that_differ_before_their_last_turn_are_skipped_and_counted(tmp_path: Path, run_cli) -> None:
+    """Transcripts that part at an earlier assistant turn would make replies holding later Human turns
+    (trained as one assistant message): such pairs are left out, counted by validate and at training start;
+    a prompt column whose replies hold later turns is the same pair, split beforehand."""
+    rows = hh_transcripts(10)
+    early = "\n\nHuman: Hi\n\nAssistant:"
+    rows[3] = {
+        "chosen": f"{early} Hello\n\nHuman: Name the colour red.\n\nAssistant: red",
+        "rejected": f"{early} Go away\n\nHuman: Why?\n\nAssistant: blue blue",
+    }
+    train = write_jsonl(tmp_path / "train.jsonl", rows)
+    presplit = {
+        "prompt": f"{early}",
+        "chosen": " Hello\n\nHuman: Thanks\n\nAssistant: red",
+        "rejected": " No",
+    }
+    split_rows = [{**row, "prompt": f"\n\nHuman: {row['prompt']}\n\nAssistant:"} for row in pairs(4)]
+    validation = write_jsonl(tmp_path / "validation.jsonl", [*split_rows, presplit])
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"task: preference\ndata: {{train: {train}, validation: {validation}, format: hh}}\n")
+
+    result = run_cli("validate", recipe, *LLMKIT_TEMPLATE)
+    assert result.exit_code == 0, result.stderr
+    assert (
+        "2 pair(s) differ before their last assistant turn: skipped (1 in train, 1 in validation)"
+        in result.stdout
+    )
+    assert f"{train}: skipped 1 of 10 pair(s) that differ before their last assistant turn" in result.stderr
+    assert "the first at line 4" in result.stderr and "the first at line 5" in result.stderr
+
+    out = tmp_path / "out"
+    run = run_cli("finetune", recipe, *LLMKIT_TEMPLATE, f"output_dir={out}", "training.max_steps=1")
+    assert run.exit_code == 0, run.stderr
+    assert f"{train}: skipped 1 of 10 pair(s) that differ before their last assistant turn" in run.stderr
+    assert json.loads((out / "manifest.json").read_text())["rows"]["train"] == 9
+
+
+def test_hh_transcripts_that_all_differ_early_are_one_line(tmp_path: Path) -> None:
+    from datasets import Dataset
+
+    from llmkit.data import Split
+
+    rows = [
+        {
+            "chosen": "\n\nHuman: a\n\nAssistant: b\n\nHuman: c\n\nAssistant: d",
+            "rejected": "\n\nHuman: a\n\nAssistant: x\n\nHuman: y\n\nAssistant: z",
+        }
+    ]
+    split = Split("train", Dataset.from_list(rows), tmp_path / "hh.jsonl", key="data.train")
+    with pytest.raises(
+        LlmkitError, match=r"every pair's transcripts differ before their last assistant turn"
+    ):
+        task(format="hh").check_data({"train": split})
+
+
 def test_batch_means_are_weighted_by_pairs() -> None:
     # two batches of 8 pairs all right, one of 4 all wrong: 16 of 20, not the mean of means 2/3
     means = weighted_means({"rewards/accuracies": [1.0, 1.0, 0.0]}, [8, 8, 4])

@@ -178,6 +178,38 @@ def test_the_shuffle_buffer_reorders_every_example_once(tmp_path: Path) -> None:
     assert len(in_order) == 300 - 16 and sorted(shuffled) == sorted(in_order) and shuffled != in_order
 
 
+BLOCK_CASES = {
+    "fill-mask": {"line_by_line": False, "max_length": 24},
+    "generation": {"format": "text", "txt_unit": "line", "max_length": 24},
+    "fill-mask capped": {"line_by_line": False, "max_length": 24, "max_train_samples": 33},
+}
+
+
+@pytest.mark.parametrize("case", list(BLOCK_CASES))
+def test_a_streamed_corpus_gives_the_blocks_it_gives_read_whole(tmp_path: Path, case: str) -> None:
+    """Text cut into blocks: each chunk's tail opens the next chunk's first block (no tokens dropped at a
+    chunk's end, no short block padded there), so the stream's blocks are the whole read's, capped or not."""
+    from llmkit.models import load_tokenizer, resolve_model
+    from llmkit.streaming import encode_stream
+    from llmkit.tasks import build_task
+
+    task_name = case.split()[0]
+    path = write_lines(tmp_path / "corpus.txt", 50)
+    config = recipe(path, tmp_path / "out", task=task_name, validation_split=0.0, **BLOCK_CASES[case])
+    resolved = load_recipe(config)
+    streamed_splits = load_splits(resolved.data, seed=42)
+    whole = load_splits({**resolved.data, "streaming": False}, seed=42)
+    task = build_task(resolved.task, resolved.data)
+    task.check_data(streamed_splits)
+    tokenizer = load_tokenizer(resolve_model(config["model"]))
+    task.prepare_tokenizer(tokenizer)
+
+    streamed = list(encode_stream(task, streamed_splits["train"], tokenizer, 42, 0, chunk_rows=7))
+    expected = task.encode(whole["train"].dataset, tokenizer).to_list()
+    assert streamed == expected
+    assert sum(len(block["input_ids"]) < 24 for block in streamed) <= 1  # only the corpus's last block
+
+
 def test_stream_texts_and_sample_texts_for_tokenizer_training(tmp_path: Path) -> None:
     """The training texts of a stream (after the held-out head) come lazily; a sample keeps a few."""
     train = write_lines(tmp_path / "corpus.txt", 3 * STREAM_CHUNK_ROWS)

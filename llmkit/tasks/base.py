@@ -22,13 +22,14 @@ The order in which ``llmkit.train.run`` calls a task's hooks (``llmkit validate`
 8. after training: ``report_samples`` and, for an unlabelled test split, ``predict``.
 
 A task with ``streams = True`` can train on ``data.streaming``: its training split is then read as training
-goes (``llmkit.streaming``), and ``check_data({"train": chunk})`` and ``encode`` are called again for each
-chunk of rows; both must work on any chunk (no state that only the whole split could settle).
+goes (``llmkit.streaming``), and ``check_data({"train": chunk})`` is called again for each chunk of rows and
+``encode_chunks`` on the checked chunks; both must work on any chunk (no state that only the whole split
+could settle). ``encode_chunks`` encodes each chunk with ``encode`` unless a task joins rows into examples.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from llmkit.data import stream_texts
@@ -110,6 +111,18 @@ class Task:
         No side effects on the task or the tokenizer: a cached split skips it (see prepare_tokenizer).
         """
         raise NotImplementedError
+
+    def encode_chunks(
+        self, chunks: Iterable[Dataset], tokenizer: PreTrainedTokenizerBase
+    ) -> Iterator[Dataset]:
+        """A stream's rows, a chunk at a time -> its encoded examples, a chunk at a time, in order.
+
+        Each chunk is encoded on its own; a task whose examples join rows (blocks of concatenated text)
+        overrides it to carry what a chunk leaves over into the next, so that a stream gives the examples
+        ``encode`` gives the same rows read whole.
+        """
+        for dataset in chunks:
+            yield self.encode(dataset, tokenizer)
 
     def encoding_state(self) -> dict[str, Any]:
         """What the task derived from other splits or the model that ``encode`` depends on (the label list

@@ -11,6 +11,7 @@ learns next-sentence prediction on pairs of a document's lines (``llmkit.next_se
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from llmkit import next_sentence
@@ -19,6 +20,7 @@ from llmkit.data import TXT_UNITS, Split, require_columns, require_text
 from llmkit.errors import LlmkitError, did_you_mean
 from llmkit.progress import log, quiet_library_progress
 from llmkit.tasks.base import FAST_LOSS_COMPILE_REFUSAL, Task, argmax_logits
+from llmkit.token_blocks import BlockCutter, cut_chunks
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -29,6 +31,15 @@ if TYPE_CHECKING:
 #: What users type for a mask, whatever the model's own token is (BERT: [MASK], RoBERTa: <mask>).
 MASK_PLACEHOLDER = re.compile(r"\[mask\]|<mask>", re.IGNORECASE)
 PREDICT_BATCH_SIZE = 32
+
+
+def require_mask_token(tokenizer: PreTrainedTokenizerBase) -> None:
+    """Masked-LM needs a mask token to put in; a decoder's tokenizer has none."""
+    if tokenizer.mask_token is None:
+        raise LlmkitError(
+            f"the tokenizer ({type(tokenizer).__name__}) has no mask token, so it cannot do masked-LM; "
+            f"use an encoder model such as minilm-l6 or a BERT/RoBERTa folder"
+        )
 
 
 class FillMaskTask(Task):
@@ -84,15 +95,35 @@ class FillMaskTask(Task):
                     next_sentence.check_documents(splits[role], self.data["text"], self.data["txt_unit"])
 
     def encode(self, dataset: Dataset, tokenizer: PreTrainedTokenizerBase) -> Dataset:
-        if tokenizer.mask_token is None:
-            raise LlmkitError(
-                f"the tokenizer ({type(tokenizer).__name__}) has no mask token, so it cannot do masked-LM; "
-                f"use an encoder model such as minilm-l6 or a BERT/RoBERTa folder"
-            )
-        column, max_length = self.data["text"], self.data["max_length"]
-        offsets = bool(self.data["whole_word_mask"])
+        require_mask_token(tokenizer)
         if self.data["next_sentence"]:
             return self._encode_pairs(dataset, tokenizer)
+        encoded = self._tokenized(dataset, tokenizer)
+        if self.data["line_by_line"]:
+            return encoded
+        # one process, batches in order: each batch's tail opens the next batch's first block
+        cutter = BlockCutter(self.data["max_length"])
+        return encoded.map(cutter.cut, batched=True, batch_size=1000, keep_in_memory=True)
+
+    def encode_chunks(
+        self, chunks: Iterable[Dataset], tokenizer: PreTrainedTokenizerBase
+    ) -> Iterator[Dataset]:
+        """Blocks (``line_by_line: false``): each chunk's tail opens the next chunk's first block, so a stream
+        gives the blocks of the corpus read whole; only the corpus's last partial block is left out."""
+        if self.data["line_by_line"] or self.data["next_sentence"]:
+            yield from super().encode_chunks(chunks, tokenizer)
+            return
+        from datasets import Dataset
+
+        require_mask_token(tokenizer)
+        tokenized = (self._tokenized(dataset, tokenizer).to_dict() for dataset in chunks)
+        for blocks in cut_chunks(tokenized, self.data["max_length"]):
+            yield Dataset.from_dict(blocks)
+
+    def _tokenized(self, dataset: Dataset, tokenizer: PreTrainedTokenizerBase) -> Dataset:
+        """Each row's tokens: each line's, truncated (``line_by_line``), or whole rows to cut into blocks."""
+        column, max_length = self.data["text"], self.data["max_length"]
+        offsets = bool(self.data["whole_word_mask"])
 
         def tokenize(batch: dict[str, list]) -> dict[str, list]:
             texts = batch[column]
@@ -108,21 +139,7 @@ class FillMaskTask(Task):
                 )
             )
 
-        encoded = dataset.map(
-            tokenize, batched=True, remove_columns=dataset.column_names, keep_in_memory=True
-        )
-        if self.data["line_by_line"]:
-            return encoded
-
-        def cut_into_blocks(batch: dict[str, list]) -> dict[str, list]:
-            joined = {key: [item for row in values for item in row] for key, values in batch.items()}
-            usable = len(joined["input_ids"]) // max_length * max_length
-            return {
-                key: [values[i : i + max_length] for i in range(0, usable, max_length)]
-                for key, values in joined.items()
-            }
-
-        return encoded.map(cut_into_blocks, batched=True, batch_size=1000, keep_in_memory=True)
+        return dataset.map(tokenize, batched=True, remove_columns=dataset.column_names, keep_in_memory=True)
 
     def _encode_pairs(self, dataset: Dataset, tokenizer: PreTrainedTokenizerBase) -> Dataset:
         """Sentence pairs of each document ([CLS] A [SEP] B [SEP], segments 0 and 1) and their NSP labels."""

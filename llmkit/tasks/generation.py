@@ -14,6 +14,7 @@ Metrics: eval loss and perplexity.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from llmkit.causal_lm import (
@@ -24,6 +25,7 @@ from llmkit.causal_lm import (
     causal_lm_trainer_class,
     chat_template_for,
     check_causal_lm_length,
+    concatenated_block_chunks,
     concatenated_blocks,
     conversation_segments,
     document_examples,
@@ -228,6 +230,19 @@ class GenerationTask(Task):
         """Instruction/chat runs save the template they train with: the model then generates in it."""
         if self.format != "text":
             tokenizer.chat_template = self.chat_template(tokenizer)
+
+    def encode_chunks(
+        self, chunks: Iterable[Dataset], tokenizer: PreTrainedTokenizerBase
+    ) -> Iterator[Dataset]:
+        """Plain text in blocks: a chunk's tail opens the next chunk's first block (the corpus's blocks)."""
+        if self.format != "text" or self.data["packing"]:
+            yield from super().encode_chunks(chunks, tokenizer)
+            return
+        from datasets import Dataset
+
+        documents = (document_ids(tokenizer, dataset[self.data["text"]]) for dataset in chunks)
+        for blocks in concatenated_block_chunks(documents, self.data["max_length"]):
+            yield Dataset.from_dict(blocks)
 
     def encode(self, dataset: Dataset, tokenizer: PreTrainedTokenizerBase) -> Dataset:
         from datasets import Dataset

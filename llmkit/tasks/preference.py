@@ -130,6 +130,8 @@ class PreferenceTask(Task):
         #: Encoded validation/test pairs (prepare_evaluation): their reference log-probs, when precomputed,
         #: come from the model before training, even for a full fine-tune whose reference is then gone.
         self.evaluation_splits: dict[str, Any] = {}
+        #: hh pairs left out per split because their transcripts differ before the last assistant turn.
+        self.diverged_early: dict[str, int] = {}
         check_options(self.options)
         if not 0 < data["max_prompt_length"] < data["max_length"]:
             raise LlmkitError(
@@ -144,6 +146,8 @@ class PreferenceTask(Task):
         for split in splits.values():
             if self.format == "hh" and self.data["prompt"] not in split.dataset.column_names:
                 self._split_transcripts(split)
+            if self.format == "hh" and self.data["chosen"] in split.dataset.column_names:
+                self._skip_early_divergence(split)
             if self.format == "hh" and self.data["skip_bad_turns"]:
                 self._skip_bad_turns(split)
             self.check_inputs(split)
@@ -169,7 +173,9 @@ class PreferenceTask(Task):
 
     def _split_transcripts(self, split: Split) -> None:
         """HH-RLHF as published (Anthropic/hh-rlhf) has no prompt column: chosen and rejected are whole
-        transcripts, and the prompt is their shared start up to the last ``\n\nAssistant:``."""
+        transcripts, and the prompt is their shared start up to the last ``\n\nAssistant:`` in it (pairs
+        whose transcripts differ before their last assistant turn are then left out:
+        :meth:`_skip_early_divergence`)."""
         require_columns(split, {"chosen": self.data["chosen"], "rejected": self.data["rejected"]})
         columns = {self.data["prompt"]: [], self.data["chosen"]: [], self.data["rejected"]: []}
         marker = "\n\nAssistant:"
@@ -194,6 +200,51 @@ class PreferenceTask(Task):
         from datasets import Dataset
 
         split.dataset = Dataset.from_dict(columns)
+
+    def _skip_early_divergence(self, split: Split) -> None:
+        """Leave out (and count) hh pairs whose transcripts differ before their last assistant turn.
+
+        Their shared start ends at an earlier ``\\n\\nAssistant:``, so each reply holds the rest of its own
+        dialogue, later Human turns included, and would train as one assistant message: DPO would push up
+        the human's words in the chosen branch and down in the rejected one. Nor is the label a preference
+        between the two earlier replies: it was given between two last replies that follow different
+        dialogues, so cutting both at the first differing reply would train on a comparison nobody made.
+        TRL keeps such pairs (its HH preparation script takes the rest as one assistant message;
+        ``trl.extract_prompt`` takes it as a multi-message completion, all of it scored); neither is a sound
+        DPO pair, so llmkit skips them, says so when the data is checked, and `llmkit validate` counts them.
+        """
+        chosen, rejected = self.data["chosen"], self.data["rejected"]
+        rows = split.dataset
+        diverged = [
+            any(isinstance(reply, str) and HH_TURN.search(reply) for reply in pair)
+            for pair in zip(rows[chosen], rows[rejected], strict=True)
+        ]
+        if not any(diverged):
+            return
+        if all(diverged):
+            raise LlmkitError(
+                f"{split.origin}: every pair's transcripts differ before their last assistant turn (the "
+                f"'{chosen}' and '{rejected}' replies hold later '\\n\\nHuman:' turns), so no pair compares "
+                f"two replies to the same dialogue; give pairs that differ in the last reply only"
+            )
+        first = split.where(diverged.index(True))
+        self.diverged_early[split.role] = self.diverged_early.get(split.role, 0) + diverged.count(True)
+        split.keep_rows(index for index, early in enumerate(diverged) if not early)
+        log(
+            f"{split.origin}: skipped {diverged.count(True)} of {len(diverged)} pair(s) that differ before "
+            f"their last assistant turn (a reply would hold later turns), the first at {first}"
+        )
+
+    def data_summary(self, splits: dict[str, Split]) -> list[str]:
+        """How many hh pairs were left out for differing before their last assistant turn (if any)."""
+        if not self.diverged_early:
+            return []
+        counts = ", ".join(f"{count} in {role}" for role, count in self.diverged_early.items())
+        total = sum(self.diverged_early.values())
+        return [
+            f"{total} pair(s) differ before their last assistant turn: skipped ({counts}); their replies "
+            f"would hold later turns"
+        ]
 
     def _skip_bad_turns(self, split: Split) -> None:
         """``data.skip_bad_turns``: leave out hh rows whose turns do not alternate (HH-RLHF has a few)."""
