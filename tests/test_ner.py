@@ -10,7 +10,7 @@ import pytest
 
 from llmkit.data import ConllFormat, read_split
 from llmkit.errors import LlmkitError
-from tests.conftest import SHARED_DATA
+from tests.conftest import REPO, SHARED_DATA
 
 PEOPLE = ["Anna Schmidt", "John Smith", "Maria Rossi", "Peter Jones"]
 PLACES = ["Berlin", "Paris", "London", "New York"]
@@ -96,10 +96,81 @@ def test_the_shared_conll_file_reads_as_its_jsonl_twin() -> None:
 
 
 def test_word_labels_first_sub_token_or_all() -> None:
-    from llmkit.tasks.token_classification import word_labels
+    from llmkit.tasks.token_classification import inside_tag_ids, word_labels
 
-    assert word_labels([None, 0, 0, 1, None], [3, 5], label_all=False) == [-100, 3, -100, 5, -100]
-    assert word_labels([None, 0, 0, 1, None], [3, 5], label_all=True) == [-100, 3, 3, 5, -100]
+    inside = inside_tag_ids(["O", "B-PER", "I-PER", "B-MISC"])
+    assert inside == [0, 2, 2, 3]  # B-PER's later sub-tokens learn I-PER; B-MISC has no I-MISC to become
+    assert word_labels([None, 0, 0, 1, None], [1, 2]) == [-100, 1, -100, 2, -100]
+    assert word_labels([None, 0, 0, 1, 1, None], [1, 2], inside) == [-100, 1, 2, 2, 2, -100]
+    assert word_labels([None, 0, 0, None], [3], inside) == [-100, 3, 3, -100]
+
+
+def ner_task(label_all: bool, names: list[str]):
+    from llmkit.config import COMMON_DATA_DEFAULTS
+    from llmkit.tasks.token_classification import TokenClassificationTask
+
+    data = {**COMMON_DATA_DEFAULTS, **TokenClassificationTask.data_defaults, "label_all_tokens": label_all}
+    task = TokenClassificationTask(data)
+    task.label_names = names
+    return task
+
+
+def test_label_all_tokens_gives_later_sub_tokens_the_inside_tag() -> None:
+    """run_ner's label_all_tokens: one word, however many pieces, is one entity (B- then I-), not several."""
+    from datasets import Dataset
+
+    from llmkit.models import load_tokenizer, resolve_model
+
+    tokenizer = load_tokenizer(resolve_model("tiny-bert"))
+    task = ner_task(True, ["O", "B-PER", "I-PER"])
+    encoded = task.encode(
+        Dataset.from_list([{"tokens": ["Shkvyrin", "scored"], "ner_tags": ["B-PER", "O"]}]), tokenizer
+    )
+    word_ids = tokenizer(["Shkvyrin", "scored"], is_split_into_words=True).word_ids()
+    pieces = word_ids.count(0)
+    assert pieces > 1  # the name is split into several sub-tokens
+    tags = [task.label_name(label) for label in encoded[0]["labels"] if label != -100]
+    assert tags == ["B-PER"] + ["I-PER"] * (pieces - 1) + ["O"] * word_ids.count(1)
+
+
+@pytest.mark.parametrize("label_all", [False, True])
+def test_entity_f1_counts_words_at_their_first_sub_token(label_all: bool) -> None:
+    """A prediction right on every word's first sub-token scores F1 = 1 whatever the other sub-tokens say
+    and whatever label_all_tokens is: CoNLL's word-level F1, as predict reads the words."""
+    import numpy as np
+    from datasets import Dataset
+    from transformers import EvalPrediction
+
+    from llmkit.data import Split
+    from llmkit.models import load_tokenizer, resolve_model
+
+    names = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    words = [
+        {"tokens": ["Shkvyrin", "scored"], "ner_tags": ["B-PER", "O"]},
+        {
+            "tokens": ["Anatoly", "Shkvyrin", "visited", "Dnipropetrovsk"],
+            "ner_tags": ["B-PER", "I-PER", "O", "B-LOC"],
+        },
+    ]
+    tokenizer = load_tokenizer(resolve_model("tiny-bert"))
+    task = ner_task(label_all, names)
+    split = Split("validation", Dataset.from_list(words), Path("validation.jsonl"))
+    encoded = task.prepare_evaluation("validation", split, task.encode(split.dataset, tokenizer))
+    assert "word_starts" not in encoded.column_names  # bookkeeping, not a model input
+    width = max(len(ids) for ids in encoded["input_ids"])
+    predicted = np.zeros((len(words), width), dtype=np.int64)
+    gold = np.full((len(words), width), -100)
+    for row, (record, example) in enumerate(zip(words, encoded, strict=True)):
+        gold[row, : len(example["labels"])] = example["labels"]
+        previous = None
+        for position, word in enumerate(tokenizer(record["tokens"], is_split_into_words=True).word_ids()):
+            if word is not None:  # the word's tag first, then I- on its later pieces (as a pipeline reads)
+                tag = record["ner_tags"][word]
+                later = word == previous and tag != "O"
+                predicted[row, position] = names.index(f"I-{tag[2:]}" if later else tag)
+            previous = word
+    scores = task.compute_metrics()(EvalPrediction(predictions=predicted, label_ids=gold))
+    assert (scores["precision"], scores["recall"], scores["f1"]) == (1.0, 1.0, 1.0)
 
 
 def test_entity_spans_read_iob_like_seqeval() -> None:
@@ -120,6 +191,68 @@ def test_seqeval_metric_scores_whole_entities() -> None:
 
 
 # -- a run ----------------------------------------------------------------------------------------------
+def test_validate_shows_the_ner_recipes_examples(tmp_path: Path, run_cli) -> None:
+    """[CLS] and [SEP] carry no label (-100): the example lists only the sub-tokens that learn a tag."""
+    train = write_conll(tmp_path / "train.conll", rows(6))
+    dev = write_conll(tmp_path / "dev.conll", rows(2, 1))
+    recipe = REPO / "recipes" / "ner-conll2003.yaml"
+    args = ["validate", recipe, f"data.train={train}", f"data.validation={dev}", "model=tiny-bert"]
+    shown = run_cli(*args)
+    assert shown.exit_code == 0, shown.stderr
+    examples = [line for line in shown.stdout.splitlines() if "tagged sub-tokens" in line]
+    assert len(examples) == 3
+    for line, record in zip(examples, rows(3), strict=True):
+        tags = [piece.rsplit("/", 1)[1] for piece in line.split(": ", 1)[1].split()]
+        assert tags == record["ner_tags"]  # one tag per word, on its first sub-token
+    every_piece = run_cli(*args, "data.label_all_tokens=true")
+    assert every_piece.exit_code == 0, every_piece.stderr
+    assert "-100" not in every_piece.stdout and "/I-PER" in every_piece.stdout
+
+
+def predicted_word_tags(record: dict, entities: list[dict]) -> list[str]:
+    """Word tags (B-/I-) from predicted entities' character offsets into the words joined by spaces."""
+    starts, position = [], 0
+    for word in record["tokens"]:
+        starts.append(position)
+        position += len(word) + 1
+    tags = ["O"] * len(starts)
+    for entity in entities:
+        covered = [i for i, start in enumerate(starts) if entity["start"] <= start < entity["end"]]
+        tags[covered[0]] = f"B-{entity['type']}"
+        for index in covered[1:]:
+            tags[index] = f"I-{entity['type']}"
+    return tags
+
+
+@pytest.mark.parametrize("label_all", [False, True])
+def test_predictions_score_the_runs_entity_f1(tmp_path: Path, run_cli, label_all: bool) -> None:
+    """`llmkit predict` and test_predictions.jsonl read words as the evaluation does: their entities,
+    scored with seqeval against the gold tags, give the run's eval_precision/recall/f1 exactly."""
+    from llmkit.metrics import load_metrics
+
+    records = rows(4, 1)
+    train = write_jsonl(tmp_path / "train.jsonl", rows(16))
+    dev = write_conll(tmp_path / "validation.conll", records)
+    unlabelled = write_jsonl(tmp_path / "test.jsonl", [{"tokens": r["tokens"]} for r in records])
+    result = finetune(
+        tmp_path, train, dev, f"data.test={unlabelled}", f"data.label_all_tokens={str(label_all).lower()}",
+        "training.max_steps=20", "training.learning_rate=1e-3",
+        "training.precision=fp32",  # predict runs in fp32; a bf16 evaluation could differ in the last digit
+    )  # fmt: skip
+    assert result.metrics["eval_f1"] > 0  # the tagger finds entities: the comparison is not 0 == 0
+    printed = run_cli("predict", "-m", result.output_dir, "-i", dev)
+    assert printed.exit_code == 0, printed.stderr
+    from_predict = [json.loads(line)["predicted_entities"] for line in printed.stdout.splitlines()]
+    written = (result.output_dir / "test_predictions.jsonl").read_text().splitlines()
+    assert [json.loads(line)["predicted_entities"] for line in written] == from_predict
+    scores = load_metrics("seqeval").compute(
+        predictions=[predicted_word_tags(r, e) for r, e in zip(records, from_predict, strict=True)],
+        references=[r["ner_tags"] for r in records],
+    )
+    for key in ("precision", "recall", "f1"):
+        assert scores[key] == pytest.approx(result.metrics[f"eval_{key}"], abs=1e-12), key
+
+
 def test_ner_trains_evaluates_and_serves_pipeline_and_predict(
     tmp_path: Path, ner_files: tuple[Path, Path], run_cli
 ) -> None:

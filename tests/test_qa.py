@@ -209,6 +209,117 @@ def test_unanswerable_questions_with_version_2(tmp_path: Path, qa_files: tuple[P
     assert "eval_f1" in result.metrics
 
 
+class LogitsByToken:
+    """A stand-in question-answering model: each token's start and end logit is a fixed score of its id."""
+
+    def __init__(self, scores: dict[int, float], vocabulary: int) -> None:
+        import torch
+
+        self.device = torch.device("cpu")
+        self.table = torch.zeros(vocabulary)
+        for token, score in scores.items():
+            self.table[token] = score
+
+    def __call__(self, input_ids, **inputs):
+        from types import SimpleNamespace
+
+        logits = self.table[input_ids]
+        return SimpleNamespace(start_logits=logits, end_logits=logits)
+
+
+def test_predict_chooses_as_the_evaluation_does_and_abstains_with_version_2() -> None:
+    """One span search, window choice and no-answer rule: a lone strong span in a crowded window beats a
+    clearer but weaker one elsewhere (start + end logits, not each window's softmax), and where [CLS]
+    scores higher than every span, SQuAD 2.0 leaves the question unanswered in predict as in evaluation."""
+    import numpy as np
+    from datasets import Dataset
+
+    from llmkit.config import COMMON_DATA_DEFAULTS
+    from llmkit.models import load_tokenizer, resolve_model
+    from llmkit.tasks.question_answering import QuestionAnsweringTask
+
+    tokenizer = load_tokenizer(resolve_model("tiny-bert"))
+    museum, city, park = tokenizer.convert_tokens_to_ids(["museum", "city", "park"])
+    crowded = "museum " + "city " * 8 + "old " * 30 + "park"  # two windows: museum among cities; park
+    rows = [
+        {"question": "Where?", "context": crowded, "answers": {"text": ["museum"], "answer_start": [0]}},
+        {"question": "Where?", "context": "old city old", "answers": {"text": [], "answer_start": []}},
+    ]
+    for version_2, cls_score, expected in [
+        (False, 0.0, ["museum", "city"]),
+        (True, 0.0, ["museum", "city"]),
+        (True, 4.5, ["museum", ""]),  # [CLS] 9 beats city's 8, not museum's 10
+        (True, 6.0, ["", ""]),
+        (False, 6.0, ["museum", "city"]),
+    ]:
+        settings = {"max_length": 32, "doc_stride": 8, "version_2_with_negative": version_2}
+        task = QuestionAnsweringTask(
+            {**COMMON_DATA_DEFAULTS, **QuestionAnsweringTask.data_defaults, **settings}
+        )
+        scores = {museum: 5.0, city: 4.0, park: 4.5, tokenizer.cls_token_id: cls_score}
+        model = LogitsByToken(scores, len(tokenizer))
+        predicted = task.predict(model, tokenizer, rows)
+        assert [p["predicted_answer"] for p in predicted] == expected, (version_2, cls_score)
+        windows = task.encode(Dataset.from_list(rows), tokenizer)
+        assert len(windows) == 3  # the crowded context takes two windows
+        width = max(len(ids) for ids in windows["input_ids"])
+        input_ids = np.array([ids + [0] * (width - len(ids)) for ids in windows["input_ids"]])
+        logits = model(input_ids).start_logits.numpy()
+        assert task.answers_for_rows(rows, windows, logits, logits)[0] == expected
+        for prediction in predicted:
+            if not prediction["predicted_answer"]:
+                assert prediction["predicted_start"] is None and prediction["predicted_score"] == 0.0
+        if expected[0]:  # reported: its probability in its window, where eight cities compete
+            assert (predicted[0]["predicted_start"], predicted[0]["predicted_end"]) == (0, 6)
+            assert 0 < predicted[0]["predicted_score"] < 0.5
+
+
+def test_squad_2_predictions_on_the_validation_file_reproduce_the_eval_scores(
+    tmp_path: Path, run_cli
+) -> None:
+    """`llmkit predict` on the dev file, scored with SQuAD 2.0's EM/F1 (an empty answer is right only for an
+    unanswerable question), gives the run's eval scores; `llmkit answer` abstains where predict does."""
+    from llmkit.metrics import load_metrics
+
+    def unanswerable(index: int) -> dict:
+        record = row(index)
+        return {**record, "question": FACTS[(index + 1) % 4][0], "answers": {"text": [], "answer_start": []}}
+
+    train = write_jsonl(tmp_path / "train.jsonl", [row(i) if i % 4 else unanswerable(i) for i in range(32)])
+    dev_rows = [row(i, long=i % 4 == 1) if i % 3 else unanswerable(i) for i in range(8)]
+    dev = write_jsonl(tmp_path / "validation.jsonl", dev_rows)
+    result = finetune(
+        tmp_path, train, dev, "data.version_2_with_negative=true", "training.max_steps=20",
+        "training.learning_rate=3e-4",
+        "training.precision=fp32",  # predict runs in fp32; a bf16 evaluation could differ in a near tie
+    )  # fmt: skip
+    printed = run_cli("predict", "-m", result.output_dir, "-i", dev)
+    assert printed.exit_code == 0, printed.stderr
+    predicted = [json.loads(line) for line in printed.stdout.splitlines()]
+    answers = [p["predicted_answer"] for p in predicted]
+    assert "" in answers and any(answers), answers  # the model abstains on some questions, not all
+    scores = load_metrics("squad").compute(
+        predictions=answers, references=[r["answers"]["text"] for r in dev_rows]
+    )
+    assert scores["exact_match"] == pytest.approx(result.metrics["eval_exact_match"], abs=1e-9)
+    assert scores["f1"] == pytest.approx(result.metrics["eval_f1"], abs=1e-9)
+
+    samples = json.loads((result.output_dir / "run_stats.json").read_text())["samples"]
+    for sample, answer in zip(samples, answers, strict=False):  # the report shows the same choice
+        assert (
+            sample["prediction"] == "(no answer)" if not answer else sample["prediction"].startswith(answer)
+        )
+
+    abstained = next(p for p in predicted if not p["predicted_answer"])
+    assert (abstained["predicted_start"], abstained["predicted_end"], abstained["predicted_score"]) == (
+        None, None, 0.0,
+    )  # fmt: skip
+    question = ["answer", abstained["question"], "-c", abstained["context"], "-m", result.output_dir]
+    assert run_cli(*question).stdout.strip() == "(no answer in the context)"
+    answered = json.loads(run_cli(*question, "--json").stdout)
+    assert (answered["answer"], answered["start"], answered["end"]) == ("", None, None)
+
+
 # -- bad input ------------------------------------------------------------------------------------------
 def test_answer_not_at_its_answer_start_fails_or_is_skipped_and_counted(
     tmp_path: Path, qa_files: tuple[Path, Path], run_cli

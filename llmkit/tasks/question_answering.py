@@ -5,7 +5,9 @@ into the context). A context longer than ``data.max_length`` is cut into overlap
 (``data.doc_stride`` tokens shared by neighbours); a window that does not hold the answer learns to point
 at the first token ([CLS]). Evaluation searches the ``n_best_size`` best starts and ends of every window of
 a question for the best span of at most ``max_answer_length`` tokens, maps it back to the context by the
-tokenizer's offsets and scores the texts with SQuAD exact match and F1 (percentages).
+tokenizer's offsets and scores the texts with SQuAD exact match and F1 (percentages). ``predict`` (and with
+it `llmkit predict`, `llmkit answer` and test_predictions.jsonl) chooses each answer in the same place
+(``_chosen_spans``): the same span search, window choice and SQuAD 2.0 no-answer.
 
 Windows and offsets come from ``encode``, which a warm tokenization cache skips: the window-to-question
 mapping and the offsets are stored as columns of the encoded split, and ``prepare_evaluation`` (called for
@@ -14,6 +16,7 @@ every split, cached or not) takes them out before the Trainer sees the rows.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -280,8 +283,12 @@ class QuestionAnsweringTask(Task):
         def compute(eval_prediction) -> dict[str, float]:
             evaluation = self._evaluation_for(len(eval_prediction.predictions[0]))
             start_logits, end_logits = eval_prediction.predictions[:2]
-            answers = self._best_answers(evaluation, start_logits, end_logits)
-            return metric.compute(predictions=answers, references=evaluation.gold)
+            spans = self._chosen_spans(
+                bookkept_windows(evaluation.bookkeeping), len(evaluation.contexts), start_logits, end_logits
+            )
+            return metric.compute(
+                predictions=answer_texts(evaluation.contexts, spans), references=evaluation.gold
+            )
 
         return compute
 
@@ -298,36 +305,31 @@ class QuestionAnsweringTask(Task):
     ) -> tuple[list[str], list[list[str]]]:
         """Each row's best answer from its windows' logits (``windows``: ``encode(rows)``, logits in the
         windows' order), and the rows' gold answers: the evaluation's scoring, for rows at hand."""
-        evaluation = Evaluation(
-            "rows",
-            windows.select_columns([EXAMPLE_INDEX, OFFSETS]),
-            [row[self.data["context"]] for row in rows],
-            [list(row[self.data["answers"]]["text"]) for row in rows],
-        )
-        return self._best_answers(evaluation, start_logits, end_logits), evaluation.gold
+        contexts = [row[self.data["context"]] for row in rows]
+        spans = self._chosen_spans(bookkept_windows(windows), len(rows), start_logits, end_logits)
+        return answer_texts(contexts, spans), [list(row[self.data["answers"]]["text"]) for row in rows]
 
-    def _best_answers(self, evaluation: Evaluation, start_logits, end_logits) -> list[str]:
-        """Each question's best span over its windows, as text ("" when SQuAD 2.0's no-answer wins)."""
+    def _chosen_spans(
+        self, windows: Iterable[tuple[int, list]], questions: int, start_logits, end_logits
+    ) -> list[Span | None]:
+        """Each question's answer: the best span (start + end logits) over its windows, or None when there
+        is none or SQuAD 2.0's no-answer wins. ``windows`` gives each window's question and offsets, in the
+        logits' order. Evaluation and ``predict`` both choose here, so predictions reproduce the scores."""
         best: dict[int, Span] = {}
         null: dict[int, float] = {}
-        window = 0
-        for batch in evaluation.bookkeeping.iter(batch_size=512):
-            for row, offsets in zip(batch[EXAMPLE_INDEX], batch[OFFSETS], strict=True):
-                span = self._best_span(start_logits[window], end_logits[window], offsets)
-                null[row] = min(
-                    null.get(row, float("inf")), float(start_logits[window][0] + end_logits[window][0])
-                )
-                if span.start is not None and (row not in best or span.score > best[row].score):
-                    best[row] = span
-                window += 1
-        answers = []
-        for row, context in enumerate(evaluation.contexts):
+        for window, (row, offsets) in enumerate(windows):
+            span = self._best_span(start_logits[window], end_logits[window], offsets)
+            null[row] = min(
+                null.get(row, float("inf")), float(start_logits[window][0] + end_logits[window][0])
+            )
+            if span.start is not None and (row not in best or span.score > best[row].score):
+                best[row] = span
+        chosen: list[Span | None] = []
+        for row in range(questions):
             span = best.get(row)
-            if span is None or self._no_answer_wins(null.get(row, float("-inf")), span):
-                answers.append("")
-            else:
-                answers.append(context[span.start : span.end])
-        return answers
+            abstains = span is None or self._no_answer_wins(null.get(row, float("-inf")), span)
+            chosen.append(None if abstains else span)
+        return chosen
 
     def _no_answer_wins(self, null_score: float, span: Span) -> bool:
         if not self.data["version_2_with_negative"]:
@@ -343,14 +345,17 @@ class QuestionAnsweringTask(Task):
     def predict(
         self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
-        """Each row's answer: its text, character start and end in the context, and probability."""
+        """Each row's answer as evaluation chooses it (``_chosen_spans``): its text, character start and end
+        in the context and its probability in its window; "", None, None and 0.0 where the model abstains
+        (SQuAD 2.0's no-answer wins) or no window holds any of the context."""
         import torch
 
         question, context = self.data["question"], self.data["context"]
         results = []
         for first in range(0, len(rows), PREDICT_BATCH_SIZE):
             batch = rows[first : first + PREDICT_BATCH_SIZE]
-            encoded = self._windows(tokenizer, [r[question] for r in batch], [r[context] for r in batch])
+            contexts = [r[context] for r in batch]
+            encoded = self._windows(tokenizer, [r[question] for r in batch], contexts)
             rows_of = encoded.pop("overflow_to_sample_mapping")
             offsets = encoded.pop("offset_mapping")
             context_id = _context_sequence(tokenizer)
@@ -359,21 +364,8 @@ class QuestionAnsweringTask(Task):
             with torch.no_grad():
                 output = model(**inputs)
             starts, ends = output.start_logits.float().cpu().numpy(), output.end_logits.float().cpu().numpy()
-            best: dict[int, Span] = {}
-            for window, row in enumerate(rows_of):
-                span = self._best_span(starts[window], ends[window], spans[window])
-                if span.start is not None and (row not in best or span.probability > best[row].probability):
-                    best[row] = span
-            for row, source in enumerate(batch):
-                span = best.get(row)
-                results.append(
-                    {
-                        PREDICTED_ANSWER: source[context][span.start : span.end] if span else "",
-                        PREDICTED_START: span.start if span else None,
-                        PREDICTED_END: span.end if span else None,
-                        PREDICTED_SCORE: round(span.probability, 6) if span else 0.0,
-                    }
-                )
+            chosen = self._chosen_spans(zip(rows_of, spans, strict=True), len(batch), starts, ends)
+            results += [prediction(text, span) for text, span in zip(contexts, chosen, strict=True)]
         return results
 
     def report_samples(
@@ -381,15 +373,41 @@ class QuestionAnsweringTask(Task):
     ) -> list[dict[str, str]]:
         samples = []
         for row, prediction in zip(rows, self.predict(model, tokenizer, rows), strict=True):
+            answer, score = prediction[PREDICTED_ANSWER], prediction[PREDICTED_SCORE]
             sample = {
                 "input": row[self.data["question"]],
-                "prediction": f"{prediction[PREDICTED_ANSWER]} ({prediction[PREDICTED_SCORE]:.2f})",
+                "prediction": f"{answer} ({score:.2f})" if answer else "(no answer)",
             }
             gold = row.get(self.data["answers"])
             if isinstance(gold, dict) and isinstance(gold.get("text"), list):
                 sample["reference"] = " | ".join(dict.fromkeys(gold["text"])) or "(no answer)"
             samples.append(sample)
         return samples
+
+
+def bookkept_windows(bookkeeping: Dataset) -> Iterator[tuple[int, list]]:
+    """Each window's question and offsets from an encoded split's bookkeeping, read a batch at a time."""
+    for batch in bookkeeping.iter(batch_size=512):
+        yield from zip(batch[EXAMPLE_INDEX], batch[OFFSETS], strict=True)
+
+
+def answer_texts(contexts: list[str], spans: list[Span | None]) -> list[str]:
+    """The chosen spans' texts ("" for no answer), as the SQuAD metric scores them."""
+    return [
+        context[span.start : span.end] if span else "" for context, span in zip(contexts, spans, strict=True)
+    ]
+
+
+def prediction(context: str, span: Span | None) -> dict[str, Any]:
+    """A row's prediction keys for a chosen span, or for no answer."""
+    if span is None:
+        return {PREDICTED_ANSWER: "", PREDICTED_START: None, PREDICTED_END: None, PREDICTED_SCORE: 0.0}
+    return {
+        PREDICTED_ANSWER: context[span.start : span.end],
+        PREDICTED_START: span.start,
+        PREDICTED_END: span.end,
+        PREDICTED_SCORE: round(span.probability, 6),
+    }
 
 
 def _context_sequence(tokenizer) -> int:

@@ -3,9 +3,13 @@
 Rows hold a list of words (``data.tokens``) and a list of tags of the same length (``data.tags``): strings
 (IOB2 such as ``B-PER``/``I-PER``/``O``), or integers named by ``data.label_names``; CoNLL files are read
 by :mod:`llmkit.data`. Each word's first sub-token carries its tag and the others are masked out of the loss
-(``data.label_all_tokens`` tags them all, as ``run_ner.py`` can). The tag names become the model's
-``id2label``, so ``transformers.pipeline("token-classification", aggregation_strategy="simple")`` answers
-with entity types. Scores are seqeval's entity precision, recall and F1, overall and per type.
+(``data.label_all_tokens`` tags them all, as ``run_ner.py`` can, B- turned into I-). The tag names become the
+model's ``id2label``, so ``transformers.pipeline("token-classification", aggregation_strategy="simple")``
+answers with entity types. Scores are seqeval's entity precision, recall and F1, overall and per type, on
+words: each word counts once, with the tag predicted at its first sub-token, whatever ``label_all_tokens``
+is (CoNLL's word-level F1, as ``run_ner.py`` reports it without label_all_tokens). ``predict`` reads the same
+sub-token: ``encode`` keeps each word's first sub-token (``WORD_STARTS``) and ``prepare_evaluation``
+leaves labels only there on the evaluated splits.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ if TYPE_CHECKING:
 
 PREDICT_BATCH_SIZE = 32
 PREDICTED_ENTITIES = "predicted_entities"
+#: Bookkeeping column of an encoded split: the position of each word's first sub-token (the one scored).
+WORD_STARTS = "word_starts"
 #: A plain text's words for prediction: letters/digits with inner dots, apostrophes and hyphens ("U.S",
 #: "don't", "Baden-Baden"), or one other non-space character (CoNLL splits punctuation off words).
 WORD = re.compile(r"\w+(?:[.'’-]\w+)*|[^\w\s]")
@@ -155,7 +161,7 @@ class TokenClassificationTask(Task):
         tokens, tags = self.data["tokens"], self.data["tags"]
         has_tags = tags in dataset.column_names
         tag_ids = {name: i for i, name in enumerate(self.label_names)}
-        label_all = self.data["label_all_tokens"]
+        inside = inside_tag_ids(self.label_names) if self.data["label_all_tokens"] else None
 
         def tag_id(tag: Any) -> int:
             return tag if isinstance(tag, int) else tag_ids[tag]
@@ -164,16 +170,27 @@ class TokenClassificationTask(Task):
             encoded = tokenizer(
                 batch[tokens], is_split_into_words=True, truncation=True, max_length=self.data["max_length"]
             )
+            word_ids = [encoded.word_ids(i) for i in range(len(batch[tokens]))]
+            columns = {**encoded, WORD_STARTS: [list(first_sub_tokens(ids).values()) for ids in word_ids]}
             if has_tags:
-                encoded["labels"] = [
-                    word_labels(encoded.word_ids(i), [tag_id(t) for t in row], label_all)
-                    for i, row in enumerate(batch[tags])
+                columns["labels"] = [
+                    word_labels(ids, [tag_id(t) for t in row], inside)
+                    for ids, row in zip(word_ids, batch[tags], strict=True)
                 ]
-            return dict(encoded)
+            return columns
 
         return dataset.map(
             encode_batch, batched=True, remove_columns=dataset.column_names, keep_in_memory=True
         )
+
+    def prepare_evaluation(self, role: str, split: Split, encoded: Dataset) -> Dataset:
+        """Scores count words, not sub-tokens: an evaluated split keeps each word's label on its first
+        sub-token only (the one ``predict`` reads), so label_all_tokens changes training, never the F1."""
+        if role != "train" and "labels" in encoded.column_names:
+            encoded = encoded.map(
+                lambda row: {"labels": labels_at(row["labels"], row[WORD_STARTS])}, keep_in_memory=True
+            )
+        return encoded.remove_columns(WORD_STARTS)
 
     def collator(self, tokenizer: PreTrainedTokenizerBase):
         from transformers import DataCollatorForTokenClassification
@@ -181,16 +198,18 @@ class TokenClassificationTask(Task):
         return DataCollatorForTokenClassification(tokenizer)
 
     def label_name(self, label_id: int) -> str:
-        return self.label_names[label_id] if label_id < len(self.label_names) else str(label_id)
+        return self.label_names[label_id] if 0 <= label_id < len(self.label_names) else str(label_id)
 
     def describe_example(self, batch: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> list[str]:
-        """The words and the tag each labelled sub-token learns."""
+        """The sub-tokens that carry loss, each with the tag it learns."""
         pieces = tokenizer.convert_ids_to_tokens(batch["input_ids"][0])
         labels = batch["labels"][0].tolist() if "labels" in batch else []
-        tagged = [f"{piece}/{self.label_name(label)}" for piece, label in zip(pieces, labels, strict=False)]
-        return [
-            f"tagged sub-tokens ({len(tagged)}): {' '.join(t for t in tagged if not t.endswith('/-100'))}"
+        tagged = [
+            f"{piece}/{self.label_name(label)}"
+            for piece, label in zip(pieces, labels, strict=False)
+            if label != IGNORED
         ]
+        return [f"tagged sub-tokens ({len(tagged)} of {len(pieces)}): {' '.join(tagged)}"]
 
     def data_summary(self, splits: dict[str, Split]) -> list[str]:
         lines = []
@@ -298,11 +317,9 @@ class TokenClassificationTask(Task):
         tagged = []
         for row, (_, spans) in enumerate(batch):
             tags, row_scores = ["O"] * len(spans), [1.0] * len(spans)
-            seen = set()
-            for position, word in enumerate(encoded.word_ids(row)):
-                if word is None or word in seen or word >= len(spans):
+            for word, position in first_sub_tokens(encoded.word_ids(row)).items():
+                if word >= len(spans):  # the placeholder of a row without words
                     continue
-                seen.add(word)
                 tags[word] = model.config.id2label[int(ids[row, position])]
                 row_scores[word] = float(scores[row, position])
             tagged.append((tags, row_scores))
@@ -330,9 +347,9 @@ class TokenClassificationTask(Task):
         return samples
 
 
-def word_labels(word_ids: list[int | None], tags: list[int], label_all: bool) -> list[int]:
-    """Sub-token labels: each word's tag on its first sub-token; the rest -100 (or, with ``label_all``, the
-    word's tag, B- turned into I- as run_ner does); special tokens -100."""
+def word_labels(word_ids: list[int | None], tags: list[int], inside: list[int] | None = None) -> list[int]:
+    """Sub-token labels: each word's tag on its first sub-token; special tokens -100, and so are the word's
+    other sub-tokens, unless ``inside`` (label_all_tokens: :func:`inside_tag_ids`) gives their tag."""
     labels, previous = [], None
     for word in word_ids:
         if word is None:
@@ -340,9 +357,37 @@ def word_labels(word_ids: list[int | None], tags: list[int], label_all: bool) ->
         elif word != previous:
             labels.append(tags[word])
         else:
-            labels.append(tags[word] if label_all else IGNORED)
+            labels.append(IGNORED if inside is None else inside[tags[word]])
         previous = word
     return labels
+
+
+def inside_tag_ids(label_names: list[str]) -> list[int]:
+    """For each tag id, the tag a word's later sub-tokens learn with label_all_tokens: B-X becomes I-X
+    (where I-X is a tag), as run_ner.py does, so a word is one entity however many pieces it has."""
+    ids = {name: index for index, name in enumerate(label_names)}
+    return [
+        ids.get(f"I-{name[2:]}", index) if name.startswith("B-") else index
+        for index, name in enumerate(label_names)
+    ]
+
+
+def first_sub_tokens(word_ids: list[int | None]) -> dict[int, int]:
+    """Word -> the position of its first sub-token, where prediction reads the word's tag and evaluation
+    scores it (a word cut off by truncation, or one the tokenizer drops, has none)."""
+    starts: dict[int, int] = {}
+    for position, word in enumerate(word_ids):
+        if word is not None:
+            starts.setdefault(word, position)
+    return starts
+
+
+def labels_at(labels: list[int], positions: list[int]) -> list[int]:
+    """``labels`` with every position but ``positions`` set to -100."""
+    kept = [IGNORED] * len(labels)
+    for position in positions:
+        kept[position] = labels[position]
+    return kept
 
 
 def entity_spans(tags: list[str]) -> list[tuple[str, int, int]]:
