@@ -1,9 +1,10 @@
 """The run folder: --overwrite leaves exactly what the new run wrote (and the user's files), whatever
-command wrote the old one."""
+command wrote the old one; the demos default to the newest run of their task under ./runs, nowhere else."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -121,3 +122,80 @@ def test_overwrite_between_lora_and_full_runs_serves_the_new_model_everywhere(
     adapter_pipeline = pipeline("text-classification", model=str(out), model_kwargs=labels)
     assert scores(adapter_pipeline, TEXTS) == merged_scores
     assert (out / "notes.txt").read_text() == "mine"
+
+
+# -- the demos' default: the newest run of the task under ./runs ----------------------------------------
+@pytest.fixture
+def fill_mask_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A tiny fill-mask run trained in another project folder (its own ./runs)."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    text = elsewhere / "text.txt"
+    text.write_text("\n".join(f"the {w} sat on the mat ." for w in ("cat", "dog", "bird") * 8) + "\n")
+    recipe = {
+        "task": "fill-mask",
+        "model": "tiny-bert",
+        "data": {"train": str(text), "validation_split": 0.25, "max_length": 32},
+        "training": {"max_steps": 1, "per_device_train_batch_size": 8},
+    }
+    return elsewhere / llmkit.finetune(recipe).output_dir  # output_dir's default: runs/fill-mask
+
+
+def test_fill_mask_ignores_a_run_of_another_folder_and_names_the_default(
+    fill_mask_run: Path, run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import llmkit.causal_fill
+
+    assert fill_mask_run == tmp_path / "elsewhere" / "runs" / "fill-mask"
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    monkeypatch.chdir(fresh)
+    monkeypatch.setattr(llmkit.causal_fill, "DEFAULT_CAUSAL_MODEL", "tiny-gpt2")  # for smollm2-135m
+    result = run_cli("fill-mask", "a [MASK] film", "-k", "2")
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.startswith(
+        "llmkit: tiny-gpt2 answers (the default: no fill-mask run under ./runs): a causal LM"
+    )
+
+
+def test_fill_mask_takes_the_newest_fill_mask_run_under_runs(
+    fill_mask_run: Path, run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = tmp_path / "project"
+    for name in ("older", "nested/newer"):
+        shutil.copytree(fill_mask_run, project / "runs" / name)
+    classifier = project / "runs" / "classifier"
+    shutil.copytree(fill_mask_run, classifier)
+    recipe = classifier / "recipe.yaml"
+    recipe.write_text(recipe.read_text().replace("task: fill-mask", "task: classification"))
+    stamps = {"older": 1_000_000, "nested/newer": 2_000_000, "classifier": 3_000_000}  # newest: not fill-mask
+    for name, stamp in stamps.items():
+        os.utime(project / "runs" / name / "metrics.json", (stamp, stamp))
+    monkeypatch.chdir(project)
+
+    result = run_cli("fill-mask", "a [MASK] film", "-k", "2")
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.startswith(
+        "llmkit: runs/nested/newer answers (the newest fill-mask run under ./runs): a masked LM"
+    )
+    os.utime(project / "runs" / "older" / "metrics.json", (4_000_000, 4_000_000))
+    assert "llmkit: runs/older answers" in run_cli("fill-mask", "a [MASK] film").stderr
+
+
+def test_summarize_defaults_to_a_run_under_runs_only(tmp_path: Path, run_cli, monkeypatch) -> None:
+    elsewhere, fresh = tmp_path / "elsewhere", tmp_path / "fresh"
+    elsewhere.mkdir()
+    fresh.mkdir()
+    monkeypatch.chdir(elsewhere)
+    recipe = task_recipe("summarization", tmp_path)
+    trained = elsewhere / llmkit.finetune(recipe).output_dir  # runs/summarization
+    monkeypatch.chdir(fresh)
+    missing = run_cli("summarize", "#Person1#: Lunch at noon?", "--max-new-tokens", "3")
+    assert missing.exit_code == 2
+    assert missing.stderr.startswith("error: no summarization run under ./runs: make one with `llmkit ")
+
+    shutil.copytree(trained, fresh / "runs" / "dialogues")
+    found = run_cli("summarize", "#Person1#: Lunch at noon?", "--max-new-tokens", "3")
+    assert found.exit_code == 0, found.stderr
+    assert "llmkit: runs/dialogues answers (the newest summarization run under ./runs)" in found.stderr
