@@ -1,7 +1,8 @@
 """``llmkit answer``: extractive question answering with a trained model, in the spirit of ``fill-mask``.
 
-The model is ``--model`` when given, else the newest ``question-answering`` run. The context is a text or
-a file; a long one is read in overlapping windows as in training. The answer is a span of the context.
+The model is ``--model`` when given, else the newest ``question-answering`` run under ./runs. The context
+is a text or a file; a long one is read in overlapping windows as in training. The answer is a span of the
+context.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def answer(question: str, context: str, model: str | None = None) -> dict[str, A
         )
     if (folder / "recipe.yaml").exists():
         task = task_for_model(folder)  # the run's window length and answer search settings
-    log(f"{folder} answers" + (" (your newest question-answering run)" if model is None else ""))
+    log(f"{folder} answers" + (" (the newest question-answering run under ./runs)" if model is None else ""))
     tokenizer = load_tokenizer(folder)
     task.prepare_tokenizer(tokenizer)
     with quiet_library_progress(errors_only=True):

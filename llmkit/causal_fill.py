@@ -352,7 +352,7 @@ def fill_masks_causal(
 
 
 # -- `llmkit fill-mask`: which model answers, and how ------------------------------------------------------
-#: The model that answers when there is no fill-mask run yet.
+#: The model that answers when there is no fill-mask run under ./runs.
 DEFAULT_CAUSAL_MODEL = "smollm2-135m"
 HOW_TO_TRAIN = "llmkit finetune recipes/fill-mask-brown.yaml"
 
@@ -368,7 +368,7 @@ class FillModel:
 
 
 def choose_fill_model(model: str | None) -> FillModel:
-    """``--model`` when given; else the newest fill-mask run; else SmolLM2 through the causal path.
+    """``--model`` when given; else the newest fill-mask run under ./runs; else SmolLM2, causal path.
 
     A folder that is neither a masked LM (or a base encoder, refused once loaded) nor a causal LM is a
     one-line error before anything loads.
@@ -377,14 +377,14 @@ def choose_fill_model(model: str | None) -> FillModel:
     from llmkit.causal_lm import causal_lm_problem
     from llmkit.models import resolve_model
     from llmkit.predict import folder_for_task
-    from llmkit.run_folder import latest_run
+    from llmkit.run_folder import newest_run_here
 
     why = "--model"
     if model is None:
-        run = latest_run("fill-mask")
+        run = newest_run_here("fill-mask")
         if run is not None:
-            return FillModel(str(run), run, causal=False, why="your newest fill-mask run")
-        model, why = DEFAULT_CAUSAL_MODEL, "the default: no fill-mask run yet"
+            return FillModel(str(run), run, causal=False, why="the newest fill-mask run under ./runs")
+        model, why = DEFAULT_CAUSAL_MODEL, "the default: no fill-mask run under ./runs"
     folder = resolve_model(model)
     config = model_config_dict(folder)
     if causal_lm_problem(config) is None:

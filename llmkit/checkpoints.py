@@ -21,7 +21,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from llmkit.adaptation import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, MERGED_DIR, MODEL_CONFIG_FILE
 from llmkit.errors import LlmkitError
+from llmkit.plots import PLOTS_DIR
 
 CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 STAGING_DIR = ".saving"
@@ -32,9 +34,11 @@ FINGERPRINT_FILE = "llmkit_fingerprint.json"
 
 #: Written into output_dir when a run starts: the folder is an llmkit run, which --overwrite may replace.
 RUN_MARKER = ".llmkit-run"
-#: Everything a run writes into output_dir (names and shell patterns): llmkit's own files, checkpoints,
-#: TensorBoard events and the model + tokenizer files of ``save_pretrained``. ``--overwrite`` deletes
-#: these entries of an llmkit run and never anything else.
+#: Everything llmkit writes into output_dir (names and shell patterns): a run's own files, checkpoints,
+#: TensorBoard events, the model + tokenizer files of ``save_pretrained``, a LoRA run's adapter, and what
+#: ``llmkit merge`` and ``llmkit report`` add later. ``--overwrite`` deletes these entries of an llmkit run
+#: and never anything else; an entry missing here would outlive the run that replaced it (a stale adapter
+#: applies itself to the new weights), so tests/test_run_folder.py checks every command's folder against it.
 RUN_FOLDER_ENTRIES = (
     RUN_MARKER,
     "recipe.yaml",
@@ -48,7 +52,7 @@ RUN_FOLDER_ENTRIES = (
     "checkpoint-*",
     ".*.tmp",  # an atomic JSON write cut short
     "README.md",  # the model card
-    "plots",
+    PLOTS_DIR,
     "tensorboard",
     "test_predictions.jsonl",
     "training_args.bin",
@@ -57,6 +61,10 @@ RUN_FOLDER_ENTRIES = (
     "model.safetensors",
     "model-*-of-*.safetensors",
     "model.safetensors.index.json",
+    ADAPTER_CONFIG_FILE,  # a LoRA/QLoRA run: peft's adapter and llmkit's adapted config
+    ADAPTER_WEIGHTS_FILE,
+    MODEL_CONFIG_FILE,
+    MERGED_DIR,  # peft.merge: true, or `llmkit merge RUN`
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",

@@ -184,7 +184,7 @@ def fill_mask(
             "--model",
             "-m",
             help="Masked-LM run/folder, or a causal LM (smollm2-135m, a generation run). "
-            "Default: your newest fill-mask run, else smollm2-135m.",
+            "Default: the newest fill-mask run under ./runs, else smollm2-135m.",
         ),
     ] = None,
     input_file: Annotated[
@@ -232,7 +232,9 @@ def answer(
     ] = None,
     model: Annotated[
         str | None,
-        typer.Option("--model", "-m", help="Question-answering run or folder (default: your newest run)."),
+        typer.Option(
+            "--model", "-m", help="Question-answering run or folder (default: the newest one under ./runs)."
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object (for scripts).")] = False,
 ) -> None:
@@ -289,7 +291,8 @@ def summarize(
         typer.Option(
             "--model",
             "-m",
-            help="Summarization run, model folder or alias (e.g. smollm2-135m; default: your newest run).",
+            help="Summarization run, model folder or alias "
+            "(e.g. smollm2-135m; default: the newest one under ./runs).",
         ),
     ] = None,
     input_file: Annotated[
@@ -332,7 +335,8 @@ def translate(
         typer.Option(
             "--model",
             "-m",
-            help="Translation run, model folder or alias (e.g. smollm2-135m; default: your newest run).",
+            help="Translation run, model folder or alias "
+            "(e.g. smollm2-135m; default: the newest one under ./runs).",
         ),
     ] = None,
     input_file: Annotated[

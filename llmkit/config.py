@@ -32,6 +32,8 @@ from llmkit.data import SPLIT_ROLES, warn_stale_validation
 from llmkit.errors import LlmkitError, did_you_mean
 from llmkit.scratch import check_from_scratch, check_tokenizer_section
 
+#: Where runs go by default (output_dir: runs/<task>), relative to the current folder; demos look here.
+RUNS_DIR = "runs"
 TOP_LEVEL_KEYS = ("task", "model", "data", "training", "peft", "tokenizer", "output_dir", "overwrite")
 
 #: Data keys every task understands; tasks add their column names and options.
@@ -359,7 +361,7 @@ def validate_recipe(raw: dict[str, Any]) -> Recipe:
         _check_section(raw.get(section) or {}, task_cls.options_defaults, section, where) if section else {}
     )
 
-    output_dir = raw.get("output_dir", f"runs/{task_name}")
+    output_dir = raw.get("output_dir", f"{RUNS_DIR}/{task_name}")
     if not isinstance(output_dir, str) or not output_dir.strip():
         raise LlmkitError(f"{where}: output_dir must be a folder path (string)")
     overwrite = raw.get("overwrite", False)

@@ -130,17 +130,17 @@ def folder_for_task(
 ) -> tuple[Task, Path]:
     """Resolve the model folder for a demo command, and the task object that loads it.
 
-    ``model=None`` takes the newest output of that task; a folder trained for another task (a classifier
-    asked to fill masks) is refused with a one-line error rather than giving nonsense; ``or_else`` names
-    another way forward in that error (fill-mask: a causal LM).
+    ``model=None`` takes the newest run of that task under ./runs; a folder trained for another task (a
+    classifier asked to fill masks) is refused with a one-line error rather than giving nonsense;
+    ``or_else`` names another way forward in that error (fill-mask: a causal LM).
     """
-    from llmkit.run_folder import latest_run
+    from llmkit.run_folder import newest_run_here
 
     if model is None:
-        folder = latest_run(task_name)
+        folder = newest_run_here(task_name)
         if folder is None:
             raise LlmkitError(
-                f"no {task_name} model yet: make one with `{how_to_make_one}`, or pass --model DIR"
+                f"no {task_name} run under ./runs: make one with `{how_to_make_one}`, or pass --model DIR"
             )
     else:
         folder = resolve_model(model)

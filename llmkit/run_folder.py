@@ -1,9 +1,9 @@
 """The run folder: what a finished run leaves in ``output_dir`` and how it is written and read back.
 
 One home for the layout: the file names, the atomic JSON writes, the manifest, the final model's
-staging, the newest run per task (for the demos), and :func:`read_run` for anything that reads a finished
-folder later (``llmkit report``, the model card). The list of entries ``--overwrite`` may delete lives
-with the checkpoints (``llmkit.checkpoints.RUN_FOLDER_ENTRIES``).
+staging, the newest run of a task under ./runs (for the demos), and :func:`read_run` for anything that
+reads a finished folder later (``llmkit report``, the model card). The list of entries ``--overwrite``
+may delete lives with the checkpoints (``llmkit.checkpoints.RUN_FOLDER_ENTRIES``).
 """
 
 from __future__ import annotations
@@ -19,11 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from llmkit.checkpoints import clear_run_folder, mark_run_folder
+from llmkit.checkpoints import RUN_MARKER, clear_run_folder, mark_run_folder
 from llmkit.distributed import is_main_process, world_size
 from llmkit.env import library_versions
 from llmkit.errors import LlmkitError
-from llmkit.models import cache_dir
 from llmkit.progress import log, quiet_library_progress
 
 if TYPE_CHECKING:
@@ -135,35 +134,42 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-# -- the newest run of each task (the demos' default model) ----------------------------------------
-def latest_runs_file() -> Path:
-    return cache_dir() / "latest-runs.json"
+# -- the newest run of each task here (the demos' default model) -----------------------------------
+def newest_run_here(task_name: str) -> Path | None:
+    """The newest finished run of ``task_name`` under ./runs (where output_dir puts runs unless told
+    otherwise), or None: what a demo answers with when no --model is given.
+
+    Only the current folder's runs count: what some other project on the machine trained last must not
+    answer here. Newest is by metrics.json, which a run writes last.
+    """
+    from llmkit.config import RUNS_DIR
+
+    found = [folder for folder in finished_runs(Path(RUNS_DIR)) if run_task(folder) == task_name]
+    return max(found, key=lambda folder: (folder / METRICS_FILE).stat().st_mtime_ns, default=None)
 
 
-def record_latest_run(task_name: str, output_dir: Path) -> None:
-    """Remember the newest output per task, so demos (`llmkit fill-mask`) can default to it."""
-    path = latest_runs_file()
+def finished_runs(root: Path) -> list[Path]:
+    """Folders under ``root`` holding a finished run with a model; not the folders inside a run
+    (checkpoints, merged)."""
+    found = []
+    for folder, subfolders, files in os.walk(root):
+        if RECIPE_FILE in files or RUN_MARKER in files:
+            subfolders.clear()
+            if METRICS_FILE in files and any(marker in files for marker in MODEL_FOLDER_MARKERS):
+                found.append(Path(folder))
+    return found
+
+
+def run_task(folder: Path) -> str | None:
+    """The task a run folder's recipe names, aliases resolved (None when it cannot be read)."""
+    from llmkit.tasks import TASK_ALIASES
+
     try:
-        runs = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-    except (OSError, ValueError):
-        runs = {}
-    runs[task_name] = str(output_dir.resolve())
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(runs, indent=2) + "\n", encoding="utf-8")
-    except OSError as exc:  # a convenience for the demos: the finished run must not fail on it
-        log(f"warning: cannot record the newest {task_name} run in {path} ({exc.strerror or exc})")
-
-
-def latest_run(task_name: str) -> Path | None:
-    """The newest output folder of a task that still exists, or None."""
-    try:
-        runs = json.loads(latest_runs_file().read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        recipe = yaml.safe_load((folder / RECIPE_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return None
-    folder = runs.get(task_name)
-    found = folder and any((Path(folder) / marker).exists() for marker in MODEL_FOLDER_MARKERS)
-    return Path(folder) if found else None
+    task = recipe.get("task") if isinstance(recipe, dict) else None
+    return TASK_ALIASES.get(task, task) if isinstance(task, str) else None
 
 
 # -- reading (any time later) -----------------------------------------------------------------------

@@ -16,6 +16,7 @@ import yaml
 
 from llmkit.data import read_split
 from llmkit.errors import LlmkitError
+from llmkit.progress import log
 
 if TYPE_CHECKING:
     from llmkit.tasks.text_to_text import TextToTextTask
@@ -84,18 +85,19 @@ def read_rows(task: TextToTextTask, text: str | None, input_file: Path | None) -
 
 
 def model_folder(task_cls: type[TextToTextTask], model: str | None, how_to_make_one: str) -> Path:
-    """--model as a folder, or the newest run of the task."""
+    """--model as a folder, or the newest run of the task under ./runs (said on stderr)."""
     from llmkit.models import resolve_model
-    from llmkit.run_folder import latest_run
+    from llmkit.run_folder import newest_run_here
 
     if model is not None:
         return resolve_model(model)
-    folder = latest_run(task_cls.name)
+    folder = newest_run_here(task_cls.name)
     if folder is None:
         raise LlmkitError(
-            f"no {task_cls.name} model yet: make one with `{how_to_make_one}`, or pass --model DIR|ALIAS "
-            f"(e.g. --model smollm2-135m, zero-shot)"
+            f"no {task_cls.name} run under ./runs: make one with `{how_to_make_one}`, or pass --model "
+            f"DIR|ALIAS (e.g. --model smollm2-135m, zero-shot)"
         )
+    log(f"{folder} answers (the newest {task_cls.name} run under ./runs)")
     return folder
 
 

@@ -62,7 +62,6 @@ from llmkit.run_folder import (
     file_sha256,
     prepare_output_dir,
     quality_metrics,
-    record_latest_run,
     save_final_model,
     write_json_atomic,
     write_jsonl,
@@ -343,7 +342,6 @@ def save_run(
     write_json_atomic(output_dir / RUN_STATS_FILE, stats)
     # metrics.json goes last: its presence marks a finished run (resume never touches one)
     write_json_atomic(output_dir / METRICS_FILE, metrics)
-    record_latest_run(task.name, output_dir)
     write_run_report(output_dir)
     log(f"saved to {output_dir}")
 

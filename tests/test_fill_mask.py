@@ -33,7 +33,8 @@ def fill_mask_recipe(train: Path, output_dir: Path, **data) -> dict:
 
 @pytest.fixture
 def trained(text_file: Path, tmp_path: Path) -> Path:
-    return llmkit.finetune(fill_mask_recipe(text_file, tmp_path / "fm")).output_dir
+    """A fill-mask run in tmp_path/runs: the demo's default when the test works in tmp_path."""
+    return llmkit.finetune(fill_mask_recipe(text_file, tmp_path / "runs" / "fm")).output_dir
 
 
 def test_recipe_end_to_end_and_pipeline(trained: Path) -> None:
@@ -134,8 +135,9 @@ def test_cli_several_masks_table_and_json(run_cli, trained: Path) -> None:
 
 
 def test_cli_reads_texts_from_a_file_and_defaults_to_the_newest_run(
-    run_cli, trained: Path, tmp_path: Path
+    run_cli, trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.chdir(tmp_path)
     texts = tmp_path / "texts.txt"
     texts.write_text("a [MASK] film\n\nthe [MASK] was cold\n", encoding="utf-8")
     result = run_cli("fill-mask", "--input", texts, "--json")  # no --model: the newest fill-mask run
@@ -183,27 +185,30 @@ def test_untrained_head_is_refused(run_cli) -> None:
     assert "--model smollm2-135m" in result.stderr
 
 
-def test_cli_says_which_model_answered(run_cli, trained: Path) -> None:
-    result = run_cli("fill-mask", "a [MASK] film")  # no --model: the newest fill-mask run
+def test_cli_says_which_model_answered(
+    run_cli, trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("fill-mask", "a [MASK] film")  # no --model: the newest fill-mask run under ./runs
     assert result.exit_code == 0, result.stderr
     assert result.stderr.strip() == (
-        f"llmkit: {trained.resolve()} answers (your newest fill-mask run): a masked LM, reading both sides "
-        f"of each mask"
+        "llmkit: runs/fm answers (the newest fill-mask run under ./runs): a masked LM, reading both sides "
+        "of each mask"
     )
 
 
 def test_cli_without_any_fill_mask_run_uses_a_causal_lm(
     run_cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """Nothing trained yet: the default causal LM answers (tiny-gpt2 stands in for smollm2-135m here)."""
+    """Nothing trained here: the default causal LM answers (tiny-gpt2 stands in for smollm2-135m here)."""
     import llmkit.causal_fill
 
-    monkeypatch.setenv("LLMKIT_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(llmkit.causal_fill, "DEFAULT_CAUSAL_MODEL", "tiny-gpt2")
     result = run_cli("fill-mask", "a [MASK] film", "-k", "3")
     assert result.exit_code == 0, result.stderr
     assert result.stderr.strip().startswith(
-        "llmkit: tiny-gpt2 answers (the default: no fill-mask run yet): a causal LM, zero-shot"
+        "llmkit: tiny-gpt2 answers (the default: no fill-mask run under ./runs): a causal LM, zero-shot"
     )
     lines = result.stdout.splitlines()
     assert lines[0] == "a [MASK] film" and len(lines) == 1 + 3 and lines[1].startswith("   1. ")
@@ -352,13 +357,10 @@ def test_a_model_that_is_neither_masked_nor_causal_is_refused(run_cli) -> None:
 @pytest.mark.slow
 def test_smollm2_demo_gives_real_words(run_cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The demo in a fresh folder, nothing trained: SmolLM2 answers with real words."""
-    import llmkit.run_folder
-
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(llmkit.run_folder, "latest_run", lambda task_name: None)  # other tests' runs
     result = run_cli("fill-mask", "The cat sat on the [MASK].", "--json")
     assert result.exit_code == 0, result.stderr
-    assert "llmkit: smollm2-135m answers (the default: no fill-mask run yet)" in result.stderr
+    assert "llmkit: smollm2-135m answers (the default: no fill-mask run under ./runs)" in result.stderr
     words = [c["token"] for c in json.loads(result.stdout)["masks"][0]]
     assert words[0] in {"floor", "mat", "bed", "couch", "ground", "sofa", "rug", "chair"}, words
     assert all(word.isalpha() for word in words)

@@ -156,12 +156,12 @@ def test_qa_scores_the_same_from_a_warm_tokenization_cache(
 
 
 def test_qa_predict_and_answer_and_the_folder_loads_in_transformers(
-    tmp_path: Path, qa_files: tuple[Path, Path], run_cli
+    tmp_path: Path, qa_files: tuple[Path, Path], run_cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from transformers import AutoModelForQuestionAnswering
     from transformers.pipelines import SUPPORTED_TASKS
 
-    out = finetune(tmp_path, *qa_files).output_dir
+    out = finetune(tmp_path, *qa_files, out="runs/qa").output_dir
     assert type(AutoModelForQuestionAnswering.from_pretrained(out)).__name__ == "BertForQuestionAnswering"
     # README: transformers 5 ships no question-answering pipeline; `llmkit answer` serves the folder
     assert "question-answering" not in SUPPORTED_TASKS
@@ -181,8 +181,10 @@ def test_qa_predict_and_answer_and_the_folder_loads_in_transformers(
 
     context_file = tmp_path / "context.txt"
     context_file.write_text(FACTS[0][1])
+    monkeypatch.chdir(tmp_path)
     answered = run_cli("answer", FACTS[0][0], "--context-file", context_file, "--json")  # the newest run
     assert answered.exit_code == 0, answered.stderr
+    assert "llmkit: runs/qa answers (the newest question-answering run under ./runs)" in answered.stderr
     result = json.loads(answered.stdout)
     assert FACTS[0][1][result["start"] : result["end"]] == result["answer"]
     inline = run_cli("answer", FACTS[0][0], "--context", FACTS[0][1], "--model", out, "--json")
