@@ -80,7 +80,6 @@ class QuestionAnsweringTask(Task):
         "skip_bad_answers": False,
     }
     training_defaults: ClassVar[dict[str, Any]] = {
-        "average_tokens_across_devices": False,
         "train_sampling_strategy": "group_by_length",
     }
 
@@ -257,6 +256,9 @@ class QuestionAnsweringTask(Task):
         from transformers import AutoModelForQuestionAnswering
 
         return AutoModelForQuestionAnswering
+
+    def loss_targets(self) -> tuple[str, ...]:
+        return ("start_positions",)  # a mean over windows
 
     # -- evaluation ---------------------------------------------------------------------------------
     def trainer_class(self) -> type:
