@@ -503,8 +503,7 @@ def causal_lm_trainer_class() -> type:
             selected = targets != IGNORE_INDEX
             logits = head(hidden[selected])
             loss = F.cross_entropy(logits.float(), targets[selected], reduction="sum")
-            count = num_items_in_batch if num_items_in_batch is not None else selected.sum().clamp(min=1)
-            return loss / count
+            return loss / selected.sum().clamp(min=1)  # a micro-batch mean: llmkit.loss_scaling weighs it
 
         def _track_num_input_tokens(self, inputs):
             # Packed rows carry no attention mask, and the Trainer would then skip every token equal to

@@ -113,21 +113,37 @@ def pretraining_metrics(predictions: Any, label_ids: Any) -> dict[str, float]:
     }
 
 
-def pretraining_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Any:
-    """Masked-LM loss over the masked positions only (as for plain fill-mask) plus the next-sentence loss.
+def pretraining_loss_terms(model: Any, inputs: dict[str, Any]) -> dict[str, Any]:
+    """The batch's masked-LM loss (a mean over the masked positions only, as for plain fill-mask) and its
+    next-sentence loss (a mean over the pairs), keyed by the column each averages over.
 
     ``model`` is a ``BertForPreTraining``: its encoder gives the token states and the pooled [CLS] state;
-    the vocabulary logits are computed only where a label is, which halves a step of a small model.
+    the vocabulary logits are computed only where a label is, which halves a step of a small model. The
+    pre-training loss is their sum; over an accumulated step each term counts by its own items.
     """
     import torch.nn.functional as F
 
-    labels, relationship = inputs["labels"], inputs[LABEL]
+    labels = inputs["labels"]
     encoder_inputs = {key: value for key, value in inputs.items() if key not in ("labels", LABEL)}
     hidden, pooled = model.base_model(**encoder_inputs)[:2]
     selected = labels != -100
     heads = model.cls
     token_logits = heads.predictions(hidden[selected])
-    count = num_items_in_batch if num_items_in_batch is not None else selected.sum().clamp(min=1)
-    masked_lm = F.cross_entropy(token_logits.float(), labels[selected], reduction="sum") / count
-    next_sentence = F.cross_entropy(heads.seq_relationship(pooled).float(), relationship.view(-1))
-    return masked_lm + next_sentence
+    masked_lm = F.cross_entropy(token_logits.float(), labels[selected], reduction="sum")
+    masked_lm = masked_lm / selected.sum().clamp(min=1)
+    return {"labels": masked_lm, LABEL: next_sentence_loss(heads.seq_relationship(pooled), inputs)}
+
+
+def loss_terms_of(prediction_logits: Any, relationship_logits: Any, inputs: dict[str, Any]) -> dict[str, Any]:
+    """:func:`pretraining_loss_terms` from a ``BertForPreTraining``'s outputs (every position's logits)."""
+    import torch.nn.functional as F
+
+    logits = prediction_logits.float()
+    masked_lm = F.cross_entropy(logits.view(-1, logits.shape[-1]), inputs["labels"].view(-1))
+    return {"labels": masked_lm, LABEL: next_sentence_loss(relationship_logits, inputs)}
+
+
+def next_sentence_loss(relationship_logits: Any, inputs: dict[str, Any]) -> Any:
+    import torch.nn.functional as F
+
+    return F.cross_entropy(relationship_logits.float(), inputs[LABEL].view(-1))

@@ -49,6 +49,7 @@ from llmkit.distributed import (
 )
 from llmkit.env import library_versions
 from llmkit.errors import LlmkitError
+from llmkit.loss_scaling import step_weighted_trainer
 from llmkit.models import cache_dir, check_weights, load_model, load_tokenizer
 from llmkit.progress import interactive, log, log_lines_callback, quiet_library_progress, timed_step
 from llmkit.report import data_statistics, sample_predictions, write_report
@@ -253,7 +254,8 @@ def build_trainer(run: PreparedRun):
     """The task's Trainer with llmkit's crash safety, length grouping, callbacks and the run's fingerprint."""
     task, recipe = run.task, run.recipe
     divergence_guard = stop_on_non_finite_loss()
-    trainer = length_grouping_trainer(crash_safe_trainer(task.trainer_class()))(
+    trainer_class = step_weighted_trainer(task.trainer_class(), task.loss_targets())
+    trainer = length_grouping_trainer(crash_safe_trainer(trainer_class))(
         model=run.model,
         args=run.args,
         train_dataset=run.encoded["train"],

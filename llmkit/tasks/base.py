@@ -237,6 +237,13 @@ class Task:
 
         return Trainer
 
+    def loss_targets(self) -> tuple[str, ...]:
+        """The batch columns whose items (entries other than -100) the training loss is a mean over, first the
+        one a model's own loss averages: ``llmkit.loss_scaling`` weighs each accumulated micro-batch by its
+        share of them, so gradient accumulation x batch trains as one batch. () for a trainer that averages
+        over rows and divides by the accumulation itself."""
+        return ("labels",)
+
     def arguments_class(self) -> type:
         """The TrainingArguments class ``trainer_class`` needs (e.g. Seq2SeqTrainingArguments)."""
         from transformers import TrainingArguments

@@ -55,9 +55,7 @@ class ClassificationTask(Task):
     prediction_keys = (PREDICTED_LABEL, PREDICTED_SCORE)
     headline_metric = "accuracy"
     other_headline_metrics = ("f1_macro", "spearman")  # multi-label, regression
-    # One loss per sequence: averaging a token count across devices would double the reported DDP loss.
     training_defaults: ClassVar[dict[str, Any]] = {
-        "average_tokens_across_devices": False,
         # batches of similar lengths: SST-2 averages 13 tokens, a random batch of 32 pads to ~40
         "train_sampling_strategy": "group_by_length",
     }

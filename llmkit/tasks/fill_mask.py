@@ -221,6 +221,10 @@ class FillMaskTask(Task):
     def trainer_class(self) -> type:
         return masked_positions_trainer()
 
+    def loss_targets(self) -> tuple[str, ...]:
+        # next-sentence pre-training: masked tokens for the masked-LM term, pairs for the next-sentence term
+        return ("labels", next_sentence.LABEL) if self.data["next_sentence"] else ("labels",)
+
     # -- evaluation ---------------------------------------------------------------------------------
     def compute_metrics(self):
         from llmkit.metrics import load_metrics
@@ -456,20 +460,34 @@ def masked_positions_trainer() -> type:
     from llmkit.distributed import shards_parameters
 
     class MaskedPositionsTrainer(Trainer):
+        # Losses are micro-batch means: llmkit.loss_scaling weighs them over an accumulated step.
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             inner = inner_model(model)  # a LoRA-wrapped model's transformers modules (adapters inside)
             head = None if shards_parameters(self) else mlm_head(inner)
             if return_outputs or not model.training or head is None:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             if next_sentence.LABEL in inputs:  # BertForPreTraining: masked LM + next-sentence prediction
-                return next_sentence.pretraining_loss(inner, inputs, num_items_in_batch)
+                return sum(next_sentence.pretraining_loss_terms(inner, inputs).values())
             labels = inputs["labels"]
             hidden = inner.base_model(**{k: v for k, v in inputs.items() if k != "labels"})[0]
             selected = labels != -100
             logits = head(hidden[selected])
             loss = F.cross_entropy(logits.float(), labels[selected], reduction="sum")
-            count = num_items_in_batch if num_items_in_batch is not None else selected.sum().clamp(min=1)
-            return loss / count
+            return loss / selected.sum().clamp(min=1)
+
+        def loss_terms(self, model, inputs):
+            """Next-sentence pre-training's two means, over masked tokens and over pairs; None: one mean."""
+            if next_sentence.LABEL not in inputs:
+                return None
+            inner = inner_model(model)
+            if not shards_parameters(self) and mlm_head(inner) is not None:
+                return next_sentence.pretraining_loss_terms(inner, inputs)
+            # the model as wrapped (DDP, sharded): its own forward, every position's logits
+            targets = ("labels", next_sentence.LABEL)
+            outputs = model(**{key: value for key, value in inputs.items() if key not in targets})
+            return next_sentence.loss_terms_of(
+                outputs.prediction_logits, outputs.seq_relationship_logits, inputs
+            )
 
         def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
             inner = inner_model(model)

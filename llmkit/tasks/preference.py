@@ -472,6 +472,9 @@ class PreferenceTask(Task):
     def peft_task_type(self) -> str | None:
         return "CAUSAL_LM"
 
+    def loss_targets(self) -> tuple[str, ...]:
+        return ()  # TRL's losses are means over pairs, divided by the accumulation by TRL's trainers
+
     def trainer_class(self) -> type:
         if self.options["method"] == "simpo":
             return simpo_trainer_class(self)

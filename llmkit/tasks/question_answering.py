@@ -83,7 +83,6 @@ class QuestionAnsweringTask(Task):
         "skip_bad_answers": False,
     }
     training_defaults: ClassVar[dict[str, Any]] = {
-        "average_tokens_across_devices": False,
         "train_sampling_strategy": "group_by_length",
     }
 
@@ -260,6 +259,9 @@ class QuestionAnsweringTask(Task):
         from transformers import AutoModelForQuestionAnswering
 
         return AutoModelForQuestionAnswering
+
+    def loss_targets(self) -> tuple[str, ...]:
+        return ("start_positions",)  # a mean over windows
 
     # -- evaluation ---------------------------------------------------------------------------------
     def trainer_class(self) -> type:

@@ -52,7 +52,6 @@ class TokenClassificationTask(Task):
         "max_length": 256,
     }
     training_defaults: ClassVar[dict[str, Any]] = {
-        "average_tokens_across_devices": False,
         "train_sampling_strategy": "group_by_length",
     }
 
