@@ -439,18 +439,29 @@ def _check_section(values: Any, defaults: dict[str, Any], section: str, where: s
     """Merge a section with its defaults; unknown keys and values of the wrong type are errors."""
     if not isinstance(values, dict):
         raise LlmkitError(f"{where}: {section} must be a mapping of keys, got {_type_name(values)}")
-    merged = dict(defaults)
+    merged = copy.deepcopy(defaults)
     for key, value in values.items():
         if key not in defaults:
             raise LlmkitError(
-                f"{where}: unknown key '{section}.{key}'{did_you_mean(key, defaults)}; "
+                f"{where}: unknown key '{section}.{key}'{_closest_key(key, defaults, section)}; "
                 f"valid keys: {', '.join(defaults)}"
             )
         default = defaults[key]
         if value is not None and default is not None and not _same_kind(value, default):
             raise LlmkitError(f"{where}: {section}.{key} must be {_type_name(default)}, got {value!r}")
+        if isinstance(default, dict) and default:  # a nested section with its own keys and defaults
+            merged[key] = _check_section(value or {}, default, f"{section}.{key}", where)
+            continue
         merged[key] = float(value) if isinstance(default, float) and isinstance(value, int) else value
     return merged
+
+
+def _closest_key(key: str, defaults: dict[str, Any], section: str) -> str:
+    """' (did you mean ...?)': a near spelling, or the nested section that holds a key of that name."""
+    nested = [name for name, default in defaults.items() if isinstance(default, dict) and key in default]
+    if nested:
+        return f" (did you mean '{section}.{nested[0]}.{key}'?)"
+    return did_you_mean(key, defaults)
 
 
 def _same_kind(value: Any, default: Any) -> bool:
