@@ -121,11 +121,19 @@ def predict(
     base: Annotated[
         str | None, typer.Option("--base", help="An adapter's base model, when it is not where it was.")
     ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="data.KEY=VALUE: the input's columns when they differ from the training data's, "
+            "e.g. data.text=review data.text_pair=response",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Predict every row of a file: the row as it is plus predictions (predicted_label, predicted_score)."""
     from llmkit.predict import predict_file
 
-    rows = predict_file(model, input, output, base=base)
+    rows = predict_file(model, input, output, base=base, overrides=overrides or [])
     if output is not None:
         typer.echo(f"{len(rows)} predictions written to {output}", err=True)
 

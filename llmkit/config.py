@@ -307,7 +307,7 @@ def validate_recipe(raw: dict[str, Any]) -> Recipe:
                 f"model starts from a checkpoint or from scratch: remove one of them"
             )
         model = options.pop("name", task_cls.default_model)
-        model_options = _check_section(options, MODEL_OPTION_DEFAULTS, "model", where)
+        model_options = check_section(options, MODEL_OPTION_DEFAULTS, "model", where)
         if model_options["dtype"] not in (None, *MODEL_DTYPES):
             raise LlmkitError(
                 f"{where}: model.dtype must be one of {', '.join(MODEL_DTYPES)} (or null for fp32 weights "
@@ -320,7 +320,7 @@ def validate_recipe(raw: dict[str, Any]) -> Recipe:
         )
 
     data_defaults = {**COMMON_DATA_DEFAULTS, **task_cls.data_defaults}
-    data = _check_section(raw.get("data") or {}, data_defaults, "data", where)
+    data = check_section(raw.get("data") or {}, data_defaults, "data", where)
     _check_data_source(data, where)
     split = data["validation_split"]
     if not isinstance(split, (int, float)) or isinstance(split, bool) or not 0 <= split < 1:
@@ -352,7 +352,7 @@ def validate_recipe(raw: dict[str, Any]) -> Recipe:
             )
     tokenizer = check_tokenizer_section(raw.get("tokenizer"), scratch, task_cls.scratch_style, where)
     options = (
-        _check_section(raw.get(section) or {}, task_cls.options_defaults, section, where) if section else {}
+        check_section(raw.get(section) or {}, task_cls.options_defaults, section, where) if section else {}
     )
 
     output_dir = raw.get("output_dir", f"runs/{task_name}")
@@ -435,7 +435,7 @@ def check_streaming(data: dict[str, Any], training: dict[str, Any], task_cls: ty
         )
 
 
-def _check_section(values: Any, defaults: dict[str, Any], section: str, where: str) -> dict[str, Any]:
+def check_section(values: Any, defaults: dict[str, Any], section: str, where: str) -> dict[str, Any]:
     """Merge a section with its defaults; unknown keys and values of the wrong type are errors."""
     if not isinstance(values, dict):
         raise LlmkitError(f"{where}: {section} must be a mapping of keys, got {_type_name(values)}")
@@ -450,7 +450,7 @@ def _check_section(values: Any, defaults: dict[str, Any], section: str, where: s
         if value is not None and default is not None and not _same_kind(value, default):
             raise LlmkitError(f"{where}: {section}.{key} must be {_type_name(default)}, got {value!r}")
         if isinstance(default, dict) and default:  # a nested section with its own keys and defaults
-            merged[key] = _check_section(value or {}, default, f"{section}.{key}", where)
+            merged[key] = check_section(value or {}, default, f"{section}.{key}", where)
             continue
         merged[key] = float(value) if isinstance(default, float) and isinstance(value, int) else value
     return merged
