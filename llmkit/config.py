@@ -36,9 +36,10 @@ TOP_LEVEL_KEYS = ("task", "model", "data", "training", "peft", "tokenizer", "out
 
 #: Data keys every task understands; tasks add their column names and options.
 COMMON_DATA_DEFAULTS: dict[str, Any] = {
+    # CSV, TSV, JSON, JSONL, Parquet, TXT or save_to_disk folder; `sample:NAME`: a sample shipped with llmkit
     "train": None,
-    "validation": None,
-    "test": None,
+    "validation": None,  # optional: otherwise validation_split is carved from train
+    "test": None,  # optional: with targets -> test_* metrics; without -> test_predictions.jsonl
     # A Hugging Face dataset instead of files (data.train, a file, wins): a hub id or a dataset folder.
     "dataset": None,
     "config": None,  # the dataset's configuration (load_dataset's `name`), e.g. sst2 of nyu-mll/glue
@@ -46,9 +47,9 @@ COMMON_DATA_DEFAULTS: dict[str, Any] = {
     "splits": None,  # role -> split, e.g. {train: "train[:10%]", test: test}; default train + validation
     "trust_remote_code": False,  # run a dataset's loading script (datasets < 4 only; later ones run none)
     "validation_split": 0.1,  # carved (seeded) from train when no validation file is given
-    "max_length": 128,
-    "max_train_samples": None,
-    "max_eval_samples": None,
+    "max_length": 128,  # tokens per example; longer ones are truncated (batches are padded dynamically)
+    "max_train_samples": None,  # only the first N training rows (quick experiments)
+    "max_eval_samples": None,  # only the first N validation rows
     "max_test_samples": None,  # the test split is whole unless this is set (max_eval_samples is validation's)
     "columns": None,  # names of a headerless CSV/TSV's columns, e.g. [label, title, text]
     "join_lists": None,  # join a text column's lists of strings with this, e.g. " "
@@ -62,12 +63,12 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "per_device_train_batch_size": 32,
     "per_device_eval_batch_size": 64,
     "learning_rate": 5e-5,
-    "num_train_epochs": 3,
-    "warmup_steps": 0.1,
+    "num_train_epochs": 3,  # or max_steps: N
+    "warmup_steps": 0.1,  # a number below 1 is a share of the training steps
     "weight_decay": 0.01,
     "logging_steps": 10,
-    "eval_strategy": "epoch",
-    "save_strategy": "no",
+    "eval_strategy": "epoch",  # eval_steps: N alone evaluates every N steps
+    "save_strategy": "no",  # no checkpoints; save_steps: N alone saves (resumably) every N steps
     "report_to": "auto",  # llmkit's: tensorboard when it is installed, else none (train.report_targets)
     "seed": 42,
     "logging_nan_inf_filter": False,  # a NaN loss must show in the logs so training can stop on it
@@ -167,6 +168,18 @@ def bundled_recipes() -> dict[str, Path]:
     """Bundled recipe name -> file, e.g. ``{"classification": .../classification.yaml}``."""
     folder = bundled_recipes_dir()
     return {p.stem: p for p in sorted(folder.glob("*.yaml"))} if folder.is_dir() else {}
+
+
+def recipe_description(path: Path) -> str:
+    """A recipe's first sentence: its opening comment lines up to the first full stop (or blank comment)."""
+    words: list[str] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#") or not line.lstrip("# ").strip():
+            break
+        words.append(line.lstrip("# ").strip())
+    paragraph = " ".join(words)
+    end = re.search(r"[.!?](\s|$)", paragraph)
+    return paragraph[: end.start() + 1] if end else paragraph
 
 
 def default_recipe_path() -> Path:

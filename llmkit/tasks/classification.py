@@ -57,15 +57,15 @@ class ClassificationTask(Task):
     other_headline_metrics = ("f1_macro", "spearman")  # multi-label, regression
     # One loss per sequence: averaging a token count across devices would double the reported DDP loss.
     training_defaults: ClassVar[dict[str, Any]] = {
-        "average_tokens_across_devices": False,
+        "average_tokens_across_devices": False,  # else DDP reports twice the real loss
         # batches of similar lengths: SST-2 averages 13 tokens, a random batch of 32 pads to ~40
         "train_sampling_strategy": "group_by_length",
     }
     data_defaults: ClassVar[dict[str, Any]] = {
-        "text": "text",
-        "text_pair": None,
-        "label": "label",
-        "label_names": None,
+        "text": "text",  # the text column
+        "text_pair": None,  # the second text column of pair tasks (NLI, paraphrase, similarity)
+        "label": "label",  # the label column: strings or integers (a number or a list for other problems)
+        "label_names": None,  # names of integer labels, in id order, e.g. [negative, positive]
         "problem": "auto",  # auto | single_label | multi_label | regression
         "threshold": 0.5,  # multi-label: a label is predicted when its probability reaches this
         "label_separator": None,  # multi-label: split text cells such as "joy,love" at this string
