@@ -100,10 +100,7 @@ def predict_file(
     tokenizer = load_tokenizer(model_dir)
     loaded = load_for_inference(task, model_dir, **check_weights(model_dir), **base_option(model_dir, base))
     rows = split.dataset.to_list()
-    results = [
-        {**row, **prediction}
-        for row, prediction in zip(rows, task.predict(loaded, tokenizer, rows), strict=True)
-    ]
+    results = task.rows_with_predictions(loaded, tokenizer, rows)
     text = rows_as_text(results, output.suffix.lower() if output else ".jsonl")
     if output is None:
         sys.stdout.write(text)

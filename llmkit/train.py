@@ -342,7 +342,7 @@ def save_run(
     if test is not None and not has_targets(task, test):
         write_jsonl(
             output_dir / TEST_PREDICTIONS_FILE,
-            task.predict(model, run.tokenizer, run.splits["test"].dataset.to_list()),
+            task.rows_with_predictions(model, run.tokenizer, run.splits["test"].dataset.to_list()),
         )
     if run.recipe.peft is not None:
         stats["adapter"] = adapter_statistics(model, output_dir)

@@ -113,7 +113,8 @@ def test_the_recipe_reference_holds_every_key_with_its_default(task: str) -> Non
     from_reference = load_recipe(reference, ["data.train=x.csv"])
     from_defaults = load_recipe({"task": task}, ["data.train=x.csv"])
     assert from_reference.data == from_defaults.data and from_reference.options == from_defaults.options
-    assert from_reference.model == from_defaults.model and from_reference.output_dir == from_defaults.output_dir
+    assert from_reference.model == from_defaults.model
+    assert from_reference.output_dir == from_defaults.output_dir
     assert set(reference["data"]) == set(from_defaults.data)
     assert reference["training"] == from_defaults.training  # llmkit's training defaults, each key
     # the sections that change what trains are shown commented out, key by key
