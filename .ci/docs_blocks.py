@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -72,22 +74,32 @@ def prepare_folder(folder: Path) -> dict[str, str]:
     }
 
 
+def run_block(command: list[str], folder: Path, env: dict[str, str], timeout: int) -> int | None:
+    """Run one block in its own process group, so a timeout stops what it started too; None: timed out."""
+    process = subprocess.Popen(command, cwd=folder, env=env, start_new_session=True)
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        return None
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system) of the finished blocks and everything they ran."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_blocks(blocks: list[Block], folder: Path, env: dict[str, str], timeout: int) -> int:
     """Run the blocks in order; the first that fails (or runs past ``timeout``) stops the run."""
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), cpu_seconds()
     for number, block in enumerate(blocks, start=1):
         script = folder / f".block-{block.line}.{'sh' if block.language == 'bash' else 'py'}"
         script.write_text(block.code, encoding="utf-8")
         print(f"--- block {number}/{len(blocks)}: README.md line {block.line} ({block.language})", flush=True)
-        began = time.perf_counter()
-        try:
-            code = subprocess.run(
-                [*LANGUAGES[block.language], str(script)], cwd=folder, env=env, timeout=timeout
-            )
-            status = code.returncode
-        except subprocess.TimeoutExpired:
-            status = None
-        seconds = time.perf_counter() - began
+        began, cpu_began = time.perf_counter(), cpu_seconds()
+        status = run_block([*LANGUAGES[block.language], str(script)], folder, env, timeout)
         if status != 0:
             why = f"ran past {timeout} s" if status is None else f"exit code {status}"
             print(
@@ -95,8 +107,10 @@ def run_blocks(blocks: list[Block], folder: Path, env: dict[str, str], timeout: 
                 file=sys.stderr,
             )
             return 1
-        print(f"--- block at line {block.line}: ok in {seconds:.1f} s", flush=True)
-    print(f"docs: {len(blocks)} README blocks ran in {time.perf_counter() - started:.0f} s", flush=True)
+        wall, cpu = time.perf_counter() - began, cpu_seconds() - cpu_began
+        print(f"--- block at line {block.line}: ok in {wall:.1f} s ({cpu:.0f} CPU s)", flush=True)
+    wall, cpu = time.perf_counter() - started, cpu_seconds() - cpu_started
+    print(f"docs: {len(blocks)} README blocks ran in {wall:.0f} s ({cpu:.0f} CPU s)", flush=True)
     return 0
 
 

@@ -36,6 +36,18 @@ def test_only_marked_blocks_run_in_order_and_a_failure_names_its_line(docs_block
 
 def test_the_readme_marks_blocks_that_run_offline_from_a_fresh_folder(docs_blocks) -> None:
     blocks = docs_blocks.runnable_blocks((REPO / "README.md").read_text(encoding="utf-8"))
-    assert len(blocks) >= 5
+    assert len(blocks) >= 4
     for block in blocks:  # nothing installs or reaches for the network; nothing reads beside the checkout
         assert "pip install" not in block.code and "../" not in block.code, block.line
+
+
+def test_a_block_past_its_time_is_stopped_with_what_it_started(docs_blocks, tmp_path, capsys) -> None:
+    import time
+
+    late = tmp_path / "late.txt"
+    readme = tmp_path / "README.md"
+    readme.write_text(f"<!-- runnable -->\n```bash\nbash -c 'sleep 3; touch {late}' &\nwait\n```\n")
+    assert docs_blocks.main(["--readme", str(readme), "--timeout", "1"]) == 1
+    assert "README.md line 2: the bash block failed (ran past 1 s)" in capsys.readouterr().err
+    time.sleep(3.5)
+    assert not late.exists()  # the command the block started was stopped with it
