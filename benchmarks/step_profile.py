@@ -11,6 +11,7 @@ most of the optimizer's work). Writes benchmarks/results/step_profile.md.
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
@@ -18,7 +19,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 BATCH, REPEATS = 32, 10
 
 
-def profile(model, length: int, optimizer_name: str, freeze_word_embeddings: bool) -> dict[str, float]:
+def profile(
+    model, length: int, optimizer_name: str, freeze_word_embeddings: bool, repeats: int = REPEATS
+) -> dict[str, float]:
     import torch
 
     words = model.get_input_embeddings().weight
@@ -30,7 +33,7 @@ def profile(model, length: int, optimizer_name: str, freeze_word_embeddings: boo
     labels = torch.randint(0, 2, (BATCH,))
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
     totals = {"forward": 0.0, "backward": 0.0, "optimizer": 0.0}
-    for repeat in range(REPEATS + 2):
+    for repeat in range(repeats + 2):
         start = time.perf_counter()
         loss = model(**batch).loss
         forward = time.perf_counter()
@@ -44,12 +47,22 @@ def profile(model, length: int, optimizer_name: str, freeze_word_embeddings: boo
             totals["backward"] += backward - forward
             totals["optimizer"] += done - backward
     words.requires_grad_(True)
-    ms = {phase: 1000 * seconds / REPEATS for phase, seconds in totals.items()}
+    ms = {phase: 1000 * seconds / repeats for phase, seconds in totals.items()}
     ms["samples_per_second"] = BATCH / (sum(ms.values()) / 1000)
     return ms
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Options first, so `--help` answers without loading torch or timing anything."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--repeats", type=int, default=REPEATS, help="timed steps per setting (default 10)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     import torch
     from transformers import AutoModelForSequenceClassification
 
@@ -72,7 +85,7 @@ def main() -> None:
         (128, "fused AdamW", False),
     ]
     for length, optimizer_name, frozen in settings:
-        ms = profile(model, length, optimizer_name, frozen)
+        ms = profile(model, length, optimizer_name, frozen, args.repeats)
         label = optimizer_name + (", word embeddings frozen" if frozen else "")
         rows.append(
             f"| {length} | {label} | {ms['forward']:.0f} | {ms['backward']:.0f} | {ms['optimizer']:.0f} "

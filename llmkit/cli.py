@@ -122,11 +122,19 @@ def predict(
     base: Annotated[
         str | None, typer.Option("--base", help="An adapter's base model, when it is not where it was.")
     ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="data.KEY=VALUE: the input's columns when they differ from the training data's, "
+            "e.g. data.text=review data.text_pair=response",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Predict every row of a file: the row as it is plus predictions (predicted_label, predicted_score)."""
     from llmkit.predict import predict_file
 
-    rows = predict_file(model, input, output, base=base)
+    rows = predict_file(model, input, output, base=base, overrides=overrides or [])
     if output is not None:
         typer.echo(f"{len(rows)} predictions written to {output}", err=True)
 
@@ -450,15 +458,27 @@ def env(
 
 
 @app.command()
-def recipes() -> None:
-    """List the bundled recipes (run one with `llmkit finetune NAME`)."""
-    from llmkit.config import bundled_recipes
+def recipes(
+    reference: Annotated[
+        bool,
+        typer.Option(
+            "--reference", help="Print the commented reference recipe: every key with its default, no run."
+        ),
+    ] = False,
+    task: Annotated[
+        str, typer.Option("--task", help="The task whose reference --reference prints.")
+    ] = "classification",
+) -> None:
+    """List the bundled recipes (run one with `llmkit finetune NAME`), or print the recipe reference."""
+    if reference:
+        from llmkit.recipe_reference import recipe_reference
+
+        typer.echo(recipe_reference(task), nl=False)
+        return
+    from llmkit.config import bundled_recipes, recipe_description
 
     for name, path in bundled_recipes().items():
-        first = next(
-            (line for line in path.read_text(encoding="utf-8").splitlines() if line.startswith("#")), ""
-        )
-        typer.echo(f"{name:<22} {first.lstrip('# ').strip()}")
+        typer.echo(f"{name:<22} {recipe_description(path)}")
         typer.echo(f"{'':<22} {path}")
 
 

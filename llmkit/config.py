@@ -38,9 +38,10 @@ TOP_LEVEL_KEYS = ("task", "model", "data", "training", "peft", "tokenizer", "out
 
 #: Data keys every task understands; tasks add their column names and options.
 COMMON_DATA_DEFAULTS: dict[str, Any] = {
+    # CSV, TSV, JSON, JSONL, Parquet, TXT or save_to_disk folder; `sample:NAME`: a sample shipped with llmkit
     "train": None,
-    "validation": None,
-    "test": None,
+    "validation": None,  # optional: otherwise validation_split is carved from train
+    "test": None,  # optional: with targets -> test_* metrics; without -> test_predictions.jsonl
     # A Hugging Face dataset instead of files (data.train, a file, wins): a hub id or a dataset folder.
     "dataset": None,
     "config": None,  # the dataset's configuration (load_dataset's `name`), e.g. sst2 of nyu-mll/glue
@@ -48,9 +49,9 @@ COMMON_DATA_DEFAULTS: dict[str, Any] = {
     "splits": None,  # role -> split, e.g. {train: "train[:10%]", test: test}; default train + validation
     "trust_remote_code": False,  # run a dataset's loading script (datasets < 4 only; later ones run none)
     "validation_split": 0.1,  # carved (seeded) from train when no validation file is given
-    "max_length": 128,
-    "max_train_samples": None,
-    "max_eval_samples": None,
+    "max_length": 128,  # tokens per example; longer ones are truncated (batches are padded dynamically)
+    "max_train_samples": None,  # only the first N training rows (quick experiments)
+    "max_eval_samples": None,  # only the first N validation rows
     "max_test_samples": None,  # the test split is whole unless this is set (max_eval_samples is validation's)
     "columns": None,  # names of a headerless CSV/TSV's columns, e.g. [label, title, text]
     "join_lists": None,  # join a text column's lists of strings with this, e.g. " "
@@ -64,12 +65,12 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "per_device_train_batch_size": 32,
     "per_device_eval_batch_size": 64,
     "learning_rate": 5e-5,
-    "num_train_epochs": 3,
-    "warmup_steps": 0.1,
+    "num_train_epochs": 3,  # or max_steps: N
+    "warmup_steps": 0.1,  # a number below 1 is a share of the training steps
     "weight_decay": 0.01,
     "logging_steps": 10,
-    "eval_strategy": "epoch",
-    "save_strategy": "no",
+    "eval_strategy": "epoch",  # eval_steps: N alone evaluates every N steps
+    "save_strategy": "no",  # no checkpoints; save_steps: N alone saves (resumably) every N steps
     "report_to": "auto",  # llmkit's: tensorboard when it is installed, else none (train.report_targets)
     "seed": 42,
     "logging_nan_inf_filter": False,  # a NaN loss must show in the logs so training can stop on it
@@ -173,6 +174,18 @@ def bundled_recipes() -> dict[str, Path]:
     """Bundled recipe name -> file, e.g. ``{"classification": .../classification.yaml}``."""
     folder = bundled_recipes_dir()
     return {p.stem: p for p in sorted(folder.glob("*.yaml"))} if folder.is_dir() else {}
+
+
+def recipe_description(path: Path) -> str:
+    """A recipe's first sentence: its opening comment lines up to the first full stop (or blank comment)."""
+    words: list[str] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#") or not line.lstrip("# ").strip():
+            break
+        words.append(line.lstrip("# ").strip())
+    paragraph = " ".join(words)
+    end = re.search(r"[.!?](\s|$)", paragraph)
+    return paragraph[: end.start() + 1] if end else paragraph
 
 
 def default_recipe_path() -> Path:
@@ -313,7 +326,7 @@ def validate_recipe(raw: dict[str, Any]) -> Recipe:
                 f"model starts from a checkpoint or from scratch: remove one of them"
             )
         model = options.pop("name", task_cls.default_model)
-        model_options = _check_section(options, MODEL_OPTION_DEFAULTS, "model", where)
+        model_options = check_section(options, MODEL_OPTION_DEFAULTS, "model", where)
         if model_options["dtype"] not in (None, *MODEL_DTYPES):
             raise LlmkitError(
                 f"{where}: model.dtype must be one of {', '.join(MODEL_DTYPES)} (or null for fp32 weights "
@@ -326,7 +339,7 @@ def validate_recipe(raw: dict[str, Any]) -> Recipe:
         )
 
     data_defaults = {**COMMON_DATA_DEFAULTS, **task_cls.data_defaults}
-    data = _check_section(raw.get("data") or {}, data_defaults, "data", where)
+    data = check_section(raw.get("data") or {}, data_defaults, "data", where)
     _check_data_source(data, where)
     split = data["validation_split"]
     if not isinstance(split, (int, float)) or isinstance(split, bool) or not 0 <= split < 1:
@@ -358,7 +371,7 @@ def validate_recipe(raw: dict[str, Any]) -> Recipe:
             )
     tokenizer = check_tokenizer_section(raw.get("tokenizer"), scratch, task_cls.scratch_style, where)
     options = (
-        _check_section(raw.get(section) or {}, task_cls.options_defaults, section, where) if section else {}
+        check_section(raw.get(section) or {}, task_cls.options_defaults, section, where) if section else {}
     )
 
     output_dir = raw.get("output_dir", f"{RUNS_DIR}/{task_name}")
@@ -441,22 +454,33 @@ def check_streaming(data: dict[str, Any], training: dict[str, Any], task_cls: ty
         )
 
 
-def _check_section(values: Any, defaults: dict[str, Any], section: str, where: str) -> dict[str, Any]:
+def check_section(values: Any, defaults: dict[str, Any], section: str, where: str) -> dict[str, Any]:
     """Merge a section with its defaults; unknown keys and values of the wrong type are errors."""
     if not isinstance(values, dict):
         raise LlmkitError(f"{where}: {section} must be a mapping of keys, got {_type_name(values)}")
-    merged = dict(defaults)
+    merged = copy.deepcopy(defaults)
     for key, value in values.items():
         if key not in defaults:
             raise LlmkitError(
-                f"{where}: unknown key '{section}.{key}'{did_you_mean(key, defaults)}; "
+                f"{where}: unknown key '{section}.{key}'{_closest_key(key, defaults, section)}; "
                 f"valid keys: {', '.join(defaults)}"
             )
         default = defaults[key]
         if value is not None and default is not None and not _same_kind(value, default):
             raise LlmkitError(f"{where}: {section}.{key} must be {_type_name(default)}, got {value!r}")
+        if isinstance(default, dict) and default:  # a nested section with its own keys and defaults
+            merged[key] = check_section(value or {}, default, f"{section}.{key}", where)
+            continue
         merged[key] = float(value) if isinstance(default, float) and isinstance(value, int) else value
     return merged
+
+
+def _closest_key(key: str, defaults: dict[str, Any], section: str) -> str:
+    """' (did you mean ...?)': a near spelling, or the nested section that holds a key of that name."""
+    nested = [name for name, default in defaults.items() if isinstance(default, dict) and key in default]
+    if nested:
+        return f" (did you mean '{section}.{nested[0]}.{key}'?)"
+    return did_you_mean(key, defaults)
 
 
 def _same_kind(value: Any, default: Any) -> bool:

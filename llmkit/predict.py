@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from llmkit.adaptation import ADAPTER_CONFIG_FILE, is_adapter_folder, model_config_dict
-from llmkit.config import COMMON_DATA_DEFAULTS
+from llmkit.config import COMMON_DATA_DEFAULTS, apply_overrides, check_section
 from llmkit.data import Split, read_split
 from llmkit.errors import LlmkitError
 from llmkit.models import check_weights, load_for_inference, load_tokenizer, resolve_model
@@ -30,39 +30,67 @@ ARCHITECTURE_TASKS = {
 }
 
 
-def task_for_model(model_dir: Path) -> Task:
-    """The task (and its column mapping) a model folder was trained for: recipe.yaml, else its config."""
+def task_for_model(model_dir: Path, overrides: list[str] | tuple[str, ...] = ()) -> Task:
+    """The task (and its column mapping) a model folder was trained for: recipe.yaml, else its config.
+
+    ``overrides`` (``data.text=review``) map the input's columns when they are not the training data's."""
     recipe_file = model_dir / RECIPE_FILE
     if recipe_file.exists():
         saved = yaml.safe_load(recipe_file.read_text(encoding="utf-8")) or {}
         task_cls = get_task_class(saved.get("task", "classification"), where=str(recipe_file))
-        return task_with_defaults(task_cls, saved.get("data") or {})
+        return task_with_defaults(task_cls, saved.get("data") or {}, overrides)
     found = architectures(model_dir)
     for architecture in found:
         for suffix, name in ARCHITECTURE_TASKS.items():
             if architecture.endswith(suffix):
-                return task_with_defaults(get_task_class(name))
+                return task_with_defaults(get_task_class(name), overrides=overrides)
     raise LlmkitError(
         f"model folder {model_dir}: cannot tell which task it was trained for (no {RECIPE_FILE}, "
         f"architectures {found or None}); predict on a folder written by `llmkit finetune`"
     )
 
 
-def task_with_defaults(task_cls: type[Task], data: dict | None = None) -> Task:
-    """A task object for inference: default data settings, overlaid with a saved recipe's."""
-    return task_cls({**COMMON_DATA_DEFAULTS, **task_cls.data_defaults, **(data or {})})
+def task_with_defaults(
+    task_cls: type[Task], data: dict | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> Task:
+    """A task object for inference: default data settings, overlaid with a saved recipe's, then with
+    ``data.KEY=VALUE`` overrides (checked as a recipe's are: unknown keys and wrong types are errors)."""
+    settings = {**COMMON_DATA_DEFAULTS, **task_cls.data_defaults, **(data or {})}
+    if overrides:
+        settings = check_section(data_overrides(overrides), settings, "data", "llmkit predict")
+    return task_cls(settings)
+
+
+def data_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``data.text=review`` ... -> ``{"text": "review"}``; inference reads data only, so nothing else."""
+    raw = apply_overrides({}, overrides)
+    others = [key for key in raw if key != "data"]
+    if others:
+        raise LlmkitError(
+            f"llmkit predict: '{others[0]}' is not a data setting; predict takes data.KEY=VALUE overrides "
+            f"only, e.g. data.text=review to read the text from column 'review'"
+        )
+    data = raw.get("data")
+    if not isinstance(data, dict):
+        raise LlmkitError("llmkit predict: give data.KEY=VALUE, e.g. data.text=review")
+    return data
 
 
 def predict_file(
-    model: str, input_path: str | Path, output_path: str | Path | None = None, base: str | None = None
+    model: str,
+    input_path: str | Path,
+    output_path: str | Path | None = None,
+    base: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
     """Predict every row of ``input_path``; write JSONL/CSV/TSV to ``output_path`` or stdout.
 
     Each output row is the input row unchanged plus the task's prediction keys (``predicted_label``,
     ``predicted_score`` for classification), so a labelled file keeps its gold labels beside them.
+    ``overrides`` (``data.text=review``) name the input's columns when they differ from the training data's.
     """
     model_dir = resolve_model(model)
-    task = task_for_model(model_dir)
+    task = task_for_model(model_dir, overrides)
     path = Path(input_path)
     split = read_split("test", path, "--input")
     task.check_inputs(split)
@@ -72,10 +100,7 @@ def predict_file(
     tokenizer = load_tokenizer(model_dir)
     loaded = load_for_inference(task, model_dir, **check_weights(model_dir), **base_option(model_dir, base))
     rows = split.dataset.to_list()
-    results = [
-        {**row, **prediction}
-        for row, prediction in zip(rows, task.predict(loaded, tokenizer, rows), strict=True)
-    ]
+    results = task.rows_with_predictions(loaded, tokenizer, rows)
     text = rows_as_text(results, output.suffix.lower() if output else ".jsonl")
     if output is None:
         sys.stdout.write(text)

@@ -166,6 +166,21 @@ class PreparedRun:
     model_path: Path | None = None
 
 
+def check_machine_settings(recipe: Recipe, task: Task) -> tuple[Machine, dict[str, Any], Any, dict[str, Any]]:
+    """What the recipe asks of this machine (precision, quantization, devices), as TrainingArguments.
+
+    `llmkit validate` runs these same checks, so a recipe it calls valid does not then fail to train here
+    (``training.precision=fp16`` on a CPU). Returns the machine, the arguments' settings, the arguments and
+    the quantized-loading options.
+    """
+    machine = probe_machine()
+    settings = {"arguments_class": task.arguments_class(), "machine": machine}
+    has_eval = may_have_validation(recipe.data)
+    args = training_arguments(recipe, Path(recipe.output_dir), has_eval=has_eval, **settings)
+    quantized = quantization_options(recipe.peft, machine.kind, f"recipe {recipe.source}")
+    return machine, settings, args, quantized
+
+
 def prepare(recipe: Recipe) -> PreparedRun:
     """Settings, data, tokenizer, encoded splits and the (adapted) model; every check before any write."""
     from transformers import set_seed
@@ -173,11 +188,8 @@ def prepare(recipe: Recipe) -> PreparedRun:
     task: Task = build_task(recipe.task, recipe.data, recipe.options)
     output_dir = Path(recipe.output_dir)
     resume_from = checkpoint_to_resume(output_dir, recipe.training["resume"], recipe.overwrite, METRICS_FILE)
-    machine = probe_machine()  # settings fail before data loads
-    settings = {"arguments_class": task.arguments_class(), "machine": machine}
-    args = training_arguments(recipe, output_dir, has_eval=may_have_validation(recipe.data), **settings)
+    machine, settings, args, quantized = check_machine_settings(recipe, task)  # they fail before data loads
     where = f"recipe {recipe.source}"
-    quantized = quantization_options(recipe.peft, machine.kind, where)
 
     splits = load_splits(recipe.data, seed=recipe.training["seed"])
     if "validation" not in splits and args.eval_strategy != "no":  # a dataset without a validation split
@@ -333,7 +345,7 @@ def save_run(
     if test is not None and not has_targets(task, test):
         write_jsonl(
             output_dir / TEST_PREDICTIONS_FILE,
-            task.predict(model, run.tokenizer, run.splits["test"].dataset.to_list()),
+            task.rows_with_predictions(model, run.tokenizer, run.splits["test"].dataset.to_list()),
         )
     if run.recipe.peft is not None:
         stats["adapter"] = adapter_statistics(model, output_dir)

@@ -38,9 +38,11 @@ def validate(
 
     from llmkit.models import load_tokenizer
     from llmkit.progress import quiet_library_progress
+    from llmkit.train import check_machine_settings
 
     resolved = load_recipe(recipe, overrides)
     task = build_task(resolved.task, resolved.data, resolved.options)
+    check_machine_settings(resolved, task)  # what finetune refuses on this machine (fp16 on a CPU)
     splits = load_splits(resolved.data, seed=resolved.training["seed"])
     task.check_data(splits)
     model_path = model_folder(resolved, task, splits)  # the recipe's model, or one built from scratch

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -280,3 +281,20 @@ def test_console_script_prints_no_traceback(tmp_path: Path) -> None:
         env={**__import__("os").environ, "LLMKIT_DEBUG": "1"},
     )
     assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_predict_follows_its_own_column_advice(run_cli, finetune_tiny, tmp_path: Path) -> None:
+    # a model trained on column 'text' predicting a file whose texts are in 'review': the error says
+    # "set data.text=<one of them>", and predict takes that very override
+    out = finetune_tiny("training.max_steps=1").output_dir
+    reviews = write_csv(tmp_path / "reviews.csv", ["id", "review"], [["007", "great film"], ["008", "dull"]])
+    advice = run_cli("predict", "--model", out, "--input", reviews)
+    assert advice.exit_code == 2 and "set data.text=<one of them>" in advice.stderr
+    result = run_cli("predict", "--model", out, "--input", reviews, "data.text=review")
+    assert result.exit_code == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [row["id"] for row in rows] == ["007", "008"] and all("predicted_label" in row for row in rows)
+    typo = run_cli("predict", "--model", out, "--input", reviews, "data.txt=review")
+    assert typo.exit_code == 2 and "unknown key 'data.txt' (did you mean 'text'?)" in typo.stderr
+    other = run_cli("predict", "--model", out, "--input", reviews, "training.max_steps=1")
+    assert other.exit_code == 2 and "predict takes data.KEY=VALUE overrides only" in other.stderr

@@ -194,3 +194,19 @@ def test_tokenized_splits_are_cached_per_rows_and_code(sentiment_files, tmp_path
     monkeypatch.setattr(train_module, "package_code_digest", lambda: "edited encoder")
     llmkit.finetune(recipe_for(train, None, tmp_path / "c", validation_split=0.25))
     assert len({p.name for p in tokenized.iterdir()} - first) == 2  # edited llmkit code: encoded again
+
+
+def test_test_predictions_keep_the_input_columns_as_predict_does(
+    run_cli, finetune_tiny, tmp_path: Path
+) -> None:
+    unlabelled = write_csv(
+        tmp_path / "unlabelled.csv", ["id", "text"], [["001", "great film"], ["002", "dull"]]
+    )
+    result = finetune_tiny("training.max_steps=1", f"data.test={unlabelled}")
+    saved = [json.loads(line) for line in (result.output_dir / "test_predictions.jsonl").open()]
+    assert [(row["id"], row["text"]) for row in saved] == [("001", "great film"), ("002", "dull")]
+    predicted = run_cli("predict", "--model", result.output_dir, "--input", unlabelled)
+    assert predicted.exit_code == 0, predicted.stderr
+    rows = [json.loads(line) for line in predicted.stdout.splitlines()]
+    assert [list(row) for row in saved] == [list(row) for row in rows]  # the same columns, in the same order
+    assert [row["predicted_label"] for row in saved] == [row["predicted_label"] for row in rows]

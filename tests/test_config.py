@@ -88,3 +88,54 @@ def test_recipe_by_bundled_name_and_default() -> None:
     assert load_recipe("sst2-minilm").data["label_names"] == ["negative", "positive"]
     with pytest.raises(LlmkitError, match="did you mean 'sst2-minilm'"):
         load_recipe("sst2-minlm")
+
+
+# -- the recipe reference ---------------------------------------------------------------------------------
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_committed_recipe_reference_is_the_generated_one(run_cli) -> None:
+    result = run_cli("recipes", "--reference")
+    assert result.exit_code == 0, result.stderr
+    committed = (REPO / "docs" / "recipe-reference.yaml").read_text(encoding="utf-8")
+    assert committed == result.stdout, "regenerate: llmkit recipes --reference > docs/recipe-reference.yaml"
+
+
+@pytest.mark.parametrize("task", ["classification", "preference", "fill-mask", "question-answering"])
+def test_the_recipe_reference_holds_every_key_with_its_default(task: str) -> None:
+    import yaml
+
+    from llmkit.recipe_reference import recipe_reference
+
+    text = recipe_reference(task)
+    reference = yaml.safe_load(text)
+    # every key of the schema, with llmkit's default: as a recipe it resolves to what the defaults give
+    from_reference = load_recipe(reference, ["data.train=x.csv"])
+    from_defaults = load_recipe({"task": task}, ["data.train=x.csv"])
+    assert from_reference.data == from_defaults.data and from_reference.options == from_defaults.options
+    assert from_reference.model == from_defaults.model
+    assert from_reference.output_dir == from_defaults.output_dir
+    assert set(reference["data"]) == set(from_defaults.data)
+    assert reference["training"] == from_defaults.training  # llmkit's training defaults, each key
+    # the sections that change what trains are shown commented out, key by key
+    assert "# peft:" in text and "#   r: 16" in text
+    if task == "classification":  # the default recipe's task: every key says what it is
+        body = [line for line in text.splitlines() if line.startswith("  ") and ":" in line]
+        data_and_model = body[: next(i for i, line in enumerate(body) if "per_device_train" in line)]
+        uncommented = [
+            line
+            for i, line in enumerate(data_and_model)
+            if "#" not in line and not data_and_model[i - 1].lstrip().startswith("#")
+        ]
+        assert not uncommented
+
+
+def test_recipes_lists_each_recipe_with_a_whole_first_sentence(run_cli) -> None:
+    result = run_cli("recipes")
+    assert result.exit_code == 0, result.stderr
+    descriptions = [line[23:] for line in result.stdout.splitlines() if not line.startswith(" ")]
+    assert len(descriptions) == len(bundled_recipes())
+    for description in descriptions:
+        assert description.rstrip().endswith((".", ")")), description  # not cut mid-sentence
+    goemotions = next(d for d in descriptions if d.startswith("GoEmotions"))
+    assert goemotions.endswith("one or more per comment (multi-label).")

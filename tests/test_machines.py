@@ -144,12 +144,13 @@ def test_explicit_bf16_on_a_cpu_without_native_bf16_is_accepted(sentiment_files,
 
 def test_explicit_fp16_on_a_cpu_is_one_line_exit_2(run_cli, sentiment_files, tmp_path: Path) -> None:
     train, validation = sentiment_files
-    base = ["finetune", "model=tiny-bert", f"data.train={train}", f"data.validation={validation}"]
-    base.append(f"output_dir={tmp_path / 'out'}")
-    for flag in ("training.precision=fp16", "training.fp16=true"):
-        result = run_cli(*base, flag)
-        assert result.exit_code == 2 and "fp16 needs a CUDA GPU" in result.stderr, result.stderr
-        assert len(result.stderr.strip().splitlines()) == 1
+    settings = ["model=tiny-bert", f"data.train={train}", f"data.validation={validation}"]
+    settings.append(f"output_dir={tmp_path / 'out'}")
+    for command in ("finetune", "validate"):  # validate runs finetune's checks: it never calls this valid
+        for flag in ("training.precision=fp16", "training.fp16=true"):
+            result = run_cli(command, *settings, flag)
+            assert result.exit_code == 2 and "fp16 needs a CUDA GPU" in result.stderr, (command, result)
+            assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
 
 

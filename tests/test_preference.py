@@ -246,12 +246,24 @@ def test_batch_means_are_weighted_by_pairs() -> None:
 def test_the_preference_section_is_checked_and_saved_with_the_recipe(tmp_path: Path) -> None:
     train = write_jsonl(tmp_path / "pairs.jsonl", pairs())
     recipe = load_recipe(
-        {"task": "preference", "data": {"train": str(train)}, "preference": {"method": "simpo", "beta": 2.5}}
+        {
+            "task": "preference",
+            "data": {"train": str(train)},
+            "preference": {"method": "simpo", "simpo": {"beta": 2.5}},
+        }
     )
-    assert recipe.options["method"] == "simpo" and recipe.to_dict()["preference"]["beta"] == 2.5
+    saved = recipe.to_dict()["preference"]
+    assert recipe.options["method"] == "simpo" and saved["simpo"] == {"beta": 2.5, "gamma": 0.5}
+    assert saved["dpo"]["loss_type"] == "sigmoid"  # the other method's section keeps its defaults
     assert load_recipe(recipe.to_dict()).options == recipe.options  # recipe.yaml reruns the same training
     with pytest.raises(LlmkitError, match=r"unknown key 'preference.metod' \(did you mean 'method'"):
         load_recipe({"task": "preference", "data": {"train": str(train)}, "preference": {"metod": "dpo"}})
+    with pytest.raises(
+        LlmkitError, match=r"unknown key 'preference.dpo.los_type' \(did you mean 'loss_type'"
+    ):
+        load_recipe(
+            {"task": "preference", "data": {"train": str(train)}, "preference": {"dpo": {"los_type": 1}}}
+        )
     with pytest.raises(LlmkitError, match=r"unknown key 'preference'"):
         load_recipe({"task": "generation", "data": {"train": str(train)}, "preference": {}})
 
@@ -276,7 +288,7 @@ def run_pairs(tmp_path: Path, *overrides: str, rows: int = 16):
 
 
 def test_dpo_full_fine_tuning_reports_reward_metrics_before_and_after_and_generates(tmp_path: Path, run_cli):
-    result = run_pairs(tmp_path, "preference.beta=0.5")
+    result = run_pairs(tmp_path, "preference.dpo.beta=0.5")
     metrics = result.metrics
     for name in ("reward_accuracy", "reward_margin", "logp_chosen", "logp_rejected", "loss"):
         assert f"eval_{name}" in metrics and f"eval_before_{name}" in metrics, name
@@ -305,7 +317,7 @@ def test_dpo_with_lora_uses_the_base_as_reference_and_saves_one_adapter(tmp_path
     result = run_pairs(
         tmp_path,
         "peft.r=4",
-        "preference.precompute_reference=true",
+        "preference.dpo.precompute_reference=true",
         f"data.test={test}",
         "training.per_device_train_batch_size=2",
     )
@@ -314,6 +326,23 @@ def test_dpo_with_lora_uses_the_base_as_reference_and_saves_one_adapter(tmp_path
     assert "test_reward_accuracy" in result.metrics and "eval_before_reward_accuracy" in result.metrics
     assert result.metrics["eval_before_reward_margin"] == pytest.approx(0.0, abs=1e-5)  # adapter off = ref
     assert result.metrics["eval_reward_margin"] > 0
+
+
+def test_the_dpo_recipe_switches_to_simpo_with_one_override() -> None:
+    # the README's `llmkit finetune recipes/dpo-hh.yaml preference.method=simpo`: the recipe's DPO settings
+    # (loss_type, precompute_reference, beta 0.1) rest in their section; SimPO's own apply
+    from llmkit.tasks import build_task
+    from llmkit.tasks.preference import method_settings
+
+    recipe = load_recipe("dpo-hh", ["preference.method=simpo"])
+    simpo = build_task(recipe.task, recipe.data, recipe.options)
+    settings = method_settings(simpo.options, 384)
+    assert settings["loss_type"] == "simpo" and settings["beta"] == 2.0 and settings["simpo_gamma"] == 0.5
+    assert "precompute_ref_log_probs" not in settings
+    assert simpo.arguments_class().__name__ == "CPOConfig"
+    dpo = load_recipe("dpo-hh")
+    dpo_settings = method_settings(build_task(dpo.task, dpo.data, dpo.options).options, 384)
+    assert dpo_settings["loss_type"] == ["sigmoid"] and dpo_settings["precompute_ref_log_probs"] is True
 
 
 def test_simpo_needs_no_reference_and_reports_the_same_metrics(tmp_path: Path) -> None:
@@ -364,16 +393,16 @@ BAD_FINETUNE = [
     ),
     ("a model without a chat template", ["data.use_chat_template=true"], "the model has no chat template"),
     (
-        "simpo with a precomputed reference",
-        ["preference.method=simpo", "preference.precompute_reference=true"],
-        "preference.precompute_reference=true needs a reference model, and preference.method=simpo uses none",
+        "a method setting outside its method's section",
+        ["preference.loss_type=ipo"],
+        "unknown key 'preference.loss_type' (did you mean 'preference.dpo.loss_type'?)",
     ),
+    ("an unknown DPO loss", ["preference.dpo.loss_type=sigmoidd"], "did you mean 'sigmoid'"),
     (
-        "simpo with a DPO loss",
-        ["preference.method=simpo", "preference.loss_type=ipo"],
-        "preference.loss_type='ipo' is a DPO loss against a reference model",
+        "a SimPO beta of 0",
+        ["preference.method=simpo", "preference.simpo.beta=0"],
+        "preference.simpo.beta must be a positive number",
     ),
-    ("an unknown DPO loss", ["preference.loss_type=sigmoidd"], "did you mean 'sigmoid'"),
 ]
 
 

@@ -193,3 +193,18 @@ def test_each_task_runs_its_hooks_in_order_cold_and_warm(
         key: value for key, value in warm.metrics.items() if not key.endswith(("_runtime", "_per_second"))
     }
     assert json.dumps(same, sort_keys=True) == json.dumps(again, sort_keys=True)
+
+
+def test_step_profile_help_answers_without_profiling(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "step_profile.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0 and result.stdout.startswith("usage: step_profile.py"), result.stderr
+    assert "| tokens per row |" not in result.stdout  # no profile row: nothing was timed

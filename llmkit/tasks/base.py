@@ -257,6 +257,14 @@ class Task:
         """Predictions for raw rows (same columns as training data), one dict per row."""
         raise NotImplementedError
 
+    def rows_with_predictions(
+        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Each row as it is plus its prediction keys: what `llmkit predict` writes and a run's
+        test_predictions.jsonl holds (one code path, so both keep the input columns)."""
+        predictions = self.predict(model, tokenizer, rows)
+        return [{**row, **prediction} for row, prediction in zip(rows, predictions, strict=True)]
+
     def report_samples(
         self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]
     ) -> list[dict[str, str]]:

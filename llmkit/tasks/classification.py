@@ -60,10 +60,10 @@ class ClassificationTask(Task):
         "train_sampling_strategy": "group_by_length",
     }
     data_defaults: ClassVar[dict[str, Any]] = {
-        "text": "text",
-        "text_pair": None,
-        "label": "label",
-        "label_names": None,
+        "text": "text",  # the text column
+        "text_pair": None,  # the second text column of pair tasks (NLI, paraphrase, similarity)
+        "label": "label",  # the label column: strings or integers (a number or a list for other problems)
+        "label_names": None,  # names of integer labels, in id order, e.g. [negative, positive]
         "problem": "auto",  # auto | single_label | multi_label | regression
         "threshold": 0.5,  # multi-label: a label is predicted when its probability reaches this
         "label_separator": None,  # multi-label: split text cells such as "joy,love" at this string

@@ -104,12 +104,19 @@ class PreferenceTask(Task):
         "max_new_tokens": 128,
     }
     options_section = "preference"
+    #: Each method's settings live in its own sub-section, so `preference.method=simpo` on a DPO recipe
+    #: switches every setting at once (a DPO beta of 0.1 is no SimPO beta) and the other section rests.
     options_defaults: ClassVar[dict[str, Any]] = {
-        "method": "dpo",  # dpo | simpo (reference-free)
-        "loss_type": None,  # dpo: one of TRL's DPO losses (default sigmoid); simpo: its own loss
-        "beta": None,  # dpo: 0.1; simpo: 2.0
-        "simpo_gamma": 0.5,  # simpo's target reward margin
-        "precompute_reference": False,  # dpo: reference log-probs once before training (a forward less/step)
+        "method": "dpo",  # dpo | simpo (reference-free): which sub-section below applies
+        "dpo": {
+            "loss_type": "sigmoid",  # one of TRL's DPO losses
+            "beta": 0.1,
+            "precompute_reference": False,  # reference log-probs once before training (a forward less/step)
+        },
+        "simpo": {
+            "beta": 2.0,
+            "gamma": 0.5,  # the target reward margin
+        },
     }
     training_defaults: ClassVar[dict[str, Any]] = {
         "per_device_train_batch_size": 4,
@@ -542,54 +549,46 @@ class PreferenceTask(Task):
 
 # -- options ------------------------------------------------------------------------------------------
 def check_options(options: dict[str, Any]) -> None:
-    """The ``preference:`` section: a method, and only the options that method uses."""
+    """The ``preference:`` section: a known method, and valid values in that method's sub-section."""
     method = options["method"]
     if method not in METHODS:
         raise LlmkitError(
             f"preference.method must be one of {', '.join(METHODS)}, got {method!r}"
             f"{did_you_mean(str(method), METHODS)}"
         )
-    loss_type = options["loss_type"]
-    if method == "simpo":
-        if options["precompute_reference"]:
-            raise LlmkitError(
-                "preference.precompute_reference=true needs a reference model, and preference.method=simpo "
-                "uses none; remove preference.precompute_reference or set preference.method=dpo"
-            )
-        if loss_type is not None:
-            raise LlmkitError(
-                f"preference.loss_type={loss_type!r} is a DPO loss against a reference model, and "
-                f"preference.method=simpo uses none (it has its own loss); remove preference.loss_type"
-            )
-    elif loss_type is not None and loss_type not in DPO_LOSS_TYPES:
+    dpo, simpo = options["dpo"], options["simpo"]
+    if dpo["loss_type"] not in DPO_LOSS_TYPES:
         raise LlmkitError(
-            f"preference.loss_type must be one of {', '.join(DPO_LOSS_TYPES)}, got {loss_type!r}"
-            f"{did_you_mean(str(loss_type), DPO_LOSS_TYPES)}"
+            f"preference.dpo.loss_type must be one of {', '.join(DPO_LOSS_TYPES)}, got {dpo['loss_type']!r}"
+            f"{did_you_mean(str(dpo['loss_type']), DPO_LOSS_TYPES)}"
         )
-    beta = options["beta"]
-    if beta is not None and (isinstance(beta, bool) or not isinstance(beta, (int, float)) or beta <= 0):
-        raise LlmkitError(f"preference.beta must be a positive number, got {beta!r}")
-    if not isinstance(options["precompute_reference"], bool):
+    for name, section in (("dpo", dpo), ("simpo", simpo)):
+        beta = section["beta"]
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or beta <= 0:
+            raise LlmkitError(f"preference.{name}.beta must be a positive number, got {beta!r}")
+    if not isinstance(dpo["precompute_reference"], bool):
         raise LlmkitError(
-            f"preference.precompute_reference must be true or false, got {options['precompute_reference']!r}"
+            f"preference.dpo.precompute_reference must be true or false, got {dpo['precompute_reference']!r}"
         )
 
 
 def method_settings(options: dict[str, Any], max_length: int) -> dict[str, Any]:
     """The TRL config fields the ``preference:`` section sets (llmkit tokenizes and truncates the pairs)."""
     if options["method"] == "simpo":
+        simpo = options["simpo"]
         return {
             "loss_type": "simpo",
             "cpo_alpha": 0.0,
-            "beta": float(options["beta"] or 2.0),
-            "simpo_gamma": float(options["simpo_gamma"]),
+            "beta": float(simpo["beta"]),
+            "simpo_gamma": float(simpo["gamma"]),
             "max_length": max_length,
             "remove_unused_columns": False,
         }
+    dpo = options["dpo"]
     return {
-        "loss_type": [options["loss_type"] or "sigmoid"],
-        "beta": float(options["beta"] or 0.1),
-        "precompute_ref_log_probs": bool(options["precompute_reference"]),
+        "loss_type": [dpo["loss_type"]],
+        "beta": float(dpo["beta"]),
+        "precompute_ref_log_probs": dpo["precompute_reference"],
         "max_length": None,
     }
 

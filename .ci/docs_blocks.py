@@ -1,0 +1,140 @@
+"""Run every code block of README.md marked runnable, in order, as a new user would: CI's docs step.
+
+A block is runnable when the line just before its opening fence is ``<!-- runnable -->`` (an HTML comment:
+GitHub shows nothing). ``bash`` blocks run under ``bash -e -o pipefail``, ``python`` blocks under the Python
+running this script. The README's commands are written for the repository root, so the blocks run in a
+fresh temporary folder that holds links to the repository's ``recipes/`` and ``benchmarks/``: relative paths
+resolve as they would there, while ``runs/`` and every file a block writes start out absent. The folder has
+its own llmkit cache (``LLMKIT_CACHE``: no earlier run is "the newest one"), the Hugging Face hub is offline
+(``HF_HUB_OFFLINE=1``), and this checkout's llmkit is imported (``PYTHONPATH``). Blocks that need the network
+or a GPU are left unmarked.
+
+    python .ci/docs_blocks.py                 # run them all; stops at the first failure, naming its line
+    python .ci/docs_blocks.py --list          # which blocks would run
+    python .ci/docs_blocks.py --keep          # keep the temporary folder (its path is printed)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MARKER = "<!-- runnable -->"
+LANGUAGES = {"bash": ["bash", "-e", "-o", "pipefail"], "python": [sys.executable]}
+LINKED = ("recipes", "benchmarks")
+
+
+@dataclass
+class Block:
+    line: int  # the opening fence's line number in the file (1-based)
+    language: str
+    code: str
+
+
+def runnable_blocks(markdown: str) -> list[Block]:
+    """The fenced blocks right after a ``<!-- runnable -->`` line; an unknown language is an error."""
+    lines = markdown.splitlines()
+    blocks = []
+    for index, line in enumerate(lines):
+        if line.strip() != MARKER:
+            continue
+        fence = lines[index + 1] if index + 1 < len(lines) else ""
+        language = fence.strip().removeprefix("```")
+        if not fence.strip().startswith("```") or language not in LANGUAGES:
+            raise SystemExit(
+                f"README.md line {index + 1}: {MARKER} must be followed by a ```bash or ```python fence"
+            )
+        end = next(i for i in range(index + 2, len(lines)) if lines[i].strip() == "```")
+        blocks.append(Block(index + 2, language, "\n".join(lines[index + 2 : end]) + "\n"))
+    return blocks
+
+
+def prepare_folder(folder: Path) -> dict[str, str]:
+    """Links to the repository's recipes and benchmarks, and the environment the blocks run with."""
+    for name in LINKED:
+        (folder / name).symlink_to(REPO / name, target_is_directory=True)
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "MPLBACKEND": "Agg",
+        "LLMKIT_CACHE": str(folder / ".llmkit-cache"),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
+
+
+def run_block(command: list[str], folder: Path, env: dict[str, str], timeout: int) -> int | None:
+    """Run one block in its own process group, so a timeout stops what it started too; None: timed out."""
+    process = subprocess.Popen(command, cwd=folder, env=env, start_new_session=True)
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        return None
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system) of the finished blocks and everything they ran."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_blocks(blocks: list[Block], folder: Path, env: dict[str, str], timeout: int) -> int:
+    """Run the blocks in order; the first that fails (or runs past ``timeout``) stops the run."""
+    started, cpu_started = time.perf_counter(), cpu_seconds()
+    for number, block in enumerate(blocks, start=1):
+        script = folder / f".block-{block.line}.{'sh' if block.language == 'bash' else 'py'}"
+        script.write_text(block.code, encoding="utf-8")
+        print(f"--- block {number}/{len(blocks)}: README.md line {block.line} ({block.language})", flush=True)
+        began, cpu_began = time.perf_counter(), cpu_seconds()
+        status = run_block([*LANGUAGES[block.language], str(script)], folder, env, timeout)
+        if status != 0:
+            why = f"ran past {timeout} s" if status is None else f"exit code {status}"
+            print(
+                f"docs: README.md line {block.line}: the {block.language} block failed ({why})",
+                file=sys.stderr,
+            )
+            return 1
+        wall, cpu = time.perf_counter() - began, cpu_seconds() - cpu_began
+        print(f"--- block at line {block.line}: ok in {wall:.1f} s ({cpu:.0f} CPU s)", flush=True)
+    wall, cpu = time.perf_counter() - started, cpu_seconds() - cpu_started
+    print(f"docs: {len(blocks)} README blocks ran in {wall:.0f} s ({cpu:.0f} CPU s)", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--readme", type=Path, default=REPO / "README.md")
+    parser.add_argument("--list", action="store_true", help="list the runnable blocks and stop")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument("--timeout", type=int, default=600, help="seconds a block may take (default 600)")
+    args = parser.parse_args(argv)
+    blocks = runnable_blocks(args.readme.read_text(encoding="utf-8"))
+    if args.list:
+        for block in blocks:
+            print(f"line {block.line} ({block.language}): {block.code.splitlines()[0]}")
+        return 0
+    folder = Path(tempfile.mkdtemp(prefix="llmkit-docs-"))
+    try:
+        return run_blocks(blocks, folder, prepare_folder(folder), args.timeout)
+    finally:
+        if args.keep:
+            print(f"docs: the blocks ran in {folder}")
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
