@@ -51,6 +51,7 @@ RUN_FOLDER_ENTRIES = (
     "plots",
     "tensorboard",
     "test_predictions.jsonl",
+    "evaluations",  # `llmkit evaluate` of the run
     "training_args.bin",
     "config.json",
     "generation_config.json",
