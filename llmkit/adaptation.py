@@ -383,13 +383,15 @@ def from_pretrained(
     *,
     base: str | Path | None = None,
     output_loading_info: bool = False,
+    merge: bool = True,
     **options: Any,
 ) -> Any:
     """``auto_class.from_pretrained(path)``, where ``path`` may also be an adapter folder.
 
     An adapter is loaded onto its base and merged (inference runs at the plain model's speed, and every
     caller sees a plain transformers model). ``output_loading_info`` then reports as missing only what
-    neither the base nor the adapter supplies.
+    neither the base nor the adapter supplies. ``merge=False`` keeps the adapter apart, computing as training
+    did (`llmkit evaluate` reproduces its scores; DPO's reference is the adapter switched off).
     """
     if not is_adapter_folder(path):
         return auto_class.from_pretrained(path, output_loading_info=output_loading_info, **options)
@@ -401,7 +403,8 @@ def from_pretrained(
             setattr(config, key, options.pop(key))
     model, info = auto_class.from_pretrained(base_path, config=config, output_loading_info=True, **options)
     with peft_quietly():
-        model = peft.PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+        model = peft.PeftModel.from_pretrained(model, str(path))
+        model = model.merge_and_unload() if merge else model
     supplied = read_adapter_config(path).get("modules_to_save") or []
     info["missing_keys"] = {key for key in info["missing_keys"] if not supplied_by(key, supplied)}
     return (model, info) if output_loading_info else model

@@ -55,6 +55,7 @@ RUN_FOLDER_ENTRIES = (
     PLOTS_DIR,
     "tensorboard",
     "test_predictions.jsonl",
+    "evaluations",  # `llmkit evaluate` of the run
     "training_args.bin",
     "config.json",
     "generation_config.json",

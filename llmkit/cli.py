@@ -140,6 +140,41 @@ def predict(
 
 
 @app.command()
+def evaluate(
+    arguments: Annotated[
+        list[str],
+        typer.Argument(
+            help="Models (run folders, model folders, aliases, cached hub ids), then optional KEY=VALUE "
+            "settings over their recipes, e.g. data.text=review.",
+            show_default=False,
+        ),
+    ],
+    data: Annotated[
+        str, typer.Option("--data", "-d", help="Labelled file (or a cached hub dataset id) to score on.")
+    ],
+    split: Annotated[str | None, typer.Option("--split", help="The split of a hub dataset.")] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="New folder for the results (default: MODEL/evaluations/...)."),
+    ] = None,
+    max_samples: Annotated[int | None, typer.Option("--max-samples", help="Score the first N rows.")] = None,
+    resamples: Annotated[
+        int, typer.Option("--resamples", help="Bootstrap resamples for the intervals (0: none).")
+    ] = 1000,
+) -> None:
+    """Score models on a labelled file as training scores validation, with 95% bootstrap intervals."""
+    from llmkit.evaluate import evaluate_models, summary_lines
+
+    models = [a for a in arguments if "=" not in a or Path(a).exists()]
+    overrides = [a for a in arguments if a not in models]
+    evaluation = evaluate_models(
+        models, data, overrides, split=split, max_samples=max_samples, resamples=resamples, output=output
+    )
+    for line in summary_lines(evaluation):
+        typer.echo(line)
+
+
+@app.command()
 def validate(
     recipe: Annotated[str | None, typer.Argument(help="Recipe YAML file or bundled recipe name.")] = None,
     overrides: Annotated[

@@ -100,6 +100,13 @@ class Task:
         for split in splits.values():
             self.check_inputs(split)
 
+    def check_evaluation_data(self, split: Split, model_path: Path) -> None:
+        """A labelled file a trained model is scored on (`llmkit evaluate`): checked as training checks its
+        splits, the file standing in for the training split. A task that derives state from the training
+        split (a label list) takes it from the trained model instead (its config), so ids mean what they
+        meant in training."""
+        self.check_data({"train": split})
+
     def prepare_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
         """Set on the tokenizer what the saved model must carry (e.g. the chat template rows were rendered
         with). Called by every run before encoding, whether the encodings then come from the cache or not.

@@ -27,6 +27,8 @@ from llmkit.progress import log
 from llmkit.tasks.base import Task, argmax_logits
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from datasets import Dataset
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -131,6 +133,37 @@ class ClassificationTask(Task):
         for split in labelled:
             if split.role != "train":
                 self._check_known_labels(split)
+
+    def check_evaluation_data(self, split: Split, model_path: Path) -> None:
+        """The trained problem and label list come from the model's config (``problem_type``, ``id2label``);
+        the file's labels must be labels the model knows."""
+        from llmkit.adaptation import model_config_dict
+
+        config = model_config_dict(model_path)
+        by_type = {problem_type: problem for problem, problem_type in PROBLEM_TYPES.items()}
+        self.problem = self.problem or by_type.get(config.get("problem_type") or "", "single_label")
+        self.data["problem"] = self.problem
+        self.prediction_keys = PREDICTION_KEYS[self.problem]
+        self.check_inputs(split)
+        label_column = self.data["label"]
+        require_columns(split, {"label": label_column})
+        if self.problem == "regression":
+            self._check_scores(split)
+            self.labels, self.label_names = [], [str(label_column)]
+            return
+        if self.problem == "multi_label":
+            self._check_label_sets(split)
+        else:
+            numbers_from_text(split, label_column)
+            self._check_label_values(split)
+        id2label = config.get("id2label") or {}
+        self.label_names = [str(id2label.get(str(i), id2label.get(i, i))) for i in range(len(id2label))]
+        numbered = any(isinstance(label, int) for labels in self._row_labels(split) for label in labels)
+        self.labels = list(self.label_names)
+        if numbered:  # integer labels: the names are the numbers themselves, or name the ids 0..n-1
+            as_numbers = all(name.lstrip("-").isdigit() for name in self.label_names)
+            self.labels = [int(n) for n in self.label_names] if as_numbers else list(range(len(self.labels)))
+        self._check_known_labels(split)
 
     def _resolve_problem(self, train: Split) -> str:
         """``data.problem``, or for ``auto`` what the training labels are: lists, fractions or classes."""

@@ -10,6 +10,8 @@ learns next-sentence prediction on pairs of a document's lines (``llmkit.next_se
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import re
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -507,7 +509,36 @@ def masked_positions_trainer() -> type:
             predicted[selected] = logits.argmax(dim=-1)
             return loss.detach(), predicted, labels
 
+        def get_eval_dataloader(self, eval_dataset=None):
+            with seeded_masks(self):
+                return super().get_eval_dataloader(eval_dataset)
+
+        def get_test_dataloader(self, test_dataset):
+            with seeded_masks(self):
+                return super().get_test_dataloader(test_dataset)
+
     return MaskedPositionsTrainer
+
+
+@contextlib.contextmanager
+def seeded_masks(trainer: Any) -> Iterator[None]:
+    """Every evaluation masks the same tokens: its collator draws from a generator seeded with
+    ``training.seed`` afresh, not from the training RNG. Scores of successive evaluations are then
+    comparable, and `llmkit evaluate` on a run's validation file gives back its eval scores."""
+    from transformers import DataCollatorForLanguageModeling
+
+    training_collator = trainer.data_collator
+    collator = copy.copy(training_collator)
+    holder, masking = collator, collator
+    if isinstance(collator, OffsetPaddingCollator):
+        holder.collate = masking = copy.copy(collator.collate)
+    if isinstance(masking, DataCollatorForLanguageModeling):
+        masking.seed, masking.generator = trainer.args.seed, None
+    trainer.data_collator = collator
+    try:
+        yield
+    finally:
+        trainer.data_collator = training_collator
 
 
 def has_parameters(module: Any) -> bool:

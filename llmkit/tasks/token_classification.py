@@ -22,6 +22,8 @@ from llmkit.errors import LlmkitError
 from llmkit.tasks.base import Task, argmax_logits
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from datasets import Dataset
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -86,6 +88,19 @@ class TokenClassificationTask(Task):
         for role in ("validation", "test"):
             if role in splits and tags in splits[role].dataset.column_names:
                 self._check_known_tags(splits[role])
+
+    def check_evaluation_data(self, split: Split, model_path: Path) -> None:
+        """The tag names come from the trained model's ``id2label``, in id order."""
+        from llmkit.adaptation import model_config_dict
+
+        self.check_inputs(split)
+        require_columns(split, {"tags": self.data["tags"]})
+        self._check_tag_lists(split)
+        id2label = model_config_dict(model_path).get("id2label") or {}
+        self.label_names = [str(id2label.get(str(i), id2label.get(i))) for i in range(len(id2label))]
+        tags = column_values(split.dataset, self.data["tags"])
+        self.integer_tags = any(isinstance(tag, int) for row in tags for tag in row)
+        self._check_known_tags(split)
 
     def _check_tag_lists(self, split: Split) -> None:
         tokens, tags = self.data["tokens"], self.data["tags"]

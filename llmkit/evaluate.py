@@ -1,0 +1,609 @@
+"""`llmkit evaluate`: score saved models on a labelled file, with bootstrap intervals, side by side.
+
+A model is scored by the code that scored its validation split in training: the run's saved recipe
+(overlaid with the user's ``key=value``) builds the task, the file is read by the same reader and checked,
+encoded and prepared by the task, and the task's Trainer class runs ``predict`` with its
+``compute_metrics`` and ``preprocess_logits_for_metrics`` under the run's evaluation settings (eval batch
+size, max_length, generation settings, the split's order). On a run's own validation file the scores are
+its ``eval_*`` metrics.
+
+Uncertainty: the per-row outcomes of that one pass are resampled (``resamples`` times, seeded; QA by
+question, not window) and the task's metric is recomputed on each resample, giving a 95 % percentile
+interval per metric and, for each further model, a paired bootstrap p-value for its difference to the
+first (the same resampled rows for every model).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmkit.errors import LlmkitError
+from llmkit.progress import log
+
+EVALUATIONS_DIR = "evaluations"
+EVALUATION_FILE = "evaluation.json"
+EVALUATION_REPORT = "evaluation.md"
+PREDICTIONS_FILE = "predictions.jsonl"
+#: Scores are named as in a run's metrics.json (eval_accuracy, ...).
+PREFIX = "eval"
+RESAMPLES = 1000
+CONFIDENCE = 0.95
+SEED = 0
+#: Tasks whose labelled rows are no input to ``predict`` (fill-mask predicts texts with [MASK] in them; the
+#: evaluation masks tokens at random): no per-row predictions file.
+UNPREDICTABLE_ROWS = ("fill-mask",)
+#: What the Trainer reports besides scores.
+NOT_SCORES = ("_runtime", "_per_second", "model_preparation_time")
+
+#: Row indices -> the task's metrics on those rows (keys without the eval_ prefix).
+MetricOnRows = Callable[[np.ndarray], dict[str, float]]
+#: A (resamples x rows) matrix of row counts -> each metric's value on every resample, at once.
+MetricOnCounts = Callable[[np.ndarray], dict[str, np.ndarray]]
+
+
+@dataclass
+class RowOutcomes:
+    """One pass's per-row outcomes, and how the task's metric is recomputed on any resample of them."""
+
+    count: int
+    on_rows: MetricOnRows
+    #: A vectorized twin of ``on_rows`` where the metric allows (single-label classification).
+    on_counts: MetricOnCounts | None = None
+
+
+@dataclass
+class ModelScores:
+    """What one model scored on the file."""
+
+    model: str
+    folder: Path
+    task: str
+    rows: int
+    metrics: dict[str, float]
+    seconds: float
+    outcomes: RowOutcomes | None = None
+    predictions: list[dict[str, Any]] = field(default_factory=list)
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: vs the first model: metric -> (difference, p-value)
+    differences: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+
+@dataclass
+class Evaluation:
+    data: str
+    scores: list[ModelScores]
+    resamples: int
+    output_dir: Path | None = None
+
+
+# -- the command ----------------------------------------------------------------------------------
+def evaluate_models(
+    models: list[str],
+    data: str,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    split: str | None = None,
+    max_samples: int | None = None,
+    resamples: int = RESAMPLES,
+    output: str | Path | None = None,
+    write_predictions: bool = True,
+) -> Evaluation:
+    """Score every model on the same rows of ``data``, add intervals and differences, write the outputs."""
+    if not models:
+        raise LlmkitError("give at least one model: a run folder, a model folder, an alias or a hub id")
+    if max_samples is not None and max_samples < 1:
+        raise LlmkitError(f"--max-samples must be a positive number of rows, got {max_samples}")
+    if resamples < 0:
+        raise LlmkitError(f"--resamples must be 0 (no intervals) or more, got {resamples}")
+    output_dir = evaluation_folder(models[0], data, output)
+    scores = [score_model(model, data, overrides, split, max_samples, write_predictions) for model in models]
+    evaluation = Evaluation(data=data, scores=scores, resamples=resamples)
+    add_intervals(evaluation, resamples)
+    write_evaluation(evaluation, output_dir)
+    return evaluation
+
+
+def evaluation_folder(model: str, data: str, output: str | Path | None) -> Path:
+    """--output (new or empty), else MODEL/evaluations/<data name>-<UTC time>/ for a local model folder, else
+    ./evaluations/...; an earlier evaluation is never overwritten."""
+    if output is not None:
+        folder = Path(output)
+        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+            raise LlmkitError(f"--output {folder} already exists and is not empty; choose another folder")
+        return folder
+    from llmkit.models import looks_like_path
+
+    base = Path(model) if looks_like_path(model) and Path(model).is_dir() else Path.cwd()
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(data.rstrip("/")).stem or "data")
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    folder = base / EVALUATIONS_DIR / f"{name}-{stamp}"
+    number = 1
+    while folder.exists():
+        number += 1
+        folder = base / EVALUATIONS_DIR / f"{name}-{stamp}-{number}"
+    return folder
+
+
+# -- one model ------------------------------------------------------------------------------------
+def score_model(
+    model: str,
+    data: str,
+    overrides: list[str] | tuple[str, ...] = (),
+    split: str | None = None,
+    max_samples: int | None = None,
+    write_predictions: bool = True,
+) -> ModelScores:
+    """Score one model on ``data`` through training's evaluation path; keep its per-row outcomes."""
+    from llmkit.adaptation import is_adapter_folder
+    from llmkit.models import check_weights, load_model, load_tokenizer, resolve_model
+    from llmkit.progress import quiet_library_progress
+    from llmkit.tasks import build_task
+    from llmkit.train import with_perplexity
+
+    started = time.perf_counter()
+    folder = resolve_model(model)
+    recipe = evaluation_recipe(folder, data, overrides)
+    task = build_task(recipe.task, recipe.data, recipe.options)
+    rows = read_rows(data, recipe.data, split, max_samples)
+    check_rows(task, rows, folder)
+    task.check_model(folder)
+    tokenizer = load_tokenizer(folder, trust_remote_code=recipe.model_options["trust_remote_code"])
+    task.prepare_tokenizer(tokenizer)
+    with quiet_library_progress():
+        encoded = task.encode(rows.dataset, tokenizer)
+    counts = task.encoding_metrics("validation", encoded)
+    prepared = task.prepare_evaluation("validation", rows, encoded)
+    load_options = {
+        **check_weights(folder, recipe.model_options["allow_pickle"]),
+        "trust_remote_code": recipe.model_options["trust_remote_code"],
+        **({"merge": False} if is_adapter_folder(folder) else {}),  # computes as training did
+    }
+    with quiet_library_progress():
+        loaded = load_model(task, folder, **load_options).eval()
+    log(f"{model}: {recipe.task}, {len(rows.dataset):,} rows of {rows.location}")
+    with tempfile.TemporaryDirectory() as scratch:
+        trainer = evaluation_trainer(task, recipe, loaded, tokenizer, prepared, Path(scratch))
+        recorded = record_generated_texts(trainer)
+        with quiet_library_progress():
+            output = run_evaluation(trainer, prepared)
+    metrics = {**counts, **scores_only(with_perplexity(task, dict(output.metrics), PREFIX))}
+    outcomes = row_outcomes(task, trainer, output, rows, encoded, recorded)
+    predictions = []
+    if write_predictions and recipe.task not in UNPREDICTABLE_ROWS:
+        records = rows.dataset.to_list()
+        with quiet_library_progress(errors_only=True):
+            predicted = task.predict(loaded, tokenizer, records)
+        predictions = [{**row, **guess} for row, guess in zip(records, predicted, strict=True)]
+    return ModelScores(
+        model=model,
+        folder=folder,
+        task=recipe.task,
+        rows=len(rows.dataset),
+        metrics=metrics,
+        seconds=round(time.perf_counter() - started, 2),
+        outcomes=outcomes,
+        predictions=predictions,
+    )
+
+
+def evaluation_recipe(folder: Path, rows: str, overrides: list[str] | tuple[str, ...]):
+    """The run's saved recipe (a plain model folder: its task's defaults), overlaid with ``overrides``,
+    pointed at the folder itself: the model is scored as saved, never adapted or rebuilt."""
+    from llmkit.config import load_recipe, read_recipe_file
+    from llmkit.predict import task_for_model
+    from llmkit.run_folder import RECIPE_FILE
+
+    if (folder / RECIPE_FILE).exists():
+        raw = read_recipe_file(folder / RECIPE_FILE)
+    else:
+        raw = {"task": task_for_model(folder).name, "__source__": f"<model folder {folder}>"}
+    for section in ("peft", "tokenizer"):  # the folder holds the adapter / the trained tokenizer already
+        raw.pop(section, None)
+    raw["model"] = str(folder)
+    data = raw.setdefault("data", {})
+    data["streaming"] = False  # the file is scored whole
+    if not data.get("train") and not data.get("dataset"):
+        data["train"] = rows  # a recipe names its data; only the scored rows are read
+    options = raw.get("preference")
+    if isinstance(options, dict):  # the reference is the base model (or the adapter off), never precomputed
+        options["precompute_reference"] = False
+    raw["output_dir"] = str(folder)
+    return load_recipe(raw, [*overrides, "training.report_to=none"])
+
+
+def read_rows(data: str, recipe_data: dict[str, Any], split: str | None, max_samples: int | None):
+    """The file (as training reads a data file), or a dataset's split (data.dataset, offline: cached)."""
+    from llmkit.data import conll_format, read_split
+
+    path = Path(data).expanduser()
+    if path.is_file() or (path.is_dir() and split is None):
+        if split is not None:
+            raise LlmkitError(f"--split {split}: {data} is a file; --split picks a split of a dataset")
+        txt_unit = recipe_data.get("txt_unit", "line")
+        rows = read_split("validation", path, "--data", txt_unit, conll_format(recipe_data), None)
+    elif path.exists() or data.startswith((".", "/", "~")):
+        raise LlmkitError(f"--data {data}: no such file; check the path (relative to {Path.cwd()})")
+    else:
+        rows = dataset_split(data, recipe_data, split or "validation")
+    if max_samples is not None:
+        rows.keep_rows(range(min(max_samples, len(rows.dataset))))
+    if len(rows.dataset) == 0:
+        raise LlmkitError(f"--data {rows.location} has no rows; give a file with labelled rows")
+    return rows
+
+
+def dataset_split(name: str, recipe_data: dict[str, Any], split: str):
+    """``--data`` naming a hub dataset (or a dataset folder), read through the recipes' data.dataset."""
+    from llmkit.data import Split
+    from llmkit.hub_data import read_dataset_splits
+
+    settings = {**recipe_data, "dataset": name, "splits": {"validation": split}}
+    read = read_dataset_splits(settings, ["validation"])["validation"]
+    return Split("validation", read.dataset, read.file, key="--data", hub=read.source)
+
+
+def check_rows(task, rows, folder: Path) -> None:
+    """The task's checks of a labelled split; a file made for another task says which task the model has."""
+    try:
+        task.check_evaluation_data(rows, folder)
+    except LlmkitError as exc:
+        raise LlmkitError(
+            f"{exc} (model {folder} does {task.name}; a file of other columns needs key=value settings "
+            f"such as data.text=COLUMN)"
+        ) from None
+
+
+def evaluation_trainer(task, recipe, model, tokenizer, prepared, scratch: Path):
+    """The task's Trainer as training builds it (length grouping keeps the split's order in evaluation)."""
+    from llmkit.sampling import length_grouping_trainer
+    from llmkit.train import training_arguments
+
+    args = training_arguments(recipe, scratch, has_eval=True, arguments_class=task.arguments_class())
+    trainer = length_grouping_trainer(task.trainer_class())(
+        model=model,
+        args=args,
+        train_dataset=prepared,  # never trained on; TRL's trainers require one
+        eval_dataset=prepared,
+        data_collator=task.collator(tokenizer),
+        processing_class=tokenizer,
+        compute_metrics=task.compute_metrics(),
+        preprocess_logits_for_metrics=task.preprocess_logits_for_metrics(),
+    )
+    use_base_as_reference(task, recipe, trainer)
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # the scores are printed once, at the end
+    return trainer
+
+
+def use_base_as_reference(task, recipe, trainer) -> None:
+    """DPO scores against a reference: training's was the model it started from. A LoRA run's is its base
+    (the adapter off, as training had it); a full fine-tune's is the recipe's base model, loaded again."""
+    from llmkit.adaptation import is_adapted
+    from llmkit.run_folder import RECIPE_FILE
+
+    if getattr(trainer, "ref_model", None) is None or is_adapted(trainer.model):
+        return
+    import yaml
+
+    from llmkit.models import check_weights, load_model, resolve_model
+
+    saved = yaml.safe_load((Path(recipe.model) / RECIPE_FILE).read_text(encoding="utf-8")) or {}
+    base = saved.get("model")
+    base = base.get("name") if isinstance(base, dict) else base
+    if not isinstance(base, str):
+        raise LlmkitError(f"{recipe.model}: its recipe names no base model to score preferences against")
+    folder = resolve_model(base)
+    base_model = load_model(task, folder, **check_weights(folder))
+    trainer.ref_model.load_state_dict(base_model.state_dict())  # into TRL's prepared copy of the model
+
+
+def run_evaluation(trainer, prepared) -> Any:
+    """``predict`` where the metric reads predictions (kept for resampling); else ``evaluate`` as training
+    does: a trainer without compute_metrics (preference, generation) scores losses only, and asking it for
+    predictions takes another path (TRL recomputes the logits without its fused head)."""
+    from transformers.trainer_utils import PredictionOutput
+
+    if trainer.compute_metrics is None:
+        metrics = trainer.evaluate(prepared, metric_key_prefix=PREFIX)
+        return PredictionOutput(predictions=None, label_ids=None, metrics=metrics)
+    return trainer.predict(prepared, metric_key_prefix=PREFIX)
+
+
+def record_generated_texts(trainer) -> dict[str, list[str]] | None:
+    """Text-to-text scorers take each batch's generated texts: keep them (text only) for resampling."""
+    scorer = getattr(trainer, "compute_metrics", None)
+    if not hasattr(scorer, "add") or not hasattr(scorer, "result"):
+        return None
+    recorded: dict[str, list[str]] = {"predictions": [], "references": []}
+    add = scorer.add
+
+    def add_and_keep(predictions: list[str], references: list[str]) -> None:
+        recorded["predictions"] += predictions
+        recorded["references"] += references
+        add(predictions, references)
+
+    scorer.add = add_and_keep
+    recorded["add"] = add  # type: ignore[assignment]
+    return recorded
+
+
+def scores_only(metrics: dict[str, float]) -> dict[str, float]:
+    return {key: value for key, value in metrics.items() if not key.endswith(NOT_SCORES)}
+
+
+# -- per-row outcomes -----------------------------------------------------------------------------
+def row_outcomes(task, trainer, output, rows, encoded, recorded) -> RowOutcomes | None:
+    """How to recompute the metric on resampled rows; None where the metric is a mean of batch losses
+    (generation, preference): there are no per-row outcomes to resample."""
+    if recorded is not None and recorded["predictions"]:
+        return generated_text_outcomes(trainer.compute_metrics, recorded)
+    if output.predictions is None or (output.label_ids is None and task.name != "question-answering"):
+        return None
+    if task.name == "question-answering":
+        return question_outcomes(task, rows, encoded, output.predictions)
+    compute = task.compute_metrics()
+    if compute is None:
+        return None
+    return prediction_outcomes(task, compute, output.predictions, output.label_ids)
+
+
+def prediction_outcomes(task, compute, predictions, label_ids) -> RowOutcomes:
+    """compute_metrics on the rows' predictions and labels (classification, NER, fill-mask)."""
+    from transformers import EvalPrediction
+
+    def on_rows(indices: np.ndarray) -> dict[str, float]:
+        return compute(
+            EvalPrediction(predictions=take(predictions, indices), label_ids=take(label_ids, indices))
+        )
+
+    vectorized = None
+    if task.name == "classification" and getattr(task, "problem", None) == "single_label":
+        vectorized = single_label_counts(np.asarray(predictions), np.asarray(label_ids))
+    return RowOutcomes(len(np.asarray(label_ids)), on_rows, vectorized)
+
+
+def take(values: Any, indices: np.ndarray) -> Any:
+    if isinstance(values, tuple):
+        return tuple(take(value, indices) for value in values)
+    return np.asarray(values)[indices]
+
+
+def question_outcomes(task, rows, encoded, predictions) -> RowOutcomes:
+    """QA: each question's best answer over its windows, then SQuAD EM/F1 on resampled questions."""
+    from llmkit.metrics import load_metrics
+
+    start_logits, end_logits = predictions[:2]
+    answers, gold = task.answers_for_rows(rows.dataset.to_list(), encoded, start_logits, end_logits)
+    metric = load_metrics("squad")
+
+    def on_rows(indices: np.ndarray) -> dict[str, float]:
+        return metric.compute(
+            predictions=[answers[i] for i in indices], references=[gold[i] for i in indices]
+        )
+
+    return RowOutcomes(len(answers), on_rows)
+
+
+def generated_text_outcomes(scorer, recorded: dict[str, Any]) -> RowOutcomes:
+    """Summarization/translation: the scorer of the evaluation, fed the resampled generated texts."""
+    predictions, references, add = recorded["predictions"], recorded["references"], recorded["add"]
+
+    def on_rows(indices: np.ndarray) -> dict[str, float]:
+        scorer.reset()
+        add([predictions[i] for i in indices], [references[i] for i in indices])
+        return scorer.result()
+
+    return RowOutcomes(len(predictions), on_rows)
+
+
+def single_label_counts(predictions: np.ndarray, labels: np.ndarray) -> MetricOnCounts:
+    """Accuracy, macro F1 (over the classes present in the resample) and MCC from each resample's
+    confusion matrix: what the metric modules compute, for every resample in one matrix product."""
+    classes = int(max(predictions.max(initial=0), labels.max(initial=0))) + 1
+    cells = np.zeros((len(labels), classes * classes), dtype=np.float64)
+    cells[np.arange(len(labels)), labels.astype(np.int64) * classes + predictions.astype(np.int64)] = 1.0
+
+    def on_counts(counts: np.ndarray) -> dict[str, np.ndarray]:
+        confusion = (counts @ cells).reshape(-1, classes, classes)  # [resample, gold, predicted]
+        total = confusion.sum(axis=(1, 2))
+        correct = np.trace(confusion, axis1=1, axis2=2)
+        gold, guessed = confusion.sum(axis=2), confusion.sum(axis=1)
+        true_positive = np.diagonal(confusion, axis1=1, axis2=2)
+        denominator = gold + guessed
+        per_class = np.divide(
+            2 * true_positive, denominator, out=np.zeros_like(denominator), where=denominator > 0
+        )
+        present = denominator > 0
+        numerator = correct * total - (gold * guessed).sum(axis=1)
+        spread = np.sqrt((total**2 - (guessed**2).sum(axis=1)) * (total**2 - (gold**2).sum(axis=1)))
+        return {
+            "accuracy": correct / total,
+            "f1": per_class.sum(axis=1) / np.maximum(present.sum(axis=1), 1),
+            "matthews_correlation": np.divide(
+                numerator, spread, out=np.zeros_like(spread), where=spread != 0
+            ),
+        }
+
+    return on_counts
+
+
+# -- intervals ------------------------------------------------------------------------------------
+def add_intervals(evaluation: Evaluation, resamples: int) -> None:
+    """Percentile intervals per model, and paired p-values against the first model, on shared resamples."""
+    scored = [s for s in evaluation.scores if s.outcomes is not None]
+    if resamples == 0 or not scored:
+        return
+    sizes = {s.outcomes.count for s in scored}
+    if len(sizes) > 1:
+        log(f"warning: the models scored different numbers of rows ({sorted(sizes)}); intervals are unpaired")
+    draws = {size: np.random.default_rng(SEED).integers(0, size, size=(resamples, size)) for size in sizes}
+    began = time.perf_counter()
+    values = {id(s): resampled_metrics(s.outcomes, draws[s.outcomes.count]) for s in scored}
+    log(f"{resamples} bootstrap resamples in {time.perf_counter() - began:.1f} s")
+    tail = (1 - CONFIDENCE) / 2
+    for s in scored:
+        for key, samples in values[id(s)].items():
+            finite = samples[np.isfinite(samples)]
+            if finite.size:
+                s.intervals[f"{PREFIX}_{key}"] = tuple(
+                    float(q) for q in np.quantile(finite, [tail, 1 - tail])
+                )
+    first = evaluation.scores[0]
+    if id(first) not in values:
+        return
+    for s in evaluation.scores[1:]:
+        if id(s) not in values or s.outcomes.count != first.outcomes.count:
+            continue
+        for key, samples in values[id(s)].items():
+            name = f"{PREFIX}_{key}"
+            if key in values[id(first)] and name in s.metrics and name in first.metrics:
+                s.differences[name] = (
+                    s.metrics[name] - first.metrics[name],
+                    paired_p_value(samples - values[id(first)][key]),
+                )
+
+
+def resampled_metrics(outcomes: RowOutcomes, draws: np.ndarray) -> dict[str, np.ndarray]:
+    """Each metric on every resample: vectorized where the task allows, else one compute per resample."""
+    if outcomes.on_counts is not None:
+        counts = np.zeros((len(draws), outcomes.count), dtype=np.float64)
+        np.add.at(counts, (np.repeat(np.arange(len(draws)), draws.shape[1]), draws.ravel()), 1.0)
+        return outcomes.on_counts(counts)
+    collected: dict[str, list[float]] = {}
+    for indices in draws:
+        for key, value in outcomes.on_rows(indices).items():
+            if isinstance(value, (int, float)):
+                collected.setdefault(key, []).append(float(value))
+    return {key: np.asarray(samples) for key, samples in collected.items() if len(samples) == len(draws)}
+
+
+def paired_p_value(differences: np.ndarray) -> float:
+    """Two-sided paired bootstrap p-value: how often a resample's difference falls on either side of zero,
+    doubled (at least 1 / (resamples + 1): more resamples cannot say less)."""
+    finite = differences[np.isfinite(differences)]
+    if not finite.size:
+        return float("nan")
+    one_side = min(np.mean(finite <= 0), np.mean(finite >= 0))
+    return float(max(min(1.0, 2 * one_side), 1 / (finite.size + 1)))
+
+
+# -- outputs --------------------------------------------------------------------------------------
+def write_evaluation(evaluation: Evaluation, folder: Path) -> None:
+    """evaluation.json, evaluation.md and each model's predictions (rows as `llmkit predict` writes them)."""
+    from llmkit.run_folder import write_json_atomic, write_jsonl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    evaluation.output_dir = folder
+    names = prediction_file_names(evaluation.scores)
+    for scored, name in zip(evaluation.scores, names, strict=True):
+        if scored.predictions:
+            write_jsonl(folder / name, scored.predictions)
+    write_json_atomic(folder / EVALUATION_FILE, evaluation_record(evaluation, names))
+    (folder / EVALUATION_REPORT).write_text(evaluation_markdown(evaluation), encoding="utf-8")
+
+
+def prediction_file_names(scores: list[ModelScores]) -> list[str]:
+    if len(scores) == 1:
+        return [PREDICTIONS_FILE]
+    return [
+        f"predictions-{number}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', s.folder.name)}.jsonl"
+        for number, s in enumerate(scores, start=1)
+    ]
+
+
+def evaluation_record(evaluation: Evaluation, names: list[str]) -> dict[str, Any]:
+    return {
+        "data": evaluation.data,
+        "resamples": evaluation.resamples,
+        "confidence": CONFIDENCE,
+        "seed": SEED,
+        "models": [
+            {
+                "model": s.model,
+                "folder": str(s.folder),
+                "task": s.task,
+                "rows": s.rows,
+                "seconds": s.seconds,
+                "metrics": s.metrics,
+                "intervals": {key: list(bounds) for key, bounds in s.intervals.items()},
+                "difference_to_first": {
+                    key: {"difference": d, "p_value": p} for key, (d, p) in s.differences.items()
+                },
+                "predictions": name if s.predictions else None,
+            }
+            for s, name in zip(evaluation.scores, names, strict=True)
+        ],
+    }
+
+
+def evaluation_markdown(evaluation: Evaluation) -> str:
+    """One table: a row per metric, a column per model (score and interval; later models: the difference
+    to the first and its p-value)."""
+    from llmkit.markdown import table
+
+    scores = evaluation.scores
+    keys = list(dict.fromkeys(key for s in scores for key in s.metrics))
+    header = ["metric", *[f"{s.model} ({s.rows} rows)" for s in scores]]
+    body = []
+    for key in keys:
+        cells = [key.removeprefix(f"{PREFIX}_")]
+        for s in scores:
+            cells.append(metric_cell(s, key))
+        body.append(cells)
+    lines = [f"# Evaluation on {evaluation.data}", "", *table(header, body), ""]
+    if evaluation.resamples:
+        lines.append(
+            f"[low, high]: {CONFIDENCE:.0%} bootstrap interval ({evaluation.resamples} resamples of the "
+            f"rows, seed {SEED}): the range the score would likely fall in on another sample of such rows."
+        )
+        if len(scores) > 1:
+            lines.append(
+                f"Δ: difference to {scores[0].model} on the same resampled rows; p: paired bootstrap p-value "
+                f"(small: the difference is unlikely to be chance)."
+            )
+    return "\n".join(lines) + "\n"
+
+
+def metric_cell(scored: ModelScores, key: str) -> str:
+    if key not in scored.metrics:
+        return "-"
+    cell = shown(scored.metrics[key])
+    if key in scored.intervals:
+        low, high = scored.intervals[key]
+        cell += f" [{shown(low)}, {shown(high)}]"
+    if key in scored.differences:
+        difference, p_value = scored.differences[key]
+        cell += f" (Δ {difference:+.4g}, p {p_value:.3g})"
+    return cell
+
+
+def shown(value: Any) -> str:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.4g}"
+    return str(value)
+
+
+def summary_lines(evaluation: Evaluation) -> list[str]:
+    """What the CLI prints: each model's scores in one line, then where the outputs are."""
+    lines = []
+    for s in evaluation.scores:
+        shown_scores = ", ".join(
+            f"{key.removeprefix(PREFIX + '_')} {metric_cell(s, key)}" for key in s.metrics
+        )
+        lines.append(f"{s.model}: {shown_scores}")
+    lines.append(f"written to {evaluation.output_dir}")
+    return lines
+
+
+__all__ = ["Evaluation", "ModelScores", "RowOutcomes", "evaluate_models", "score_model"]

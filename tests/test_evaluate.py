@@ -1,0 +1,320 @@
+"""`llmkit evaluate`: training's own evaluation re-run on a file, bootstrap intervals, models side by side."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import llmkit
+from llmkit.errors import LlmkitError
+from llmkit.evaluate import evaluate_models, paired_p_value, single_label_counts
+from tests.conftest import NEGATIVE, POSITIVE
+
+WORDS = POSITIVE + NEGATIVE
+COLOURS = ["red", "blue", "green", "yellow"]
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def sentiment(index: int) -> dict[str, Any]:
+    return {"text": WORDS[index % 20], "label": "positive" if index % 20 < 10 else "negative"}
+
+
+def entity_row(index: int) -> dict[str, Any]:
+    person, place = ["Anna", "Tom", "Maria", "Peter"][index % 4], ["Berlin", "Paris", "Rome"][index % 3]
+    return {"tokens": [person, "lives", "in", place, "."], "ner_tags": ["B-PER", "O", "O", "B-LOC", "O"]}
+
+
+def question(index: int, answerable: bool = True) -> dict[str, Any]:
+    filler = " ".join(f"Sentence {i} says nothing." for i in range(index % 3 * 4))
+    name = ["Anna", "Tom", "Maria"][index % 3]
+    context = f"{filler} {name} lives in Berlin and works at the museum.".strip()
+    answers = (
+        {"text": [name], "answer_start": [context.index(name)]}
+        if answerable
+        else {
+            "text": [],
+            "answer_start": [],
+        }
+    )
+    return {"question": "Who lives in Berlin?", "context": context, "answers": answers}
+
+
+def pair(index: int) -> dict[str, str]:
+    colour, other = COLOURS[index % 4], COLOURS[(index + 1) % 4]
+    return {"prompt": f"Name the colour {colour}.", "chosen": colour, "rejected": f"{other} {other}"}
+
+
+#: name -> (recipe, a training row, a validation row): every task (and problem type) llmkit trains.
+CASES: dict[str, tuple[dict[str, Any], Any, Any]] = {
+    "classification": (
+        {"task": "classification", "model": "tiny-bert"},
+        sentiment,
+        lambda i: sentiment(i + 7),
+    ),
+    "classification-lora": (
+        {"task": "classification", "model": "tiny-bert", "peft": {"r": 4}},
+        sentiment,
+        lambda i: sentiment(i + 7),
+    ),
+    "multi-label": (
+        {"task": "classification", "model": "tiny-bert"},
+        lambda i: {"text": WORDS[i % 20], "label": [["joy"], ["joy", "love"], ["anger"]][i % 3]},
+        lambda i: {"text": WORDS[(i + 5) % 20], "label": [["love"], ["anger", "joy"]][i % 2]},
+    ),
+    "regression": (
+        {"task": "classification", "model": "tiny-bert"},
+        lambda i: {"text": WORDS[i % 20], "label": (i % 7) / 2 + 0.25},
+        lambda i: {"text": WORDS[(i + 3) % 20], "label": (i % 5) / 2 + 0.5},
+    ),
+    "ner": ({"task": "ner", "model": "tiny-bert"}, entity_row, lambda i: entity_row(i + 1)),
+    "qa": (
+        {"task": "question-answering", "model": "tiny-bert", "data": {"max_length": 48, "doc_stride": 16}},
+        question,
+        lambda i: question(i + 1),
+    ),
+    "qa-v2": (
+        {
+            "task": "question-answering",
+            "model": "tiny-bert",
+            "data": {"max_length": 48, "doc_stride": 16, "version_2_with_negative": True},
+        },
+        lambda i: question(i, answerable=i % 3 != 0),
+        lambda i: question(i + 1, answerable=i % 2 == 0),
+    ),
+    "fill-mask": (
+        {"task": "fill-mask", "model": "tiny-bert", "data": {"max_length": 24}},
+        lambda i: {"text": f"{WORDS[i % 20]} and {WORDS[(i + 3) % 20]}"},
+        lambda i: {"text": f"{WORDS[(i + 1) % 20]} and {WORDS[(i + 9) % 20]}"},
+    ),
+    "generation-text": (
+        {"task": "generation", "model": "tiny-gpt2", "data": {"max_length": 16, "max_new_tokens": 4}},
+        lambda i: {"text": f"{WORDS[i % 20]} and {WORDS[(i + 3) % 20]}"},
+        lambda i: {"text": f"{WORDS[(i + 1) % 20]} and {WORDS[(i + 9) % 20]}"},
+    ),
+    "generation-instruction": (
+        {"task": "generation", "model": "tiny-gpt2", "data": {"max_length": 96, "max_new_tokens": 4}},
+        lambda i: {"instruction": f"Name the colour {COLOURS[i % 4]}.", "output": COLOURS[i % 4]},
+        lambda i: {"instruction": f"Name the colour {COLOURS[(i + 1) % 4]}.", "output": COLOURS[(i + 1) % 4]},
+    ),
+    "summarization": (
+        {"task": "summarization", "model": "tiny-t5", "data": {"max_length": 32, "max_new_tokens": 6}},
+        lambda i: {"document": f"{WORDS[i % 20]} and then {WORDS[(i + 1) % 20]}", "summary": WORDS[i % 20]},
+        lambda i: {"document": f"{WORDS[(i + 4) % 20]} said twice", "summary": WORDS[(i + 4) % 20]},
+    ),
+    "translation": (
+        {
+            "task": "translation",
+            "model": "tiny-t5",
+            "data": {"source_lang": "en", "target_lang": "de", "max_length": 32, "max_new_tokens": 6},
+        },
+        lambda i: {"en": WORDS[i % 20], "de": WORDS[(i + 10) % 20]},
+        lambda i: {"en": WORDS[(i + 2) % 20], "de": WORDS[(i + 12) % 20]},
+    ),
+    "preference": (
+        {
+            "task": "preference",
+            "model": "tiny-gpt2",
+            "data": {"use_chat_template": False, "max_length": 128, "max_prompt_length": 64},
+        },
+        pair,
+        lambda i: pair(i + 2),
+    ),
+}
+
+
+def train_case(name: str, folder: Path) -> tuple[Path, Path]:
+    """A short run of one case; returns its folder and its validation file."""
+    recipe, train_row, validation_row = CASES[name]
+    folder.mkdir(parents=True, exist_ok=True)
+    train = write_jsonl(folder / "train.jsonl", [train_row(i) for i in range(12)])
+    validation = write_jsonl(folder / "validation.jsonl", [validation_row(i) for i in range(6)])
+    settings = {
+        **recipe,
+        "data": {**recipe.get("data", {}), "train": str(train), "validation": str(validation)},
+        "training": {
+            "max_steps": 2,
+            "learning_rate": 1e-3,
+            "per_device_train_batch_size": 4,
+            "per_device_eval_batch_size": 4,  # 6 rows: batches of 4 and 2
+            "eval_on_start": False,
+        },
+        "output_dir": str(folder / "run"),
+    }
+    return llmkit.finetune(settings).output_dir, validation
+
+
+def eval_scores(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {
+        key: value
+        for key, value in metrics.items()
+        if key.startswith(("eval_", "validation_"))
+        and not key.startswith("eval_before_")
+        and not key.endswith(("_runtime", "_per_second"))
+    }
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_evaluate_on_the_validation_file_gives_back_the_runs_eval_metrics(name: str, tmp_path: Path) -> None:
+    run, validation = train_case(name, tmp_path)
+    trained = eval_scores(json.loads((run / "metrics.json").read_text()))
+    assert trained, "the run recorded no validation scores"
+
+    evaluation = evaluate_models([str(run)], str(validation), resamples=20)
+
+    scored = evaluation.scores[0]
+    if name == "preference":
+        # Not bit-exact yet: the reloaded DPO policy's log-probs differ from the in-training ones by ~1e-4
+        # (under investigation); every other task gives back its scores exactly.
+        assert eval_scores(scored.metrics) == pytest.approx(trained, rel=1e-3, abs=1e-3)
+    else:
+        assert eval_scores(scored.metrics) == trained  # exactly: the same code on the same rows
+    folder = evaluation.output_dir
+    assert folder.parent == run / "evaluations"
+    record = json.loads((folder / "evaluation.json").read_text())
+    assert record["models"][0]["metrics"] == json.loads(json.dumps(scored.metrics))
+    if name == "fill-mask":  # its rows hold no [MASK] to predict
+        assert record["models"][0]["predictions"] is None and not (folder / "predictions.jsonl").exists()
+        return
+    predictions = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
+    given = [json.loads(line) for line in validation.read_text().splitlines()]
+    assert len(predictions) == len(given)
+    assert all(row.items() >= original.items() for row, original in zip(predictions, given, strict=True))
+    for key, (low, high) in scored.intervals.items():
+        assert low <= high, key
+
+
+def test_several_models_side_by_side_with_paired_p_values_and_overrides(tmp_path: Path, run_cli) -> None:
+    first, validation = train_case("classification", tmp_path / "a")
+    second = llmkit.finetune(
+        str(first / "recipe.yaml"), [f"output_dir={tmp_path / 'b'}", "training.max_steps=6"]
+    ).output_dir
+    renamed = write_jsonl(
+        tmp_path / "reviews.jsonl",
+        [
+            {"review": row["text"], "label": row["label"]}
+            for row in map(json.loads, validation.read_text().splitlines())
+        ],
+    )
+    out = tmp_path / "comparison"
+
+    result = run_cli(
+        "evaluate", first, second, "--data", renamed, "data.text=review", "--output", out, "--resamples", "30"
+    )
+
+    assert result.exit_code == 0, result.stderr
+    record = json.loads((out / "evaluation.json").read_text())
+    assert [m["rows"] for m in record["models"]] == [6, 6]
+    difference = record["models"][1]["difference_to_first"]["eval_accuracy"]
+    accuracies = [m["metrics"]["eval_accuracy"] for m in record["models"]]
+    assert difference["difference"] == pytest.approx(accuracies[1] - accuracies[0])
+    assert 0 < difference["p_value"] <= 1
+    table = (out / "evaluation.md").read_text()
+    assert "| accuracy |" in table and "bootstrap interval" in table and "p-value" in table
+    assert {p.name for p in out.iterdir()} >= {"evaluation.json", "evaluation.md"}
+    assert len(list(out.glob("predictions-*.jsonl"))) == 2
+    again = run_cli("evaluate", first, "--data", renamed, "data.text=review", "--output", out)
+    assert again.exit_code == 2 and "already exists" in again.stderr
+
+
+def test_vectorized_resampling_equals_the_metric_modules_on_each_resample() -> None:
+    from transformers import EvalPrediction
+
+    from llmkit.tasks.base import Task
+    from llmkit.tasks.classification import ClassificationTask
+
+    rng = np.random.default_rng(1)
+    labels, predictions = rng.integers(0, 3, 200), rng.integers(0, 3, 200)
+    predictions[:5] = 2
+    task = ClassificationTask(
+        {
+            **Task.data_defaults,
+            "text": "text",
+            "text_pair": None,
+            "label": "label",
+            "label_names": None,
+            "problem": "single_label",
+            "threshold": 0.5,
+            "label_separator": None,
+        }
+    )
+    compute = task.compute_metrics()
+    draws = rng.integers(0, 200, size=(5, 200))
+    draws[0] = np.where(labels == 0)[0][0]  # a resample of one class only: F1 over the classes present
+    counts = np.zeros((5, 200))
+    np.add.at(counts, (np.repeat(np.arange(5), 200), draws.ravel()), 1.0)
+    fast = single_label_counts(predictions, labels)(counts)
+    for number, indices in enumerate(draws):
+        slow = compute(EvalPrediction(predictions=predictions[indices], label_ids=labels[indices]))
+        for key, value in slow.items():
+            assert fast[key][number] == pytest.approx(value, abs=1e-12), key
+
+
+def test_paired_p_value() -> None:
+    assert paired_p_value(np.array([0.1] * 99 + [-0.1])) == pytest.approx(0.02)
+    assert paired_p_value(np.array([0.1] * 100)) == pytest.approx(1 / 101)
+    assert paired_p_value(np.array([0.1, -0.1] * 50)) == 1.0
+
+
+def test_bad_input_is_one_line(tmp_path: Path, run_cli) -> None:
+    run, validation = train_case("ner", tmp_path)
+    unlabelled = write_jsonl(tmp_path / "unlabelled.jsonl", [{"tokens": ["Anna", "lives"]}])
+    qa_file = write_jsonl(tmp_path / "qa.jsonl", [question(0)])
+    cases = [
+        ((run, "--data", unlabelled), "no column 'ner_tags'"),
+        ((run, "--data", qa_file), "does token-classification"),
+        ((tmp_path / "nowhere", "--data", validation), "does not exist"),
+        ((run, "--data", tmp_path / "missing.jsonl"), "no such file"),
+        ((run, "--data", validation, "--max-samples", "0"), "--max-samples"),
+    ]
+    for args, expected in cases:
+        result = run_cli("evaluate", *args)
+        assert result.exit_code == 2, (args, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert lines[-1].startswith("error: ") and expected in lines[-1], result.stderr
+        assert "Traceback" not in result.stderr
+    assert not (run / "evaluations").exists()
+
+
+def test_evaluate_refuses_a_hub_dataset_that_is_not_cached(tmp_path: Path, run_cli) -> None:
+    run, _ = train_case("classification", tmp_path)
+    result = run_cli("evaluate", run, "--data", "nobody/no-such-dataset", "--split", "test")
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()[-1]) > 10
+    assert "Traceback" not in result.stderr
+
+
+def test_max_samples_and_evaluations_never_overwrite(tmp_path: Path) -> None:
+    run, validation = train_case("classification", tmp_path)
+    first = evaluate_models([str(run)], str(validation), max_samples=3, resamples=0)
+    second = evaluate_models([str(run)], str(validation), max_samples=3, resamples=0)
+    assert first.scores[0].rows == 3 and first.output_dir != second.output_dir
+    assert (first.output_dir / "evaluation.json").exists() and (
+        second.output_dir / "evaluation.json"
+    ).exists()
+    settings = str(run / "recipe.yaml")
+    llmkit.finetune(settings, ["training.max_steps=1"], overwrite=True)  # evaluations are llmkit's own
+    assert not (run / "evaluations").exists()
+
+
+def test_a_plain_hugging_face_folder_is_scored_by_its_architecture(tmp_path: Path) -> None:
+    run, validation = train_case("classification", tmp_path)
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for path in run.iterdir():
+        if path.is_file() and path.name not in ("recipe.yaml", "metrics.json"):
+            (plain / path.name).write_bytes(path.read_bytes())
+    evaluation = evaluate_models([str(plain)], str(validation), resamples=0, write_predictions=False)
+    assert evaluation.scores[0].task == "classification"
+    assert 0 <= evaluation.scores[0].metrics["eval_accuracy"] <= 1
+
+
+def test_llmkit_errors_are_raised_for_an_unknown_model(tmp_path: Path) -> None:
+    with pytest.raises(LlmkitError, match="does not exist"):
+        evaluate_models([str(tmp_path / "missing")], str(tmp_path / "x.jsonl"))
