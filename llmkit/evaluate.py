@@ -214,9 +214,9 @@ def evaluation_recipe(folder: Path, rows: str, overrides: list[str] | tuple[str,
     data["streaming"] = False  # the file is scored whole
     if not data.get("train") and not data.get("dataset"):
         data["train"] = rows  # a recipe names its data; only the scored rows are read
-    options = raw.get("preference")
-    if isinstance(options, dict):  # the reference is the base model (or the adapter off), never precomputed
-        options["precompute_reference"] = False
+    dpo = (raw.get("preference") or {}).get("dpo")
+    if isinstance(dpo, dict):  # the reference is the base model (or the adapter off), never precomputed
+        dpo["precompute_reference"] = False
     raw["output_dir"] = str(folder)
     return load_recipe(raw, [*overrides, "training.report_to=none"])
 
@@ -265,11 +265,13 @@ def check_rows(task, rows, folder: Path) -> None:
 
 def evaluation_trainer(task, recipe, model, tokenizer, prepared, scratch: Path):
     """The task's Trainer as training builds it (length grouping keeps the split's order in evaluation)."""
+    from llmkit.loss_scaling import step_weighted_trainer
     from llmkit.sampling import length_grouping_trainer
     from llmkit.train import training_arguments
 
     args = training_arguments(recipe, scratch, has_eval=True, arguments_class=task.arguments_class())
-    trainer = length_grouping_trainer(task.trainer_class())(
+    trainer_class = step_weighted_trainer(task.trainer_class(), task.loss_targets())
+    trainer = length_grouping_trainer(trainer_class)(
         model=model,
         args=args,
         train_dataset=prepared,  # never trained on; TRL's trainers require one
