@@ -494,7 +494,8 @@ def causal_lm_trainer_class() -> type:
             selected = targets != IGNORE_INDEX
             logits = head(hidden[selected])
             loss = F.cross_entropy(logits.float(), targets[selected], reduction="sum")
-            count = num_items_in_batch if num_items_in_batch is not None else selected.sum().clamp(min=1)
+            # max(., 1): a batch without any label (no token masked) is a zero loss, not 0/0 = NaN
+            count = max(selected.sum() if num_items_in_batch is None else num_items_in_batch, 1)
             return loss / count
 
         def _track_num_input_tokens(self, inputs):

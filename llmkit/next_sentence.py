@@ -127,7 +127,8 @@ def pretraining_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any
     selected = labels != -100
     heads = model.cls
     token_logits = heads.predictions(hidden[selected])
-    count = num_items_in_batch if num_items_in_batch is not None else selected.sum().clamp(min=1)
+    # max(., 1): a batch without any label (no token masked) is a zero loss, not 0/0 = NaN
+    count = max(selected.sum() if num_items_in_batch is None else num_items_in_batch, 1)
     masked_lm = F.cross_entropy(token_logits.float(), labels[selected], reduction="sum") / count
     next_sentence = F.cross_entropy(heads.seq_relationship(pooled).float(), relationship.view(-1))
     return masked_lm + next_sentence

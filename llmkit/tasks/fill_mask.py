@@ -451,7 +451,8 @@ def masked_positions_trainer() -> type:
             selected = labels != -100
             logits = head(hidden[selected])
             loss = F.cross_entropy(logits.float(), labels[selected], reduction="sum")
-            count = num_items_in_batch if num_items_in_batch is not None else selected.sum().clamp(min=1)
+            # max(., 1): a batch without any label (no token masked) is a zero loss, not 0/0 = NaN
+            count = max(selected.sum() if num_items_in_batch is None else num_items_in_batch, 1)
             return loss / count
 
         def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
