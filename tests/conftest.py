@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.recipe_matrix_plugin"]  # the recipe x command matrix table
 os.environ["HF_HUB_OFFLINE"] = "1"  # a hub lookup must fail fast, never retry for half a minute
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

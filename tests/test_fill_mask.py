@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -407,3 +408,51 @@ def test_masked_positions_evaluation_equals_the_stock_one(monkeypatch: pytest.Mo
     assert masked.sum() > 0 and not fast_tokens.is_floating_point()
     assert fast_tokens[masked].equal(stock_logits.argmax(dim=-1)[masked])
     assert (fast_tokens[~masked] == -100).all()
+
+
+@pytest.mark.parametrize("task", ["fill-mask", "generation"])
+def test_a_batch_without_labels_is_a_zero_loss_not_nan(task: str, tmp_path: Path) -> None:
+    """A batch in which no token was masked (short lines, small batches) has no label to predict: the Trainer
+    passes num_items_in_batch=0, and 0/0 made the loss NaN, which stopped the run as if it had diverged."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, TrainingArguments
+
+    from llmkit.causal_lm import causal_lm_trainer_class
+    from llmkit.models import resolve_model
+    from llmkit.tasks.fill_mask import masked_positions_trainer
+
+    if task == "fill-mask":
+        cls, auto_class, name = masked_positions_trainer(), AutoModelForMaskedLM, "tiny-bert"
+    else:
+        cls, auto_class, name = causal_lm_trainer_class(), AutoModelForCausalLM, "tiny-gpt2"
+    model = auto_class.from_pretrained(resolve_model(name))
+    trainer = cls(model=model, args=TrainingArguments(str(tmp_path), report_to="none"))
+    model.train()
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    batch = {"input_ids": ids, "labels": torch.full_like(ids, -100)}  # nothing to predict
+    loss = trainer.compute_loss(model, batch, num_items_in_batch=torch.tensor(0))
+    assert loss.item() == 0.0
+    loss.backward()  # a step that changes nothing, rather than NaN weights
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_next_sentence_pretraining_without_masked_tokens_keeps_a_finite_loss() -> None:
+    import torch
+    from transformers import BertForPreTraining
+
+    from llmkit import next_sentence
+    from llmkit.models import resolve_model
+
+    model = BertForPreTraining.from_pretrained(resolve_model("tiny-bert"))
+    ids = torch.tensor([[2, 5, 6, 3, 7, 8, 3]])
+    batch = {"input_ids": ids, "labels": torch.full_like(ids, -100), next_sentence.LABEL: torch.tensor([0])}
+    loss = next_sentence.pretraining_loss(model, batch, num_items_in_batch=torch.tensor(0))
+    assert torch.isfinite(loss)  # the next-sentence loss alone
+
+
+def test_a_run_whose_first_batch_masks_nothing_trains(text_file: Path, tmp_path: Path) -> None:
+    recipe = fill_mask_recipe(text_file, tmp_path / "out", mlm_probability=0.01)
+    recipe["training"].update(per_device_train_batch_size=2, max_steps=2, logging_steps=1)
+    out = llmkit.finetune(recipe).output_dir  # stopped with "training loss became nan at step 1" before
+    history = json.loads((out / "log_history.json").read_text())
+    assert [math.isfinite(entry["loss"]) for entry in history if "loss" in entry] == [True, True]
