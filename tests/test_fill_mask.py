@@ -446,8 +446,9 @@ def test_next_sentence_pretraining_without_masked_tokens_keeps_a_finite_loss() -
     model = BertForPreTraining.from_pretrained(resolve_model("tiny-bert"))
     ids = torch.tensor([[2, 5, 6, 3, 7, 8, 3]])
     batch = {"input_ids": ids, "labels": torch.full_like(ids, -100), next_sentence.LABEL: torch.tensor([0])}
-    loss = next_sentence.pretraining_loss(model, batch, num_items_in_batch=torch.tensor(0))
-    assert torch.isfinite(loss)  # the next-sentence loss alone
+    terms = next_sentence.pretraining_loss_terms(model, batch)
+    assert terms["labels"].item() == 0  # no masked token: a zero term, not 0/0
+    assert torch.isfinite(terms[next_sentence.LABEL])  # the next-sentence loss alone
 
 
 def test_a_run_whose_first_batch_masks_nothing_trains(text_file: Path, tmp_path: Path) -> None:

@@ -10,8 +10,6 @@ learns next-sentence prediction on pairs of a document's lines (``llmkit.next_se
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import re
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -462,6 +460,10 @@ def masked_positions_trainer() -> type:
     from llmkit.distributed import shards_parameters
 
     class MaskedPositionsTrainer(Trainer):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.data_collator = ContentSeededMasks(self.data_collator, self.args.seed)
+
         # Losses are micro-batch means: llmkit.loss_scaling weighs them over an accumulated step.
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             inner = inner_model(model)  # a LoRA-wrapped model's transformers modules (adapters inside)
@@ -509,36 +511,39 @@ def masked_positions_trainer() -> type:
             predicted[selected] = logits.argmax(dim=-1)
             return loss.detach(), predicted, labels
 
-        def get_eval_dataloader(self, eval_dataset=None):
-            with seeded_masks(self):
-                return super().get_eval_dataloader(eval_dataset)
-
-        def get_test_dataloader(self, test_dataset):
-            with seeded_masks(self):
-                return super().get_test_dataloader(test_dataset)
-
     return MaskedPositionsTrainer
 
 
-@contextlib.contextmanager
-def seeded_masks(trainer: Any) -> Iterator[None]:
-    """Every evaluation masks the same tokens: its collator draws from a generator seeded with
-    ``training.seed`` afresh, not from the training RNG. Scores of successive evaluations are then
-    comparable, and `llmkit evaluate` on a run's validation file gives back its eval scores."""
-    from transformers import DataCollatorForLanguageModeling
+class ContentSeededMasks:
+    """Masks drawn from a generator seeded by ``training.seed`` and the batch's tokens, not the global RNG.
 
-    training_collator = trainer.data_collator
-    collator = copy.copy(training_collator)
-    holder, masking = collator, collator
-    if isinstance(collator, OffsetPaddingCollator):
-        holder.collate = masking = copy.copy(collator.collate)
-    if isinstance(masking, DataCollatorForLanguageModeling):
-        masking.seed, masking.generator = trainer.args.seed, None
-    trainer.data_collator = collator
-    try:
-        yield
-    finally:
-        trainer.data_collator = training_collator
+    A batch is then masked the same way whenever it is collated: a resumed run (whose skipped batches are
+    collated before the checkpoint's RNG state is back) masks as the uninterrupted run did, every evaluation
+    masks the same tokens (successive scores compare, and `llmkit evaluate` gives a run's scores back), and
+    training still sees fresh masks for an example that an epoch's shuffle puts in another batch.
+    """
+
+    def __init__(self, collate: Any, seed: int) -> None:
+        from transformers import DataCollatorForLanguageModeling
+
+        self.collate = collate
+        self.seed = seed
+        masking = collate.collate if isinstance(collate, OffsetPaddingCollator) else collate
+        self.masking = masking if isinstance(masking, DataCollatorForLanguageModeling) else None
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        if self.masking is not None:
+            import hashlib
+
+            import numpy as np
+            import torch
+
+            digest = hashlib.blake2b(str(self.seed).encode(), digest_size=8)
+            for feature in features:
+                digest.update(np.asarray(feature["input_ids"], dtype=np.int64).tobytes() + b"|")
+            seed = int.from_bytes(digest.digest(), "little") & (2**63 - 1)
+            self.masking.generator = torch.Generator().manual_seed(seed)
+        return self.collate(features)
 
 
 def has_parameters(module: Any) -> bool:
