@@ -13,6 +13,7 @@ COLUMNS = (
     "finetune",
     "infer",
     "report",
+    "evaluate",
     "resume",
     "lora",
     "overwrite->lora",

@@ -107,6 +107,9 @@ def test_recipe_x_command(
     cells.check("finetune", lambda: finetune(run_cli, full, run))
     cells.check("infer", lambda: infer(run_cli, inference_command(case, run, tmp_path)), needs=("finetune",))
     cells.check("report", lambda: report(run_cli, run), needs=("finetune",))
+    files = dict(item.removeprefix("data.").split("=", 1) for item in data if item.startswith("data."))
+    cells.check("evaluate", lambda: evaluate(case, run_cli, run, files, tmp_path / "evaluation"),
+                needs=("finetune",))  # fmt: skip
     cells.check("resume", lambda: interrupt_and_resume(run_cli, full, run, tmp_path / "resumed", monkeypatch),
                 needs=("finetune",))  # fmt: skip
 
@@ -183,6 +186,26 @@ def report(run_cli, run: Path) -> None:
     (run / "report.md").unlink()
     result = cli(run_cli, "report", str(run))
     assert (run / "report.md").exists() and "report.md" in result.stdout, result.stdout[-300:]
+
+
+def evaluate(case: RecipeCase, run_cli, run: Path, files: dict[str, str], out: Path) -> None:
+    """`llmkit evaluate` on the run's own validation file gives back the run's eval_* scores (a recipe whose
+    validation is carved from train: the training file is scored)."""
+    data = files.get("validation") or files["train"]
+    cli(run_cli, "evaluate", str(run), "--data", data, "--output", str(out), "--resamples", "10")
+    record = json.loads((out / "evaluation.json").read_text(encoding="utf-8"))
+    scored = record["models"][0]["metrics"]
+    assert scored, "evaluate wrote no scores"
+    if "validation" not in files:
+        return
+    # DPO's scores come back within ~1e-4 (see tests/test_evaluate.py); every other task's exactly
+    tolerance = 1e-3 if case.task.name == "preference" else 0  # rewards near 0: relative and absolute
+    trained = {key: value for key, value in model_metrics(run).items()
+               if key.startswith("eval_") and not key.startswith("eval_before_")}  # fmt: skip
+    assert trained, "the run recorded no eval_* scores"
+    differ = {key: (value, scored.get(key)) for key, value in trained.items()
+              if scored.get(key) != pytest.approx(value, rel=tolerance, abs=tolerance)}  # fmt: skip
+    assert not differ, f"evaluate disagrees with the run's own eval scores: {differ}"
 
 
 def interrupt_and_resume(run_cli, args: list[str], finished: Path, out: Path, monkeypatch) -> None:
