@@ -201,6 +201,20 @@ def checkpoint_to_resume(output_dir: Path, resume: str, overwrite: bool, finishe
     )
 
 
+def interruption_message(output_dir: Path, step: int) -> str:
+    """What a user interrupting a run needs in one line: what is saved, and the command that continues it."""
+    checkpoints = complete_checkpoints(output_dir)
+    if checkpoints:
+        return (
+            f"interrupted at step {step}; the last complete checkpoint is {checkpoints[-1]}: run the same "
+            f"command again to continue from it (training.resume=auto), or pass --resume {checkpoints[-1]}"
+        )
+    return (
+        f"interrupted at step {step} before any checkpoint was saved in {output_dir}: run the same command "
+        f"with --overwrite to start over (training.save_strategy=steps with save_steps=N saves checkpoints)"
+    )
+
+
 def check_fingerprint(checkpoint: Path, current: dict[str, Any], explicit: bool) -> str | None:
     """Refuse to continue a checkpoint whose run had another recipe, data or model than this one.
 

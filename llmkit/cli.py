@@ -27,6 +27,7 @@ app = typer.Typer(
 )
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # the shell's code for a process stopped by Ctrl-C (128 + SIGINT)
 
 
 def recipe_and_overrides(recipe: str | None, overrides: list[str] | None) -> tuple[str | None, list[str]]:
@@ -99,7 +100,12 @@ def finetune(
     from llmkit.distributed import is_main_process
     from llmkit.train import finetune as run_finetune
 
-    result = run_finetune(recipe, overrides, overwrite=overwrite or None)
+    try:
+        result = run_finetune(recipe, overrides, overwrite=overwrite or None)
+    except KeyboardInterrupt as interrupt:  # here: typer turns one escaping a command into a silent 130
+        if is_main_process():
+            typer.echo(str(interrupt) or "interrupted before training started; nothing was saved", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from interrupt
     if not is_main_process():
         return
     for key, value in result.quality_metrics().items():
@@ -518,7 +524,11 @@ def recipes(
 
 
 def main() -> None:
-    """Console entry point: user errors become one line on stderr and exit code 2."""
+    """Console entry point: user errors become one line on stderr and exit code 2.
+
+    Ctrl-C never reaches here: typer ends a command it interrupts with exit code 130 itself, so `finetune`
+    says what was saved where it catches the interrupt.
+    """
     try:
         app()
     except LlmkitError as exc:
@@ -526,9 +536,6 @@ def main() -> None:
             raise
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,13 @@ class LlmkitError(Exception):
     """A problem with the user's input, reported as one line (exit code 2 in the CLI)."""
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training, carrying the one line that says what was saved and how to continue.
+
+    Still a KeyboardInterrupt (the Python API stops as on any Ctrl-C); the CLI prints its message.
+    """
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """' (did you mean 'x'?)' for the closest choice, or '' when nothing is close."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)

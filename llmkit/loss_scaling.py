@@ -33,6 +33,7 @@ def step_weighted_trainer(base: type, targets: tuple[str, ...]) -> type:
     """
 
     weighed = targets[0] if targets else None  # the column a single-mean loss is over
+    single_mean = len(targets) == 1  # one mean over items (not next-sentence pre-training's two terms)
 
     class StepWeightedTrainer(base):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -59,6 +60,54 @@ def step_weighted_trainer(base: type, targets: tuple[str, ...]) -> type:
             if terms is None:
                 terms = {weighed: super().compute_loss(model, inputs)}
             return sum(self._weighed(mean, inputs, column) for column, mean in terms.items())
+
+        def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+            loss, logits, labels = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+            if loss is not None and single_mean and weighed in inputs:
+                self._tally_evaluation_items(loss, inputs[weighed])
+            return loss, logits, labels
+
+        def evaluation_loop(
+            self,
+            dataloader,
+            description: str,
+            prediction_loss_only: bool | None = None,
+            ignore_keys: list[str] | None = None,
+            metric_key_prefix: str = "eval",
+        ):
+            import torch
+
+            self.evaluation_items = torch.zeros(2, dtype=torch.float64, device=self.args.device)
+            output = super().evaluation_loop(
+                dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
+            )
+            self._report_item_mean(output.metrics, metric_key_prefix)
+            return output
+
+        def _tally_evaluation_items(self, mean: Any, target: Any) -> None:
+            """Add a batch's loss sum and items: its mean times its items, nothing for a batch without items
+            (whose mean is 0/0)."""
+            import torch
+
+            items = count_items(target, self.loss_shifts_labels and weighed == "labels").to(mean.device)
+            batch_sum = torch.where(items > 0, mean.detach().double(), torch.zeros((), dtype=torch.float64))
+            self.evaluation_items += torch.stack([batch_sum * items, items.double()]).to(self.args.device)
+
+        def _report_item_mean(self, metrics: dict[str, float], prefix: str) -> None:
+            """``{prefix}_loss``: the mean over every labelled item of the evaluation (the Trainer's is a mean
+            of batch means weighed by rows, NaN as soon as one batch has no item)."""
+            key = f"{prefix}_loss"
+            totals = self.evaluation_items
+            if self.args.world_size > 1:
+                totals = self.accelerator.reduce(totals, reduction="sum")
+            loss_sum, items = totals.tolist()
+            if key not in metrics or items == 0:
+                return
+            metrics[key] = loss_sum / items
+            if f"{prefix}_perplexity" in metrics:  # a causal LM's, from the Trainer's mean
+                from llmkit.causal_lm import perplexity
+
+                metrics[f"{prefix}_perplexity"] = perplexity(metrics[key])
 
         def _weighed(self, mean: Any, inputs: dict[str, Any], column: str) -> Any:
             """A micro-batch's mean times its part of the step's ``column`` items, times the processes whose

@@ -30,6 +30,7 @@ from llmkit.checkpoints import (
     check_fingerprint,
     checkpoint_to_resume,
     crash_safe_trainer,
+    interruption_message,
     stop_on_non_finite_loss,
 )
 from llmkit.config import Recipe, load_recipe, may_have_validation
@@ -48,7 +49,7 @@ from llmkit.distributed import (
     world_size,
 )
 from llmkit.env import library_versions
-from llmkit.errors import LlmkitError
+from llmkit.errors import LlmkitError, RunInterrupted
 from llmkit.loss_scaling import step_weighted_trainer
 from llmkit.models import cache_dir, check_weights, load_model, load_tokenizer
 from llmkit.progress import interactive, log, log_lines_callback, quiet_library_progress, timed_step
@@ -141,8 +142,12 @@ def run(recipe: Recipe) -> FinetuneResult:
         if is_main_process():
             prepare_output_dir(recipe, prepared.output_dir)
     timing = {"prepare_seconds": time.perf_counter() - started}
-    metrics = train_and_evaluate(prepared, trainer, timing)
-    save_run(prepared, trainer, metrics, timing, started)
+    try:
+        metrics = train_and_evaluate(prepared, trainer, timing)
+        save_run(prepared, trainer, metrics, timing, started)
+    except KeyboardInterrupt as interrupt:
+        message = interruption_message(prepared.output_dir, trainer.state.global_step)
+        raise RunInterrupted(message) from interrupt
     return FinetuneResult(metrics=metrics, output_dir=prepared.output_dir)
 
 

@@ -436,6 +436,47 @@ def test_a_batch_without_labels_is_a_zero_loss_not_nan(task: str, tmp_path: Path
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
+@pytest.mark.parametrize("task", ["fill-mask", "generation"])
+def test_eval_loss_is_the_mean_over_the_evaluations_labelled_tokens(task: str, tmp_path: Path) -> None:
+    """An evaluation batch without a labelled token made eval_loss NaN (fill-mask: a mean over no masked
+    token) or pulled it towards 0 (causal LM); batches of more tokens counted no more than others."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, TrainingArguments
+
+    from llmkit.causal_lm import causal_lm_trainer_class
+    from llmkit.loss_scaling import step_weighted_trainer
+    from llmkit.models import resolve_model
+    from llmkit.tasks.fill_mask import masked_positions_trainer
+
+    if task == "fill-mask":
+        base, auto_class, name, shift = masked_positions_trainer(), AutoModelForMaskedLM, "tiny-bert", 0
+    else:
+        base, auto_class, name, shift = causal_lm_trainer_class(), AutoModelForCausalLM, "tiny-gpt2", 1
+    model = auto_class.from_pretrained(resolve_model(name)).eval()
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10], [11, 12, 13, 14, 15, 16], [17, 18, 19, 20, 21, 22]])
+    labels = torch.full_like(ids, -100)
+    labels[0, 2:4] = ids[0, 2:4]  # two labelled tokens, none in the second row, one in the third
+    labels[2, 5] = ids[2, 5]
+    rows = [{"input_ids": i, "labels": label} for i, label in zip(ids, labels, strict=True)]
+    args = TrainingArguments(
+        str(tmp_path), per_device_eval_batch_size=1, logging_nan_inf_filter=False, report_to="none"
+    )
+    trainer = step_weighted_trainer(base, ("labels",))(model=model, args=args, eval_dataset=rows)
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[:, : ids.shape[1] - shift]
+    targets = labels[:, shift:]
+    expected = F.cross_entropy(logits[targets != -100], targets[targets != -100]).item()
+    assert trainer.evaluate()["eval_loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_an_eval_batch_masking_nothing_keeps_eval_loss_finite(text_file: Path, tmp_path: Path) -> None:
+    recipe = fill_mask_recipe(text_file, tmp_path / "out", mlm_probability=0.05)
+    recipe["training"].update(max_steps=1, per_device_eval_batch_size=1)
+    metrics = llmkit.finetune(recipe).metrics
+    assert math.isfinite(metrics["eval_loss"]) and metrics["eval_loss"] > 0
+
+
 def test_next_sentence_pretraining_without_masked_tokens_keeps_a_finite_loss() -> None:
     import torch
     from transformers import BertForPreTraining

@@ -134,6 +134,35 @@ def test_resume_flag_reaches_the_recipe(run_cli, sentiment_files, tmp_path: Path
     assert f"--resume {tmp_path / 'nowhere'}: not a complete checkpoint" in result.stderr
 
 
+def test_ctrl_c_says_what_was_saved_and_how_to_continue(
+    run_cli, sentiment_files, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """typer ends an interrupted command with exit code 130 itself, so a handler around the app never ran and
+    Ctrl-C printed nothing."""
+    from transformers.trainer_callback import CallbackHandler
+
+    train, validation = sentiment_files
+    out = tmp_path / "out"
+    step_end = CallbackHandler.on_step_end
+
+    def ctrl_c_after_step_2(self, args, state, control):
+        if state.global_step == 2:  # before step 2's checkpoint is saved
+            raise KeyboardInterrupt
+        return step_end(self, args, state, control)
+
+    monkeypatch.setattr(CallbackHandler, "on_step_end", ctrl_c_after_step_2)
+    result = run_cli(
+        "finetune", "model=tiny-bert", f"data.train={train}", f"data.validation={validation}",
+        f"output_dir={out}", "training.max_steps=4", "training.save_strategy=steps", "training.save_steps=1",
+    )  # fmt: skip
+    assert result.exit_code == 130
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"interrupted at step 2; the last complete checkpoint is {out / 'checkpoint-1'}: run the same "
+        f"command again to continue from it (training.resume=auto), or pass --resume {out / 'checkpoint-1'}"
+    )
+    assert [p.name for p in complete_checkpoints(out)] == ["checkpoint-1"]
+
+
 def test_checkpoints_are_written_whole_and_manifest_describes_the_run(
     sentiment_files, tmp_path: Path
 ) -> None:

@@ -805,6 +805,23 @@ def dpo_trainer_class(task: PreferenceTask) -> type:
                 self._with_reference[id(dataset)] = self._precompute_ref_logps(dataset, name, size)
             return self._with_reference[id(dataset)]
 
+        def evaluation_loop(self, *args: Any, **kwargs: Any):
+            self._prepare_policy_as_training_does()
+            return super().evaluation_loop(*args, **kwargs)
+
+        def _prepare_policy_as_training_does(self) -> None:
+            """Mixed precision is accelerate's autocast around a prepared model's forward. The Trainer
+            prepares the model for an evaluation only while the accelerator holds no model, and TRL's prepared
+            reference is one: an evaluation before any training (``llmkit evaluate``) scored the policy in
+            fp32 against a bf16 reference, ~1e-4 off the run's own scores. Prepared here, it computes as in
+            training."""
+            models = self.accelerator._models
+            policy_prepared = any(m is self.model for m in models)
+            reference_prepared = any(m is self.ref_model for m in models)
+            sharded = self.is_deepspeed_enabled or self.is_fsdp_enabled  # prepared otherwise by the Trainer
+            if reference_prepared and not policy_prepared and not sharded:
+                self.model = self.accelerator.prepare_model(self.model, evaluation_mode=True)
+
         def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
             if self.precompute_ref_logps and eval_dataset is not None:
                 with torch.no_grad():
