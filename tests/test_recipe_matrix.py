@@ -198,13 +198,11 @@ def evaluate(case: RecipeCase, run_cli, run: Path, files: dict[str, str], out: P
     assert scored, "evaluate wrote no scores"
     if "validation" not in files:
         return
-    # DPO's scores come back within ~1e-4 (see tests/test_evaluate.py); every other task's exactly
-    tolerance = 1e-3 if case.task.name == "preference" else 0  # rewards near 0: relative and absolute
     trained = {key: value for key, value in model_metrics(run).items()
                if key.startswith("eval_") and not key.startswith("eval_before_")}  # fmt: skip
     assert trained, "the run recorded no eval_* scores"
     differ = {key: (value, scored.get(key)) for key, value in trained.items()
-              if scored.get(key) != pytest.approx(value, rel=tolerance, abs=tolerance)}  # fmt: skip
+              if scored.get(key) != value}  # fmt: skip
     assert not differ, f"evaluate disagrees with the run's own eval scores: {differ}"
 
 
