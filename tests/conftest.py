@@ -1,4 +1,12 @@
-"""Shared fixtures: offline hub, a private llmkit cache, small data files, and an in-process CLI runner."""
+"""Shared fixtures: offline hub, a private llmkit cache, small data files, an in-process CLI runner, and the
+real-data tier.
+
+Two tiers: the default one needs only what the repository holds or builds (tiny models, data the tests
+write). Tests that read the real data sets (SST-2, SQuAD, CoNLL-2003, ...) take the ``real_data_dir``
+fixture, which puts them in the ``real_data`` tier (``pytest -m real_data`` runs it alone). Without the data
+folder they are skipped, counted in one line at the end; with LLMKIT_REQUIRE_REAL_DATA=1 (CI) a real-data
+test that does not run fails instead.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +23,13 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # a hub lookup must fail fast, never retry f
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+#: The folder of real data sets: LLMKIT_TEST_DATA, or shared/data beside the repository.
+REAL_DATA_ENV = "LLMKIT_TEST_DATA"
+DEFAULT_REAL_DATA = REPO.parent / "shared" / "data"
+#: Set (not 0) in CI: a real-data test that is skipped fails, so nothing drops out silently.
+REQUIRE_REAL_DATA_ENV = "LLMKIT_REQUIRE_REAL_DATA"
+#: The real-data tests' status in pytest's closing line when there is no data.
+REAL_DATA_SKIPPED = "real-data skipped"
 
 POSITIVE = [
     "a wonderful film with a great cast",
@@ -117,3 +131,67 @@ def run_cli(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch):
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+# -- the real-data tier ------------------------------------------------------------------------------------
+def real_data_folder() -> Path:
+    named = os.environ.get(REAL_DATA_ENV)
+    return Path(named).expanduser().resolve() if named else DEFAULT_REAL_DATA
+
+
+#: Read once: the notebook tests change LLMKIT_TEST_DATA for their kernels.
+REAL_DATA = real_data_folder()
+REAL_DATA_REQUIRED = os.environ.get(REQUIRE_REAL_DATA_ENV, "") not in ("", "0")
+NO_REAL_DATA = f"no test data at {REAL_DATA}; set {REAL_DATA_ENV}=DIR (README: Development)"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get(REAL_DATA_ENV) and not REAL_DATA.is_dir():
+        raise pytest.UsageError(f"{REAL_DATA_ENV}={os.environ[REAL_DATA_ENV]}: no such folder")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that takes real_data_dir is in the real_data tier (before `-m` selects by marker)."""
+    for item in items:
+        if "real_data_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.real_data)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("real_data") and not REAL_DATA.is_dir():
+        pytest.skip(NO_REAL_DATA)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """With LLMKIT_REQUIRE_REAL_DATA, a real-data test that was skipped (no data, a missing extra) fails."""
+    report = yield
+    if report.skipped and REAL_DATA_REQUIRED and item.get_closest_marker("real_data"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        report.outcome = "failed"
+        report.longrepr = f"{REQUIRE_REAL_DATA_ENV} is set, and this real-data test was skipped: {reason}"
+    return report
+
+
+def pytest_report_teststatus(report: pytest.TestReport) -> tuple[str, str, str] | None:
+    """Real-data tests skipped for want of data get a status of their own: one summary line, not one each."""
+    if report.skipped and "real_data" in report.keywords and not REAL_DATA.is_dir():
+        return REAL_DATA_SKIPPED, "s", "SKIPPED (no real data)"
+    return None
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter):
+    yield
+    skipped = len(terminalreporter.stats.get(REAL_DATA_SKIPPED, []))
+    if skipped:
+        terminalreporter.write_line(f"{skipped} real-data tests skipped: {NO_REAL_DATA}")
+
+
+@pytest.fixture(scope="session")
+def real_data_dir() -> Path:
+    """The real data sets (sst2/, squad/, conll2003/, ...); taking it puts a test in the real_data tier."""
+    return REAL_DATA

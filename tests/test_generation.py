@@ -28,10 +28,7 @@ from llmkit.data import split_text_file
 from llmkit.errors import LlmkitError
 from llmkit.models import resolve_model
 from llmkit.tasks.generation import GenerationTask
-from tests.conftest import SHARED_DATA
-
-ALPACA = SHARED_DATA / "alpaca" / "alpaca_5000.json"
-SHAKESPEARE = SHARED_DATA / "tinyshakespeare" / "input.txt"
+from tests.lookalikes import instructions, write_speeches
 
 # A ChatML template like SmolLM2's, to test the "model has its own template" path on tiny-gpt2.
 CHATML = (
@@ -225,7 +222,7 @@ def test_shakespeare_recipe_end_to_end_on_tiny_gpt2_loads_in_a_pipeline(tmp_path
         "generation-shakespeare",
         [
             "model=tiny-gpt2",
-            f"data.train={SHAKESPEARE}",
+            f"data.train={write_speeches(tmp_path / 'speeches.txt')}",
             "data.max_train_samples=200",
             "data.max_eval_samples=20",
             "data.max_length=128",
@@ -268,7 +265,7 @@ def test_packed_training_counts_every_real_token_once(tmp_path: Path, tokenizer)
 
 
 def test_instruct_recipe_on_tiny_gpt2_reports_before_and_after(tmp_path: Path, run_cli) -> None:
-    rows = json.loads(ALPACA.read_text())[:48]
+    rows = instructions(48)
     rows[5]["output"] = ""  # as in the real Alpaca data: the recipe leaves such rows out and says so
     train = tmp_path / "alpaca.json"
     train.write_text(json.dumps(rows))
@@ -303,7 +300,7 @@ def test_instruct_recipe_on_tiny_gpt2_reports_before_and_after(tmp_path: Path, r
 
 
 def test_test_split_without_outputs_gets_generated_predictions(tmp_path: Path) -> None:
-    rows = json.loads(ALPACA.read_text())[:20]
+    rows = instructions(20)
     train, test = tmp_path / "train.json", tmp_path / "test.jsonl"
     train.write_text(json.dumps(rows))
     test.write_text("".join(json.dumps({"instruction": r["instruction"]}) + "\n" for r in rows[:2]))
@@ -484,7 +481,7 @@ def test_generation_task_rejects_bad_option_values() -> None:
 
 def test_eval_on_start_without_validation_data_is_an_error_not_a_no_op(tmp_path: Path) -> None:
     """It used to train silently without the "before" metrics the user asked for."""
-    rows = json.loads(ALPACA.read_text())[:8]
+    rows = instructions(8)
     train = write_json(tmp_path / "train.json", rows)
     with pytest.raises(LlmkitError, match="eval_on_start needs validation data, and there is none"):
         llmkit.finetune(

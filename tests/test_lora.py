@@ -10,11 +10,9 @@ import pytest
 
 import llmkit
 from llmkit.adaptation import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, MODEL_CONFIG_FILE
-from tests.conftest import SHARED_DATA, write_csv
+from tests import lookalikes
+from tests.conftest import write_csv
 
-ALPACA = SHARED_DATA / "alpaca" / "alpaca_5000.json"
-SHAKESPEARE = SHARED_DATA / "tinyshakespeare" / "input.txt"
-DIALOGSUM = SHARED_DATA / "dialogsum" / "train.jsonl"
 LORA = ["peft.method=lora", "peft.r=4", "peft.alpha=8"]
 
 
@@ -85,10 +83,15 @@ def test_without_a_peft_section_every_weight_trains(finetune_tiny) -> None:
 
 # -- every other task ------------------------------------------------------------------------------------
 def write_dialogues(tmp_path: Path, count: int = 12) -> Path:
-    path = tmp_path / "dialogues.jsonl"
-    lines = DIALOGSUM.read_text(encoding="utf-8").splitlines()[:count]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    return lookalikes.write_dialogues(tmp_path / "dialogues.jsonl", count)
+
+
+def write_speeches(tmp_path: Path) -> Path:
+    return lookalikes.write_speeches(tmp_path / "speeches.txt")
+
+
+def write_instructions(tmp_path: Path, count: int = 48) -> Path:
+    return lookalikes.write_instructions(tmp_path / "alpaca.json", count)
 
 
 def write_chats(tmp_path: Path) -> Path:
@@ -102,14 +105,18 @@ def write_chats(tmp_path: Path) -> Path:
 
 
 CASES = {
-    "text": ("generation-shakespeare", "tiny-gpt2", lambda tmp: [f"data.train={SHAKESPEARE}"]),
-    "instruction": ("instruct-alpaca", "tiny-gpt2", lambda tmp: [f"data.train={ALPACA}"]),
+    "text": ("generation-shakespeare", "tiny-gpt2", lambda tmp: [f"data.train={write_speeches(tmp)}"]),
+    "instruction": ("instruct-alpaca", "tiny-gpt2", lambda tmp: [f"data.train={write_instructions(tmp)}"]),
     "chat": (
         "instruct-alpaca",
         "tiny-gpt2",
         lambda tmp: [f"data.train={write_chats(tmp)}", "data.format=chat"],
     ),
-    "packing": ("instruct-alpaca", "tiny-gpt2", lambda tmp: [f"data.train={ALPACA}", "data.packing=true"]),
+    "packing": (
+        "instruct-alpaca",
+        "tiny-gpt2",
+        lambda tmp: [f"data.train={write_instructions(tmp)}", "data.packing=true"],
+    ),
     "summarization-causal": (
         "summarize-dialogsum",
         "tiny-gpt2",
@@ -390,12 +397,14 @@ def test_a_killed_adapter_run_resumes_to_the_same_metrics(sentiment_files, tmp_p
 
 # -- the real models ----------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_minilm_lora_learns_sst2_with_under_two_percent_of_the_weights(tmp_path: Path) -> None:
+def test_minilm_lora_learns_sst2_with_under_two_percent_of_the_weights(
+    tmp_path: Path, real_data_dir: Path
+) -> None:
     result = llmkit.finetune(
         "sst2-minilm",
         [
-            f"data.train={SHARED_DATA / 'sst2' / 'train.tsv'}",
-            f"data.validation={SHARED_DATA / 'sst2' / 'dev.tsv'}",
+            f"data.train={real_data_dir / 'sst2' / 'train.tsv'}",
+            f"data.validation={real_data_dir / 'sst2' / 'dev.tsv'}",
             "data.max_train_samples=2000",
             "data.max_eval_samples=200",
             "training.max_steps=60",
@@ -415,7 +424,7 @@ def test_smollm2_lora_adapter_is_small_and_generates(run_cli, tmp_path: Path) ->
     result = llmkit.finetune(
         "instruct-alpaca",
         [
-            f"data.train={ALPACA}", "data.max_train_samples=16", "data.max_length=128",
+            f"data.train={write_instructions(tmp_path, 16)}", "data.max_length=128",
             "data.validation_split=0", "training.max_steps=2", "training.per_device_train_batch_size=4",
             f"output_dir={out}", "peft.r=8",
         ],

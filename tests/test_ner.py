@@ -10,7 +10,7 @@ import pytest
 
 from llmkit.data import ConllFormat, read_split
 from llmkit.errors import LlmkitError
-from tests.conftest import REPO, SHARED_DATA
+from tests.conftest import REPO
 
 PEOPLE = ["Anna Schmidt", "John Smith", "Maria Rossi", "Peter Jones"]
 PLACES = ["Berlin", "Paris", "London", "New York"]
@@ -87,9 +87,10 @@ def test_conll_txt_is_read_as_columns_with_the_chosen_tag_column(tmp_path: Path)
     assert split.dataset["ner_tags"][0][0] == "B-NP"  # the chunk column
 
 
-def test_the_shared_conll_file_reads_as_its_jsonl_twin() -> None:
-    split = read_split("validation", SHARED_DATA / "conll2003" / "validation.txt", "data.validation", "conll")
-    twin = [json.loads(line) for line in (SHARED_DATA / "conll2003" / "validation.jsonl").open()]
+def test_the_shared_conll_file_reads_as_its_jsonl_twin(real_data_dir: Path) -> None:
+    conll = real_data_dir / "conll2003"
+    split = read_split("validation", conll / "validation.txt", "data.validation", "conll")
+    twin = [json.loads(line) for line in (conll / "validation.jsonl").open()]
     assert len(split.dataset) == len(twin) == 3250
     assert split.dataset[100]["tokens"] == twin[100]["tokens"]
     assert split.dataset[100]["ner_tags"] == twin[100]["ner_tags"]
@@ -385,13 +386,13 @@ def test_tag_column_outside_the_lines(tmp_path: Path, run_cli) -> None:
 
 # -- the real model -------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_minilm_learns_conll_entities(tmp_path: Path) -> None:
+def test_minilm_learns_conll_entities(tmp_path: Path, real_data_dir: Path) -> None:
     """MiniLM-L6 on 400 real CoNLL-2003 sentences for 40 steps: the pipeline finds entities with types."""
     from transformers import pipeline
 
     import llmkit
 
-    data = SHARED_DATA / "conll2003"
+    data = real_data_dir / "conll2003"
     result = llmkit.finetune(
         "recipes/ner-conll2003.yaml" if Path("recipes/ner-conll2003.yaml").exists() else "ner-conll2003",
         [

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REAL_DATA_ENV, REPO
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+#: The notebooks with a branch for the real data sets (without the data, a notebook writes or ships its own).
+ON_REAL_DATA = [path for path in NOTEBOOKS if "SHARED / " in path.read_text(encoding="utf-8")]
 #: Per-cell limit. Each notebook takes about a minute on 2 idle CPU cores; the margin is for busy ones.
 CELL_TIMEOUT_S = 600
 
@@ -38,6 +40,21 @@ def test_notebook_is_stored_without_outputs(path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
 def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As in a fresh clone: no real data sets, the notebook writes or ships its own."""
+    monkeypatch.setenv(REAL_DATA_ENV, str(tmp_path / "no-data"))
+    run_notebook(path, tmp_path, monkeypatch)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", ON_REAL_DATA, ids=[path.stem for path in ON_REAL_DATA])
+def test_notebook_runs_on_real_data(
+    path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, real_data_dir: Path
+) -> None:
+    monkeypatch.setenv(REAL_DATA_ENV, str(real_data_dir))
+    run_notebook(path, tmp_path, monkeypatch)
+
+
+def run_notebook(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import nbformat
     from nbclient import NotebookClient
 

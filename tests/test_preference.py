@@ -22,9 +22,8 @@ from llmkit.tasks.preference import (
     hh_messages,
     weighted_means,
 )
-from tests.conftest import SHARED_DATA
+from tests.lookalikes import write_preference_pairs
 
-HH = SHARED_DATA / "hh_rlhf"
 # tiny-gpt2 has a 512-token vocabulary (34 tokens for a one-line prompt) and 256 positions
 LLMKIT_TEMPLATE = [
     "model=tiny-gpt2",
@@ -457,8 +456,8 @@ def test_dpo_hh_recipe_with_lora_on_smollm2_runs_and_generates(tmp_path: Path, m
     result = llmkit.finetune(
         "dpo-hh",
         [
-            f"data.train={HH / 'train.jsonl'}",
-            f"data.validation={HH / 'test.jsonl'}",
+            f"data.train={write_preference_pairs(tmp_path / 'train.jsonl', 16)}",
+            f"data.validation={write_preference_pairs(tmp_path / 'test.jsonl', 8)}",
             "data.max_train_samples=16",
             "data.max_eval_samples=8",
             "data.max_length=256",

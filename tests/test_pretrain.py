@@ -21,7 +21,8 @@ from llmkit.tokenizer_training import (
     train_tokenizer,
     vocabulary_statistics,
 )
-from tests.conftest import NEGATIVE, POSITIVE, REPO, SHARED_DATA
+from tests.conftest import NEGATIVE, POSITIVE, REPO
+from tests.lookalikes import write_speeches
 
 #: bert-mini shrunk to seconds: one layer, width 32.
 TINY_BERT = {
@@ -273,9 +274,7 @@ def test_next_sentence_with_an_existing_bert_gets_a_new_head(corpus: Path, tmp_p
 def test_gpt_from_scratch_end_to_end(tmp_path: Path, run_cli) -> None:
     from transformers import pipeline
 
-    speeches = tmp_path / "speeches.txt"
-    text = (SHARED_DATA / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")[:20000]
-    speeches.write_text(text, encoding="utf-8")
+    speeches = write_speeches(tmp_path / "speeches.txt", 180)  # 25,000 characters
     recipe = {
         "task": "generation",
         "model": {"from_scratch": dict(TINY_GPT)},
@@ -300,13 +299,14 @@ def test_gpt_from_scratch_end_to_end(tmp_path: Path, run_cli) -> None:
 # -- the bundled recipes ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["pretrain-bert-brown", "pretrain-gpt-shakespeare"])
 def test_bundled_pretraining_recipes_run_on_shared_data(
-    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli, real_data_dir: Path
 ) -> None:
-    """From the CLI and the Python API, on their documented shared-data overrides, cut to a few steps."""
+    """From the CLI and the Python API, on their documented shared-data overrides (read from the real-data
+    folder), cut to a few steps."""
     monkeypatch.chdir(REPO)
     path = REPO / "recipes" / f"{name}.yaml"
     line = next(line for line in path.read_text().splitlines() if line.startswith("# shared data: "))
-    shared = line.removeprefix("# shared data: ").split()
+    shared = line.removeprefix("# shared data: ").replace("../shared/data", str(real_data_dir)).split()
     quick = [
         "data.max_train_samples=40",
         "data.max_eval_samples=8",

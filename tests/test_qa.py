@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from llmkit.errors import LlmkitError
-from tests.conftest import SHARED_DATA
 
 FACTS = [
     ("Where does Anna live?", "Anna lives in Berlin and works at the museum.", "Berlin"),
@@ -89,7 +88,7 @@ def test_best_span_stays_in_the_context_and_within_max_answer_length() -> None:
     assert (short.start, short.end) == (5, 14)  # tokens 3-4: the best span of at most 2 tokens
 
 
-def test_gold_positions_scored_through_the_evaluation_give_back_the_answers() -> None:
+def test_gold_positions_scored_through_the_evaluation_give_back_the_answers(real_data_dir: Path) -> None:
     """The evaluation's window -> question -> character mapping, on 300 real SQuAD dev questions: logits that
     point at each window's training positions must come back as the gold answers (a scrambled mapping would
     score near 0 while the loss still fell)."""
@@ -101,7 +100,7 @@ def test_gold_positions_scored_through_the_evaluation_give_back_the_answers() ->
     from llmkit.models import load_tokenizer, resolve_model
     from llmkit.tasks.question_answering import QuestionAnsweringTask
 
-    lines = (SHARED_DATA / "squad" / "validation.jsonl").read_text(encoding="utf-8").splitlines()[:300]
+    lines = (real_data_dir / "squad" / "validation.jsonl").read_text(encoding="utf-8").splitlines()[:300]
     dev = [json.loads(line) for line in lines]
     task = QuestionAnsweringTask({**COMMON_DATA_DEFAULTS, **QuestionAnsweringTask.data_defaults})
     windows = task.encode(Dataset.from_list(dev), load_tokenizer(resolve_model("minilm-l6")))
@@ -365,15 +364,15 @@ def test_doc_stride_must_be_below_max_length(tmp_path: Path, qa_files: tuple[Pat
 
 # -- the real model -------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_minilm_answers_real_squad_questions(tmp_path: Path, run_cli) -> None:
+def test_minilm_answers_real_squad_questions(tmp_path: Path, run_cli, real_data_dir: Path) -> None:
     """MiniLM-L6 on 300 SQuADShifts questions for 30 steps, scored on 30 SQuAD dev questions."""
     import llmkit
 
     result = llmkit.finetune(
         "qa-squad",
         [
-            f"data.train={SHARED_DATA / 'squad' / 'train.jsonl'}",
-            f"data.validation={SHARED_DATA / 'squad' / 'validation.jsonl'}",
+            f"data.train={real_data_dir / 'squad' / 'train.jsonl'}",
+            f"data.validation={real_data_dir / 'squad' / 'validation.jsonl'}",
             "data.max_train_samples=300",
             "data.max_eval_samples=30",
             "data.max_length=256",

@@ -12,7 +12,8 @@ import pytest
 
 import llmkit
 from llmkit.tasks import get_task_class, task_names
-from tests.conftest import REPO, SHARED_DATA, write_csv
+from tests.conftest import REPO, write_csv
+from tests.lookalikes import write_caption_pairs, write_dialogues
 
 PACKAGE = REPO / "llmkit"
 
@@ -73,9 +74,7 @@ def task_recipe(task: str, tmp_path: Path) -> dict:
     text.write_text("\n".join(f"the {w} sat on the mat ." for w in ("cat", "dog", "bird") * 12) + "\n")
     paragraphs = tmp_path / "paragraphs.txt"  # generation reads a .txt by paragraphs (documents)
     paragraphs.write_text(text.read_text().replace("\n", "\n\n"))
-    dialogues = tmp_path / "dialogues.jsonl"
-    lines = (SHARED_DATA / "dialogsum" / "train.jsonl").read_text(encoding="utf-8").splitlines()[:10]
-    dialogues.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    dialogues = write_dialogues(tmp_path / "dialogues.jsonl", 10)
     sentiment = write_csv(
         tmp_path / "sentiment.csv",
         ["text", "label"],
@@ -107,9 +106,7 @@ def task_recipe(task: str, tmp_path: Path) -> dict:
             },
         },
     }
-    captions = tmp_path / "captions.jsonl"
-    lines = (SHARED_DATA / "multi30k_en_de" / "train.jsonl").read_text(encoding="utf-8").splitlines()[:12]
-    captions.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    captions = write_caption_pairs(tmp_path / "captions.jsonl", 12)
     recipes["translation"] = {
         "model": "tiny-t5",
         "data": {"train": str(captions), "source_lang": "en", "target_lang": "de", "max_new_tokens": 8},

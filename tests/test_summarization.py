@@ -14,9 +14,8 @@ from llmkit.errors import LlmkitError
 from llmkit.metrics import load_metrics
 from llmkit.models import resolve_model
 from llmkit.tasks.summarization import RougeInBatches, SummarizationTask
-from tests.conftest import SHARED_DATA
+from tests.lookalikes import write_dialogues
 
-DIALOGSUM = SHARED_DATA / "dialogsum"
 RECIPE = "summarize-dialogsum"
 # A ChatML template like SmolLM2's, to test the "model has its own template" path on tiny-gpt2.
 CHATML = (
@@ -47,14 +46,11 @@ def encode(summarization: SummarizationTask, tokenizer, rows: list[dict]):
 
 @pytest.fixture(scope="module")
 def dialogsum_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """24 training and 6 validation dialogues of DialogSum (JSON lines: fname, dialogue, summary, topic)."""
+    """24 training and 6 validation dialogues shaped as DialogSum's (JSON lines: fname, dialogue, summary,
+    topic)."""
     folder = tmp_path_factory.mktemp("dialogsum")
-    files = {}
-    for name, source, count in (("train", "train.jsonl", 24), ("validation", "validation.jsonl", 6)):
-        lines = (DIALOGSUM / source).read_text(encoding="utf-8").splitlines()[:count]
-        files[name] = folder / f"{name}.jsonl"
-        files[name].write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return files
+    counts = {"train": 24, "validation": 6}
+    return {name: write_dialogues(folder / f"{name}.jsonl", count, name) for name, count in counts.items()}
 
 
 # -- ROUGE --------------------------------------------------------------------------------------------

@@ -15,9 +15,8 @@ from llmkit.errors import LlmkitError
 from llmkit.metrics import load_metrics
 from llmkit.models import resolve_model
 from llmkit.tasks.translation import BleuInBatches, TranslationTask, language_name
-from tests.conftest import SHARED_DATA
+from tests.lookalikes import write_caption_pairs
 
-MULTI30K = SHARED_DATA / "multi30k_en_de"
 RECIPE = "translate-multi30k"
 PAIRS = [
     {"en": "A dog runs across the grass.", "de": "Ein Hund rennt über das Gras."},
@@ -54,14 +53,12 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 @pytest.fixture(scope="module")
 def multi30k_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """32 training and 8 validation caption pairs of Multi30k (JSON lines {en, de})."""
+    """32 training and 8 validation caption pairs shaped as Multi30k's (JSON lines {en, de})."""
     folder = tmp_path_factory.mktemp("multi30k")
-    files = {}
-    for name, source, count in (("train", "train.jsonl", 32), ("validation", "validation.jsonl", 8)):
-        lines = (MULTI30K / source).read_text(encoding="utf-8").splitlines()[:count]
-        files[name] = folder / f"{name}.jsonl"
-        files[name].write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return files
+    return {
+        "train": write_caption_pairs(folder / "train.jsonl", 32),
+        "validation": write_caption_pairs(folder / "validation.jsonl", 8, start=32),
+    }
 
 
 # -- BLEU and chrF ------------------------------------------------------------------------------------
