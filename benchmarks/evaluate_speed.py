@@ -53,6 +53,7 @@ def main() -> None:
         overwrite=True,
     ).output_dir
 
+    load_before = os.getloadavg()
     began = time.perf_counter()
     evaluation = evaluate_models(
         [str(run)], str(rows), resamples=options.resamples, output=fresh("evaluation")
@@ -68,6 +69,10 @@ def main() -> None:
         "resamples": options.resamples,
         "model": options.model,
         "cpu_threads": os.cpu_count(),
+        "torch_threads": torch_threads(),
+        # other jobs share the cores: the 1/5/15-minute load averages before evaluate and after predict
+        "load_average_before": [round(value, 2) for value in load_before],
+        "load_average_after": [round(value, 2) for value in os.getloadavg()],
         "evaluate_seconds": round(evaluate_seconds, 2),
         "predict_seconds": round(predict_seconds, 2),
         "evaluate_rows_per_second": round(scored.rows / evaluate_seconds, 1),
@@ -78,6 +83,12 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "evaluate_speed.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(result, indent=2))
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def rows_file(count: int) -> Path:

@@ -174,16 +174,16 @@ def score_model(
     with tempfile.TemporaryDirectory() as scratch:
         trainer = evaluation_trainer(task, recipe, loaded, tokenizer, prepared, Path(scratch))
         recorded = record_generated_texts(trainer)
+        logits = keep_logits(trainer) if task.predicts_from_logits else None
         with quiet_library_progress():
             output = run_evaluation(trainer, prepared)
     metrics = {**counts, **scores_only(with_perplexity(task, dict(output.metrics), PREFIX))}
     outcomes = row_outcomes(task, trainer, output, rows, encoded, recorded)
+    records = rows.dataset.to_list()
+    row_logits = joined_logits(logits, len(records))
     predictions = []
     if write_predictions and recipe.task not in UNPREDICTABLE_ROWS:
-        records = rows.dataset.to_list()
-        with quiet_library_progress(errors_only=True):
-            predicted = task.predict(loaded, tokenizer, records)
-        predictions = [{**row, **guess} for row, guess in zip(records, predicted, strict=True)]
+        predictions = rows_with_predictions(task, loaded, tokenizer, records, row_logits)
     return ModelScores(
         model=model,
         folder=folder,
@@ -340,6 +340,43 @@ def record_generated_texts(trainer) -> dict[str, list[str]] | None:
     return recorded
 
 
+def keep_logits(trainer) -> list[Any]:
+    """Keep each evaluation batch's logits (before the task's preprocessing reduces them to what its metric
+    reads), so the scoring pass also gives the per-row predictions."""
+    kept: list[Any] = []
+    preprocess = trainer.preprocess_logits_for_metrics
+
+    def keep_and_preprocess(logits: Any, labels: Any) -> Any:
+        kept.append((logits[0] if isinstance(logits, tuple) else logits).detach().float().cpu())
+        return preprocess(logits, labels) if preprocess is not None else logits
+
+    trainer.preprocess_logits_for_metrics = keep_and_preprocess
+    return kept
+
+
+def joined_logits(kept: list[Any] | None, rows: int) -> Any:
+    """The kept batches as one tensor, a row per scored row; None unless they line up with the rows."""
+    if not kept:
+        return None
+    import torch
+
+    logits = torch.cat(kept)
+    return logits if len(logits) == rows else None
+
+
+def rows_with_predictions(task, model, tokenizer, records: list[dict[str, Any]], logits: Any) -> list[dict]:
+    """Each row and its prediction, as `llmkit predict` writes it: from the scoring pass's logits where the
+    task reads its predictions off them (one code path with ``predict``), else by ``predict`` itself."""
+    from llmkit.progress import quiet_library_progress
+
+    if logits is not None:
+        predicted = task.predictions_from_logits(model, logits)
+    else:
+        with quiet_library_progress(errors_only=True):
+            predicted = task.predict(model, tokenizer, records)
+    return [{**row, **guess} for row, guess in zip(records, predicted, strict=True)]
+
+
 def scores_only(metrics: dict[str, float]) -> dict[str, float]:
     return {key: value for key, value in metrics.items() if not key.endswith(NOT_SCORES)}
 
@@ -479,15 +516,20 @@ def add_intervals(evaluation: Evaluation, resamples: int) -> None:
 def resampled_metrics(outcomes: RowOutcomes, draws: np.ndarray) -> dict[str, np.ndarray]:
     """Each metric on every resample: vectorized where the task allows, else one compute per resample."""
     if outcomes.on_counts is not None:
-        counts = np.zeros((len(draws), outcomes.count), dtype=np.float64)
-        np.add.at(counts, (np.repeat(np.arange(len(draws)), draws.shape[1]), draws.ravel()), 1.0)
-        return outcomes.on_counts(counts)
+        return outcomes.on_counts(draw_counts(draws, outcomes.count))
     collected: dict[str, list[float]] = {}
     for indices in draws:
         for key, value in outcomes.on_rows(indices).items():
             if isinstance(value, (int, float)):
                 collected.setdefault(key, []).append(float(value))
     return {key: np.asarray(samples) for key, samples in collected.items() if len(samples) == len(draws)}
+
+
+def draw_counts(draws: np.ndarray, size: int) -> np.ndarray:
+    """How often each row is drawn in each resample (resamples x rows), counted in one bincount."""
+    offsets = (np.arange(len(draws)) * size)[:, None]
+    counted = np.bincount((draws + offsets).ravel(), minlength=len(draws) * size)
+    return counted.reshape(len(draws), size).astype(np.float64)
 
 
 def paired_p_value(differences: np.ndarray) -> float:

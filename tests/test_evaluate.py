@@ -318,3 +318,30 @@ def test_a_plain_hugging_face_folder_is_scored_by_its_architecture(tmp_path: Pat
 def test_llmkit_errors_are_raised_for_an_unknown_model(tmp_path: Path) -> None:
     with pytest.raises(LlmkitError, match="does not exist"):
         evaluate_models([str(tmp_path / "missing")], str(tmp_path / "x.jsonl"))
+
+
+@pytest.mark.parametrize("name", ["classification", "multi-label", "regression", "classification-lora"])
+def test_classification_predictions_come_from_the_scoring_pass_and_match_predict(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llmkit.predict import predict_file
+    from llmkit.tasks.classification import ClassificationTask
+
+    run, validation = train_case(name, tmp_path)
+
+    def no_second_pass(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("evaluate ran predict: a second pass over the rows")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(ClassificationTask, "predict", no_second_pass)
+        # fp32 as predict computes (a bf16 run's evaluation autocasts as training did: scores within ~1e-3)
+        evaluation = evaluate_models([str(run)], str(validation), ["training.precision=fp32"], resamples=0)
+    written_file = evaluation.output_dir / "predictions.jsonl"
+    written = [json.loads(line) for line in written_file.read_text().splitlines()]
+
+    predicted = predict_file(str(run), validation, tmp_path / "predicted.jsonl")
+    assert len(written) == len(predicted) == 6
+    for ours, theirs in zip(written, predicted, strict=True):
+        assert ours.keys() == theirs.keys()
+        for key, value in theirs.items():
+            assert ours[key] == pytest.approx(value, abs=1e-5), key
