@@ -440,8 +440,13 @@ def prediction_outcomes(task, compute, predictions, label_ids) -> RowOutcomes:
         )
 
     vectorized = None
-    if task.name == "classification" and getattr(task, "problem", None) == "single_label":
+    problem = getattr(task, "problem", None) if task.name == "classification" else None
+    if problem == "single_label":
         vectorized = single_label_counts(np.asarray(predictions), np.asarray(label_ids))
+    elif problem == "multi_label":
+        names = [task.label_name(index) for index in range(np.asarray(label_ids).shape[1])]
+        chosen = np.asarray(predictions) >= task.data["threshold"]
+        vectorized = multi_label_counts(chosen, np.asarray(label_ids).astype(np.int8) == 1, names)
     return RowOutcomes(len(np.asarray(label_ids)), on_rows, vectorized)
 
 
@@ -506,6 +511,40 @@ def single_label_counts(predictions: np.ndarray, labels: np.ndarray) -> MetricOn
                 numerator, spread, out=np.zeros_like(spread), where=spread != 0
             ),
         }
+
+    return on_counts
+
+
+def multi_label_counts(predicted: np.ndarray, gold: np.ndarray, names: list[str]) -> MetricOnCounts:
+    """Micro/macro F1, subset accuracy and each label's F1 (as the multilabel module computes them) from
+    each resample's per-label hit and miss counts, for every resample in one matrix product. A label's F1
+    is left out where some resample has no such label at all (as one compute per resample leaves it)."""
+    per_row = np.concatenate(
+        [predicted & gold, predicted & ~gold, ~predicted & gold, (predicted == gold).all(axis=1)[:, None]],
+        axis=1,
+    ).astype(np.float64)
+    labels = len(names)
+
+    def on_counts(counts: np.ndarray) -> dict[str, np.ndarray]:
+        summed = counts @ per_row
+        hits, spurious, missed = (summed[:, i * labels : (i + 1) * labels] for i in range(3))
+        denominator = 2 * hits + spurious + missed
+        per_label = np.divide(
+            2 * hits, denominator, out=np.full_like(denominator, np.nan), where=denominator > 0
+        )
+        pooled = 2 * hits.sum(axis=1) + spurious.sum(axis=1) + missed.sum(axis=1)
+        occurring = np.isfinite(per_label).sum(axis=1)
+        scores = {
+            "f1_micro": np.divide(2 * hits.sum(axis=1), pooled, out=np.zeros(len(counts)), where=pooled > 0),
+            "f1_macro": np.divide(
+                np.nansum(per_label, axis=1), occurring, out=np.zeros(len(counts)), where=occurring > 0
+            ),
+            "subset_accuracy": summed[:, -1] / counts.sum(axis=1),
+        }
+        for index, name in enumerate(names):
+            if np.isfinite(per_label[:, index]).all():
+                scores[f"f1_label_{name}"] = per_label[:, index]
+        return scores
 
     return on_counts
 

@@ -11,7 +11,14 @@ import pytest
 
 import llmkit
 from llmkit.errors import LlmkitError
-from llmkit.evaluate import evaluate_models, paired_p_value, single_label_counts
+from llmkit.evaluate import (
+    RowOutcomes,
+    evaluate_models,
+    multi_label_counts,
+    paired_p_value,
+    resampled_metrics,
+    single_label_counts,
+)
 from tests.conftest import NEGATIVE, POSITIVE
 
 WORDS = POSITIVE + NEGATIVE
@@ -255,6 +262,45 @@ def test_vectorized_resampling_equals_the_metric_modules_on_each_resample() -> N
         slow = compute(EvalPrediction(predictions=predictions[indices], label_ids=labels[indices]))
         for key, value in slow.items():
             assert fast[key][number] == pytest.approx(value, abs=1e-12), key
+
+
+def test_vectorized_multi_label_resampling_equals_one_compute_per_resample() -> None:
+    from transformers import EvalPrediction
+
+    from llmkit.tasks.base import Task
+    from llmkit.tasks.classification import ClassificationTask
+
+    rng = np.random.default_rng(2)
+    gold = (rng.random((60, 3)) < 0.3).astype(np.float32)
+    gold[:, 2] = 0  # a label that occurs once only: absent from some resamples
+    gold[7, 2] = 1
+    probabilities = rng.random((60, 3)).astype(np.float32)
+    task = ClassificationTask(
+        {
+            **Task.data_defaults,
+            "text": "text",
+            "text_pair": None,
+            "label": "label",
+            "label_names": ["joy", "love", "anger"],
+            "problem": "multi_label",
+            "threshold": 0.5,
+            "label_separator": None,
+        }
+    )
+    task.label_names = ["joy", "love", "anger"]
+    compute = task.compute_metrics()
+
+    def on_rows(indices: np.ndarray) -> dict[str, float]:
+        return compute(EvalPrediction(predictions=probabilities[indices], label_ids=gold[indices]))
+
+    draws = rng.integers(0, 60, size=(40, 60))
+    slow = resampled_metrics(RowOutcomes(60, on_rows), draws)
+    fast = resampled_metrics(
+        RowOutcomes(60, on_rows, multi_label_counts(probabilities >= 0.5, gold == 1, task.label_names)), draws
+    )
+    assert set(fast) == set(slow) and "f1_label_joy" in fast
+    for key, values in slow.items():
+        assert fast[key] == pytest.approx(values, abs=1e-12), key
 
 
 def test_paired_p_value() -> None:
