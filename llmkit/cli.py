@@ -166,6 +166,14 @@ def evaluate(
         typer.Option("--slice-by", help="A column to break the scores down by (repeatable)."),
     ] = None,
     worst: Annotated[int, typer.Option("--worst", help="Worst rows to list in the error analysis.")] = 10,
+    length_order: Annotated[
+        bool,
+        typer.Option(
+            "--length-order",
+            help="Classification: score rows shortest first (less padding, faster; scores agree with "
+            "training's to rounding, not bit for bit).",
+        ),
+    ] = False,
 ) -> None:
     """Score models on a labelled file as training scores validation, with 95% bootstrap intervals, and
     an error analysis (per class / entity type, worst rows, weakest slices)."""
@@ -183,6 +191,7 @@ def evaluate(
         output=output,
         slice_by=slice_by or [],
         worst=worst,
+        length_order=length_order,
     )
     for line in summary_lines(evaluation):
         typer.echo(line)

@@ -320,6 +320,7 @@ def test_bad_input_is_one_line(tmp_path: Path, run_cli) -> None:
         ((run, "--data", tmp_path / "missing.jsonl"), "no such file"),
         ((run, "--data", validation, "--max-samples", "0"), "--max-samples"),
         ((run, "--data", validation, "--slice-by", "source"), "has no column 'source'"),
+        ((run, "--data", validation, "--length-order"), "--length-order: token-classification"),
     ]
     for args, expected in cases:
         result = run_cli("evaluate", *args)
@@ -519,3 +520,34 @@ def test_ner_error_analysis_per_entity_type_and_wrong_entities(tmp_path: Path) -
     assert set(scored.analysis["slices"]) == {"input length"}
     assert scored.analysis["slice_metric"] == "f1"
     assert "### Per entity type" in (evaluation.output_dir / "evaluation.md").read_text()
+
+
+def test_length_order_scores_the_same_rows_shortest_first_and_writes_them_in_file_order(
+    tmp_path: Path,
+) -> None:
+    run, _ = train_case("classification", tmp_path)
+    mixed = write_jsonl(  # lengths out of order: sorting moves rows
+        tmp_path / "mixed.jsonl",
+        [
+            {
+                "text": " ".join(WORDS[j % 20] for j in range(i, i + 1 + (7 * i) % 11)),
+                "label": sentiment(i)["label"],
+            }
+            for i in range(10)
+        ],
+    )
+    options = {"resamples": 50, "worst": 10}
+    in_file_order = evaluate_models([str(run)], str(mixed), ["training.precision=fp32"], **options)
+    shortest_first = evaluate_models(
+        [str(run)], str(mixed), ["training.precision=fp32"], length_order=True, **options
+    )
+
+    plain, ordered = in_file_order.scores[0], shortest_first.scores[0]
+    for key in ("eval_accuracy", "eval_f1", "eval_matthews_correlation", "eval_loss"):
+        assert ordered.metrics[key] == pytest.approx(plain.metrics[key], abs=1e-6), key
+    assert ordered.intervals == plain.intervals  # the same per-row outcomes, in the same row order
+    assert [row["text"] for row in ordered.predictions] == [row["text"] for row in plain.predictions]
+    for ours, theirs in zip(ordered.predictions, plain.predictions, strict=True):
+        assert ours["predicted_label"] == theirs["predicted_label"]
+        assert ours["predicted_score"] == pytest.approx(theirs["predicted_score"], abs=1e-5)
+    assert [w["row"] for w in ordered.analysis["worst"]] == [w["row"] for w in plain.analysis["worst"]]
