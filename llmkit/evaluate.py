@@ -11,6 +11,12 @@ Uncertainty: the per-row outcomes of that one pass are resampled (``resamples`` 
 question, not window) and the task's metric is recomputed on each resample, giving a 95 % percentile
 interval per metric and, for each further model, a paired bootstrap p-value for its difference to the
 first (the same resampled rows for every model).
+
+Per-row predictions: a classifier's are read off the scoring pass's logits (``Task.predictions_from_logits``,
+the code ``predict`` runs on its own batches); other tasks run ``predict``. Error analysis (written into
+evaluation.json/.md, rendered by :mod:`llmkit.evaluation_report`): per-class or per-entity-type scores, a
+confusion matrix, the rows the model got most wrong, and the task's metric on slices of the rows (gold
+label, input length, any --slice-by column), weakest first.
 """
 
 from __future__ import annotations
@@ -774,13 +780,14 @@ def row_groups(
     if len(encoded) == len(records) and "input_ids" in encoded.column_names:
         groups["input length"] = length_groups([len(ids) for ids in encoded["input_ids"]])
     for column in slice_by:
-        by_value = grouped([shown_value(row.get(column)) for row in records])
+        by_value = grouped([slice_value(row.get(column)) for row in records])
         largest = sorted(by_value, key=lambda value: -len(by_value[value]))[:MAX_SLICE_VALUES]
         groups[column] = {value: by_value[value] for value in largest}
     return groups
 
 
-def shown_value(value: Any) -> str:
+def slice_value(value: Any) -> str:
+    """A --slice-by cell as its slice's name (missing and empty cells form one slice)."""
     return "(empty)" if value is None or value == "" else str(value)
 
 
