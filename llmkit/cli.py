@@ -171,7 +171,7 @@ def evaluate(
         typer.Option(
             "--length-order",
             help="Classification: score rows shortest first (less padding, faster; scores agree with "
-            "training's to rounding, not bit for bit).",
+            "training's to rounding, not bit for bit: in bf16 a near-tie row can flip).",
         ),
     ] = False,
 ) -> None:
