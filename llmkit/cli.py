@@ -167,14 +167,37 @@ def evaluate(
     resamples: Annotated[
         int, typer.Option("--resamples", help="Bootstrap resamples for the intervals (0: none).")
     ] = 1000,
+    slice_by: Annotated[
+        list[str] | None,
+        typer.Option("--slice-by", help="A column to break the scores down by (repeatable)."),
+    ] = None,
+    worst: Annotated[int, typer.Option("--worst", help="Worst rows to list in the error analysis.")] = 10,
+    length_order: Annotated[
+        bool,
+        typer.Option(
+            "--length-order",
+            help="Classification: score rows shortest first (less padding, faster; scores agree with "
+            "training's to rounding, not bit for bit: in bf16 a near-tie row can flip).",
+        ),
+    ] = False,
 ) -> None:
-    """Score models on a labelled file as training scores validation, with 95% bootstrap intervals."""
+    """Score models on a labelled file as training scores validation, with 95% bootstrap intervals, and
+    an error analysis (per class / entity type, worst rows, weakest slices)."""
     from llmkit.evaluate import evaluate_models, summary_lines
 
     models = [a for a in arguments if "=" not in a or Path(a).exists()]
     overrides = [a for a in arguments if a not in models]
     evaluation = evaluate_models(
-        models, data, overrides, split=split, max_samples=max_samples, resamples=resamples, output=output
+        models,
+        data,
+        overrides,
+        split=split,
+        max_samples=max_samples,
+        resamples=resamples,
+        output=output,
+        slice_by=slice_by or [],
+        worst=worst,
+        length_order=length_order,
     )
     for line in summary_lines(evaluation):
         typer.echo(line)

@@ -11,6 +11,12 @@ Uncertainty: the per-row outcomes of that one pass are resampled (``resamples`` 
 question, not window) and the task's metric is recomputed on each resample, giving a 95 % percentile
 interval per metric and, for each further model, a paired bootstrap p-value for its difference to the
 first (the same resampled rows for every model).
+
+Per-row predictions: a classifier's are read off the scoring pass's logits (``Task.predictions_from_logits``,
+the code ``predict`` runs on its own batches); other tasks run ``predict``. Error analysis (written into
+evaluation.json/.md, rendered by :mod:`llmkit.evaluation_report`): per-class or per-entity-type scores, a
+confusion matrix, the rows the model got most wrong, and the task's metric on slices of the rows (gold
+label, input length, any --slice-by column), weakest first.
 """
 
 from __future__ import annotations
@@ -42,6 +48,12 @@ SEED = 0
 #: Tasks whose labelled rows are no input to ``predict`` (fill-mask predicts texts with [MASK] in them; the
 #: evaluation masks tokens at random): no per-row predictions file.
 UNPREDICTABLE_ROWS = ("fill-mask",)
+#: Rows listed as the worst examples, and the most distinct values of a --slice-by column kept (the
+#: largest groups).
+WORST_ROWS = 10
+MAX_SLICE_VALUES = 50
+#: Input-length slices: the rows are cut at these quantiles of their token counts.
+LENGTH_QUANTILES = (0.25, 0.5, 0.75)
 #: What the Trainer reports besides scores.
 NOT_SCORES = ("_runtime", "_per_second", "model_preparation_time")
 
@@ -76,6 +88,8 @@ class ModelScores:
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
     #: vs the first model: metric -> (difference, p-value)
     differences: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: Error analysis (per-class scores, confusion, worst rows, weakest slices): see ``error_analysis``.
+    analysis: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -97,6 +111,9 @@ def evaluate_models(
     resamples: int = RESAMPLES,
     output: str | Path | None = None,
     write_predictions: bool = True,
+    slice_by: list[str] | tuple[str, ...] = (),
+    worst: int = WORST_ROWS,
+    length_order: bool = False,
 ) -> Evaluation:
     """Score every model on the same rows of ``data``, add intervals and differences, write the outputs."""
     if not models:
@@ -105,8 +122,15 @@ def evaluate_models(
         raise LlmkitError(f"--max-samples must be a positive number of rows, got {max_samples}")
     if resamples < 0:
         raise LlmkitError(f"--resamples must be 0 (no intervals) or more, got {resamples}")
+    if worst < 0:
+        raise LlmkitError(f"--worst must be 0 (none listed) or more rows, got {worst}")
     output_dir = evaluation_folder(models[0], data, output)
-    scores = [score_model(model, data, overrides, split, max_samples, write_predictions) for model in models]
+    scores = [
+        score_model(
+            model, data, overrides, split, max_samples, write_predictions, slice_by, worst, length_order
+        )
+        for model in models
+    ]
     evaluation = Evaluation(data=data, scores=scores, resamples=resamples)
     add_intervals(evaluation, resamples)
     write_evaluation(evaluation, output_dir)
@@ -142,6 +166,9 @@ def score_model(
     split: str | None = None,
     max_samples: int | None = None,
     write_predictions: bool = True,
+    slice_by: list[str] | tuple[str, ...] = (),
+    worst: int = WORST_ROWS,
+    length_order: bool = False,
 ) -> ModelScores:
     """Score one model on ``data`` through training's evaluation path; keep its per-row outcomes."""
     from llmkit.adaptation import is_adapter_folder
@@ -156,6 +183,7 @@ def score_model(
     task = build_task(recipe.task, recipe.data, recipe.options)
     rows = read_rows(data, recipe.data, split, max_samples)
     check_rows(task, rows, folder)
+    check_slice_columns(slice_by, rows)
     task.check_model(folder)
     tokenizer = load_tokenizer(folder, trust_remote_code=recipe.model_options["trust_remote_code"])
     task.prepare_tokenizer(tokenizer)
@@ -163,6 +191,9 @@ def score_model(
         encoded = task.encode(rows.dataset, tokenizer)
     counts = task.encoding_metrics("validation", encoded)
     prepared = task.prepare_evaluation("validation", rows, encoded)
+    order = scoring_order(task, prepared) if length_order else None
+    if order is not None:
+        prepared = prepared.select(order.tolist(), keep_in_memory=True)
     load_options = {
         **check_weights(folder, recipe.model_options["allow_pickle"]),
         "trust_remote_code": recipe.model_options["trust_remote_code"],
@@ -174,16 +205,20 @@ def score_model(
     with tempfile.TemporaryDirectory() as scratch:
         trainer = evaluation_trainer(task, recipe, loaded, tokenizer, prepared, Path(scratch))
         recorded = record_generated_texts(trainer)
+        logits = keep_logits(trainer) if task.predicts_from_logits else None
         with quiet_library_progress():
             output = run_evaluation(trainer, prepared)
+    output, logits = in_row_order(output, logits, order)
     metrics = {**counts, **scores_only(with_perplexity(task, dict(output.metrics), PREFIX))}
     outcomes = row_outcomes(task, trainer, output, rows, encoded, recorded)
+    records = rows.dataset.to_list()
+    row_logits = joined_logits(logits, len(records))
     predictions = []
     if write_predictions and recipe.task not in UNPREDICTABLE_ROWS:
-        records = rows.dataset.to_list()
-        with quiet_library_progress(errors_only=True):
-            predicted = task.predict(loaded, tokenizer, records)
-        predictions = [{**row, **guess} for row, guess in zip(records, predicted, strict=True)]
+        predictions = predicted_rows(task, loaded, tokenizer, records, row_logits)
+    analysis = error_analysis(
+        task, loaded, records, encoded, output, row_logits, outcomes, slice_by=slice_by, worst=worst
+    )
     return ModelScores(
         model=model,
         folder=folder,
@@ -193,6 +228,7 @@ def score_model(
         seconds=round(time.perf_counter() - started, 2),
         outcomes=outcomes,
         predictions=predictions,
+        analysis=analysis,
     )
 
 
@@ -261,6 +297,17 @@ def check_rows(task, rows, folder: Path) -> None:
             f"{exc} (model {folder} does {task.name}; a file of other columns needs key=value settings "
             f"such as data.text=COLUMN)"
         ) from None
+
+
+def check_slice_columns(columns: list[str] | tuple[str, ...], rows) -> None:
+    """Every --slice-by column is in the file, before any model is loaded."""
+    present = rows.dataset.column_names
+    for column in columns:
+        if column not in present:
+            raise LlmkitError(
+                f"--slice-by {column}: {rows.location} has no column '{column}' (columns: "
+                f"{', '.join(present)}); name one of them"
+            )
 
 
 def evaluation_trainer(task, recipe, model, tokenizer, prepared, scratch: Path):
@@ -340,6 +387,74 @@ def record_generated_texts(trainer) -> dict[str, list[str]] | None:
     return recorded
 
 
+def scoring_order(task, prepared) -> np.ndarray:
+    """--length-order: the rows shortest first, so each batch pads to a length near its rows' own (SST-2's
+    file order pads 128-row batches to ~3.7x the real tokens; sorted: ~1.02x). Only where the metric is
+    order-free and read per row (classification); the batches then differ from training's, so scores agree
+    with its evaluation to rounding, not bit for bit (bf16: 10 of 10,000 SST-2 near-tie labels flipped)."""
+    from llmkit.data import column_lengths
+
+    if not task.predicts_from_logits:
+        raise LlmkitError(
+            f"--length-order: {task.name} is scored in the file's order (its metric reads rows by position); "
+            "leave --length-order out"
+        )
+    return np.argsort(np.asarray(column_lengths(prepared, "input_ids")), kind="stable")
+
+
+def in_row_order(output, kept: list[Any] | None, order: np.ndarray | None) -> tuple[Any, list[Any] | None]:
+    """A length-ordered pass's predictions, labels and logits put back in the file's row order."""
+    if order is None:
+        return output, kept
+    back = np.empty_like(order)
+    back[order] = np.arange(len(order))
+    output = output._replace(
+        predictions=None if output.predictions is None else take(output.predictions, back),
+        label_ids=None if output.label_ids is None else take(output.label_ids, back),
+    )
+    if kept:
+        import torch
+
+        kept = [torch.cat(kept)[torch.from_numpy(back)]]
+    return output, kept
+
+
+def keep_logits(trainer) -> list[Any]:
+    """Keep each evaluation batch's logits (before the task's preprocessing reduces them to what its metric
+    reads), so the scoring pass also gives the per-row predictions."""
+    kept: list[Any] = []
+    preprocess = trainer.preprocess_logits_for_metrics
+
+    def keep_and_preprocess(logits: Any, labels: Any) -> Any:
+        kept.append((logits[0] if isinstance(logits, tuple) else logits).detach().float().cpu())
+        return preprocess(logits, labels) if preprocess is not None else logits
+
+    trainer.preprocess_logits_for_metrics = keep_and_preprocess
+    return kept
+
+
+def joined_logits(kept: list[Any] | None, rows: int) -> Any:
+    """The kept batches as one tensor, a row per scored row; None unless they line up with the rows."""
+    if not kept:
+        return None
+    import torch
+
+    logits = torch.cat(kept)
+    return logits if len(logits) == rows else None
+
+
+def predicted_rows(task, model, tokenizer, records: list[dict[str, Any]], logits: Any) -> list[dict]:
+    """Each row and its prediction, as `llmkit predict` writes it: from the scoring pass's logits where the
+    task reads its predictions off them (one code path with ``predict``), else by ``predict`` itself."""
+    from llmkit.progress import quiet_library_progress
+
+    if logits is None:
+        with quiet_library_progress(errors_only=True):
+            return task.rows_with_predictions(model, tokenizer, records)
+    predicted = task.predictions_from_logits(model, logits)
+    return [{**row, **guess} for row, guess in zip(records, predicted, strict=True)]
+
+
 def scores_only(metrics: dict[str, float]) -> dict[str, float]:
     return {key: value for key, value in metrics.items() if not key.endswith(NOT_SCORES)}
 
@@ -370,8 +485,13 @@ def prediction_outcomes(task, compute, predictions, label_ids) -> RowOutcomes:
         )
 
     vectorized = None
-    if task.name == "classification" and getattr(task, "problem", None) == "single_label":
+    problem = getattr(task, "problem", None) if task.name == "classification" else None
+    if problem == "single_label":
         vectorized = single_label_counts(np.asarray(predictions), np.asarray(label_ids))
+    elif problem == "multi_label":
+        names = [task.label_name(index) for index in range(np.asarray(label_ids).shape[1])]
+        chosen = np.asarray(predictions) >= task.data["threshold"]
+        vectorized = multi_label_counts(chosen, np.asarray(label_ids).astype(np.int8) == 1, names)
     return RowOutcomes(len(np.asarray(label_ids)), on_rows, vectorized)
 
 
@@ -440,6 +560,281 @@ def single_label_counts(predictions: np.ndarray, labels: np.ndarray) -> MetricOn
     return on_counts
 
 
+def multi_label_counts(predicted: np.ndarray, gold: np.ndarray, names: list[str]) -> MetricOnCounts:
+    """Micro/macro F1, subset accuracy and each label's F1 (as the multilabel module computes them) from
+    each resample's per-label hit and miss counts, for every resample in one matrix product. A label's F1
+    is left out where some resample has no such label at all (as one compute per resample leaves it)."""
+    per_row = np.concatenate(
+        [predicted & gold, predicted & ~gold, ~predicted & gold, (predicted == gold).all(axis=1)[:, None]],
+        axis=1,
+    ).astype(np.float64)
+    labels = len(names)
+
+    def on_counts(counts: np.ndarray) -> dict[str, np.ndarray]:
+        summed = counts @ per_row
+        hits, spurious, missed = (summed[:, i * labels : (i + 1) * labels] for i in range(3))
+        denominator = 2 * hits + spurious + missed
+        per_label = np.divide(
+            2 * hits, denominator, out=np.full_like(denominator, np.nan), where=denominator > 0
+        )
+        pooled = 2 * hits.sum(axis=1) + spurious.sum(axis=1) + missed.sum(axis=1)
+        occurring = np.isfinite(per_label).sum(axis=1)
+        scores = {
+            "f1_micro": np.divide(2 * hits.sum(axis=1), pooled, out=np.zeros(len(counts)), where=pooled > 0),
+            "f1_macro": np.divide(
+                np.nansum(per_label, axis=1), occurring, out=np.zeros(len(counts)), where=occurring > 0
+            ),
+            "subset_accuracy": summed[:, -1] / counts.sum(axis=1),
+        }
+        for index, name in enumerate(names):
+            if np.isfinite(per_label[:, index]).all():
+                scores[f"f1_label_{name}"] = per_label[:, index]
+        return scores
+
+    return on_counts
+
+
+# -- error analysis -------------------------------------------------------------------------------
+@dataclass
+class RowErrors:
+    """Each scored row as the worst-rows table shows it, and how wrong the model was on it."""
+
+    inputs: list[str]
+    gold: list[str]
+    predicted: list[str]
+    #: Higher is worse (e.g. the row's loss); ``error_name`` says what it is.
+    error: np.ndarray
+    error_name: str
+    #: The gold answers are classes to slice by (not scores).
+    gold_is_class: bool = True
+
+
+def error_analysis(
+    task,
+    model,
+    records: list[dict[str, Any]],
+    encoded,
+    output,
+    logits,
+    outcomes: RowOutcomes | None,
+    *,
+    slice_by: list[str] | tuple[str, ...] = (),
+    worst: int = WORST_ROWS,
+) -> dict[str, Any]:
+    """Where the model goes wrong: the task's breakdown (per class, per entity type), the worst rows, and
+    the weakest slices of the rows (by gold label, input length, each --slice-by column)."""
+    analysis: dict[str, Any] = {}
+    errors = None
+    if output.label_ids is not None and output.predictions is not None:
+        if task.name == "classification":
+            errors = classification_errors(task, model, records, output, logits, analysis)
+        elif task.name == "token-classification":
+            errors = entity_errors(task, records, output, analysis)
+    if errors is not None and worst:
+        analysis["worst_by"] = errors.error_name
+        analysis["worst"] = worst_rows(errors, worst)
+    if outcomes is not None and outcomes.count == len(records):
+        groups = row_groups(records, encoded, errors, slice_by)
+        metric, slices = weakest_slices(task, outcomes, groups)
+        if slices:
+            analysis["slice_metric"], analysis["slices"] = metric, slices
+    return analysis
+
+
+def classification_errors(task, model, records, output, logits, analysis: dict[str, Any]) -> RowErrors:
+    """Per-class precision/recall/F1 and the confusion matrix (single-label), per-label scores
+    (multi-label); each row's loss-like error: -log of the gold class's probability, the summed distance of
+    the label probabilities from the gold 0/1, or the absolute error of the score."""
+    text, pair = task.data["text"], task.data["text_pair"]
+    inputs = [f"{row[text]} / {row[pair]}" if pair else str(row[text]) for row in records]
+    problem, names = task.inference_problem(model), model.config.id2label
+    gold, predicted = np.asarray(output.label_ids), np.asarray(output.predictions)
+    if problem == "regression":
+        gold, predicted = gold.reshape(-1).astype(np.float64), predicted.reshape(-1).astype(np.float64)
+        return RowErrors(
+            inputs,
+            [f"{g:.4g}" for g in gold],
+            [f"{p:.4g}" for p in predicted],
+            np.abs(predicted - gold),
+            "absolute error",
+            gold_is_class=False,
+        )
+    if problem == "multi_label":
+        chosen = predicted >= task.data["threshold"]
+        analysis["per_class"] = class_scores(
+            [names[i] for i in range(gold.shape[1])],
+            true_positive=(chosen & (gold == 1)).sum(axis=0),
+            predicted=chosen.sum(axis=0),
+            gold=(gold == 1).sum(axis=0),
+        )
+
+        def shown_labels(row: np.ndarray) -> str:
+            return ", ".join(names[i] for i in np.flatnonzero(row)) or "(none)"
+
+        return RowErrors(
+            inputs,
+            [shown_labels(row) for row in gold == 1],
+            [shown_labels(row) for row in chosen],
+            np.abs(predicted - gold).sum(axis=1),
+            "summed label probability error",
+        )
+    gold, predicted = gold.astype(np.int64), predicted.astype(np.int64)
+    classes = [names[i] for i in range(len(names))]
+    confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)
+    np.add.at(confusion, (gold, predicted), 1)
+    analysis["per_class"] = class_scores(
+        classes, np.diagonal(confusion), confusion.sum(axis=0), confusion.sum(axis=1)
+    )
+    analysis["confusion"] = {"labels": classes, "matrix": confusion.tolist()}
+    if logits is not None:
+        probabilities = logits.float().softmax(dim=-1).numpy()[np.arange(len(gold)), gold]
+        error, error_name = -np.log(np.maximum(probabilities, 1e-12)), "loss (-log gold-class probability)"
+    else:
+        error, error_name = (gold != predicted).astype(np.float64), "wrong"
+    return RowErrors(inputs, [classes[i] for i in gold], [classes[i] for i in predicted], error, error_name)
+
+
+def class_scores(names: list[str], true_positive, predicted, gold) -> dict[str, dict[str, float]]:
+    """Precision, recall and F1 (0 where undefined, as scikit-learn's zero_division=0) and support."""
+    scores = {}
+    for name, hits, guessed, present in zip(names, true_positive, predicted, gold, strict=True):
+        precision = hits / guessed if guessed else 0.0
+        recall = hits / present if present else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        scores[str(name)] = {
+            "precision": float(precision),
+            "recall": float(recall),
+            "f1": float(f1),
+            "support": int(present),
+        }
+    return scores
+
+
+def entity_errors(task, records, output, analysis: dict[str, Any]) -> RowErrors:
+    """seqeval's per-type report on the scored words, and each row's wrong entities (missed or spurious)."""
+    from llmkit.metrics import load_metrics
+    from llmkit.tasks.token_classification import IGNORED, entity_spans
+
+    gold_tags, predicted_tags = [], []
+    for predicted, gold in zip(output.predictions, output.label_ids, strict=True):
+        kept = np.asarray(gold) != IGNORED
+        gold_tags.append([task.label_name(int(i)) for i in np.asarray(gold)[kept]])
+        predicted_tags.append([task.label_name(int(i)) for i in np.asarray(predicted)[kept]])
+    report = load_metrics("seqeval").compute(predictions=predicted_tags, references=gold_tags)
+    analysis["per_type"] = {
+        kind: {**{k: v for k, v in values.items() if k != "number"}, "support": values.get("number", 0)}
+        for kind, values in sorted(report["per_type"].items())
+    }
+    words = task.data["tokens"]
+    inputs, gold_shown, predicted_shown, wrong = [], [], [], []
+    for row, gold, predicted in zip(records, gold_tags, predicted_tags, strict=True):
+        gold_entities, predicted_entities = set(entity_spans(gold)), set(entity_spans(predicted))
+        inputs.append(" ".join(map(str, row[words])))
+        gold_shown.append(shown_entities(row[words], gold_entities))
+        predicted_shown.append(shown_entities(row[words], predicted_entities))
+        wrong.append(len(gold_entities ^ predicted_entities))
+    return RowErrors(
+        inputs,
+        gold_shown,
+        predicted_shown,
+        np.asarray(wrong, dtype=np.float64),
+        "wrong entities",
+        gold_is_class=False,
+    )
+
+
+def shown_entities(words: list[Any], entities: set[tuple[str, int, int]]) -> str:
+    return (
+        "; ".join(
+            f"{kind}: {' '.join(map(str, words[start:end]))}"
+            for kind, start, end in sorted(entities, key=lambda e: e[1])
+        )
+        or "(none)"
+    )
+
+
+def worst_rows(errors: RowErrors, count: int) -> list[dict[str, Any]]:
+    """The ``count`` rows with the largest error (ties: file order), wrong or not."""
+    order = np.argsort(-errors.error, kind="stable")[:count]
+    return [
+        {
+            "row": int(i) + 1,
+            "input": errors.inputs[i],
+            "gold": errors.gold[i],
+            "prediction": errors.predicted[i],
+            "error": round(float(errors.error[i]), 6),
+        }
+        for i in order
+    ]
+
+
+def row_groups(
+    records: list[dict[str, Any]], encoded, errors: RowErrors | None, slice_by: list[str] | tuple[str, ...]
+) -> dict[str, dict[str, list[int]]]:
+    """Grouping name -> value -> row indices: by gold label, by input length in tokens (quartiles), and by
+    each --slice-by column (its largest MAX_SLICE_VALUES groups)."""
+    groups: dict[str, dict[str, list[int]]] = {}
+    if errors is not None and errors.gold_is_class:
+        groups["label"] = grouped(errors.gold)
+    if len(encoded) == len(records) and "input_ids" in encoded.column_names:
+        groups["input length"] = length_groups([len(ids) for ids in encoded["input_ids"]])
+    for column in slice_by:
+        by_value = grouped([slice_value(row.get(column)) for row in records])
+        largest = sorted(by_value, key=lambda value: -len(by_value[value]))[:MAX_SLICE_VALUES]
+        groups[column] = {value: by_value[value] for value in largest}
+    return groups
+
+
+def slice_value(value: Any) -> str:
+    """A --slice-by cell as its slice's name (missing and empty cells form one slice)."""
+    return "(empty)" if value is None or value == "" else str(value)
+
+
+def grouped(values: list[str]) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = {}
+    for index, value in enumerate(values):
+        groups.setdefault(value, []).append(index)
+    return groups
+
+
+def length_groups(lengths: list[int]) -> dict[str, list[int]]:
+    """Rows cut at the quartiles of their token counts, each group named by its shortest and longest."""
+    values = np.asarray(lengths)
+    cuts = np.unique(np.quantile(values, LENGTH_QUANTILES).astype(np.int64))
+    bucket = np.searchsorted(cuts, values, side="left")
+    groups = {}
+    for number in np.unique(bucket):
+        members = np.flatnonzero(bucket == number)
+        low, high = int(values[members].min()), int(values[members].max())
+        groups[f"{low}-{high} tokens" if low != high else f"{low} tokens"] = members.tolist()
+    return groups
+
+
+def weakest_slices(
+    task, outcomes: RowOutcomes, groups: dict[str, dict[str, list[int]]]
+) -> tuple[str, dict[str, list[dict[str, Any]]]]:
+    """The task's metric on each slice's rows, weakest first: its headline (accuracy, F1, ...) where the
+    metric reports it, else its first score."""
+    metric = ""
+    slices: dict[str, list[dict[str, Any]]] = {}
+    for grouping, by_value in groups.items():
+        scored = []
+        for value, indices in by_value.items():
+            values = outcomes.on_rows(np.asarray(indices))
+            metric = metric or slice_metric(task, values)
+            if isinstance(values.get(metric), (int, float)):
+                scored.append({"value": value, "rows": len(indices), metric: float(values[metric])})
+        slices[grouping] = sorted(scored, key=lambda group: (group[metric], -group["rows"]))
+    return metric, {grouping: found for grouping, found in slices.items() if found}
+
+
+def slice_metric(task, values: dict[str, Any]) -> str:
+    for name in (task.headline_metric, *task.other_headline_metrics):
+        if isinstance(values.get(name), (int, float)):
+            return name
+    return next((key for key, value in values.items() if isinstance(value, (int, float))), "")
+
+
 # -- intervals ------------------------------------------------------------------------------------
 def add_intervals(evaluation: Evaluation, resamples: int) -> None:
     """Percentile intervals per model, and paired p-values against the first model, on shared resamples."""
@@ -479,15 +874,20 @@ def add_intervals(evaluation: Evaluation, resamples: int) -> None:
 def resampled_metrics(outcomes: RowOutcomes, draws: np.ndarray) -> dict[str, np.ndarray]:
     """Each metric on every resample: vectorized where the task allows, else one compute per resample."""
     if outcomes.on_counts is not None:
-        counts = np.zeros((len(draws), outcomes.count), dtype=np.float64)
-        np.add.at(counts, (np.repeat(np.arange(len(draws)), draws.shape[1]), draws.ravel()), 1.0)
-        return outcomes.on_counts(counts)
+        return outcomes.on_counts(draw_counts(draws, outcomes.count))
     collected: dict[str, list[float]] = {}
     for indices in draws:
         for key, value in outcomes.on_rows(indices).items():
             if isinstance(value, (int, float)):
                 collected.setdefault(key, []).append(float(value))
     return {key: np.asarray(samples) for key, samples in collected.items() if len(samples) == len(draws)}
+
+
+def draw_counts(draws: np.ndarray, size: int) -> np.ndarray:
+    """How often each row is drawn in each resample (resamples x rows), counted in one bincount."""
+    offsets = (np.arange(len(draws)) * size)[:, None]
+    counted = np.bincount((draws + offsets).ravel(), minlength=len(draws) * size)
+    return counted.reshape(len(draws), size).astype(np.float64)
 
 
 def paired_p_value(differences: np.ndarray) -> float:
@@ -511,8 +911,21 @@ def write_evaluation(evaluation: Evaluation, folder: Path) -> None:
     for scored, name in zip(evaluation.scores, names, strict=True):
         if scored.predictions:
             write_jsonl(folder / name, scored.predictions)
+        if "confusion" in scored.analysis:
+            draw_confusion_matrix(scored.analysis, folder, name.replace("predictions", "confusion_matrix"))
     write_json_atomic(folder / EVALUATION_FILE, evaluation_record(evaluation, names))
     (folder / EVALUATION_REPORT).write_text(evaluation_markdown(evaluation), encoding="utf-8")
+
+
+def draw_confusion_matrix(analysis: dict[str, Any], folder: Path, name: str) -> None:
+    """The confusion matrix as a PNG beside the predictions; the analysis records the file or why not."""
+    from llmkit.evaluation_report import write_confusion_matrix
+
+    image = Path(name).with_suffix(".png").name
+    skipped = write_confusion_matrix(analysis["confusion"], folder / image)
+    analysis["confusion_image"] = {"skipped": skipped} if skipped else {"file": image}
+    if skipped:
+        log(f"confusion matrix image skipped: {skipped}")
 
 
 def prediction_file_names(scores: list[ModelScores]) -> list[str]:
@@ -543,6 +956,7 @@ def evaluation_record(evaluation: Evaluation, names: list[str]) -> dict[str, Any
                     key: {"difference": d, "p_value": p} for key, (d, p) in s.differences.items()
                 },
                 "predictions": name if s.predictions else None,
+                "analysis": s.analysis,
             }
             for s, name in zip(evaluation.scores, names, strict=True)
         ],
@@ -574,6 +988,11 @@ def evaluation_markdown(evaluation: Evaluation) -> str:
                 f"Δ: difference to {scores[0].model} on the same resampled rows; p: paired bootstrap p-value "
                 f"(small: the difference is unlikely to be chance)."
             )
+    from llmkit.evaluation_report import analysis_markdown
+
+    for s in scores:
+        if s.analysis:
+            lines += ["", *analysis_markdown(s.model, s.analysis)]
     return "\n".join(lines) + "\n"
 
 

@@ -11,7 +11,14 @@ import pytest
 
 import llmkit
 from llmkit.errors import LlmkitError
-from llmkit.evaluate import evaluate_models, paired_p_value, single_label_counts
+from llmkit.evaluate import (
+    RowOutcomes,
+    evaluate_models,
+    multi_label_counts,
+    paired_p_value,
+    resampled_metrics,
+    single_label_counts,
+)
 from tests.conftest import NEGATIVE, POSITIVE
 
 WORDS = POSITIVE + NEGATIVE
@@ -254,6 +261,45 @@ def test_vectorized_resampling_equals_the_metric_modules_on_each_resample() -> N
             assert fast[key][number] == pytest.approx(value, abs=1e-12), key
 
 
+def test_vectorized_multi_label_resampling_equals_one_compute_per_resample() -> None:
+    from transformers import EvalPrediction
+
+    from llmkit.tasks.base import Task
+    from llmkit.tasks.classification import ClassificationTask
+
+    rng = np.random.default_rng(2)
+    gold = (rng.random((60, 3)) < 0.3).astype(np.float32)
+    gold[:, 2] = 0  # a label that occurs once only: absent from some resamples
+    gold[7, 2] = 1
+    probabilities = rng.random((60, 3)).astype(np.float32)
+    task = ClassificationTask(
+        {
+            **Task.data_defaults,
+            "text": "text",
+            "text_pair": None,
+            "label": "label",
+            "label_names": ["joy", "love", "anger"],
+            "problem": "multi_label",
+            "threshold": 0.5,
+            "label_separator": None,
+        }
+    )
+    task.label_names = ["joy", "love", "anger"]
+    compute = task.compute_metrics()
+
+    def on_rows(indices: np.ndarray) -> dict[str, float]:
+        return compute(EvalPrediction(predictions=probabilities[indices], label_ids=gold[indices]))
+
+    draws = rng.integers(0, 60, size=(40, 60))
+    slow = resampled_metrics(RowOutcomes(60, on_rows), draws)
+    fast = resampled_metrics(
+        RowOutcomes(60, on_rows, multi_label_counts(probabilities >= 0.5, gold == 1, task.label_names)), draws
+    )
+    assert set(fast) == set(slow) and "f1_label_joy" in fast
+    for key, values in slow.items():
+        assert fast[key] == pytest.approx(values, abs=1e-12), key
+
+
 def test_paired_p_value() -> None:
     assert paired_p_value(np.array([0.1] * 99 + [-0.1])) == pytest.approx(0.02)
     assert paired_p_value(np.array([0.1] * 100)) == pytest.approx(1 / 101)
@@ -270,6 +316,8 @@ def test_bad_input_is_one_line(tmp_path: Path, run_cli) -> None:
         ((tmp_path / "nowhere", "--data", validation), "does not exist"),
         ((run, "--data", tmp_path / "missing.jsonl"), "no such file"),
         ((run, "--data", validation, "--max-samples", "0"), "--max-samples"),
+        ((run, "--data", validation, "--slice-by", "source"), "has no column 'source'"),
+        ((run, "--data", validation, "--length-order"), "--length-order: token-classification"),
     ]
     for args, expected in cases:
         result = run_cli("evaluate", *args)
@@ -315,3 +363,188 @@ def test_a_plain_hugging_face_folder_is_scored_by_its_architecture(tmp_path: Pat
 def test_llmkit_errors_are_raised_for_an_unknown_model(tmp_path: Path) -> None:
     with pytest.raises(LlmkitError, match="does not exist"):
         evaluate_models([str(tmp_path / "missing")], str(tmp_path / "x.jsonl"))
+
+
+@pytest.mark.parametrize("name", ["classification", "multi-label", "regression", "classification-lora"])
+def test_classification_predictions_come_from_the_scoring_pass_and_match_predict(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llmkit.predict import predict_file
+    from llmkit.tasks.classification import ClassificationTask
+
+    run, validation = train_case(name, tmp_path)
+
+    def no_second_pass(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("evaluate ran predict: a second pass over the rows")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(ClassificationTask, "predict", no_second_pass)
+        # fp32 as predict computes (a bf16 run's evaluation autocasts as training did: scores within ~1e-3)
+        evaluation = evaluate_models([str(run)], str(validation), ["training.precision=fp32"], resamples=0)
+    written_file = evaluation.output_dir / "predictions.jsonl"
+    written = [json.loads(line) for line in written_file.read_text().splitlines()]
+
+    predicted = predict_file(str(run), validation, tmp_path / "predicted.jsonl")
+    assert len(written) == len(predicted) == 6
+    analysis = evaluation.scores[0].analysis
+    assert len(analysis["worst"]) == 6 and analysis["worst"][0]["error"] >= analysis["worst"][-1]["error"]
+    assert ("per_class" in analysis) == (name != "regression")
+    for ours, theirs in zip(written, predicted, strict=True):
+        assert ours.keys() == theirs.keys()
+        for key, value in theirs.items():
+            assert ours[key] == pytest.approx(value, abs=1e-5), key
+
+
+def test_classification_error_analysis_per_class_confusion_worst_rows_and_slices(
+    tmp_path: Path, run_cli
+) -> None:
+    run, validation = train_case("classification", tmp_path)
+    rows = [json.loads(line) for line in validation.read_text().splitlines()]
+    sourced = write_jsonl(
+        tmp_path / "sourced.jsonl", [{**row, "source": ["web", "mail"][i % 2]} for i, row in enumerate(rows)]
+    )
+    out = tmp_path / "analysis"
+
+    result = run_cli(
+        "evaluate", run, "--data", sourced, "--output", out, "--slice-by", "source", "--worst", "4"
+    )
+
+    assert result.exit_code == 0, result.stderr
+    record = json.loads((out / "evaluation.json").read_text())["models"][0]
+    analysis, metrics = record["analysis"], record["metrics"]
+    predicted = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    gold = [row["label"] for row in predicted]
+    guessed = [row["predicted_label"] for row in predicted]
+    confusion = analysis["confusion"]
+    assert sorted(confusion["labels"]) == ["negative", "positive"]
+    for g_index, g in enumerate(confusion["labels"]):
+        for p_index, p in enumerate(confusion["labels"]):
+            expected = sum(1 for a, b in zip(gold, guessed, strict=True) if (a, b) == (g, p))
+            assert confusion["matrix"][g_index][p_index] == expected
+    for label, scores in analysis["per_class"].items():
+        hits = sum(1 for a, b in zip(gold, guessed, strict=True) if a == b == label)
+        assert scores["support"] == gold.count(label)
+        assert scores["recall"] == pytest.approx(hits / gold.count(label) if gold.count(label) else 0.0)
+        assert scores["precision"] == pytest.approx(
+            hits / guessed.count(label) if guessed.count(label) else 0.0
+        )
+    assert (out / "confusion_matrix.png").read_bytes().startswith(b"\x89PNG")
+    assert analysis["confusion_image"] == {"file": "confusion_matrix.png"}
+
+    worst = analysis["worst"]
+    assert len(worst) == 4 and [w["error"] for w in worst] == sorted(
+        (w["error"] for w in worst), reverse=True
+    )
+    for entry in worst:
+        row = predicted[entry["row"] - 1]
+        assert (entry["input"], entry["gold"], entry["prediction"]) == (
+            row["text"],
+            row["label"],
+            row["predicted_label"],
+        )
+        if (
+            row["label"] == row["predicted_label"]
+        ):  # the gold class is the predicted one: -log its probability
+            assert entry["error"] == pytest.approx(-np.log(row["predicted_score"]), abs=1e-2)
+
+    slices = analysis["slices"]
+    assert analysis["slice_metric"] == "accuracy"
+    assert set(slices) == {"label", "input length", "source"}
+    for group in slices["source"]:
+        members = [row for row in predicted if row["source"] == group["value"]]
+        correct = sum(row["label"] == row["predicted_label"] for row in members)
+        assert group["rows"] == len(members) and group["accuracy"] == pytest.approx(correct / len(members))
+    assert [g["accuracy"] for g in slices["source"]] == sorted(g["accuracy"] for g in slices["source"])
+    assert sum(group["rows"] for group in slices["input length"]) == 6
+    for group in slices["label"]:
+        assert group["accuracy"] == pytest.approx(analysis["per_class"][group["value"]]["recall"])
+    report = (out / "evaluation.md").read_text()
+    for heading in (
+        "### Per class",
+        "### Confusion matrix",
+        "![confusion matrix](confusion_matrix.png)",
+        "### Worst 4 rows",
+        "### Weakest slices (by accuracy)",
+        "| source |",
+    ):
+        assert heading in report, heading
+    assert sum(sum(row) for row in confusion["matrix"]) * metrics["eval_accuracy"] == pytest.approx(
+        sum(confusion["matrix"][i][i] for i in range(2))
+    )
+
+
+def test_without_matplotlib_the_confusion_matrix_image_is_skipped_with_a_note(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    run, validation = train_case("classification", tmp_path)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
+
+    evaluation = evaluate_models([str(run)], str(validation), resamples=0)
+
+    analysis = evaluation.scores[0].analysis
+    assert "matplotlib is not installed" in analysis["confusion_image"]["skipped"]
+    assert not list(evaluation.output_dir.glob("*.png"))
+    assert (
+        "image skipped: matplotlib is not installed" in (evaluation.output_dir / "evaluation.md").read_text()
+    )
+    assert analysis["confusion"]["matrix"]  # the numbers are there all the same
+
+
+def test_ner_error_analysis_per_entity_type_and_wrong_entities(tmp_path: Path) -> None:
+    from llmkit.tasks.token_classification import entity_spans
+
+    run, validation = train_case("ner", tmp_path)
+    evaluation = evaluate_models([str(run)], str(validation), resamples=0, worst=6)
+
+    scored = evaluation.scores[0]
+    per_type = scored.analysis["per_type"]
+    assert set(per_type) <= {"PER", "LOC"} and per_type
+    for kind, values in per_type.items():  # seqeval's per-type report: the run's own per-type scores
+        for key in ("precision", "recall", "f1"):
+            assert values[key] == pytest.approx(scored.metrics[f"eval_{kind}_{key}"])
+    assert sum(values["support"] for values in per_type.values()) == 12  # 6 rows, a person and a place each
+    rows = [json.loads(line) for line in validation.read_text().splitlines()]
+    worst = scored.analysis["worst"]
+    assert scored.analysis["worst_by"] == "wrong entities" and len(worst) == 6
+    for entry in worst:
+        row = rows[entry["row"] - 1]
+        assert entry["input"] == " ".join(row["tokens"])
+        assert entry["gold"] == f"PER: {row['tokens'][0]}; LOC: {row['tokens'][3]}"
+        assert len(entity_spans(row["ner_tags"])) == 2
+        assert entry["error"] >= 0 and (entry["error"] == 0) == (entry["gold"] == entry["prediction"])
+    assert set(scored.analysis["slices"]) == {"input length"}
+    assert scored.analysis["slice_metric"] == "f1"
+    assert "### Per entity type" in (evaluation.output_dir / "evaluation.md").read_text()
+
+
+def test_length_order_scores_the_same_rows_shortest_first_and_writes_them_in_file_order(
+    tmp_path: Path,
+) -> None:
+    run, _ = train_case("classification", tmp_path)
+    mixed = write_jsonl(  # lengths out of order: sorting moves rows
+        tmp_path / "mixed.jsonl",
+        [
+            {
+                "text": " ".join(WORDS[j % 20] for j in range(i, i + 1 + (7 * i) % 11)),
+                "label": sentiment(i)["label"],
+            }
+            for i in range(10)
+        ],
+    )
+    options = {"resamples": 50, "worst": 10}
+    in_file_order = evaluate_models([str(run)], str(mixed), ["training.precision=fp32"], **options)
+    shortest_first = evaluate_models(
+        [str(run)], str(mixed), ["training.precision=fp32"], length_order=True, **options
+    )
+
+    plain, ordered = in_file_order.scores[0], shortest_first.scores[0]
+    for key in ("eval_accuracy", "eval_f1", "eval_matthews_correlation", "eval_loss"):
+        assert ordered.metrics[key] == pytest.approx(plain.metrics[key], abs=1e-6), key
+    assert ordered.intervals == plain.intervals  # the same per-row outcomes, in the same row order
+    assert [row["text"] for row in ordered.predictions] == [row["text"] for row in plain.predictions]
+    for ours, theirs in zip(ordered.predictions, plain.predictions, strict=True):
+        assert ours["predicted_label"] == theirs["predicted_label"]
+        assert ours["predicted_score"] == pytest.approx(theirs["predicted_score"], abs=1e-5)
+    assert [w["row"] for w in ordered.analysis["worst"]] == [w["row"] for w in plain.analysis["worst"]]

@@ -77,6 +77,8 @@ class Task:
     target_columns: ClassVar[tuple[str, ...]] = ("labels",)
     #: The keys ``predict`` adds beside each input row; an input that has such a column is refused.
     prediction_keys: ClassVar[tuple[str, ...]] = ()
+    #: ``predictions_from_logits`` answers: the logits of an evaluation pass give ``predict``'s dicts.
+    predicts_from_logits: ClassVar[bool] = False
 
     #: A top-level recipe section of the task's own (e.g. ``preference``) and its keys' defaults; the
     #: validated section reaches the task as ``options``. It holds how to train, never how to encode.
@@ -263,6 +265,12 @@ class Task:
     ) -> list[dict[str, Any]]:
         """Predictions for raw rows (same columns as training data), one dict per row."""
         raise NotImplementedError
+
+    def predictions_from_logits(self, model: PreTrainedModel, logits: Any) -> list[dict[str, Any]] | None:
+        """``predict``'s dicts from logits already computed for the rows (one per row, in order), so an
+        evaluation pass doubles as the prediction pass; None where ``predict`` must run its own pass (it
+        reads other inputs than the evaluation encodes, or generates)."""
+        return None
 
     def rows_with_predictions(
         self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]

@@ -55,6 +55,7 @@ class ClassificationTask(Task):
     default_model = "minilm-l6"
     pipeline_task = "text-classification"
     prediction_keys = (PREDICTED_LABEL, PREDICTED_SCORE)
+    predicts_from_logits = True
     headline_metric = "accuracy"
     other_headline_metrics = ("f1_macro", "spearman")  # multi-label, regression
     training_defaults: ClassVar[dict[str, Any]] = {
@@ -471,7 +472,6 @@ class ClassificationTask(Task):
         import torch
 
         text, pair = self.data["text"], self.data["text_pair"]
-        problem = self.inference_problem(model)
         model.eval()
         results = []
         for start in range(0, len(rows), PREDICT_BATCH_SIZE):
@@ -486,21 +486,23 @@ class ClassificationTask(Task):
             ).to(model.device)
             with torch.no_grad():
                 logits = model(**encoded).logits.float()
-            results.extend(self._predictions(problem, logits, model.config.id2label))
+            results.extend(self.predictions_from_logits(model, logits))
         return results
 
-    def _predictions(self, problem: str, logits: Any, id2label: dict[int, str]) -> list[dict[str, Any]]:
-        """One batch's logits as prediction dicts: a score, the labels over the threshold, or the class."""
+    def predictions_from_logits(self, model: PreTrainedModel, logits: Any) -> list[dict[str, Any]]:
+        """Logits (a batch's, or an evaluation pass's) as prediction dicts: a score, the labels over the
+        threshold, or the class and its probability."""
+        problem, id2label = self.inference_problem(model), model.config.id2label
         if problem == "regression":
-            return [{PREDICTED_SCORE: round(score, 6)} for score in logits[:, 0].tolist()]
+            return [{PREDICTED_SCORE: round(score, 6)} for score in logits[:, 0].float().tolist()]
         if problem == "multi_label":
             results = []
-            for row in logits.sigmoid().tolist():
+            for row in logits.float().sigmoid().tolist():
                 probabilities = {id2label[i]: round(p, 6) for i, p in enumerate(row)}
                 over = [name for name, p in probabilities.items() if p >= self.data["threshold"]]
                 results.append({PREDICTED_LABELS: over, PROBABILITIES: probabilities})
             return results
-        scores, ids = logits.softmax(dim=-1).max(dim=-1)
+        scores, ids = logits.float().softmax(dim=-1).max(dim=-1)
         return [
             {PREDICTED_LABEL: id2label[class_id], PREDICTED_SCORE: round(score, 6)}
             for score, class_id in zip(scores.tolist(), ids.tolist(), strict=True)
