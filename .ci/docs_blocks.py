@@ -110,7 +110,12 @@ def run_blocks(blocks: list[Block], folder: Path, env: dict[str, str], timeout: 
         wall, cpu = time.perf_counter() - began, cpu_seconds() - cpu_began
         print(f"--- block at line {block.line}: ok in {wall:.1f} s ({cpu:.0f} CPU s)", flush=True)
     wall, cpu = time.perf_counter() - started, cpu_seconds() - cpu_started
-    print(f"docs: {len(blocks)} README blocks ran in {wall:.0f} s ({cpu:.0f} CPU s)", flush=True)
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    print(
+        f"docs: {len(blocks)} README blocks ran in {wall:.0f} s ({cpu:.0f} CPU s; load average {load}: "
+        "other jobs on the machine stretch the wall time)",
+        flush=True,
+    )
     return 0
 
 
