@@ -60,3 +60,14 @@ def test_a_block_past_its_time_is_stopped_with_what_it_started(docs_blocks, tmp_
     assert "README.md line 2: the bash block failed (ran past 1 s)" in capsys.readouterr().err
     time.sleep(3.5)
     assert not late.exists()  # the command the block started was stopped with it
+
+
+def test_blocks_run_torch_on_one_thread_unless_told_otherwise(docs_blocks, tmp_path, monkeypatch) -> None:
+    for name, threads, expected in (("default", None, "1"), ("told", "2", "2")):
+        folder = tmp_path / name
+        folder.mkdir()
+        if threads is None:
+            monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        else:
+            monkeypatch.setenv("OMP_NUM_THREADS", threads)
+        assert docs_blocks.prepare_folder(folder)["OMP_NUM_THREADS"] == expected
