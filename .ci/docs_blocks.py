@@ -6,8 +6,10 @@ running this script. The README's commands are written for the repository root, 
 fresh temporary folder that holds links to the repository's ``recipes/`` and ``benchmarks/``: relative paths
 resolve as they would there, while ``runs/`` and every file a block writes start out absent. The folder has
 its own llmkit cache (``LLMKIT_CACHE``: no earlier run is "the newest one"), the Hugging Face hub is offline
-(``HF_HUB_OFFLINE=1``), and this checkout's llmkit is imported (``PYTHONPATH``). Blocks that need the network
-or a GPU are left unmarked.
+(``HF_HUB_OFFLINE=1``), and this checkout's llmkit is imported (``PYTHONPATH``). torch runs one thread a
+process unless ``OMP_NUM_THREADS`` says otherwise: on shared CI cores, two threads spin waiting for each other
+(SmolLM2's ``llmkit generate`` took 62 CPU s with two threads, 9 with one, at load average 5). Blocks that
+need the network or a GPU are left unmarked.
 
     python .ci/docs_blocks.py                 # run them all; stops at the first failure, naming its line
     python .ci/docs_blocks.py --list          # which blocks would run
@@ -69,6 +71,7 @@ def prepare_folder(folder: Path) -> dict[str, str]:
         "HF_DATASETS_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
         "MPLBACKEND": "Agg",
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
         "LLMKIT_CACHE": str(folder / ".llmkit-cache"),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     }
@@ -110,7 +113,12 @@ def run_blocks(blocks: list[Block], folder: Path, env: dict[str, str], timeout: 
         wall, cpu = time.perf_counter() - began, cpu_seconds() - cpu_began
         print(f"--- block at line {block.line}: ok in {wall:.1f} s ({cpu:.0f} CPU s)", flush=True)
     wall, cpu = time.perf_counter() - started, cpu_seconds() - cpu_started
-    print(f"docs: {len(blocks)} README blocks ran in {wall:.0f} s ({cpu:.0f} CPU s)", flush=True)
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    print(
+        f"docs: {len(blocks)} README blocks ran in {wall:.0f} s ({cpu:.0f} CPU s; load average {load}: "
+        "other jobs on the machine stretch the wall time)",
+        flush=True,
+    )
     return 0
 
 
