@@ -138,8 +138,9 @@ def loss_terms_of(prediction_logits: Any, relationship_logits: Any, inputs: dict
     """:func:`pretraining_loss_terms` from a ``BertForPreTraining``'s outputs (every position's logits)."""
     import torch.nn.functional as F
 
-    logits = prediction_logits.float()
-    masked_lm = F.cross_entropy(logits.view(-1, logits.shape[-1]), inputs["labels"].view(-1))
+    logits, labels = prediction_logits.float(), inputs["labels"].view(-1)
+    masked_lm = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels, reduction="sum")
+    masked_lm = masked_lm / labels.ne(-100).sum().clamp(min=1)  # no masked token: 0, not 0/0 (NaN gradient)
     return {"labels": masked_lm, LABEL: next_sentence_loss(relationship_logits, inputs)}
 
 

@@ -492,6 +492,21 @@ def test_next_sentence_pretraining_without_masked_tokens_keeps_a_finite_loss() -
     assert torch.isfinite(terms[next_sentence.LABEL])  # the next-sentence loss alone
 
 
+def test_wrapped_model_loss_terms_without_masked_tokens_give_finite_gradients() -> None:
+    """The path DDP and sharded runs take (the model's own logits at every position)."""
+    import torch
+
+    from llmkit import next_sentence
+
+    logits = torch.randn(1, 7, 11, requires_grad=True)
+    relationship = torch.randn(1, 2, requires_grad=True)
+    batch = {"labels": torch.full((1, 7), -100), next_sentence.LABEL: torch.tensor([0])}
+    terms = next_sentence.loss_terms_of(logits, relationship, batch)
+    assert terms["labels"].item() == 0  # no masked token: a zero term, not 0/0
+    sum(terms.values()).backward()
+    assert torch.isfinite(logits.grad).all() and torch.isfinite(relationship.grad).all()
+
+
 def test_a_run_whose_first_batch_masks_nothing_trains(text_file: Path, tmp_path: Path) -> None:
     recipe = fill_mask_recipe(text_file, tmp_path / "out", mlm_probability=0.01)
     recipe["training"].update(per_device_train_batch_size=2, max_steps=2, logging_steps=1)
