@@ -312,13 +312,10 @@ def check_slice_columns(columns: list[str] | tuple[str, ...], rows) -> None:
 
 def evaluation_trainer(task, recipe, model, tokenizer, prepared, scratch: Path):
     """The task's Trainer as training builds it (length grouping keeps the split's order in evaluation)."""
-    from llmkit.loss_scaling import step_weighted_trainer
-    from llmkit.sampling import length_grouping_trainer
-    from llmkit.train import training_arguments
+    from llmkit.train import task_trainer_class, training_arguments
 
     args = training_arguments(recipe, scratch, has_eval=True, arguments_class=task.arguments_class())
-    trainer_class = step_weighted_trainer(task.trainer_class(), task.loss_targets())
-    trainer = length_grouping_trainer(trainer_class)(
+    trainer = task_trainer_class(task)(
         model=model,
         args=args,
         train_dataset=prepared,  # never trained on; TRL's trainers require one

@@ -267,12 +267,18 @@ def prepare(recipe: Recipe) -> PreparedRun:
     )
 
 
+def task_trainer_class(task: Task) -> type:
+    """The task's Trainer as training and `llmkit evaluate` both run it: each micro-batch's loss weighed by
+    its share of the step (llmkit.loss_scaling), batches grouped by length in training, evaluation in the
+    split's order (llmkit.sampling)."""
+    return length_grouping_trainer(step_weighted_trainer(task.trainer_class(), task.loss_targets()))
+
+
 def build_trainer(run: PreparedRun):
     """The task's Trainer with llmkit's crash safety, length grouping, callbacks and the run's fingerprint."""
     task, recipe = run.task, run.recipe
     divergence_guard = stop_on_non_finite_loss()
-    trainer_class = step_weighted_trainer(task.trainer_class(), task.loss_targets())
-    trainer = length_grouping_trainer(crash_safe_trainer(trainer_class))(
+    trainer = crash_safe_trainer(task_trainer_class(task))(
         model=run.model,
         args=run.args,
         train_dataset=run.encoded["train"],
