@@ -71,6 +71,8 @@ class RowOutcomes:
     on_rows: MetricOnRows
     #: A vectorized twin of ``on_rows`` where the metric allows (single-label classification).
     on_counts: MetricOnCounts | None = None
+    #: QA: each question's chosen answer and its gold answers (the error analysis reads them).
+    answers: tuple[list[str], list[list[str]]] | None = None
 
 
 @dataclass
@@ -511,7 +513,7 @@ def question_outcomes(task, rows, encoded, predictions) -> RowOutcomes:
             predictions=[answers[i] for i in indices], references=[gold[i] for i in indices]
         )
 
-    return RowOutcomes(len(answers), on_rows)
+    return RowOutcomes(len(answers), on_rows, answers=(answers, gold))
 
 
 def generated_text_outcomes(scorer, recorded: dict[str, Any]) -> RowOutcomes:
@@ -622,7 +624,9 @@ def error_analysis(
     the weakest slices of the rows (by gold label, input length, each --slice-by column)."""
     analysis: dict[str, Any] = {}
     errors = None
-    if output.label_ids is not None and output.predictions is not None:
+    if outcomes is not None and outcomes.answers is not None:
+        errors = answer_errors(task, records, outcomes.answers)
+    elif output.label_ids is not None and output.predictions is not None:
         if task.name == "classification":
             errors = classification_errors(task, model, records, output, logits, analysis)
         elif task.name == "token-classification":
@@ -632,6 +636,8 @@ def error_analysis(
         analysis["worst"] = worst_rows(errors, worst)
     if outcomes is not None and outcomes.count == len(records):
         groups = row_groups(records, encoded, errors, slice_by)
+        if outcomes.answers is not None:
+            groups.update(answer_groups(task, records))
         metric, slices = weakest_slices(task, outcomes, groups)
         if slices:
             analysis["slice_metric"], analysis["slices"] = metric, slices
@@ -740,6 +746,44 @@ def entity_errors(task, records, output, analysis: dict[str, Any]) -> RowErrors:
     )
 
 
+def answer_errors(task, records, answers: tuple[list[str], list[list[str]]]) -> RowErrors:
+    """QA: each question's SQuAD F1 against its gold answers; a row's error is 1 - F1 (0: a gold answer
+    word for word, 1: no word in common)."""
+    from llmkit.metrics import load_metrics
+
+    metric = load_metrics("squad")
+    chosen, gold = answers
+    question, context = task.data["question"], task.data["context"]
+    f1 = np.asarray(
+        [
+            metric.compute(predictions=[answer], references=[references])["f1"] / 100
+            for answer, references in zip(chosen, gold, strict=True)
+        ]
+    )
+    return RowErrors(
+        [f"{row[question]} | {shortened(str(row[context]))}" for row in records],
+        [" / ".join(references) or "(no answer)" for references in gold],
+        [answer or "(no answer)" for answer in chosen],
+        1.0 - f1,
+        "1 - F1 (SQuAD word overlap with the best gold answer)",
+        gold_is_class=False,
+    )
+
+
+def answer_groups(task, records) -> dict[str, dict[str, list[int]]]:
+    """QA slices: by the gold answer's length and the context's length, in words (quartiles)."""
+    answers, context = task.data["answers"], task.data["context"]
+    first_answers = [(list(row[answers]["text"]) or [""])[0] for row in records]
+    return {
+        "answer length": length_groups([len(text.split()) for text in first_answers], "words"),
+        "context length": length_groups([len(str(row[context]).split()) for row in records], "words"),
+    }
+
+
+def shortened(text: str, limit: int = 160) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def shown_entities(words: list[Any], entities: set[tuple[str, int, int]]) -> str:
     return (
         "; ".join(
@@ -794,8 +838,8 @@ def grouped(values: list[str]) -> dict[str, list[int]]:
     return groups
 
 
-def length_groups(lengths: list[int]) -> dict[str, list[int]]:
-    """Rows cut at the quartiles of their token counts, each group named by its shortest and longest."""
+def length_groups(lengths: list[int], unit: str = "tokens") -> dict[str, list[int]]:
+    """Rows cut at the quartiles of their lengths, each group named by its shortest and longest."""
     values = np.asarray(lengths)
     cuts = np.unique(np.quantile(values, LENGTH_QUANTILES).astype(np.int64))
     bucket = np.searchsorted(cuts, values, side="left")
@@ -803,7 +847,7 @@ def length_groups(lengths: list[int]) -> dict[str, list[int]]:
     for number in np.unique(bucket):
         members = np.flatnonzero(bucket == number)
         low, high = int(values[members].min()), int(values[members].max())
-        groups[f"{low}-{high} tokens" if low != high else f"{low} tokens"] = members.tolist()
+        groups[f"{low}-{high} {unit}" if low != high else f"{low} {unit}"] = members.tolist()
     return groups
 
 

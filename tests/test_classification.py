@@ -210,3 +210,21 @@ def test_test_predictions_keep_the_input_columns_as_predict_does(
     rows = [json.loads(line) for line in predicted.stdout.splitlines()]
     assert [list(row) for row in saved] == [list(row) for row in rows]  # the same columns, in the same order
     assert [row["predicted_label"] for row in saved] == [row["predicted_label"] for row in rows]
+
+
+def test_predict_batches_by_length_and_keeps_the_input_order(sentiment_files, tmp_path: Path) -> None:
+    """predict scores rows shortest first (less padding); each row's answer is the one it gets alone."""
+    from llmkit.models import load_for_inference, load_tokenizer
+    from llmkit.predict import task_for_model
+
+    train, validation = sentiment_files
+    out = llmkit.finetune(recipe_for(train, validation, tmp_path / "out")).output_dir
+    task, tokenizer = task_for_model(out), load_tokenizer(out)
+    model = load_for_inference(task, out)
+    texts = ["a film", "a long and winding film that never ends and never starts at all", "good", "bad one"]
+    rows = [{"text": f"{text} {'!' * (n % 7)}"} for n, text in enumerate(texts * 20)]  # 80 rows, 2 batches
+    together = task.predict(model, tokenizer, rows)
+    for row, prediction in zip(rows, together, strict=True):
+        alone = task.predict(model, tokenizer, [row])[0]
+        assert prediction["predicted_label"] == alone["predicted_label"]
+        assert prediction["predicted_score"] == pytest.approx(alone["predicted_score"], abs=1e-5)

@@ -548,3 +548,29 @@ def test_length_order_scores_the_same_rows_shortest_first_and_writes_them_in_fil
         assert ours["predicted_label"] == theirs["predicted_label"]
         assert ours["predicted_score"] == pytest.approx(theirs["predicted_score"], abs=1e-5)
     assert [w["row"] for w in ordered.analysis["worst"]] == [w["row"] for w in plain.analysis["worst"]]
+
+
+def test_qa_error_analysis_worst_answers_and_slices_by_answer_and_context_length(tmp_path: Path) -> None:
+    from llmkit.metrics import load_metrics
+
+    run, validation = train_case("qa", tmp_path)
+    evaluation = evaluate_models([str(run)], str(validation), resamples=0, worst=3)
+
+    scored = evaluation.scores[0]
+    rows = [json.loads(line) for line in validation.read_text().splitlines()]
+    squad = load_metrics("squad")
+    worst = scored.analysis["worst"]
+    assert scored.analysis["worst_by"].startswith("1 - F1") and len(worst) == 3
+    for entry in worst:  # each row's error is 1 - its own SQuAD F1, as the metric scores it alone
+        row = rows[entry["row"] - 1]
+        assert entry["input"].startswith(row["question"] + " | ")
+        assert entry["gold"] == " / ".join(row["answers"]["text"])
+        answer = scored.predictions[entry["row"] - 1]["predicted_answer"]  # predict's answer for the row
+        alone = squad.compute(predictions=[answer], references=[row["answers"]["text"]])["f1"] / 100
+        assert entry["error"] == pytest.approx(1 - alone, abs=1e-6)
+    errors = [entry["error"] for entry in worst]
+    assert errors == sorted(errors, reverse=True)
+    assert {"answer length", "context length"} <= set(scored.analysis["slices"])
+    assert scored.analysis["slice_metric"] == "f1"
+    shown_rows = sum(group["rows"] for group in scored.analysis["slices"]["context length"])
+    assert shown_rows == len(rows)

@@ -409,3 +409,27 @@ def test_minilm_learns_conll_entities(tmp_path: Path, real_data_dir: Path) -> No
     tagger = pipeline("token-classification", model=str(result.output_dir), aggregation_strategy="simple")
     groups = {entity["entity_group"] for entity in tagger("Germany beat France in Paris on Sunday .")}
     assert groups and groups <= {"PER", "ORG", "LOC", "MISC"}
+
+
+def test_predict_in_length_order_keeps_each_rows_entities(
+    tmp_path: Path, ner_files: tuple[Path, Path]
+) -> None:
+    """Rows are tagged shortest first (less padding); each row's entities are the ones it gets alone."""
+    from llmkit.models import load_for_inference, load_tokenizer
+    from llmkit.predict import task_for_model
+
+    out = finetune(tmp_path, *ner_files).output_dir
+    task, tokenizer = task_for_model(out), load_tokenizer(out)
+    model = load_for_inference(task, out)
+    rows = [json.loads(line) for line in ner_files[0].read_text().splitlines()] * 3
+    rows = [{**row, "tokens": row["tokens"][: 2 + n % 5]} for n, row in enumerate(rows)]  # mixed lengths
+    together = task.predict(model, tokenizer, rows)
+    assert len(rows) > 32  # more than one batch
+    for row, prediction in zip(rows, together, strict=True):
+        alone = task.predict(model, tokenizer, [row])[0]
+        assert [e["text"] for e in prediction["predicted_entities"]] == [
+            e["text"] for e in alone["predicted_entities"]
+        ]
+        assert [e["start"] for e in prediction["predicted_entities"]] == [
+            e["start"] for e in alone["predicted_entities"]
+        ]

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from llmkit.data import Split, column_values, join_lists, numbers_from_text, require_columns, require_text
 from llmkit.errors import LlmkitError
 from llmkit.progress import log
-from llmkit.tasks.base import Task, argmax_logits
+from llmkit.tasks.base import Task, argmax_logits, length_ordered_batches
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -471,22 +471,24 @@ class ClassificationTask(Task):
     ) -> list[dict[str, Any]]:
         import torch
 
-        text, pair = self.data["text"], self.data["text_pair"]
+        texts = [row[self.data["text"]] for row in rows]
+        pairs = [row[self.data["text_pair"]] for row in rows] if self.data["text_pair"] else None
+        limits = {"truncation": True, "max_length": self.data["max_length"]}
+        lengths = [len(ids) for ids in tokenizer(texts, pairs, **limits)["input_ids"]] if rows else []
         model.eval()
-        results = []
-        for start in range(0, len(rows), PREDICT_BATCH_SIZE):
-            batch = rows[start : start + PREDICT_BATCH_SIZE]
+        results: list[dict[str, Any]] = [{}] * len(rows)
+        for batch in length_ordered_batches(lengths, PREDICT_BATCH_SIZE):
             encoded = tokenizer(
-                [row[text] for row in batch],
-                [row[pair] for row in batch] if pair else None,
-                truncation=True,
-                max_length=self.data["max_length"],
+                [texts[i] for i in batch],
+                [pairs[i] for i in batch] if pairs else None,
+                **limits,
                 padding=True,
                 return_tensors="pt",
             ).to(model.device)
             with torch.no_grad():
                 logits = model(**encoded).logits.float()
-            results.extend(self.predictions_from_logits(model, logits))
+            for i, prediction in zip(batch, self.predictions_from_logits(model, logits), strict=True):
+                results[i] = prediction
         return results
 
     def predictions_from_logits(self, model: PreTrainedModel, logits: Any) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from llmkit.data import CONLL_UNIT, Split, column_values, require_columns, require_text, shown_value
 from llmkit.errors import LlmkitError
-from llmkit.tasks.base import Task, argmax_logits
+from llmkit.tasks.base import Task, argmax_logits, length_ordered_batches
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -291,13 +291,13 @@ class TokenClassificationTask(Task):
     ) -> list[dict[str, Any]]:
         """Each row's entities: type, text, character start and end (in the text, or in the words joined
         by spaces) and score (the mean probability of its words' tags)."""
-        results = []
-        for start in range(0, len(rows), PREDICT_BATCH_SIZE):
-            batch = [self._words(row) for row in rows[start : start + PREDICT_BATCH_SIZE]]
-            for (text, spans), (tags, scores) in zip(
-                batch, self._tag_words(model, tokenizer, batch), strict=True
-            ):
-                results.append({PREDICTED_ENTITIES: entities_in(text, spans, tags, scores)})
+        words = [self._words(row) for row in rows]
+        results: list[dict[str, Any]] = [{}] * len(rows)
+        for batch in length_ordered_batches([len(spans) for _, spans in words], PREDICT_BATCH_SIZE):
+            tagged = self._tag_words(model, tokenizer, [words[i] for i in batch])
+            for i, (tags, scores) in zip(batch, tagged, strict=True):
+                text, spans = words[i]
+                results[i] = {PREDICTED_ENTITIES: entities_in(text, spans, tags, scores)}
         return results
 
     def _words(self, row: dict[str, Any]) -> tuple[str, list[tuple[int, int]]]:

@@ -1,0 +1,228 @@
+"""`llmkit evaluate` on the shared real data: issue 30's tables, each with 95 % bootstrap intervals.
+
+    python benchmarks/evaluate_real.py ner            # CoNLL-2003 recipe; test in two CoNLL dialects
+    python benchmarks/evaluate_real.py qa             # SQuAD v1.1 dev + held-out SQuADShifts articles
+    python benchmarks/evaluate_real.py summarization  # DialogSum recipe vs zero-shot SmolLM2, test
+    python benchmarks/evaluate_real.py dpo            # SmolLM2 before / after DPO, held-out HH pairs
+    python benchmarks/evaluate_real.py ner --steps 300 --rows 500   # shorter, for a quick look
+
+Each part trains with ``llmkit finetune RECIPE`` and the recipe's ``# shared data:`` files (plus the
+shortening overrides it prints), then runs ``llmkit evaluate`` exactly as a user would, from the command
+line. The run folders and evaluations go to runs/evaluate-real/; the tables (evaluate's own evaluation.md,
+under the commands that made them) to benchmarks/results/evaluate_real-PART.md and .json.
+Needs ../shared/data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+WORK = REPO / "runs" / "evaluate-real"
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("part", choices=sorted(PARTS))
+    parser.add_argument("--steps", type=int, help="training steps (default: the part's own)")
+    parser.add_argument("--rows", type=int, help="rows scored per file (default: the part's own)")
+    parser.add_argument("--resamples", type=int, default=1000)
+    options = parser.parse_args()
+    if not SHARED.is_dir():
+        sys.exit(f"no shared data at {SHARED}: this benchmark scores the real data sets")
+    WORK.mkdir(parents=True, exist_ok=True)
+    log: list[dict] = []
+    started = time.perf_counter()
+    PARTS[options.part](options, log)
+    write_results(options.part, log, time.perf_counter() - started)
+
+
+# -- the parts ------------------------------------------------------------------------------------
+def ner(options: argparse.Namespace, log: list[dict]) -> None:
+    """The recipe as written (1,300 steps unless --steps); CoNLL-2003 test as shipped (word POS chunk NER,
+    space-separated, -DOCSTART- lines) and rewritten in the two-column tab-separated dialect of WNUT-style
+    files (word<TAB>tag, no document lines): the reader must give the same rows, so the same scores."""
+    run = WORK / "ner"
+    steps = [f"training.max_steps={options.steps}"] if options.steps else []
+    finetune("recipes/ner-conll2003.yaml", run, steps, log)
+    test = SHARED / "conll2003" / "test.txt"
+    two_column = WORK / "conll2003-test-2col.conll"
+    write_two_column(test, two_column)
+    rows = options.rows or 3453
+    evaluate([run], test, rows, options, log)
+    evaluate([run], two_column, rows, options, log)
+
+
+def qa(options: argparse.Namespace, log: list[dict]) -> None:
+    """Trained on SQuADShifts new_wiki minus 20 of its articles (held out whole: no article is in both);
+    scored on the first N SQuAD v1.1 dev questions and N questions of the held-out articles."""
+    train, held_out = split_by_article(SHARED / "squad" / "train.jsonl", held_out_articles=20, seed=0)
+    run = WORK / "qa"
+    finetune(
+        "recipes/qa-squad.yaml",
+        run,
+        [f"data.train={train}", f"training.max_steps={options.steps or 300}"],
+        log,
+    )
+    rows = options.rows or 1000
+    evaluate([run], SHARED / "squad" / "validation.jsonl", rows, options, log)
+    evaluate([run], held_out, rows, options, log)
+
+
+def summarization(options: argparse.Namespace, log: list[dict]) -> None:
+    """The DialogSum recipe shortened (default 40 steps of 8 dialogues) against zero-shot
+    SmolLM2-135M-Instruct with the recipe's own prompt, both on the first N DialogSum test dialogues
+    (scored against the first of their three reference summaries)."""
+    run = WORK / "summarization"
+    finetune(
+        "recipes/summarize-dialogsum.yaml",
+        run,
+        [f"training.max_steps={options.steps or 40}", "training.learning_rate=1e-4", "data.validation=null"],
+        log,
+    )
+    test = SHARED / "dialogsum" / "test.jsonl"
+    evaluate(["smollm2-135m", run], test, options.rows or 100, options, log, ["data.summary=summary1"])
+
+
+def dpo(options: argparse.Namespace, log: list[dict]) -> None:
+    """The DPO recipe shortened (default 40 steps of 4 pairs) on HH-RLHF harmless-base train; SmolLM2 before
+    (the base model: its own reference, so rewards are 0 by construction; its log-probabilities still say
+    which reply it prefers) and after, on the first N held-out test pairs."""
+    run = WORK / "dpo"
+    finetune(
+        "recipes/dpo-hh.yaml",
+        run,
+        [f"training.max_steps={options.steps or 40}", "training.eval_on_start=false", "data.validation=null"],
+        log,
+    )
+    test = SHARED / "hh_rlhf" / "test.jsonl"
+    evaluate(["smollm2-135m", run], test, options.rows or 100, options, log, ["task=preference"])
+
+
+PARTS = {"ner": ner, "qa": qa, "summarization": summarization, "dpo": dpo}
+
+
+# -- steps ----------------------------------------------------------------------------------------
+def finetune(recipe: str, run: Path, overrides: list[str], log: list[dict]) -> None:
+    """``llmkit finetune RECIPE`` with the recipe's documented shared-data files, into ``run``."""
+    command = [
+        "finetune",
+        recipe,
+        *shared_data(REPO / recipe),
+        *overrides,
+        f"output_dir={run}",
+        "--overwrite",
+    ]
+    llmkit(command, log)
+
+
+def evaluate(
+    models: list[Path | str],
+    data: Path,
+    rows: int,
+    options: argparse.Namespace,
+    log: list[dict],
+    settings: list[str] = (),
+) -> None:
+    output = WORK / f"evaluation-{len(log)}-{data.stem}"
+    command = [
+        "evaluate",
+        *map(str, models),
+        *settings,
+        "--data",
+        str(data),
+        "--max-samples",
+        str(rows),
+        "--resamples",
+        str(options.resamples),
+        "--output",
+        str(output),
+    ]
+    llmkit(command, log, fresh=output)
+    log[-1]["evaluation"] = (output / "evaluation.md").read_text(encoding="utf-8")
+    log[-1]["metrics"] = json.loads((output / "evaluation.json").read_text(encoding="utf-8"))
+
+
+def llmkit(arguments: list[str], log: list[dict], fresh: Path | None = None) -> None:
+    if fresh is not None and fresh.exists():
+        import shutil
+
+        shutil.rmtree(fresh)  # this benchmark's own earlier output
+    shown = "llmkit " + " ".join(shlex.quote(relative(a)) for a in arguments)
+    print(f"$ {shown}", flush=True)
+    began = time.perf_counter()
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    subprocess.run([sys.executable, "-m", "llmkit", *arguments], check=True, cwd=REPO, env=environment)
+    log.append({"command": shown, "seconds": round(time.perf_counter() - began, 1)})
+
+
+def relative(text: str) -> str:
+    """Paths as a reader of the results sees them: from the repository root."""
+    return text.replace(str(REPO) + "/", "").replace(str(REPO.parent), "..")
+
+
+def shared_data(recipe: Path) -> list[str]:
+    line = next(x for x in recipe.read_text(encoding="utf-8").splitlines() if x.startswith("# shared data: "))
+    return [item.replace("../shared/data", str(SHARED)) for item in line.split()[3:]]
+
+
+def write_two_column(source: Path, target: Path) -> None:
+    """CoNLL-2003 (word POS chunk NER) as word<TAB>NER with no -DOCSTART- lines."""
+    lines = []
+    for line in source.read_text(encoding="utf-8").splitlines():
+        fields = line.split()
+        if fields and fields[0] == "-DOCSTART-":
+            continue
+        lines.append(f"{fields[0]}\t{fields[-1]}" if fields else "")
+    text = "\n".join(lines)
+    while "\n\n\n" in text:
+        text = text.replace("\n\n\n", "\n\n")
+    target.write_text(text.strip("\n") + "\n", encoding="utf-8")
+
+
+def split_by_article(source: Path, held_out_articles: int, seed: int) -> tuple[Path, Path]:
+    """Rows of ``held_out_articles`` random titles to one file, the rest to another (whole articles)."""
+    rows = [json.loads(line) for line in source.read_text(encoding="utf-8").splitlines() if line.strip()]
+    titles = sorted({row["title"] for row in rows})
+    held = set(random.Random(seed).sample(titles, held_out_articles))
+    train, test = WORK / "squadshifts-train.jsonl", WORK / "squadshifts-held-out.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows if r["title"] not in held), encoding="utf-8")
+    test.write_text("".join(json.dumps(r) + "\n" for r in rows if r["title"] in held), encoding="utf-8")
+    return train, test
+
+
+def write_results(part: str, log: list[dict], seconds: float) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    machine = f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at the end"
+    lines = [
+        f"# `llmkit evaluate` on real data: {part} (benchmarks/evaluate_real.py)",
+        "",
+        f"    python benchmarks/evaluate_real.py {part}",
+        "",
+        f"{machine}; {seconds / 60:.1f} min in all. Commands, as run (wall seconds):",
+        "",
+        *[f"    {entry['command']}    # {entry['seconds']} s" for entry in log],
+    ]
+    for entry in log:
+        if "evaluation" in entry:
+            table = relative(entry["evaluation"]).split("\n## ")[0].replace("# Evaluation", "Evaluation")
+            lines += ["", f"## `{entry['command']}`", "", table.strip()]
+    (RESULTS / f"evaluate_real-{part}.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    record = [{k: v for k, v in entry.items() if k != "evaluation"} for entry in log]
+    text = json.dumps({"part": part, "seconds": round(seconds, 1), "steps": record}, indent=2, default=str)
+    (RESULTS / f"evaluate_real-{part}.json").write_text(text + "\n", encoding="utf-8")
+    print(f"wrote {RESULTS / f'evaluate_real-{part}.md'}")
+
+
+if __name__ == "__main__":
+    main()
