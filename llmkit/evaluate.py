@@ -40,6 +40,7 @@ EVALUATIONS_DIR = "evaluations"
 EVALUATION_FILE = "evaluation.json"
 EVALUATION_REPORT = "evaluation.md"
 PREDICTIONS_FILE = "predictions.jsonl"
+COMPARISON_CHART = "comparison.png"
 #: Scores are named as in a run's metrics.json (eval_accuracy, ...).
 PREFIX = "eval"
 RESAMPLES = 1000
@@ -954,8 +955,21 @@ def write_evaluation(evaluation: Evaluation, folder: Path) -> None:
             write_jsonl(folder / name, scored.predictions)
         if "confusion" in scored.analysis:
             draw_confusion_matrix(scored.analysis, folder, name.replace("predictions", "confusion_matrix"))
-    write_json_atomic(folder / EVALUATION_FILE, evaluation_record(evaluation, names))
-    (folder / EVALUATION_REPORT).write_text(evaluation_markdown(evaluation), encoding="utf-8")
+    record = evaluation_record(evaluation, names)
+    if len(evaluation.scores) > 1:
+        draw_comparison(record, folder)
+    write_json_atomic(folder / EVALUATION_FILE, record)
+    (folder / EVALUATION_REPORT).write_text(evaluation_markdown(evaluation, record), encoding="utf-8")
+
+
+def draw_comparison(record: dict[str, Any], folder: Path) -> None:
+    """Several models: their shared scores as one chart; the record says which file, or why not."""
+    from llmkit.evaluation_report import write_comparison_chart
+
+    skipped = write_comparison_chart(record["models"], folder / COMPARISON_CHART)
+    record["comparison_chart"] = {"skipped": skipped} if skipped else {"file": COMPARISON_CHART}
+    if skipped:
+        log(f"comparison chart skipped: {skipped}")
 
 
 def draw_confusion_matrix(analysis: dict[str, Any], folder: Path, name: str) -> None:
@@ -1004,7 +1018,7 @@ def evaluation_record(evaluation: Evaluation, names: list[str]) -> dict[str, Any
     }
 
 
-def evaluation_markdown(evaluation: Evaluation) -> str:
+def evaluation_markdown(evaluation: Evaluation, record: dict[str, Any] | None = None) -> str:
     """One table: a row per metric, a column per model (score and interval; later models: the difference
     to the first and its p-value)."""
     from llmkit.markdown import table
@@ -1029,6 +1043,11 @@ def evaluation_markdown(evaluation: Evaluation) -> str:
                 f"Δ: difference to {scores[0].model} on the same resampled rows; p: paired bootstrap p-value "
                 f"(small: the difference is unlikely to be chance)."
             )
+    chart = (record or {}).get("comparison_chart", {})
+    if "file" in chart:
+        lines += ["", f"![the models' scores with their intervals]({chart['file']})"]
+    elif "skipped" in chart:
+        lines += ["", f"(comparison chart skipped: {chart['skipped']})"]
     from llmkit.evaluation_report import analysis_markdown
 
     for s in scores:

@@ -1,4 +1,4 @@
-"""The error analysis of `llmkit evaluate` as Markdown and a confusion-matrix image.
+"""`llmkit evaluate`'s error analysis as Markdown, a confusion-matrix image and the models' comparison chart.
 
 It takes the analysis as plain data (what evaluation.json holds: per-class or per-entity-type scores, a
 confusion matrix, the worst rows, the weakest slices) and only renders it; the numbers are computed in
@@ -16,6 +16,8 @@ from llmkit.plots import matplotlib_missing
 
 #: Slices shown per grouping in the Markdown (evaluation.json keeps them all).
 SHOWN_SLICES = 5
+#: Metrics drawn in the comparison chart (the first ones the models share; evaluation.md has them all).
+CHARTED_METRICS = 8
 
 
 def write_confusion_matrix(confusion: dict[str, Any], path: Path) -> str | None:
@@ -105,3 +107,51 @@ def slice_lines(slices: dict[str, list[dict[str, Any]]], metric: str) -> list[st
 
 
 __all__ = ["analysis_markdown", "write_confusion_matrix"]
+
+
+def write_comparison_chart(models: list[dict[str, Any]], path: Path) -> str | None:
+    """Several models' shared scores as grouped horizontal bars with their bootstrap intervals (the
+    ``models`` entries of evaluation.json); returns why it was skipped, or None when it was drawn."""
+    missing = matplotlib_missing()
+    if missing is not None:
+        return missing
+    metrics = charted_metrics(models)
+    if not metrics:
+        return "the models share no score to compare (loss-only tasks are compared in the table)"
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    height = 0.8 / len(models)
+    figure = Figure(figsize=(8.0, 1.2 + 0.45 * len(metrics) * len(models)), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    for number, model in enumerate(models):
+        positions = [row + (number - (len(models) - 1) / 2) * height for row in range(len(metrics))]
+        values = [model["metrics"][key] for key in metrics]
+        bounds = [
+            model["intervals"].get(key, [value, value]) for key, value in zip(metrics, values, strict=True)
+        ]
+        errors = [
+            [value - low for value, (low, _) in zip(values, bounds, strict=True)],
+            [high - value for value, (_, high) in zip(values, bounds, strict=True)],
+        ]
+        axes.barh(positions, values, height=height, xerr=errors, capsize=3, label=model["model"])
+    axes.set_yticks(range(len(metrics)), [key.removeprefix("eval_") for key in metrics])
+    axes.invert_yaxis()
+    axes.set_xlabel("score (bars: 95 % bootstrap interval)")
+    axes.set_title("Models on the same rows")
+    axes.legend(loc="lower right", fontsize=8)
+    figure.savefig(path)
+    return None
+
+
+def charted_metrics(models: list[dict[str, Any]]) -> list[str]:
+    """The scores every model has, losses and perplexities left out (another scale)."""
+    shared = [key for key in models[0]["metrics"] if all(key in model["metrics"] for model in models)]
+    scores = [
+        key
+        for key in shared
+        if isinstance(models[0]["metrics"][key], (int, float))
+        and not key.endswith(("loss", "perplexity", "_rows", "_samples", "_windows"))
+    ]
+    return scores[:CHARTED_METRICS]

@@ -224,6 +224,12 @@ def test_several_models_side_by_side_with_paired_p_values_and_overrides(tmp_path
     assert "| accuracy |" in table and "bootstrap interval" in table and "p-value" in table
     assert {p.name for p in out.iterdir()} >= {"evaluation.json", "evaluation.md"}
     assert len(list(out.glob("predictions-*.jsonl"))) == 2
+    assert record["comparison_chart"] == {"file": "comparison.png"}  # the shared scores, drawn
+    assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "](comparison.png)" in table
+    from llmkit.evaluation_report import charted_metrics
+
+    assert charted_metrics(record["models"]) == ["eval_accuracy", "eval_f1", "eval_matthews_correlation"]
     again = run_cli("evaluate", first, "--data", renamed, "data.text=review", "--output", out)
     assert again.exit_code == 2 and "already exists" in again.stderr
 
