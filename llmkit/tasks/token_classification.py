@@ -293,14 +293,14 @@ class TokenClassificationTask(Task):
         by spaces) and score (the mean probability of its words' tags)."""
         results = []
         for start in range(0, len(rows), PREDICT_BATCH_SIZE):
-            batch = [self._words(row) for row in rows[start : start + PREDICT_BATCH_SIZE]]
+            batch = [self.row_words(row) for row in rows[start : start + PREDICT_BATCH_SIZE]]
             for (text, spans), (tags, scores) in zip(
                 batch, self._tag_words(model, tokenizer, batch), strict=True
             ):
                 results.append({PREDICTED_ENTITIES: entities_in(text, spans, tags, scores)})
         return results
 
-    def _words(self, row: dict[str, Any]) -> tuple[str, list[tuple[int, int]]]:
+    def row_words(self, row: dict[str, Any]) -> tuple[str, list[tuple[int, int]]]:
         """A row's text and its words' character spans: a token list joined by spaces, or a text split."""
         words = row.get(self.data["tokens"])
         if isinstance(words, list):
@@ -344,7 +344,7 @@ class TokenClassificationTask(Task):
     ) -> list[dict[str, str]]:
         samples = []
         for row, prediction in zip(rows, self.predict(model, tokenizer, rows), strict=True):
-            text, spans = self._words(row)
+            text, spans = self.row_words(row)
             found = prediction[PREDICTED_ENTITIES]
             sample = {
                 "input": text,
