@@ -128,6 +128,14 @@ def predict(
     base: Annotated[
         str | None, typer.Option("--base", help="An adapter's base model, when it is not where it was.")
     ] = None,
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain",
+            help="Classification and NER: add each row's word attributions (integrated gradients; "
+            "needs captum).",
+        ),
+    ] = False,
     overrides: Annotated[
         list[str] | None,
         typer.Argument(
@@ -140,7 +148,7 @@ def predict(
     """Predict every row of a file: the row as it is plus predictions (predicted_label, predicted_score)."""
     from llmkit.predict import predict_file
 
-    rows = predict_file(model, input, output, base=base, overrides=overrides or [])
+    rows = predict_file(model, input, output, base=base, overrides=overrides or [], explain=explain)
     if output is not None:
         typer.echo(f"{len(rows)} predictions written to {output}", err=True)
 
@@ -180,6 +188,14 @@ def evaluate(
             "training's to rounding, not bit for bit: in bf16 a near-tie row can flip).",
         ),
     ] = False,
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain",
+            help="Classification and NER: the worst rows' word attributions (integrated gradients; "
+            "needs captum), in the report and explanations.html.",
+        ),
+    ] = False,
 ) -> None:
     """Score models on a labelled file as training scores validation, with 95% bootstrap intervals, and
     an error analysis (per class / entity type, worst rows, weakest slices)."""
@@ -198,6 +214,7 @@ def evaluate(
         slice_by=slice_by or [],
         worst=worst,
         length_order=length_order,
+        explain=explain,
     )
     for line in summary_lines(evaluation):
         typer.echo(line)

@@ -39,6 +39,8 @@ from llmkit.progress import log
 EVALUATIONS_DIR = "evaluations"
 EVALUATION_FILE = "evaluation.json"
 EVALUATION_REPORT = "evaluation.md"
+#: --explain: the worst rows' word attributions, coloured.
+EXPLANATIONS_PAGE = "explanations.html"
 PREDICTIONS_FILE = "predictions.jsonl"
 COMPARISON_CHART = "comparison.png"
 #: Scores are named as in a run's metrics.json (eval_accuracy, ...).
@@ -117,8 +119,10 @@ def evaluate_models(
     slice_by: list[str] | tuple[str, ...] = (),
     worst: int = WORST_ROWS,
     length_order: bool = False,
+    explain: bool = False,
 ) -> Evaluation:
-    """Score every model on the same rows of ``data``, add intervals and differences, write the outputs."""
+    """Score every model on the same rows of ``data``, add intervals and differences, write the outputs;
+    ``explain``: the worst rows also get their word attributions (:mod:`llmkit.explain`)."""
     if not models:
         raise LlmkitError("give at least one model: a run folder, a model folder, an alias or a hub id")
     if max_samples is not None and max_samples < 1:
@@ -130,7 +134,16 @@ def evaluate_models(
     output_dir = evaluation_folder(models[0], data, output)
     scores = [
         score_model(
-            model, data, overrides, split, max_samples, write_predictions, slice_by, worst, length_order
+            model,
+            data,
+            overrides,
+            split,
+            max_samples,
+            write_predictions,
+            slice_by,
+            worst,
+            length_order,
+            explain=explain,
         )
         for model in models
     ]
@@ -172,9 +185,12 @@ def score_model(
     slice_by: list[str] | tuple[str, ...] = (),
     worst: int = WORST_ROWS,
     length_order: bool = False,
+    *,
+    explain: bool = False,
 ) -> ModelScores:
     """Score one model on ``data`` through training's evaluation path; keep its per-row outcomes."""
     from llmkit.adaptation import is_adapter_folder
+    from llmkit.explain import check_explainable
     from llmkit.models import check_weights, load_model, load_tokenizer, resolve_model
     from llmkit.progress import quiet_library_progress
     from llmkit.tasks import build_task
@@ -184,6 +200,8 @@ def score_model(
     folder = resolve_model(model)
     recipe = evaluation_recipe(folder, data, overrides)
     task = build_task(recipe.task, recipe.data, recipe.options)
+    if explain:
+        check_explainable(task)
     rows = read_rows(data, recipe.data, split, max_samples)
     check_rows(task, rows, folder)
     check_slice_columns(slice_by, rows)
@@ -222,6 +240,8 @@ def score_model(
     analysis = error_analysis(
         task, loaded, records, encoded, output, row_logits, outcomes, slice_by=slice_by, worst=worst
     )
+    if explain:
+        explain_worst(task, loaded, tokenizer, records, predictions, analysis)
     return ModelScores(
         model=model,
         folder=folder,
@@ -645,6 +665,25 @@ def error_analysis(
     return analysis
 
 
+def explain_worst(
+    task, model, tokenizer, records: list[dict[str, Any]], predictions: list[dict], analysis: dict[str, Any]
+) -> None:
+    """--explain: each worst row gains its word attributions, for the prediction the row file holds where
+    there is one. Only these rows: integrated gradients cost dozens of forward and backward passes a row."""
+    from llmkit.explain import EXPLANATION, METHOD, explanations
+
+    worst = analysis.get("worst") or []
+    if not worst:
+        return
+    indices = [entry["row"] - 1 for entry in worst]
+    guesses = [predictions[i] for i in indices] if predictions else None
+    log(f"explaining the {len(worst)} worst rows: {METHOD}")
+    found = explanations(task, model, tokenizer, [records[i] for i in indices], guesses)
+    for entry, explanation in zip(worst, found, strict=True):
+        entry[EXPLANATION] = explanation
+    analysis["explained_by"] = METHOD
+
+
 def classification_errors(task, model, records, output, logits, analysis: dict[str, Any]) -> RowErrors:
     """Per-class precision/recall/F1 and the confusion matrix (single-label), per-label scores
     (multi-label); each row's loss-like error: -log of the gold class's probability, the summed distance of
@@ -944,7 +983,8 @@ def paired_p_value(differences: np.ndarray) -> float:
 
 # -- outputs --------------------------------------------------------------------------------------
 def write_evaluation(evaluation: Evaluation, folder: Path) -> None:
-    """evaluation.json, evaluation.md and each model's predictions (rows as `llmkit predict` writes them)."""
+    """evaluation.json, evaluation.md and each model's predictions (rows as `llmkit predict` writes them);
+    with --explain, explanations.html."""
     from llmkit.run_folder import write_json_atomic, write_jsonl
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -960,6 +1000,12 @@ def write_evaluation(evaluation: Evaluation, folder: Path) -> None:
         draw_comparison(record, folder)
     write_json_atomic(folder / EVALUATION_FILE, record)
     (folder / EVALUATION_REPORT).write_text(evaluation_markdown(evaluation, record), encoding="utf-8")
+    explained = [(s.model, s.analysis) for s in evaluation.scores if s.analysis.get("explained_by")]
+    if explained:
+        from llmkit.evaluation_report import explanations_html
+
+        page = explanations_html(f"Why: the worst rows of {evaluation.data} explained", explained)
+        (folder / EXPLANATIONS_PAGE).write_text(page, encoding="utf-8")
 
 
 def draw_comparison(record: dict[str, Any], folder: Path) -> None:

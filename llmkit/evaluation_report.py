@@ -1,23 +1,33 @@
-"""`llmkit evaluate`'s error analysis as Markdown, a confusion-matrix image and the models' comparison chart.
+"""`llmkit evaluate`'s error analysis as Markdown, a confusion-matrix image, the models' comparison chart
+and explanations.html.
 
 It takes the analysis as plain data (what evaluation.json holds: per-class or per-entity-type scores, a
-confusion matrix, the worst rows, the weakest slices) and only renders it; the numbers are computed in
-:mod:`llmkit.evaluate`. The image is drawn with matplotlib's object API on the Agg canvas, as the run plots
-are; without matplotlib the report says so and goes on.
+confusion matrix, the worst rows and, with --explain, their word attributions, the weakest slices) and only
+renders it; the numbers are computed in :mod:`llmkit.evaluate` and :mod:`llmkit.explain`. The image is
+drawn with matplotlib's object API on the Agg canvas, as the run plots are; without matplotlib the report
+says so and goes on.
 """
 
 from __future__ import annotations
 
+import html
+import re
 from pathlib import Path
 from typing import Any
 
-from llmkit.markdown import format_value, table
+from llmkit.markdown import format_value, md_cell, table
 from llmkit.plots import matplotlib_missing
 
 #: Slices shown per grouping in the Markdown (evaluation.json keeps them all).
 SHOWN_SLICES = 5
 #: Metrics drawn in the comparison chart (the first ones the models share; evaluation.md has them all).
 CHARTED_METRICS = 8
+#: Words marked per explanation in the Markdown: the strongest by |score|.
+MARKED_WORDS = 3
+#: Markdown marks of a marked word: for the explained target, and against it.
+FOR_TARGET, AGAINST_TARGET = "**{}**⁺", "~~{}~~⁻"
+#: explanations.html backgrounds (RGB): for the explained target, and against it.
+GREEN, RED = (22, 163, 74), (220, 38, 38)
 
 
 def write_confusion_matrix(confusion: dict[str, Any], path: Path) -> str | None:
@@ -61,6 +71,8 @@ def analysis_markdown(model: str, analysis: dict[str, Any]) -> list[str]:
         lines += confusion_lines(analysis["confusion"], analysis.get("confusion_image"))
     if analysis.get("worst"):
         lines += worst_lines(analysis["worst"], analysis.get("worst_by", "error"))
+    if analysis.get("explained_by"):
+        lines += explanation_lines(analysis["worst"], analysis["explained_by"])
     if analysis.get("slices"):
         lines += slice_lines(analysis["slices"], analysis.get("slice_metric", "score"))
     return lines
@@ -96,6 +108,96 @@ def worst_lines(worst: list[dict[str, Any]], worst_by: str) -> list[str]:
     ]
 
 
+def explanation_lines(worst: list[dict[str, Any]], method: str) -> list[str]:
+    """Each worst row's explanation as its words with the strongest marked (NER: one line per entity)."""
+    lines = [
+        "### Why: the worst rows explained",
+        "",
+        f"Word attributions by {method}, to the prediction after the arrow (NER: each entity's tag). "
+        f"{FOR_TARGET.format('word')}: one of the {MARKED_WORDS} words that weigh most for it, "
+        f"{AGAINST_TARGET.format('word')}: against it. Every word's score (their |scores| sum to 1) is in "
+        f"evaluation.json and, coloured, in explanations.html. δ: how far, in logits, the scores miss the "
+        f"change the words make to the prediction (from the input with its words padded out); near 0 is "
+        f"an accurate integral. The scores explain what this model reads, not what is true of the text.",
+        "",
+    ]
+    for entry in worst:
+        explanation = entry.get("explanation")
+        if isinstance(explanation, dict):
+            lines.append(f"- row {entry['row']} → {explained_text(explanation)}")
+        elif isinstance(explanation, list):
+            lines.append(f"- row {entry['row']}:{'' if explanation else ' (no entities predicted)'}")
+            lines += [f"  - {md_cell(one['entity'])} → {explained_text(one)}" for one in explanation]
+    return [*lines, ""]
+
+
+def explained_text(explanation: dict[str, Any]) -> str:
+    """``target (δ delta): the words``, the strongest ones marked for or against the target."""
+    words = explanation["words"]
+    strongest = sorted(range(len(words)), key=lambda i: -abs(words[i][1]))[:MARKED_WORDS]
+    shown = []
+    for index, (word, score) in enumerate(words):
+        text = markdown_escaped(word)
+        if index in strongest and score:
+            text = (FOR_TARGET if score > 0 else AGAINST_TARGET).format(text)
+        shown.append(text)
+    return f"{md_cell(explanation['target'])} (δ {explanation['delta']:.4g}): {' '.join(shown)}"
+
+
+def markdown_escaped(word: str) -> str:
+    """A word as literal Markdown text, on one line (pipes too, as a table cell needs)."""
+    return re.sub(r"([\\`*_~\[\]<>|#])", r"\\\1", " ".join(word.split()))
+
+
+def explanations_html(title: str, models: list[tuple[str, dict[str, Any]]]) -> str:
+    """A self-contained page: per model, each worst row's words on a background green for the target, red
+    against it, stronger for a larger share of the row's evidence; hovering a word shows its score."""
+    parts = [
+        "<!doctype html>",
+        '<html><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title>",
+        "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.9}"
+        ".words span{padding:0.1em 0.15em;border-radius:0.2em}.meta{color:#555;margin-bottom:0}</style>",
+        f"</head><body><h1>{html.escape(title)}</h1>",
+    ]
+    for model, analysis in models:
+        parts.append(
+            f"<h2>{html.escape(model)}</h2><p>{html.escape(analysis['explained_by'])}: green words "
+            "push toward the explained target, red ones against it; the stronger the colour, the "
+            "larger the word's share of the evidence (hover for its score).</p>"
+        )
+        for entry in analysis["worst"]:
+            parts += row_html(entry)
+    return "\n".join([*parts, "</body></html>"]) + "\n"
+
+
+def row_html(entry: dict[str, Any]) -> list[str]:
+    explanation = entry.get("explanation")
+    explained = explanation if isinstance(explanation, list) else [explanation] if explanation else []
+    meta = f"row {entry['row']} · gold {entry['gold']} · predicted {entry['prediction']}"
+    parts = [f'<p class="meta">{html.escape(meta)}</p>']
+    if not explained:
+        parts.append("<p>(no entities predicted: nothing to explain)</p>")
+    for one in explained:
+        heading = f"{one.get('entity', '')} → {one['target']} (δ {one['delta']:.4g})".lstrip()
+        parts.append(f'<p class="words"><b>{html.escape(heading)}</b>: {highlighted_html(one["words"])}</p>')
+    return parts
+
+
+def highlighted_html(words: list[list[Any]]) -> str:
+    """Words as spans on a green (for) or red (against) background, opacity by |score| over the largest."""
+    largest = max((abs(score) for _, score in words), default=0.0) or 1.0
+    spans = []
+    for word, score in words:
+        red, green, blue = GREEN if score >= 0 else RED
+        alpha = round(0.8 * abs(score) / largest, 3)
+        spans.append(
+            f'<span style="background:rgba({red},{green},{blue},{alpha})" title="{score:+.4f}">'
+            f"{html.escape(str(word))}</span>"
+        )
+    return " ".join(spans)
+
+
 def slice_lines(slices: dict[str, list[dict[str, Any]]], metric: str) -> list[str]:
     """Per grouping (label, input length, a named column), its weakest slices by the headline metric."""
     lines = [f"### Weakest slices (by {metric})", ""]
@@ -104,9 +206,6 @@ def slice_lines(slices: dict[str, list[dict[str, Any]]], metric: str) -> list[st
         for group in groups[:SHOWN_SLICES]:
             body.append([grouping, group["value"], group["rows"], format_value(group[metric])])
     return [*lines, *table(["slice by", "value", "rows", metric], body), ""]
-
-
-__all__ = ["analysis_markdown", "write_confusion_matrix"]
 
 
 def write_comparison_chart(models: list[dict[str, Any]], path: Path) -> str | None:
@@ -155,3 +254,6 @@ def charted_metrics(models: list[dict[str, Any]]) -> list[str]:
         and not key.endswith(("loss", "perplexity", "_rows", "_samples", "_windows"))
     ]
     return scores[:CHARTED_METRICS]
+
+
+__all__ = ["analysis_markdown", "explanations_html", "write_comparison_chart", "write_confusion_matrix"]

@@ -82,25 +82,34 @@ def predict_file(
     output_path: str | Path | None = None,
     base: str | None = None,
     overrides: list[str] | tuple[str, ...] = (),
+    explain: bool = False,
 ) -> list[dict[str, Any]]:
     """Predict every row of ``input_path``; write JSONL/CSV/TSV to ``output_path`` or stdout.
 
     Each output row is the input row unchanged plus the task's prediction keys (``predicted_label``,
     ``predicted_score`` for classification), so a labelled file keeps its gold labels beside them.
     ``overrides`` (``data.text=review``) name the input's columns when they differ from the training data's.
+    ``explain``: each row also gets an ``explanation`` of its prediction (:mod:`llmkit.explain`).
     """
+    from llmkit.explain import EXPLANATION, check_explainable, explanations
+
     model_dir = resolve_model(model)
     task = task_for_model(model_dir, overrides)
+    if explain:
+        check_explainable(task)
     path = Path(input_path)
     split = read_split("test", path, "--input")
     task.check_inputs(split)
-    refuse_prediction_columns(split, task.prediction_keys)
+    refuse_prediction_columns(split, (*task.prediction_keys, *([EXPLANATION] if explain else [])))
     output = Path(output_path) if output_path else None
     check_output_file(output, (".jsonl", ".json", ".csv", ".tsv"), "use a .jsonl, .csv or .tsv file name")
     tokenizer = load_tokenizer(model_dir)
     loaded = load_for_inference(task, model_dir, **check_weights(model_dir), **base_option(model_dir, base))
     rows = split.dataset.to_list()
     results = task.rows_with_predictions(loaded, tokenizer, rows)
+    if explain:  # the predictions as they are, each row's explanation beside them
+        found = explanations(task, loaded, tokenizer, rows, results)
+        results = [{**row, EXPLANATION: why} for row, why in zip(results, found, strict=True)]
     text = rows_as_text(results, output.suffix.lower() if output else ".jsonl")
     if output is None:
         sys.stdout.write(text)

@@ -291,7 +291,7 @@ class TokenClassificationTask(Task):
     ) -> list[dict[str, Any]]:
         """Each row's entities: type, text, character start and end (in the text, or in the words joined
         by spaces) and score (the mean probability of its words' tags)."""
-        words = [self._words(row) for row in rows]
+        words = [self.row_words(row) for row in rows]
         results: list[dict[str, Any]] = [{}] * len(rows)
         for batch in length_ordered_batches([len(spans) for _, spans in words], PREDICT_BATCH_SIZE):
             tagged = self._tag_words(model, tokenizer, [words[i] for i in batch])
@@ -300,7 +300,7 @@ class TokenClassificationTask(Task):
                 results[i] = {PREDICTED_ENTITIES: entities_in(text, spans, tags, scores)}
         return results
 
-    def _words(self, row: dict[str, Any]) -> tuple[str, list[tuple[int, int]]]:
+    def row_words(self, row: dict[str, Any]) -> tuple[str, list[tuple[int, int]]]:
         """A row's text and its words' character spans: a token list joined by spaces, or a text split."""
         words = row.get(self.data["tokens"])
         if isinstance(words, list):
@@ -344,7 +344,7 @@ class TokenClassificationTask(Task):
     ) -> list[dict[str, str]]:
         samples = []
         for row, prediction in zip(rows, self.predict(model, tokenizer, rows), strict=True):
-            text, spans = self._words(row)
+            text, spans = self.row_words(row)
             found = prediction[PREDICTED_ENTITIES]
             sample = {
                 "input": text,
