@@ -82,6 +82,18 @@ RUN_FOLDER_ENTRIES = (
 )
 
 
+#: The entries of RUN_FOLDER_ENTRIES that hold model weights: a full model's, an adapter's, a merged model and
+#: checkpoints. `llmkit sweep` removes them from the trials it does not keep, leaving the rest of the run.
+WEIGHT_ENTRIES = (
+    "model.safetensors",
+    "model-*-of-*.safetensors",
+    "model.safetensors.index.json",
+    ADAPTER_WEIGHTS_FILE,
+    MERGED_DIR,
+    "checkpoint-*",
+)
+
+
 def is_run_entry(name: str) -> bool:
     """Is ``name`` (a file or folder directly in output_dir) one that llmkit runs write?"""
     if name.startswith("checkpoint-"):
@@ -133,6 +145,21 @@ def clear_run_folder(output_dir: Path) -> list[str]:
         else:
             child.unlink()
     return foreign_entries(output_dir)
+
+
+def remove_weights(output_dir: Path) -> None:
+    """Delete the model weights an llmkit run wrote into ``output_dir`` (:data:`WEIGHT_ENTRIES`); its metrics,
+    recipe, report, config and tokenizer stay. A folder that holds no llmkit run is left alone."""
+    if not output_dir.is_dir() or not is_run_folder(output_dir):
+        return
+    for child in output_dir.iterdir():
+        weights = any(fnmatch.fnmatchcase(child.name, pattern) for pattern in WEIGHT_ENTRIES)
+        if not weights or not is_run_entry(child.name):
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
 
 
 def complete_checkpoints(output_dir: Path) -> list[Path]:

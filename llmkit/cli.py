@@ -114,6 +114,58 @@ def finetune(
 
 
 @app.command()
+def sweep(
+    recipe: Annotated[str, typer.Argument(help="Recipe YAML file or bundled recipe name.")],
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(help="Dotted KEY=VALUE overrides for every trial.", show_default=False),
+    ] = None,
+    trials: Annotated[
+        int, typer.Option("--trials", min=1, help="Trials in all; a rerun resumes up to this many.")
+    ] = ...,
+    space: Annotated[
+        Path | None,
+        typer.Option("--space", help="YAML: recipe key -> {low, high[, log]} or {choices: [...]}."),
+    ] = None,
+    metric: Annotated[
+        str | None,
+        typer.Option("--metric", help="Validation metric to optimize, e.g. eval_f1 (default: the task's)."),
+    ] = None,
+    direction: Annotated[
+        str | None,
+        typer.Option("--direction", help="maximize or minimize (default: minimize loss-like metrics)."),
+    ] = None,
+    budget_minutes: Annotated[
+        float | None, typer.Option("--budget-minutes", min=0, help="Start no trial after this many minutes.")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Sweep folder (default: runs/sweeps/RECIPE).")
+    ] = None,
+) -> None:
+    """Search hyperparameters with Optuna: each trial an llmkit run scored on validation; the same command
+    again resumes (DIR/study.db). Writes trials.md, trials.json, trials.png and best_recipe.yaml."""
+    from llmkit.sweep import sweep as run_sweep
+
+    try:
+        result = run_sweep(
+            recipe,
+            overrides or [],
+            trials=trials,
+            space=space,
+            metric=metric,
+            direction=direction,
+            budget_minutes=budget_minutes,
+            output=output,
+        )
+    except KeyboardInterrupt as interrupt:
+        typer.echo("sweep interrupted; run the same command again to resume it", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from interrupt
+    for line in result.table_lines():
+        typer.echo(line)
+    typer.echo(result.best_line())
+
+
+@app.command()
 def predict(
     model: Annotated[
         str, typer.Option("--model", "-m", help="Folder written by `llmkit finetune` (or an HF folder).")

@@ -29,6 +29,7 @@ class Series:
     title: str
     ylabel: str
     lines: dict[str, Points] = field(default_factory=dict)
+    xlabel: str = "step"  # what the points' first numbers count (llmkit sweep: trials)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -86,7 +87,7 @@ def matplotlib_missing() -> str | None:
 
 
 def build_figure(series: Series) -> Any:
-    """A matplotlib Figure of one series (steps on x), attached to an Agg canvas."""
+    """A matplotlib Figure of one series (steps, or the series' own x, on x), attached to an Agg canvas."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -98,7 +99,7 @@ def build_figure(series: Series) -> Any:
         values = [value for _, value in line]
         axes.plot(steps, values, marker="o" if len(line) < 30 else None, markersize=3, label=label)
     axes.set_title(series.title)
-    axes.set_xlabel("step")
+    axes.set_xlabel(series.xlabel)
     axes.set_ylabel(series.ylabel)
     axes.grid(True, alpha=0.3)
     if series.name == "learning_rate":

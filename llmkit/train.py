@@ -121,23 +121,26 @@ def finetune(
     overrides: list[str] | tuple[str, ...] = (),
     *,
     overwrite: bool | None = None,
+    callbacks: list[Any] | tuple[Any, ...] = (),
 ) -> FinetuneResult:
     """Fine-tune from a recipe (file path, bundled name, dict, or None for the default) and save the model.
 
-    ``overrides`` are dotted ``key=value`` strings, as on the command line. Returns the metrics and
-    the output folder; raises :class:`llmkit.LlmkitError` for anything the user can fix.
+    ``overrides`` are dotted ``key=value`` strings, as on the command line. ``callbacks`` are extra
+    ``transformers.TrainerCallback`` objects for the run's Trainer (`llmkit sweep` reports each evaluation to
+    Optuna through one). Returns the metrics and the output folder; raises :class:`llmkit.LlmkitError` for
+    anything the user can fix.
     """
     resolved = load_recipe(recipe, overrides)
     if overwrite is not None:
         resolved.overwrite = overwrite
-    return run(resolved)
+    return run(resolved, callbacks)
 
 
-def run(recipe: Recipe) -> FinetuneResult:
+def run(recipe: Recipe, callbacks: list[Any] | tuple[Any, ...] = ()) -> FinetuneResult:
     """Run a validated recipe end to end: prepare, build the trainer, train and evaluate, save."""
     started = time.perf_counter()
     prepared = prepare(recipe)
-    trainer = build_trainer(prepared)
+    trainer = build_trainer(prepared, callbacks)
     with prepared.args.main_process_first(desc="preparing output_dir"):
         if is_main_process():
             prepare_output_dir(recipe, prepared.output_dir)
@@ -274,8 +277,9 @@ def task_trainer_class(task: Task) -> type:
     return length_grouping_trainer(step_weighted_trainer(task.trainer_class(), task.loss_targets()))
 
 
-def build_trainer(run: PreparedRun):
-    """The task's Trainer with llmkit's crash safety, length grouping, callbacks and the run's fingerprint."""
+def build_trainer(run: PreparedRun, callbacks: list[Any] | tuple[Any, ...] = ()):
+    """The task's Trainer with llmkit's crash safety, length grouping, callbacks (llmkit's, then the
+    caller's) and the run's fingerprint."""
     task, recipe = run.task, run.recipe
     divergence_guard = stop_on_non_finite_loss()
     trainer = crash_safe_trainer(task_trainer_class(task))(
@@ -291,6 +295,7 @@ def build_trainer(run: PreparedRun):
             divergence_guard,
             *tensorboard_callbacks(report_targets(recipe.training["report_to"], "")[1], run.output_dir),
             *early_stopping_callbacks(recipe.training["early_stopping_patience"]),
+            *callbacks,
         ],
     )
     confirm_sharding(trainer, f"recipe {recipe.source}")
