@@ -91,7 +91,8 @@ def summarization(options: argparse.Namespace, log: list[dict]) -> None:
         log,
     )
     test = SHARED / "dialogsum" / "test.jsonl"
-    evaluate(["smollm2-135m", run], test, options.rows or 100, options, log, ["data.summary=summary1"])
+    same = ["task=summarization", *recipe_data("recipes/summarize-dialogsum.yaml"), "data.summary=summary1"]
+    evaluate(["smollm2-135m", run], test, options.rows or 100, options, log, same)
 
 
 def dpo(options: argparse.Namespace, log: list[dict]) -> None:
@@ -106,7 +107,8 @@ def dpo(options: argparse.Namespace, log: list[dict]) -> None:
         log,
     )
     test = SHARED / "hh_rlhf" / "test.jsonl"
-    evaluate(["smollm2-135m", run], test, options.rows or 100, options, log, ["task=preference"])
+    same = ["task=preference", *recipe_data("recipes/dpo-hh.yaml")]
+    evaluate(["smollm2-135m", run], test, options.rows or 100, options, log, same)
 
 
 PARTS = {"ner": ner, "qa": qa, "summarization": summarization, "dpo": dpo}
@@ -164,6 +166,16 @@ def llmkit(arguments: list[str], log: list[dict], fresh: Path | None = None) -> 
     environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
     subprocess.run([sys.executable, "-m", "llmkit", *arguments], check=True, cwd=REPO, env=environment)
     log.append({"command": shown, "seconds": round(time.perf_counter() - began, 1)})
+
+
+def recipe_data(recipe: str) -> list[str]:
+    """A recipe's data settings as overrides (columns and sources left out), so a plain model folder scored
+    beside the run is asked in the same way: the same prompt, template and lengths."""
+    import yaml
+
+    data = yaml.safe_load((REPO / recipe).read_text(encoding="utf-8"))["data"]
+    kept = {k: v for k, v in data.items() if k not in ("dataset", "splits", "train", "validation", "test")}
+    return [f"data.{key}={json.dumps(value)}" for key, value in kept.items() if value is not None]
 
 
 def relative(text: str) -> str:

@@ -236,7 +236,8 @@ def score_model(
     row_logits = joined_logits(logits, len(records))
     predictions = []
     if write_predictions and recipe.task not in UNPREDICTABLE_ROWS:
-        predictions = predicted_rows(task, loaded, tokenizer, records, row_logits)
+        generated = recorded["predictions"] if recorded is not None else None
+        predictions = predicted_rows(task, loaded, tokenizer, records, row_logits, generated)
     analysis = error_analysis(
         task, loaded, records, encoded, output, row_logits, outcomes, slice_by=slice_by, worst=worst
     )
@@ -463,11 +464,18 @@ def joined_logits(kept: list[Any] | None, rows: int) -> Any:
     return logits if len(logits) == rows else None
 
 
-def predicted_rows(task, model, tokenizer, records: list[dict[str, Any]], logits: Any) -> list[dict]:
+def predicted_rows(
+    task, model, tokenizer, records: list[dict[str, Any]], logits: Any, generated: list[str] | None = None
+) -> list[dict]:
     """Each row and its prediction, as `llmkit predict` writes it: from the scoring pass's logits where the
-    task reads its predictions off them (one code path with ``predict``), else by ``predict`` itself."""
+    task reads its predictions off them (one code path with ``predict``), the texts the scoring pass
+    generated and scored (summarization, translation: in the rows' order, as evaluation keeps it; no second
+    generation), else by ``predict`` itself."""
     from llmkit.progress import quiet_library_progress
 
+    if generated is not None and len(generated) == len(records) and len(task.prediction_keys) == 1:
+        key = task.prediction_keys[0]
+        return [{**row, key: text} for row, text in zip(records, generated, strict=True)]
     if logits is None:
         with quiet_library_progress(errors_only=True):
             return task.rows_with_predictions(model, tokenizer, records)

@@ -580,3 +580,39 @@ def test_qa_error_analysis_worst_answers_and_slices_by_answer_and_context_length
     assert scored.analysis["slice_metric"] == "f1"
     shown_rows = sum(group["rows"] for group in scored.analysis["slices"]["context length"])
     assert shown_rows == len(rows)
+
+
+@pytest.mark.parametrize("name", ["summarization", "translation"])
+def test_generated_predictions_are_the_scored_texts_in_row_order(name: str, tmp_path: Path) -> None:
+    """Text-to-text rows get the texts the scoring pass generated (no second generation): each row's text
+    scored against that row's own reference gives back the evaluation's score."""
+    from llmkit.metrics import load_metrics
+
+    recipe, train_row, validation_row = CASES[name]
+    train = write_jsonl(tmp_path / "train.jsonl", [train_row(i) for i in range(24)])
+    validation = write_jsonl(tmp_path / "validation.jsonl", [validation_row(i) for i in range(6)])
+    data = {**recipe["data"], "train": str(train), "validation": str(validation)}
+    training = {
+        "max_steps": 60,
+        "learning_rate": 1e-2,
+        "per_device_train_batch_size": 8,
+        "eval_on_start": False,
+    }
+    run = llmkit.finetune({**recipe, "data": data, "training": training, "output_dir": str(tmp_path / "run")})
+    scored = evaluate_models([str(run.output_dir)], str(validation), resamples=0).scores[0]
+
+    rows = [json.loads(line) for line in validation.read_text().splitlines()]
+    assert [{k: v for k, v in p.items() if k in rows[0]} for p in scored.predictions] == rows
+    key = "generated_summary" if name == "summarization" else "generated_translation"
+    texts = [p[key] for p in scored.predictions]
+    assert len(set(texts)) > 1 and all(texts)  # trained enough to say different things
+    if name == "summarization":
+        per_row = load_metrics("rouge").compute(
+            predictions=texts, references=[r["summary"] for r in rows], use_aggregator=False
+        )
+        assert scored.metrics["eval_rouge1"] > 0
+        assert sum(per_row["rouge1"]) / len(rows) == pytest.approx(scored.metrics["eval_rouge1"], abs=1e-9)
+    else:
+        bleu = load_metrics("translation").compute(predictions=texts, references=[r["de"] for r in rows])
+        assert scored.metrics["eval_bleu"] > 0
+        assert bleu["bleu"] == pytest.approx(scored.metrics["eval_bleu"], abs=1e-9)
