@@ -616,3 +616,35 @@ def test_generated_predictions_are_the_scored_texts_in_row_order(name: str, tmp_
         bleu = load_metrics("translation").compute(predictions=texts, references=[r["de"] for r in rows])
         assert scored.metrics["eval_bleu"] > 0
         assert bleu["bleu"] == pytest.approx(scored.metrics["eval_bleu"], abs=1e-9)
+
+
+def test_vectorized_entity_resampling_equals_seqeval_on_each_resample() -> None:
+    """NER intervals come from per-row entity counts; each resample's scores are seqeval's on those rows
+    (malformed spans included: an I- tag that opens an entity), a type absent from a resample NaN."""
+    from llmkit.evaluate import entity_counts
+    from llmkit.metrics import load_metrics
+
+    rng = np.random.default_rng(3)
+    tags = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-MISC"]
+    gold = [[tags[i] for i in rng.integers(0, 5, rng.integers(1, 9))] for _ in range(60)]
+    predicted = [
+        [tags[i] if rng.random() < 0.3 else g for i, g in zip(rng.integers(0, 6, len(row)), row, strict=True)]
+        for row in gold
+    ]
+    draws = rng.integers(0, 60, size=(6, 60))
+    draws[0] = 0  # one row over and over: types absent from the resample
+    counts = np.zeros((6, 60))
+    np.add.at(counts, (np.repeat(np.arange(6), 60), draws.ravel()), 1.0)
+    fast = entity_counts(predicted, gold)(counts)
+    seqeval = load_metrics("seqeval")
+    for number, indices in enumerate(draws):
+        slow = seqeval.compute(
+            predictions=[predicted[i] for i in indices], references=[gold[i] for i in indices]
+        )
+        for key in ("precision", "recall", "f1", "accuracy"):
+            assert fast[key][number] == pytest.approx(slow[key], abs=1e-12), key
+        for kind in ("PER", "LOC", "MISC"):
+            for key in ("precision", "recall", "f1"):
+                expected = slow["per_type"][kind][key] if kind in slow["per_type"] else None
+                value = fast[f"{kind}_{key}"][number]
+                assert np.isnan(value) if expected is None else value == pytest.approx(expected, abs=1e-12)
