@@ -25,10 +25,16 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 WORK = REPO / "runs" / "evaluate-real"
 RESULTS = REPO / "benchmarks" / "results"
+#: Trained without a validation pass: the models are scored by `llmkit evaluate` afterwards.
+NO_VALIDATION = ["data.validation=null", "data.validation_split=0"]
+#: --reuse-run: a part's finished run is scored again, not trained again.
+REUSE = False
 
 
 def main() -> None:
@@ -37,10 +43,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="training steps (default: the part's own)")
     parser.add_argument("--rows", type=int, help="rows scored per file (default: the part's own)")
     parser.add_argument("--resamples", type=int, default=1000)
+    parser.add_argument(
+        "--reuse-run", action="store_true", help="score the part's finished run again instead of training"
+    )
     options = parser.parse_args()
     if not SHARED.is_dir():
         sys.exit(f"no shared data at {SHARED}: this benchmark scores the real data sets")
     WORK.mkdir(parents=True, exist_ok=True)
+    global REUSE
+    REUSE = options.reuse_run
     log: list[dict] = []
     started = time.perf_counter()
     PARTS[options.part](options, log)
@@ -83,31 +94,29 @@ def summarization(options: argparse.Namespace, log: list[dict]) -> None:
     """The DialogSum recipe shortened (default 40 steps of 8 dialogues) against zero-shot
     SmolLM2-135M-Instruct with the recipe's own prompt, both on the first N DialogSum test dialogues
     (scored against the first of their three reference summaries)."""
-    run = WORK / "summarization"
-    finetune(
-        "recipes/summarize-dialogsum.yaml",
-        run,
-        [f"training.max_steps={options.steps or 40}", "training.learning_rate=1e-4", "data.validation=null"],
-        log,
-    )
+    overrides = [f"training.max_steps={options.steps or 40}", "training.learning_rate=1e-4"]
     test = SHARED / "dialogsum" / "test.jsonl"
-    same = ["task=summarization", *recipe_data("recipes/summarize-dialogsum.yaml"), "data.summary=summary1"]
-    evaluate(["smollm2-135m", run], test, options.rows or 100, options, log, same)
+    run_beside_base("summarize-dialogsum", overrides, test, ["data.summary=summary1"], options, log)
 
 
 def dpo(options: argparse.Namespace, log: list[dict]) -> None:
     """The DPO recipe shortened (default 40 steps of 4 pairs) on HH-RLHF harmless-base train; SmolLM2 before
     (the base model: its own reference, so rewards are 0 by construction; its log-probabilities still say
     which reply it prefers) and after, on the first N held-out test pairs."""
-    run = WORK / "dpo"
-    finetune(
-        "recipes/dpo-hh.yaml",
-        run,
-        [f"training.max_steps={options.steps or 40}", "training.eval_on_start=false", "data.validation=null"],
-        log,
-    )
-    test = SHARED / "hh_rlhf" / "test.jsonl"
-    same = ["task=preference", *recipe_data("recipes/dpo-hh.yaml")]
+    overrides = [f"training.max_steps={options.steps or 40}", "training.eval_on_start=false"]
+    run_beside_base("dpo-hh", overrides, SHARED / "hh_rlhf" / "test.jsonl", [], options, log)
+
+
+def run_beside_base(
+    name: str, overrides: list[str], test: Path, settings: list[str], options: argparse.Namespace, log: list
+) -> None:
+    """Train the recipe (no validation pass), then score its base model and the run side by side on
+    ``test``, both asked as the recipe asks (its task and data settings, then ``settings``)."""
+    recipe = f"recipes/{name}.yaml"
+    run = WORK / name
+    finetune(recipe, run, [*overrides, *NO_VALIDATION], log)
+    task = yaml.safe_load((REPO / recipe).read_text(encoding="utf-8"))["task"]
+    same = [f"task={task}", *recipe_data(recipe), *settings]
     evaluate(["smollm2-135m", run], test, options.rows or 100, options, log, same)
 
 
@@ -125,6 +134,12 @@ def finetune(recipe: str, run: Path, overrides: list[str], log: list[dict]) -> N
         f"output_dir={run}",
         "--overwrite",
     ]
+    if REUSE and (run / "metrics.json").exists():
+        seconds = json.loads((run / "metrics.json").read_text(encoding="utf-8")).get("train_runtime", 0)
+        shown = "llmkit " + " ".join(shlex.quote(relative(a)) for a in command)
+        log.append({"command": shown, "seconds": round(seconds, 1), "reused": True})
+        print(f"reusing {run} (trained by: {shown})", flush=True)
+        return
     llmkit(command, log)
 
 
@@ -171,8 +186,6 @@ def llmkit(arguments: list[str], log: list[dict], fresh: Path | None = None) -> 
 def recipe_data(recipe: str) -> list[str]:
     """A recipe's data settings as overrides (columns and sources left out), so a plain model folder scored
     beside the run is asked in the same way: the same prompt, template and lengths."""
-    import yaml
-
     data = yaml.safe_load((REPO / recipe).read_text(encoding="utf-8"))["data"]
     kept = {k: v for k, v in data.items() if k not in ("dataset", "splits", "train", "validation", "test")}
     return [f"data.{key}={json.dumps(value)}" for key, value in kept.items() if value is not None]
@@ -223,7 +236,10 @@ def write_results(part: str, log: list[dict], seconds: float) -> None:
         "",
         f"{machine}; {seconds / 60:.1f} min in all. Commands, as run (wall seconds):",
         "",
-        *[f"    {entry['command']}    # {entry['seconds']} s" for entry in log],
+        *[
+            f"    {entry['command']}    # {entry['seconds']} s{' (training)' * ('reused' in entry)}"
+            for entry in log
+        ],
     ]
     for entry in log:
         if "evaluation" in entry:
