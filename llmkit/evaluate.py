@@ -265,8 +265,10 @@ def evaluation_recipe(folder: Path, rows: str, overrides: list[str] | tuple[str,
 
     if (folder / RECIPE_FILE).exists():
         raw = read_recipe_file(folder / RECIPE_FILE)
-    else:
-        raw = {"task": task_for_model(folder).name, "__source__": f"<model folder {folder}>"}
+    else:  # task=NAME among the settings: a zero-shot baseline, e.g. a causal LM as a summarizer
+        named = [value for value in overrides if value.partition("=")[0].strip() == "task"]
+        task = named[-1].partition("=")[2].strip() if named else task_for_model(folder).name
+        raw = {"task": task, "__source__": f"<model folder {folder}>"}
     for section in ("peft", "tokenizer"):  # the folder holds the adapter / the trained tokenizer already
         raw.pop(section, None)
     raw["model"] = str(folder)
@@ -364,6 +366,8 @@ def use_base_as_reference(task, recipe, trainer) -> None:
 
     if getattr(trainer, "ref_model", None) is None or is_adapted(trainer.model):
         return
+    if not (Path(recipe.model) / RECIPE_FILE).exists():
+        return  # a plain model folder (a zero-shot baseline) is its own reference: every reward is 0
     import yaml
 
     from llmkit.models import check_weights, load_model, resolve_model

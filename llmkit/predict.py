@@ -46,7 +46,8 @@ def task_for_model(model_dir: Path, overrides: list[str] | tuple[str, ...] = ())
                 return task_with_defaults(get_task_class(name), overrides=overrides)
     raise LlmkitError(
         f"model folder {model_dir}: cannot tell which task it was trained for (no {RECIPE_FILE}, "
-        f"architectures {found or None}); predict on a folder written by `llmkit finetune`"
+        f"architectures {found or None}); use a folder written by `llmkit finetune`, or name the task "
+        f"(llmkit evaluate: task=NAME)"
     )
 
 

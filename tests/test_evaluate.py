@@ -116,6 +116,15 @@ CASES: dict[str, tuple[dict[str, Any], Any, Any]] = {
         lambda i: {"document": f"{WORDS[i % 20]} and then {WORDS[(i + 1) % 20]}", "summary": WORDS[i % 20]},
         lambda i: {"document": f"{WORDS[(i + 4) % 20]} said twice", "summary": WORDS[(i + 4) % 20]},
     ),
+    "summarization-causal": (
+        {
+            "task": "summarization",
+            "model": "tiny-gpt2",
+            "data": {"max_length": 48, "max_target_length": 8, "max_new_tokens": 4},
+        },
+        lambda i: {"document": f"{WORDS[i % 20]} and then {WORDS[(i + 1) % 20]}", "summary": WORDS[i % 20]},
+        lambda i: {"document": f"{WORDS[(i + 4) % 20]} said twice", "summary": WORDS[(i + 4) % 20]},
+    ),
     "translation": (
         {
             "task": "translation",
@@ -648,3 +657,23 @@ def test_vectorized_entity_resampling_equals_seqeval_on_each_resample() -> None:
                 expected = slow["per_type"][kind][key] if kind in slow["per_type"] else None
                 value = fast[f"{kind}_{key}"][number]
                 assert np.isnan(value) if expected is None else value == pytest.approx(expected, abs=1e-12)
+
+
+def test_a_causal_lm_before_fine_tuning_is_scored_as_the_task_named(tmp_path: Path, run_cli) -> None:
+    """Zero-shot baselines: a plain causal LM folder has no task of its own; task=NAME names it, and it is
+    scored beside the run it was fine-tuned into, on the same rows."""
+    run, validation = train_case("summarization-causal", tmp_path)
+    out = tmp_path / "side-by-side"
+    settings = [
+        "task=summarization",
+        "data.max_length=48",
+        "data.max_target_length=8",
+        "data.max_new_tokens=4",
+    ]
+    result = run_cli("evaluate", "tiny-gpt2", run, *settings, "--data", validation, "--output", out)
+    assert result.exit_code == 0, result.stderr
+    record = json.loads((out / "evaluation.json").read_text())
+    assert [m["task"] for m in record["models"]] == ["summarization", "summarization"]
+    assert all("eval_rouge1" in m["metrics"] for m in record["models"])
+    unnamed = run_cli("evaluate", "tiny-gpt2", "--data", validation, "--output", tmp_path / "unnamed")
+    assert unnamed.exit_code == 2 and "task=NAME" in unnamed.stderr and "Traceback" not in unnamed.stderr
