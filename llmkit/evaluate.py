@@ -58,7 +58,7 @@ MAX_SLICE_VALUES = 50
 #: Input-length slices: the rows are cut at these quantiles of their token counts.
 LENGTH_QUANTILES = (0.25, 0.5, 0.75)
 #: What the Trainer reports besides scores.
-NOT_SCORES = ("_runtime", "_per_second", "model_preparation_time")
+NOT_SCORES = ("_runtime", "_per_second", "model_preparation_time", "_epoch", "_num_input_tokens_seen")
 
 #: Row indices -> the task's metrics on those rows (keys without the eval_ prefix).
 MetricOnRows = Callable[[np.ndarray], dict[str, float]]
