@@ -355,6 +355,10 @@ def evaluation_trainer(task, recipe, model, tokenizer, prepared, scratch: Path):
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # the scores are printed once, at the end
+    if args.disable_tqdm:  # not a terminal: a throttled progress line instead of a bar
+        from llmkit.progress import log_lines_callback
+
+        trainer.add_callback(log_lines_callback())
     return trainer
 
 

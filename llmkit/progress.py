@@ -126,6 +126,8 @@ def log_lines_callback() -> Any:
             self.last_text = ""
             self.started = time.perf_counter()
             self.first_step = 0
+            self.batches = 0  # of the scoring pass under way
+            self.scoring_started = self.started
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.started = time.perf_counter()
@@ -149,5 +151,33 @@ def log_lines_callback() -> Any:
                 line += f" ({format_seconds(per_step * (state.max_steps - state.global_step))} left)"
             self.last_line = now
             print(f"llmkit: {line}", file=sys.stderr, flush=True)
+
+        def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+            """A long scoring pass (a large validation split, `llmkit evaluate`): a throttled line."""
+            if not state.is_world_process_zero:
+                return
+            now = time.perf_counter()
+            if self.batches == 0:
+                self.scoring_started = now
+            self.batches += 1
+            total = (
+                len(eval_dataloader)
+                if eval_dataloader is not None and hasattr(eval_dataloader, "__len__")
+                else 0
+            )
+            if total and self.batches < total and now - self.last_line >= TRAINING_LINE_SECONDS:
+                left = (now - self.scoring_started) / self.batches * (total - self.batches)
+                print(
+                    f"llmkit: scoring batch {self.batches}/{total} ({format_seconds(left)} left)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                self.last_line = now
+
+        def on_evaluate(self, args, state, control, **kwargs):
+            self.batches = 0
+
+        def on_predict(self, args, state, control, **kwargs):
+            self.batches = 0
 
     return LogLinesCallback()

@@ -677,3 +677,15 @@ def test_a_causal_lm_before_fine_tuning_is_scored_as_the_task_named(tmp_path: Pa
     assert all("eval_rouge1" in m["metrics"] for m in record["models"])
     unnamed = run_cli("evaluate", "tiny-gpt2", "--data", validation, "--output", tmp_path / "unnamed")
     assert unnamed.exit_code == 2 and "task=NAME" in unnamed.stderr and "Traceback" not in unnamed.stderr
+
+
+def test_a_long_scoring_pass_reports_its_progress(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Outside a terminal (no bar), the scoring pass prints a throttled line: batches done and time left."""
+    import llmkit.progress
+
+    run, validation = train_case("classification", tmp_path)  # 6 rows, batches of 4: two batches
+    monkeypatch.setattr(llmkit.progress, "TRAINING_LINE_SECONDS", 0.0)
+    capsys.readouterr()
+    evaluate_models([str(run)], str(validation), resamples=0)
+    lines = [line for line in capsys.readouterr().err.splitlines() if "scoring batch" in line]
+    assert lines and lines[0].startswith("llmkit: scoring batch 1/2 (") and lines[0].endswith(" left)")
