@@ -90,6 +90,7 @@ def build_figure(series: Series) -> Any:
     """A matplotlib Figure of one series (steps, or the series' own x, on x), attached to an Agg canvas."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     figure = Figure(figsize=(6.4, 3.6), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
@@ -100,6 +101,7 @@ def build_figure(series: Series) -> Any:
         axes.plot(steps, values, marker="o" if len(line) < 30 else None, markersize=3, label=label)
     axes.set_title(series.title)
     axes.set_xlabel(series.xlabel)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps and trials are counted
     axes.set_ylabel(series.ylabel)
     axes.grid(True, alpha=0.3)
     if series.name == "learning_rate":
