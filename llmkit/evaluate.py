@@ -55,7 +55,7 @@ MAX_SLICE_VALUES = 50
 #: Input-length slices: the rows are cut at these quantiles of their token counts.
 LENGTH_QUANTILES = (0.25, 0.5, 0.75)
 #: What the Trainer reports besides scores.
-NOT_SCORES = ("_runtime", "_per_second", "model_preparation_time")
+NOT_SCORES = ("_runtime", "_per_second", "model_preparation_time", "epoch", "num_input_tokens_seen")
 
 #: Row indices -> the task's metrics on those rows (keys without the eval_ prefix).
 MetricOnRows = Callable[[np.ndarray], dict[str, float]]
@@ -489,7 +489,13 @@ def prediction_outcomes(task, compute, predictions, label_ids) -> RowOutcomes:
         names = [task.label_name(index) for index in range(np.asarray(label_ids).shape[1])]
         chosen = np.asarray(predictions) >= task.data["threshold"]
         vectorized = multi_label_counts(chosen, np.asarray(label_ids).astype(np.int8) == 1, names)
-    return RowOutcomes(len(np.asarray(label_ids)), on_rows, vectorized)
+    return RowOutcomes(row_count(label_ids), on_rows, vectorized)
+
+
+def row_count(values: Any) -> int:
+    """Rows of the labels: a model with two heads (BERT's masked LM + next sentence) gives a tuple of
+    label arrays, one row each."""
+    return len(values[0] if isinstance(values, tuple) else values)
 
 
 def take(values: Any, indices: np.ndarray) -> Any:
@@ -975,7 +981,7 @@ def evaluation_markdown(evaluation: Evaluation) -> str:
             cells.append(metric_cell(s, key))
         body.append(cells)
     lines = [f"# Evaluation on {evaluation.data}", "", *table(header, body), ""]
-    if evaluation.resamples:
+    if any(s.intervals for s in scores):  # none where every score is a mean of batch losses
         lines.append(
             f"[low, high]: {CONFIDENCE:.0%} bootstrap interval ({evaluation.resamples} resamples of the "
             f"rows, seed {SEED}): the range the score would likely fall in on another sample of such rows."
