@@ -58,7 +58,7 @@ MAX_SLICE_VALUES = 50
 #: Input-length slices: the rows are cut at these quantiles of their token counts.
 LENGTH_QUANTILES = (0.25, 0.5, 0.75)
 #: What the Trainer reports besides scores.
-NOT_SCORES = ("_runtime", "_per_second", "model_preparation_time", "_epoch", "_num_input_tokens_seen")
+NOT_SCORES = ("_runtime", "_per_second", "model_preparation_time", "epoch", "num_input_tokens_seen")
 
 #: Row indices -> the task's metrics on those rows (keys without the eval_ prefix).
 MetricOnRows = Callable[[np.ndarray], dict[str, float]]
@@ -530,7 +530,7 @@ def prediction_outcomes(task, compute, predictions, label_ids) -> RowOutcomes:
         vectorized = multi_label_counts(chosen, np.asarray(label_ids).astype(np.int8) == 1, names)
     elif task.name == "token-classification":
         vectorized = entity_counts(*scored_tags(task, predictions, label_ids))
-    return RowOutcomes(len(label_ids), on_rows, vectorized)
+    return RowOutcomes(row_count(label_ids), on_rows, vectorized)
 
 
 def scored_tags(task, predictions, label_ids) -> tuple[list[list[str]], list[list[str]]]:
@@ -599,6 +599,12 @@ def entity_counts(predicted_tags: list[list[str]], gold_tags: list[list[str]]) -
         return result
 
     return on_counts
+
+
+def row_count(values: Any) -> int:
+    """Rows of the labels: a model with two heads (BERT's masked LM + next sentence) gives a tuple of
+    label arrays, one row each."""
+    return len(values[0] if isinstance(values, tuple) else values)
 
 
 def take(values: Any, indices: np.ndarray) -> Any:
@@ -1161,7 +1167,7 @@ def evaluation_markdown(evaluation: Evaluation, record: dict[str, Any] | None = 
             cells.append(metric_cell(s, key))
         body.append(cells)
     lines = [f"# Evaluation on {evaluation.data}", "", *table(header, body), ""]
-    if evaluation.resamples:
+    if any(s.intervals for s in scores):  # none where every score is a mean of batch losses
         lines.append(
             f"[low, high]: {CONFIDENCE:.0%} bootstrap interval ({evaluation.resamples} resamples of the "
             f"rows, seed {SEED}): the range the score would likely fall in on another sample of such rows."

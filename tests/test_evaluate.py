@@ -101,6 +101,11 @@ CASES: dict[str, tuple[dict[str, Any], Any, Any]] = {
         lambda i: {"text": f"{WORDS[i % 20]} and {WORDS[(i + 3) % 20]}"},
         lambda i: {"text": f"{WORDS[(i + 1) % 20]} and {WORDS[(i + 9) % 20]}"},
     ),
+    "fill-mask-next-sentence": (  # BertForPreTraining: two heads, so two label arrays a row
+        {"task": "fill-mask", "model": "tiny-bert", "data": {"max_length": 32, "next_sentence": True}},
+        lambda i: {"text": "\n".join(WORDS[(i + step) % 20] for step in (0, 3, 7))},
+        lambda i: {"text": "\n".join(WORDS[(i + step) % 20] for step in (1, 9, 14))},
+    ),
     "generation-text": (
         {"task": "generation", "model": "tiny-gpt2", "data": {"max_length": 16, "max_new_tokens": 4}},
         lambda i: {"text": f"{WORDS[i % 20]} and {WORDS[(i + 3) % 20]}"},
@@ -189,12 +194,20 @@ def test_evaluate_on_the_validation_file_gives_back_the_runs_eval_metrics(name: 
     # exactly: the same code on the same rows, in the same precision (a DPO policy beside its prepared
     # reference was scored in fp32 against a bf16 reference where `precision: auto` picks bf16)
     assert eval_scores(scored.metrics) == trained
+    assert not [key for key in scored.metrics if key.endswith(("epoch", "input_tokens_seen"))]  # not scores
+    if scored.outcomes is not None:  # what the bootstrap resamples: on every row once, the scores themselves
+        again = scored.outcomes.on_rows(np.arange(scored.outcomes.count))
+        shared = [key for key in again if isinstance(scored.metrics.get(f"eval_{key}"), float)]
+        assert shared and all(again[key] == pytest.approx(scored.metrics[f"eval_{key}"]) for key in shared)
     folder = evaluation.output_dir
     assert folder.parent == run / "evaluations"
     record = json.loads((folder / "evaluation.json").read_text())
     assert record["models"][0]["metrics"] == json.loads(json.dumps(scored.metrics))
-    if name == "fill-mask":  # its rows hold no [MASK] to predict
+    # the intervals' legend only where there are intervals (generation and preference have none)
+    assert ("[low, high]" in (folder / "evaluation.md").read_text()) == bool(scored.intervals)
+    if name.startswith("fill-mask"):  # its rows hold no [MASK] to predict
         assert record["models"][0]["predictions"] is None and not (folder / "predictions.jsonl").exists()
+        assert "eval_masked_accuracy" in scored.intervals  # resampled per row (NSP: per sentence pair)
         return
     predictions = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
     given = [json.loads(line) for line in validation.read_text().splitlines()]
@@ -313,6 +326,20 @@ def test_vectorized_multi_label_resampling_equals_one_compute_per_resample() -> 
     assert set(fast) == set(slow) and "f1_label_joy" in fast
     for key, values in slow.items():
         assert fast[key] == pytest.approx(values, abs=1e-12), key
+
+
+def test_rouge_on_resampled_rows_is_their_mean_not_their_sum() -> None:
+    """The bootstrap feeds the scorer each resample's texts through add() alone (no batch counting)."""
+    from types import SimpleNamespace
+
+    from llmkit.tasks.summarization import RougeInBatches
+
+    scorer = RougeInBatches(SimpleNamespace(pad_token_id=0))
+    scorer.add(["the cat sat", "a dog"], ["the cat sat", "two birds"])
+    assert scorer.result()["rouge1"] == pytest.approx(0.5)  # (1 + 0) / 2
+    scorer.reset()
+    scorer.add(["a dog"], ["a dog"])
+    assert scorer.result()["rouge1"] == pytest.approx(1.0)
 
 
 def test_paired_p_value() -> None:

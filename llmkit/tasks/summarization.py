@@ -117,11 +117,14 @@ class RougeInBatches(GeneratedTextScorer):
     def reset(self) -> None:
         super().reset()
         self.sums: dict[str, float] = {}
+        # counted here, not from the batches: llmkit evaluate's bootstrap adds resampled texts directly
+        self.summaries = 0
 
     def add(self, predictions: list[str], references: list[str]) -> None:
         scores = self.rouge.compute(predictions=predictions, references=references, use_aggregator=False)
         for key, values in scores.items():
             self.sums[key] = self.sums.get(key, 0.0) + float(sum(values))
+        self.summaries += len(predictions)
 
     def result(self) -> dict[str, float]:
-        return {key: total / max(self.count, 1) for key, total in self.sums.items()}
+        return {key: total / max(self.summaries, 1) for key, total in self.sums.items()}
