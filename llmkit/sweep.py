@@ -466,6 +466,8 @@ def open_study(optuna: Any, plan: Plan, settings: dict[str, Any], seed: int) -> 
             )
         else:
             log(f"resuming the sweep in {plan.output_dir}: {len(finished_trials(optuna, study))} trials done")
+            # the sampler's random start would replay the first run's draws: seed it past the trials done
+            study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
             metric = study.user_attrs.get("metric")
             plan.metrics = (metric,) if metric else plan.metrics
     if study is None:

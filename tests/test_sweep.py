@@ -69,6 +69,7 @@ def test_sweep_scores_trials_keeps_the_best_and_resumes(sentiment_files, tmp_pat
     assert resumed.exit_code == 0, resumed.stderr
     rows_after = read_trials(out)["trials"]
     assert len(rows_after) == 4 and rows_after[:3] == rows  # one more trial; the first three as they were
+    assert rows_after[3]["params"] not in [row["params"] for row in rows]  # new values, not a replay
     started = [
         line for line in resumed.stderr.splitlines() if line.startswith("llmkit: trial ") and "=" in line
     ]
