@@ -432,7 +432,8 @@ def optuna_reporter(trial: Any, names: tuple[str, ...], task_cls: type[Task]) ->
                 return
             self.reported.add(state.global_step)
             trial.report(value, state.global_step)
-            if self.pruned_at is None and trial.should_prune():
+            finished = state.global_step >= state.max_steps  # nothing left to save: complete, not pruned
+            if self.pruned_at is None and not finished and trial.should_prune():
                 self.pruned_at = state.global_step
                 control.should_training_stop = True
 

@@ -184,12 +184,17 @@ def test_reporter_sends_each_evaluation_and_stops_a_pruned_trial() -> None:
 
     trial = ScriptedTrial(prune_after=2)
     reporter = optuna_reporter(trial, ("eval_accuracy", "eval_f1_macro"), get_task_class("classification"))
-    control, state = TrainerControl(), TrainerState()
+    control, state = TrainerControl(), TrainerState(max_steps=20)
     for step, value in ((5, 0.5), (5, 0.5), (10, 0.6)):  # the final evaluation repeats step 5's: once
         state.global_step = step
         reporter.on_evaluate(None, state, control, metrics={"eval_loss": 1.0, "eval_accuracy": value})
         assert control.should_training_stop == (step == 10)
     assert trial.reported == [(5, 0.5), (10, 0.6)] and reporter.pruned_at == 10
+
+    last = optuna_reporter(ScriptedTrial(prune_after=1), ("eval_accuracy",), get_task_class("classification"))
+    control, state.global_step = TrainerControl(), 20  # the evaluation after the last step: nothing to stop
+    last.on_evaluate(None, state, control, metrics={"eval_accuracy": 0.4})
+    assert last.pruned_at is None and not control.should_training_stop
 
 
 def test_reporter_scores_perplexity_from_the_loss_as_the_run_does() -> None:
