@@ -239,19 +239,25 @@ def write_comparison_chart(models: list[dict[str, Any]], path: Path) -> str | No
     axes.invert_yaxis()
     axes.set_xlabel("score (bars: 95 % bootstrap interval)")
     axes.set_title("Models on the same rows")
-    axes.legend(loc="lower right", fontsize=8)
+    figure.legend(loc="outside lower center", fontsize=8)  # below the axes: never over a bar
     figure.savefig(path)
     return None
 
 
+#: Reported beside the scores but not scores (counts, lengths, losses): another scale, left out of the chart.
+NOT_CHARTED_ENDINGS = ("loss", "perplexity", "_rows", "_samples", "_windows", "gen_len")
+NOT_CHARTED_STARTS = ("truncated_", "dropped_", "skipped_")
+
+
 def charted_metrics(models: list[dict[str, Any]]) -> list[str]:
-    """The scores every model has, losses and perplexities left out (another scale)."""
+    """The scores every model has: counts, generated lengths, losses and perplexities left out."""
     shared = [key for key in models[0]["metrics"] if all(key in model["metrics"] for model in models)]
     scores = [
         key
         for key in shared
         if isinstance(models[0]["metrics"][key], (int, float))
-        and not key.endswith(("loss", "perplexity", "_rows", "_samples", "_windows"))
+        and not key.endswith(NOT_CHARTED_ENDINGS)
+        and not key.removeprefix("eval_").startswith(NOT_CHARTED_STARTS)
     ]
     return scores[:CHARTED_METRICS]
 

@@ -716,3 +716,11 @@ def test_a_long_scoring_pass_reports_its_progress(tmp_path: Path, monkeypatch, c
     evaluate_models([str(run)], str(validation), resamples=0)
     lines = [line for line in capsys.readouterr().err.splitlines() if "scoring batch" in line]
     assert lines and lines[0].startswith("llmkit: scoring batch 1/2 (") and lines[0].endswith(" left)")
+
+
+def test_the_comparison_chart_draws_scores_not_counts() -> None:
+    from llmkit.evaluation_report import charted_metrics
+
+    metrics = {"eval_truncated_documents": 2, "eval_loss": 1.7, "eval_rouge1": 0.3, "eval_gen_len": 31.0}
+    models = [{"metrics": metrics}, {"metrics": {**metrics, "eval_rouge1": 0.2}}]
+    assert charted_metrics(models) == ["eval_rouge1"]
