@@ -529,21 +529,8 @@ def prediction_outcomes(task, compute, predictions, label_ids) -> RowOutcomes:
         chosen = np.asarray(predictions) >= task.data["threshold"]
         vectorized = multi_label_counts(chosen, np.asarray(label_ids).astype(np.int8) == 1, names)
     elif task.name == "token-classification":
-        vectorized = entity_counts(*scored_tags(task, predictions, label_ids))
+        vectorized = entity_counts(*task.scored_tags(predictions, label_ids))
     return RowOutcomes(row_count(label_ids), on_rows, vectorized)
-
-
-def scored_tags(task, predictions, label_ids) -> tuple[list[list[str]], list[list[str]]]:
-    """NER: each row's predicted and gold tags at its scored positions (the first sub-token of each word),
-    as the task's compute_metrics hands them to seqeval."""
-    from llmkit.tasks.token_classification import IGNORED
-
-    predicted_tags, gold_tags = [], []
-    for predicted, gold in zip(predictions, label_ids, strict=True):
-        kept = np.asarray(gold) != IGNORED
-        predicted_tags.append([task.label_name(int(i)) for i in np.asarray(predicted)[kept]])
-        gold_tags.append([task.label_name(int(i)) for i in np.asarray(gold)[kept]])
-    return predicted_tags, gold_tags
 
 
 def entity_counts(predicted_tags: list[list[str]], gold_tags: list[list[str]]) -> MetricOnCounts:
@@ -850,7 +837,7 @@ def entity_errors(task, records, output, analysis: dict[str, Any]) -> RowErrors:
     from llmkit.metrics import load_metrics
     from llmkit.tasks.token_classification import entity_spans
 
-    predicted_tags, gold_tags = scored_tags(task, output.predictions, output.label_ids)
+    predicted_tags, gold_tags = task.scored_tags(output.predictions, output.label_ids)
     report = load_metrics("seqeval").compute(predictions=predicted_tags, references=gold_tags)
     analysis["per_type"] = {
         kind: {**{k: v for k, v in values.items() if k != "number"}, "support": values.get("number", 0)}

@@ -261,19 +261,13 @@ class TokenClassificationTask(Task):
 
     # -- evaluation ---------------------------------------------------------------------------------
     def compute_metrics(self):
-        import numpy as np
 
         from llmkit.metrics import load_metrics
 
         metric = load_metrics("seqeval")
-        names = self.label_names
 
         def compute(eval_prediction) -> dict[str, float]:
-            predictions, references = [], []
-            for predicted, gold in zip(eval_prediction.predictions, eval_prediction.label_ids, strict=True):
-                kept = np.asarray(gold) != IGNORED
-                predictions.append([names[int(i)] for i in np.asarray(predicted)[kept]])
-                references.append([names[int(i)] for i in np.asarray(gold)[kept]])
+            predictions, references = self.scored_tags(eval_prediction.predictions, eval_prediction.label_ids)
             scores = metric.compute(predictions=predictions, references=references)
             flat = {key: scores[key] for key in ("precision", "recall", "f1", "accuracy")}
             for kind, values in scores["per_type"].items():
@@ -281,6 +275,19 @@ class TokenClassificationTask(Task):
             return flat
 
         return compute
+
+    def scored_tags(self, predictions: Any, label_ids: Any) -> tuple[list[list[str]], list[list[str]]]:
+        """Each row's predicted and gold tags at its scored positions (the first sub-token of each word), as
+        seqeval scores them; `llmkit evaluate` resamples and analyses the same lists."""
+        import numpy as np
+
+        names = self.label_names
+        predicted_tags, gold_tags = [], []
+        for predicted, gold in zip(predictions, label_ids, strict=True):
+            kept = np.asarray(gold) != IGNORED
+            predicted_tags.append([names[int(i)] for i in np.asarray(predicted)[kept]])
+            gold_tags.append([names[int(i)] for i in np.asarray(gold)[kept]])
+        return predicted_tags, gold_tags
 
     def preprocess_logits_for_metrics(self):
         return argmax_logits
