@@ -259,15 +259,15 @@ def score_model(
 def evaluation_recipe(folder: Path, rows: str, overrides: list[str] | tuple[str, ...]):
     """The run's saved recipe (a plain model folder: its task's defaults), overlaid with ``overrides``,
     pointed at the folder itself: the model is scored as saved, never adapted or rebuilt."""
-    from llmkit.config import load_recipe, read_recipe_file
+    from llmkit.config import load_recipe, parse_override, read_recipe_file
     from llmkit.predict import task_for_model
     from llmkit.run_folder import RECIPE_FILE
 
     if (folder / RECIPE_FILE).exists():
         raw = read_recipe_file(folder / RECIPE_FILE)
     else:  # task=NAME among the settings: a zero-shot baseline, e.g. a causal LM as a summarizer
-        named = [value for value in overrides if value.partition("=")[0].strip() == "task"]
-        task = named[-1].partition("=")[2].strip() if named else task_for_model(folder).name
+        named = [value for key, value in map(parse_override, overrides) if key == ["task"]]
+        task = named[-1] if named else task_for_model(folder).name
         raw = {"task": task, "__source__": f"<model folder {folder}>"}
     for section in ("peft", "tokenizer"):  # the folder holds the adapter / the trained tokenizer already
         raw.pop(section, None)
