@@ -339,7 +339,7 @@ def validate_recipe(raw: dict[str, Any]) -> Recipe:
         )
 
     data_defaults = {**COMMON_DATA_DEFAULTS, **task_cls.data_defaults}
-    data = check_section(raw.get("data") or {}, data_defaults, "data", where)
+    data = check_section(raw.get("data") or {}, data_defaults, "data", where, task_cls.data_words)
     _check_data_source(data, where)
     split = data["validation_split"]
     if not isinstance(split, (int, float)) or isinstance(split, bool) or not 0 <= split < 1:
@@ -454,8 +454,15 @@ def check_streaming(data: dict[str, Any], training: dict[str, Any], task_cls: ty
         )
 
 
-def check_section(values: Any, defaults: dict[str, Any], section: str, where: str) -> dict[str, Any]:
-    """Merge a section with its defaults; unknown keys and values of the wrong type are errors."""
+def check_section(
+    values: Any,
+    defaults: dict[str, Any],
+    section: str,
+    where: str,
+    words: dict[str, tuple[str, ...]] | None = None,
+) -> dict[str, Any]:
+    """Merge a section with its defaults; unknown keys and values of the wrong type are errors. ``words``:
+    number keys that also take one of these words (``data.threshold: validation``)."""
     if not isinstance(values, dict):
         raise LlmkitError(f"{where}: {section} must be a mapping of keys, got {_type_name(values)}")
     merged = copy.deepcopy(defaults)
@@ -466,7 +473,15 @@ def check_section(values: Any, defaults: dict[str, Any], section: str, where: st
                 f"valid keys: {', '.join(defaults)}"
             )
         default = defaults[key]
-        if value is not None and default is not None and not _same_kind(value, default):
+        number_or_word = key in (words or {}) and (
+            value in words[key] or (isinstance(value, (int, float)) and not isinstance(value, bool))
+        )
+        if (
+            value is not None
+            and default is not None
+            and not number_or_word
+            and not _same_kind(value, default)
+        ):
             raise LlmkitError(f"{where}: {section}.{key} must be {_type_name(default)}, got {value!r}")
         if isinstance(default, dict) and default:  # a nested section with its own keys and defaults
             merged[key] = check_section(value or {}, default, f"{section}.{key}", where)

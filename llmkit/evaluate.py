@@ -526,7 +526,7 @@ def prediction_outcomes(task, compute, predictions, label_ids) -> RowOutcomes:
         vectorized = single_label_counts(np.asarray(predictions), np.asarray(label_ids))
     elif problem == "multi_label":
         names = [task.label_name(index) for index in range(np.asarray(label_ids).shape[1])]
-        chosen = np.asarray(predictions) >= task.data["threshold"]
+        chosen = np.asarray(predictions) >= task.thresholds()
         vectorized = multi_label_counts(chosen, np.asarray(label_ids).astype(np.int8) == 1, names)
     elif task.name == "token-classification":
         vectorized = entity_counts(*task.scored_tags(predictions, label_ids))
@@ -782,7 +782,7 @@ def classification_errors(task, model, records, output, logits, analysis: dict[s
             gold_is_class=False,
         )
     if problem == "multi_label":
-        chosen = predicted >= task.data["threshold"]
+        chosen = predicted >= task.thresholds()
         analysis["per_class"] = class_scores(
             [names[i] for i in range(gold.shape[1])],
             true_positive=(chosen & (gold == 1)).sum(axis=0),

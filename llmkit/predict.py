@@ -58,7 +58,9 @@ def task_with_defaults(
     ``data.KEY=VALUE`` overrides (checked as a recipe's are: unknown keys and wrong types are errors)."""
     settings = {**COMMON_DATA_DEFAULTS, **task_cls.data_defaults, **(data or {})}
     if overrides:
-        settings = check_section(data_overrides(overrides), settings, "data", "llmkit predict")
+        settings = check_section(
+            data_overrides(overrides), settings, "data", "llmkit predict", task_cls.data_words
+        )
     return task_cls(settings)
 
 

@@ -326,8 +326,10 @@ def train_and_evaluate(run: PreparedRun, trainer, timing: dict[str, float]) -> d
     if run.args.eval_on_start:
         metrics.update(metrics_before_training(trainer.state.log_history))
     began = time.perf_counter()
+    rescored = run.task.after_training(trainer, run.encoded.get("validation"))
     if "validation" in run.encoded:
-        scored = final_step_evaluation(trainer.state.log_history, trainer.state.global_step, run.args)
+        last = final_step_evaluation(trainer.state.log_history, trainer.state.global_step, run.args)
+        scored = None if rescored else last
         if scored is not None:
             metrics.update(with_perplexity(run.task, scored, "eval"))
         else:

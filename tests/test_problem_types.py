@@ -6,6 +6,7 @@ Mechanics on tiny-bert with a few rows; the real MiniLM on STS-B and GoEmotions 
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -163,6 +164,79 @@ def test_multi_label_lists_metrics_report_predict_and_pipeline(
     classify = pipeline("text-classification", model=str(result.output_dir), top_k=None)
     everything = classify(["what a lovely day"])[0]
     assert {row["label"]: row["score"] for row in everything} == pytest.approx(probabilities, abs=1e-4)
+
+
+def saved_head_bias(folder: Path) -> list[float]:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))["classifier.bias"].tolist()
+
+
+def test_a_new_multi_label_head_starts_at_the_label_prior_and_a_trained_one_keeps_its_own(
+    emotion_files, tmp_path: Path, capsys
+) -> None:
+    """learning_rate 0: the saved bias is the one training started from."""
+    train, dev = emotion_files
+    rows = emotion_rows()[:16]
+    frozen = recipe(train, dev, tmp_path / "prior", label="labels")
+    frozen["training"].update(learning_rate=0.0, weight_decay=0.0)
+    first = llmkit.finetune(frozen)
+    assert "the new head's bias starts at the training labels' base rates" in capsys.readouterr().err
+    names = json.loads((first.output_dir / "config.json").read_text())["id2label"]
+    shares = [sum(names[str(i)] in row["labels"] for row in rows) / len(rows) for i in range(len(names))]
+    log_odds = [math.log(share / (1 - share)) for share in shares]
+    assert saved_head_bias(first.output_dir) == pytest.approx(log_odds, abs=1e-5)
+
+    zero = recipe(train, dev, tmp_path / "zero", label="labels", head_bias="zero")
+    zero["training"].update(learning_rate=0.0, weight_decay=0.0)
+    assert saved_head_bias(llmkit.finetune(zero).output_dir) == [0.0] * len(EMOTIONS)
+
+    # from the trained folder, on rows with other rates: the head is loaded, not new, so its bias stays
+    other = write_jsonl(tmp_path / "other.jsonl", [{**row, "labels": ["joy"]} for row in rows])
+    again = recipe(other, None, tmp_path / "again", model=str(first.output_dir), label="labels")
+    again["training"].update(learning_rate=0.0, weight_decay=0.0)
+    again["data"]["label_names"] = [names[str(i)] for i in range(len(names))]
+    assert saved_head_bias(llmkit.finetune(again).output_dir) == saved_head_bias(first.output_dir)
+
+
+def test_best_thresholds_pick_each_labels_best_f1_on_the_grid() -> None:
+    from llmkit.tasks.classification import best_thresholds
+
+    probabilities = [[0.9, 0.3, 0.2], [0.8, 0.22, 0.1], [0.4, 0.1, 0.3], [0.2, 0.05, 0.4]]
+    gold = [[1, 1, 0], [1, 1, 0], [0, 0, 0], [0, 0, 0]]
+    # label 0: anything in (0.4, 0.8]; the lowest grid point that keeps row 3 out is 0.45;
+    # label 1: 0.2 keeps both positives and drops 0.1; label 2 has no positive row: 0.5
+    assert best_thresholds(probabilities, gold) == [0.45, 0.15, 0.5]
+
+
+def test_thresholds_chosen_on_validation_are_saved_scored_and_reproduced_by_evaluate_and_predict(
+    emotion_files, tmp_path: Path, run_cli
+) -> None:
+    train, dev = emotion_files
+    chosen = recipe(train, dev, tmp_path / "chosen", label="labels", threshold="validation")
+    result = llmkit.finetune(chosen)
+    config = json.loads((result.output_dir / "config.json").read_text())
+    thresholds = config["label_thresholds"]
+    assert set(thresholds) == set(EMOTIONS)
+
+    out = tmp_path / "scored"
+    scored = run_cli("evaluate", result.output_dir, "--data", dev, "--output", out, "--resamples", "10")
+    assert scored.exit_code == 0, scored.stderr
+    metrics = json.loads((out / "evaluation.json").read_text())["models"][0]["metrics"]
+    for key in ("eval_f1_macro", "eval_f1_micro", "eval_subset_accuracy"):
+        assert metrics[key] == pytest.approx(result.metrics[key], abs=1e-9)  # the run's own thresholds
+
+    answer = run_cli("predict", "--model", result.output_dir, "--input", dev)
+    assert answer.exit_code == 0, answer.stderr
+    for line in answer.stdout.splitlines():
+        predicted = json.loads(line)
+        over = [name for name, p in predicted["probabilities"].items() if p >= thresholds[name]]
+        assert predicted["predicted_labels"] == over
+
+    chosen["data"].update(validation=None, validation_split=0)
+    chosen["output_dir"] = str(tmp_path / "none")
+    with pytest.raises(llmkit.LlmkitError, match=r"data.threshold: validation .* this recipe has none"):
+        llmkit.finetune(chosen)
 
 
 def test_label_separator_reads_delimited_csv_cells(tmp_path: Path) -> None:

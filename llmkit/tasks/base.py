@@ -59,6 +59,8 @@ class Task:
     default_model: ClassVar[str]
     #: Task-specific ``data`` keys (column names, options) and their defaults.
     data_defaults: ClassVar[dict[str, Any]] = {}
+    #: number settings that also take a word (``threshold: validation``)
+    data_words: ClassVar[dict[str, tuple[str, ...]]] = {}
     #: TrainingArguments defaults that suit this task (over llmkit's general ones).
     training_defaults: ClassVar[dict[str, Any]] = {}
     #: The ``transformers.pipeline`` task name the saved folder serves.
@@ -236,6 +238,11 @@ class Task:
     # -- evaluation ---------------------------------------------------------------------------------
     def compute_metrics(self) -> Callable[[Any], dict[str, float]] | None:
         return None
+
+    def after_training(self, trainer: Any, validation: Dataset | None) -> bool:
+        """Settle, on the validation split, what a task chooses once the weights are final (multi-label
+        thresholds); True when that changes how the run is scored (the last evaluation is then redone)."""
+        return False
 
     def preprocess_logits_for_metrics(self) -> Callable[[Any, Any], Any] | None:
         """Reduce logits batch by batch (e.g. argmax) so eval never holds every logit in memory."""
