@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="training steps (default: the part's own)")
     parser.add_argument("--rows", type=int, help="rows scored per file (default: the part's own)")
     parser.add_argument("--resamples", type=int, default=1000)
+    parser.add_argument("--tag", default="", help="suffix of the results files and recipe rows' run folders")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="a recipe override (recipe rows)"
     )
@@ -61,7 +62,7 @@ def main() -> None:
     log: list[dict] = []
     started = time.perf_counter()
     PARTS[options.part](options, log)
-    write_results(options.part, log, time.perf_counter() - started)
+    write_results(options.part + options.tag, log, time.perf_counter() - started)
 
 
 # -- the parts ------------------------------------------------------------------------------------
@@ -142,7 +143,13 @@ def goemotions(options: argparse.Namespace, log: list[dict]) -> None:
 def stsb(options: argparse.Namespace, log: list[dict]) -> None:
     """The recipe as written (3 epochs), on STS-B dev (the anchors' split) and test."""
     recipe_row("stsb-minilm", SHARED / "stsb" / "validation.jsonl", options, log)
-    evaluate([WORK / "stsb-minilm"], SHARED / "stsb" / "test.jsonl", options.rows or 100_000, options, log)
+    evaluate(
+        [WORK / f"stsb-minilm{options.tag}"],
+        SHARED / "stsb" / "test.jsonl",
+        options.rows or 100_000,
+        options,
+        log,
+    )
 
 
 def sst2(options: argparse.Namespace, log: list[dict]) -> None:
@@ -153,7 +160,7 @@ def sst2(options: argparse.Namespace, log: list[dict]) -> None:
 def recipe_row(name: str, scored: Path, options: argparse.Namespace, log: list[dict]) -> None:
     """A row of the README's recipe table: the recipe on its shared data (``--steps``/``--set`` change it),
     then ``llmkit evaluate`` on ``scored``."""
-    run = WORK / name
+    run = WORK / (name + options.tag)
     steps = [f"training.max_steps={options.steps}"] if options.steps else []
     finetune(f"recipes/{name}.yaml", run, [*steps, *options.set], log)
     evaluate([run], scored, options.rows or 100_000, options, log)
@@ -198,7 +205,7 @@ def evaluate(
     log: list[dict],
     settings: list[str] = (),
 ) -> None:
-    output = WORK / f"evaluation-{len(log)}-{data.stem}"
+    output = WORK / f"evaluation-{options.part}{options.tag}-{len(log)}-{data.stem}"
     command = [
         "evaluate",
         *map(str, models),
@@ -279,7 +286,7 @@ def write_results(part: str, log: list[dict], seconds: float) -> None:
     lines = [
         f"# `llmkit evaluate` on real data: {part} (benchmarks/evaluate_real.py)",
         "",
-        f"    python benchmarks/evaluate_real.py {part}",
+        "    python benchmarks/evaluate_real.py " + " ".join(shlex.quote(arg) for arg in sys.argv[1:]),
         "",
         f"{machine}; {seconds / 60:.1f} min in all. Commands, as run (wall seconds):",
         "",

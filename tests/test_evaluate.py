@@ -268,13 +268,9 @@ def test_vectorized_resampling_equals_the_metric_modules_on_each_resample() -> N
     task = ClassificationTask(
         {
             **Task.data_defaults,
-            "text": "text",
-            "text_pair": None,
-            "label": "label",
+            **ClassificationTask.data_defaults,
             "label_names": None,
             "problem": "single_label",
-            "threshold": 0.5,
-            "label_separator": None,
         }
     )
     compute = task.compute_metrics()
@@ -303,13 +299,9 @@ def test_vectorized_multi_label_resampling_equals_one_compute_per_resample() -> 
     task = ClassificationTask(
         {
             **Task.data_defaults,
-            "text": "text",
-            "text_pair": None,
-            "label": "label",
+            **ClassificationTask.data_defaults,
             "label_names": ["joy", "love", "anger"],
             "problem": "multi_label",
-            "threshold": 0.5,
-            "label_separator": None,
         }
     )
     task.label_names = ["joy", "love", "anger"]

