@@ -248,6 +248,14 @@ def evaluate(
             "needs captum), in the report and explanations.html.",
         ),
     ] = False,
+    predictions: Annotated[
+        bool,
+        typer.Option(
+            "--predictions/--no-predictions",
+            help="Write each model's predictions file; --no-predictions: scores only (generation and "
+            "preference then skip generating a reply per row, the slow part on a CPU).",
+        ),
+    ] = True,
 ) -> None:
     """Score models on a labelled file as training scores validation, with 95% bootstrap intervals, and
     an error analysis (per class / entity type, worst rows, weakest slices)."""
@@ -267,6 +275,7 @@ def evaluate(
         worst=worst,
         length_order=length_order,
         explain=explain,
+        write_predictions=predictions,
     )
     for line in summary_lines(evaluation):
         typer.echo(line)

@@ -76,6 +76,8 @@ class RowOutcomes:
     on_counts: MetricOnCounts | None = None
     #: QA: each question's chosen answer and its gold answers (the error analysis reads them).
     answers: tuple[list[str], list[list[str]]] | None = None
+    #: what is resampled: the rows, or (preference) the evaluation batches whose means TRL reports
+    unit: str = "rows"
 
 
 @dataclass
@@ -498,9 +500,12 @@ def scores_only(metrics: dict[str, float]) -> dict[str, float]:
 # -- per-row outcomes -----------------------------------------------------------------------------
 def row_outcomes(task, trainer, output, rows, encoded, recorded) -> RowOutcomes | None:
     """How to recompute the metric on resampled rows; None where the metric is a mean of batch losses
-    (generation, preference): there are no per-row outcomes to resample."""
+    (generation): there are no per-row outcomes to resample. Preference metrics are per-batch means
+    (TRL's): the batches are resampled."""
     if recorded is not None and recorded["predictions"]:
         return generated_text_outcomes(trainer.compute_metrics, recorded)
+    if getattr(trainer, "evaluated_batches", None) is not None:
+        return batch_outcomes(trainer.evaluated_batches.means, trainer.evaluated_batches.pairs)
     if output.predictions is None or (output.label_ids is None and task.name != "question-answering"):
         return None
     if task.name == "question-answering":
@@ -614,6 +619,30 @@ def question_outcomes(task, rows, encoded, predictions) -> RowOutcomes:
         )
 
     return RowOutcomes(len(answers), on_rows, answers=(answers, gold))
+
+
+def batch_outcomes(means: dict[str, list[float]], pairs: list[int]) -> RowOutcomes:
+    """Preference: each evaluation batch's metric means, weighted by its pairs as the pass weighs them (a
+    cluster bootstrap: a resample draws whole batches; the batches follow the file's order)."""
+    weights = np.asarray(pairs, dtype=np.float64)
+    per_batch = {
+        key: np.asarray(values, dtype=np.float64) * weights
+        for key, values in means.items()
+        if len(values) == len(pairs)
+    }
+
+    def on_counts(counts: np.ndarray) -> dict[str, np.ndarray]:
+        drawn = counts @ weights
+        return {key: (counts @ sums) / np.maximum(drawn, 1e-12) for key, sums in per_batch.items()}
+
+    def on_rows(indices: np.ndarray) -> dict[str, float]:
+        counts = np.bincount(indices, minlength=len(pairs)).astype(np.float64)[None, :]
+        return {key: float(value[0]) for key, value in on_counts(counts).items()}
+
+    largest = max(pairs, default=0)
+    return RowOutcomes(
+        len(pairs), on_rows, on_counts, unit=f"evaluation batches (up to {largest} pairs each)"
+    )
 
 
 def generated_text_outcomes(scorer, recorded: dict[str, Any]) -> RowOutcomes:
@@ -1155,9 +1184,10 @@ def evaluation_markdown(evaluation: Evaluation, record: dict[str, Any] | None = 
         body.append(cells)
     lines = [f"# Evaluation on {evaluation.data}", "", *table(header, body), ""]
     if any(s.intervals for s in scores):  # none where every score is a mean of batch losses
+        unit = next((s.outcomes.unit for s in scores if s.outcomes is not None), "rows")
         lines.append(
             f"[low, high]: {CONFIDENCE:.0%} bootstrap interval ({evaluation.resamples} resamples of the "
-            f"rows, seed {SEED}): the range the score would likely fall in on another sample of such rows."
+            f"{unit}, seed {SEED}): the range the score would likely fall in on another sample of such rows."
         )
         if len(scores) > 1:
             lines.append(

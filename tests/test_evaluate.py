@@ -203,8 +203,12 @@ def test_evaluate_on_the_validation_file_gives_back_the_runs_eval_metrics(name: 
     assert folder.parent == run / "evaluations"
     record = json.loads((folder / "evaluation.json").read_text())
     assert record["models"][0]["metrics"] == json.loads(json.dumps(scored.metrics))
-    # the intervals' legend only where there are intervals (generation and preference have none)
+    # the intervals' legend only where there are intervals (generation has none)
     assert ("[low, high]" in (folder / "evaluation.md").read_text()) == bool(scored.intervals)
+    if name == "preference":  # TRL reports batch means: the 2 batches (4 and 2 pairs) are what is resampled
+        assert scored.outcomes.count == 2 and "eval_reward_accuracy" in scored.intervals
+        legend = "resamples of the evaluation batches (up to 4 pairs each)"
+        assert legend in (folder / "evaluation.md").read_text()
     if name.startswith("fill-mask"):  # its rows hold no [MASK] to predict
         assert record["models"][0]["predictions"] is None and not (folder / "predictions.jsonl").exists()
         assert "eval_masked_accuracy" in scored.intervals  # resampled per row (NSP: per sentence pair)
@@ -254,6 +258,19 @@ def test_several_models_side_by_side_with_paired_p_values_and_overrides(tmp_path
     assert charted_metrics(record["models"]) == ["eval_accuracy", "eval_f1", "eval_matthews_correlation"]
     again = run_cli("evaluate", first, "--data", renamed, "data.text=review", "--output", out)
     assert again.exit_code == 2 and "already exists" in again.stderr
+
+
+def test_no_predictions_scores_a_preference_run_without_generating_replies(tmp_path: Path, run_cli) -> None:
+    run, validation = train_case("preference", tmp_path)
+    out = tmp_path / "scores-only"
+
+    result = run_cli("evaluate", run, "--data", validation, "--output", out, "--no-predictions")
+
+    assert result.exit_code == 0, result.stderr
+    record = json.loads((out / "evaluation.json").read_text())
+    assert record["models"][0]["predictions"] is None and not list(out.glob("predictions*.jsonl"))
+    trained = json.loads((run / "metrics.json").read_text())
+    assert record["models"][0]["metrics"]["eval_reward_accuracy"] == trained["eval_reward_accuracy"]
 
 
 def test_vectorized_resampling_equals_the_metric_modules_on_each_resample() -> None:

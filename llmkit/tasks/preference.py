@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from llmkit.adaptation import is_adapted
@@ -688,6 +689,14 @@ def llmkit_metric_name(key: str) -> str:
     return METRIC_NAMES.get(key, key.replace("/", "_"))
 
 
+@dataclass
+class EvaluatedBatches:
+    """An evaluation pass's per-batch metric means (llmkit's names) and each batch's number of pairs."""
+
+    means: dict[str, list[float]]
+    pairs: list[int]
+
+
 def weighted_means(values: dict[str, list[float]], pairs: list[int]) -> dict[str, float]:
     """Per-batch means averaged with each batch's number of pairs (a short last batch counts less)."""
     means = {}
@@ -737,6 +746,11 @@ def trainer_mixin() -> type:
             measured.pop("num_tokens", None)
             for key, value in weighted_means(measured, self._eval_pairs).items():
                 output.metrics[f"{metric_key_prefix}_{llmkit_metric_name(key)}"] = value
+            # TRL keeps each batch's mean, not each pair's: `llmkit evaluate` resamples these batches
+            self.evaluated_batches = EvaluatedBatches(
+                {llmkit_metric_name(key): list(values) for key, values in measured.items()},
+                list(self._eval_pairs),
+            )
             self._stored("eval").clear()
             return output
 
