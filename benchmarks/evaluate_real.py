@@ -46,6 +46,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="training steps (default: the part's own)")
     parser.add_argument("--rows", type=int, help="rows scored per file (default: the part's own)")
     parser.add_argument("--resamples", type=int, default=1000)
+    parser.add_argument(
+        "--no-predictions", action="store_true", help="evaluate --no-predictions: scores only (faster)"
+    )
     parser.add_argument("--tag", default="", help="suffix of the results files and recipe rows' run folders")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="a recipe override (recipe rows)"
@@ -218,6 +221,7 @@ def evaluate(
         str(options.resamples),
         "--output",
         str(output),
+        *(["--no-predictions"] if options.no_predictions else []),
     ]
     llmkit(command, log, fresh=output)
     log[-1]["evaluation"] = (output / "evaluation.md").read_text(encoding="utf-8")

@@ -14,6 +14,7 @@ COLUMNS = (
     "infer",
     "report",
     "evaluate",
+    "sweep",
     "resume",
     "lora",
     "overwrite->lora",

@@ -1,11 +1,11 @@
 """Every bundled recipe x every command, on tiny stand-ins of its model and a few rows in its own data format.
 
 Per recipe (tests/recipe_matrix.py builds the run from the YAML): `llmkit validate`, `finetune` (2 steps), the
-task's inference command, `report`, a run interrupted after its first checkpoint and resumed, then in the
-same folder `--overwrite` to a LoRA run (its inference command, `merge`) and `--overwrite` back to a full run.
-After each `--overwrite` every loader (transformers' AutoModel and pipeline, the llmkit command) must give
-what the new run's own files give: no file of the older run may be left to serve. The terminal summary
-prints the matrix (tests/recipe_matrix_plugin.py).
+task's inference command, `report`, `evaluate`, `sweep` (one trial), a run interrupted after its first
+checkpoint and resumed, then in the same folder `--overwrite` to a LoRA run (its inference command, `merge`)
+and `--overwrite` back to a full run. After each `--overwrite` every loader (transformers' AutoModel and
+pipeline, the llmkit command) must give what the new run's own files give: no file of the older run may be
+left to serve. The terminal summary prints the matrix (tests/recipe_matrix_plugin.py).
 """
 
 from __future__ import annotations
@@ -110,6 +110,7 @@ def test_recipe_x_command(
     files = dict(item.removeprefix("data.").split("=", 1) for item in data if item.startswith("data."))
     cells.check("evaluate", lambda: evaluate(case, run_cli, run, files, tmp_path / "evaluation"),
                 needs=("finetune",))  # fmt: skip
+    cells.check("sweep", lambda: sweep(run_cli, full, tmp_path / "sweep"), needs=("finetune",))
     cells.check("resume", lambda: interrupt_and_resume(run_cli, full, run, tmp_path / "resumed", monkeypatch),
                 needs=("finetune",))  # fmt: skip
 
@@ -204,6 +205,14 @@ def evaluate(case: RecipeCase, run_cli, run: Path, files: dict[str, str], out: P
     differ = {key: (value, scored.get(key)) for key, value in trained.items()
               if scored.get(key) != value}  # fmt: skip
     assert not differ, f"evaluate disagrees with the run's own eval scores: {differ}"
+
+
+def sweep(run_cli, args: list[str], out: Path) -> None:
+    """`llmkit sweep` with the task's default search space, one trial: its table, and a best recipe that
+    validates as it is."""
+    cli(run_cli, "sweep", *args, "--trials", "1", "--output", str(out))
+    assert (out / "trials.md").is_file() and (out / "study.db").is_file(), "the sweep wrote no trials table"
+    cli(run_cli, "validate", str(out / "best_recipe.yaml"))
 
 
 def interrupt_and_resume(run_cli, args: list[str], finished: Path, out: Path, monkeypatch) -> None:
