@@ -132,8 +132,11 @@ def run_beside_base(
     recipe = f"recipes/{name}.yaml"
     run = WORK / name
     finetune(recipe, run, [*overrides, *NO_VALIDATION], log)
-    task = yaml.safe_load((REPO / recipe).read_text(encoding="utf-8"))["task"]
-    same = [f"task={task}", *recipe_data(recipe), *settings]
+    written = yaml.safe_load((REPO / recipe).read_text(encoding="utf-8"))
+    # batched as the run is: preference scores are batch means, resampled by batch, paired across models
+    batch = (written.get("training") or {}).get("per_device_eval_batch_size")
+    batching = [f"training.per_device_eval_batch_size={batch}"] if batch else []
+    same = [f"task={written['task']}", *recipe_data(recipe), *batching, *settings]
     evaluate(["smollm2-135m", run], test, options.rows or 100, options, log, same)
 
 
