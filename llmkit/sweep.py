@@ -246,10 +246,12 @@ def default_output(recipe: str | Path | dict[str, Any]) -> Path:
 # -- the search space ---------------------------------------------------------------------------------
 def default_space(recipe: Recipe, problem: str | None = None) -> list[Param]:
     """:data:`DEFAULT_SPACE` for this recipe: LoRA's keys when it has a peft section, the threshold for
-    multi-label classification (``problem``: the data's, default the recipe's ``data.problem``), and "×k"
-    values as multiples of the recipe's own."""
+    multi-label classification (``problem``: the data's, default the recipe's ``data.problem``) unless it
+    is chosen on validation, and "×k" values as multiples of the recipe's own."""
     problem = problem or recipe.data.get("problem")
-    applies = {"always": True, "peft": recipe.peft is not None, "multi_label": problem == "multi_label"}
+    # thresholds chosen on validation (data.threshold: validation) are each label's best already
+    searched_threshold = problem == "multi_label" and recipe.data.get("threshold") != "validation"
+    applies = {"always": True, "peft": recipe.peft is not None, "multi_label": searched_threshold}
     settings = recipe.to_dict()
     space = {}
     for key, when, distribution in DEFAULT_SPACE:

@@ -158,6 +158,9 @@ def test_default_space_follows_the_recipe(tmp_path: Path) -> None:
     assert keys["data.threshold"].low == 0.1 and keys["data.threshold"].high == 0.6
     assert "data.threshold" not in {param.key for param in default_space(single)}
     assert "data.threshold" in {param.key for param in default_space(single, problem="multi_label")}
+    on_validation = {"problem": "multi_label", "threshold": "validation"}
+    chosen = load_recipe(recipe_for(train, None, tmp_path / "out", **on_validation))
+    assert "data.threshold" not in {param.key for param in default_space(chosen)}  # each label's own already
     rate = keys["training.learning_rate"]
     assert (rate.low, rate.high, rate.log) == (1e-4, 1e-2, True)  # the recipe's 1e-3, a decade either way
     assert keys["training.per_device_train_batch_size"].choices == (4, 8, 16)
