@@ -8,6 +8,8 @@
     python benchmarks/evaluate_real.py stsb           # ... STS-B dev; sst2: SST-2 dev
     python benchmarks/evaluate_real.py ner --steps 300 --rows 500   # shorter, for a quick look
     python benchmarks/evaluate_real.py goemotions --set training.learning_rate=2e-4   # any recipe override
+    python benchmarks/evaluate_real.py instruct-alpaca --steps 100   # any recipe with shared data: trained on
+                                                    # it, scored on its test (else validation) file
 
 Each part trains with ``llmkit finetune RECIPE`` and the recipe's ``# shared data:`` files (plus the
 shortening overrides it prints), then runs ``llmkit evaluate`` exactly as a user would, from the command
@@ -42,7 +44,12 @@ REUSE = False
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=sorted(PARTS))
+    recipes = sorted(path.stem for path in (REPO / "recipes").glob("*.yaml") if shared_line(path))
+    parser.add_argument(
+        "part",
+        choices=[*sorted(PARTS), *recipes],
+        help="a part (its own files and comparisons) or any recipe with shared data (its own files)",
+    )
     parser.add_argument("--steps", type=int, help="training steps (default: the part's own)")
     parser.add_argument("--rows", type=int, help="rows scored per file (default: the part's own)")
     parser.add_argument("--resamples", type=int, default=1000)
@@ -64,7 +71,7 @@ def main() -> None:
     REUSE = options.reuse_run
     log: list[dict] = []
     started = time.perf_counter()
-    PARTS[options.part](options, log)
+    PARTS.get(options.part, any_recipe)(options, log)
     write_results(options.part + options.tag, log, time.perf_counter() - started)
 
 
@@ -163,6 +170,20 @@ def sst2(options: argparse.Namespace, log: list[dict]) -> None:
     recipe_row("sst2-minilm", SHARED / "sst2" / "dev.tsv", options, log)
 
 
+def any_recipe(options: argparse.Namespace, log: list[dict]) -> None:
+    """A recipe without a part of its own: trained on its shared data, then scored by ``llmkit evaluate`` on
+    its shared test file, else its validation file (a recipe with neither keeps its run's own scores)."""
+    files = dict(item.split("=", 1) for item in shared_data(REPO / "recipes" / f"{options.part}.yaml"))
+    scored = files.get("data.test") or files.get("data.validation")
+    if scored is None:
+        run = WORK / (options.part + options.tag)
+        steps = [f"training.max_steps={options.steps}"] if options.steps else []
+        finetune(f"recipes/{options.part}.yaml", run, [*steps, *options.set], log)
+        log[-1]["metrics"] = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+        return
+    recipe_row(options.part, Path(scored), options, log)
+
+
 def recipe_row(name: str, scored: Path, options: argparse.Namespace, log: list[dict]) -> None:
     """A row of the README's recipe table: the recipe on its shared data (``--steps``/``--set`` change it),
     then ``llmkit evaluate`` on ``scored``."""
@@ -257,9 +278,14 @@ def relative(text: str) -> str:
     return text.replace(str(REPO) + "/", "").replace(str(REPO.parent), "..")
 
 
+def shared_line(recipe: Path) -> str | None:
+    """A recipe's ``# shared data:`` comment: its overrides for the files in ../shared/data."""
+    lines = recipe.read_text(encoding="utf-8").splitlines()
+    return next((line for line in lines if line.startswith("# shared data: ")), None)
+
+
 def shared_data(recipe: Path) -> list[str]:
-    line = next(x for x in recipe.read_text(encoding="utf-8").splitlines() if x.startswith("# shared data: "))
-    return [item.replace("../shared/data", str(SHARED)) for item in line.split()[3:]]
+    return [item.replace("../shared/data", str(SHARED)) for item in shared_line(recipe).split()[3:]]
 
 
 def write_two_column(source: Path, target: Path) -> None:
@@ -306,6 +332,16 @@ def write_results(part: str, log: list[dict], seconds: float) -> None:
         if "evaluation" in entry:
             table = relative(entry["evaluation"]).split("\n## ")[0].replace("# Evaluation", "Evaluation")
             lines += ["", f"## `{entry['command']}`", "", table.strip()]
+        elif isinstance(entry.get("metrics"), dict):  # a recipe with no file to score: its run's own scores
+            scores = {
+                key: value
+                for key, value in entry["metrics"].items()
+                if key.startswith(("eval_", "test_"))
+                and not key.endswith(("_runtime", "_per_second"))
+                and isinstance(value, (int, float))
+            }
+            lines += ["", f"## The run's own scores: `{entry['command']}`", ""]
+            lines += ["| metric | value |", "|---|---|", *(f"| {k} | {v:.4g} |" for k, v in scores.items())]
     (RESULTS / f"evaluate_real-{part}.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     record = [{k: v for k, v in entry.items() if k != "evaluation"} for entry in log]
     text = json.dumps({"part": part, "seconds": round(seconds, 1), "steps": record}, indent=2, default=str)
