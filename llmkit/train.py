@@ -328,8 +328,9 @@ def train_and_evaluate(run: PreparedRun, trainer, timing: dict[str, float]) -> d
     began = time.perf_counter()
     rescored = run.task.after_training(trainer, run.encoded.get("validation"))
     if "validation" in run.encoded:
-        last = final_step_evaluation(trainer.state.log_history, trainer.state.global_step, run.args)
-        scored = None if rescored else last
+        # the last logged scores stand for the final weights unless after_training changed the scoring
+        history, step = trainer.state.log_history, trainer.state.global_step
+        scored = None if rescored else final_step_evaluation(history, step, run.args)
         if scored is not None:
             metrics.update(with_perplexity(run.task, scored, "eval"))
         else:

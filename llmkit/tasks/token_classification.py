@@ -261,7 +261,6 @@ class TokenClassificationTask(Task):
 
     # -- evaluation ---------------------------------------------------------------------------------
     def compute_metrics(self):
-
         from llmkit.metrics import load_metrics
 
         metric = load_metrics("seqeval")
