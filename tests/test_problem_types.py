@@ -317,6 +317,22 @@ def test_bad_problem_settings_are_one_line_errors(tmp_path: Path, emotion_files)
         llmkit.LlmkitError, match=re.escape("data.threshold must be a probability between 0 and 1")
     ):
         llmkit.finetune(recipe(train, dev, tmp_path / "b", label="labels", threshold=1.5))
+    bad_bias = re.escape("data.head_bias must be one of auto, prior, zero")
+    with pytest.raises(llmkit.LlmkitError, match=bad_bias):
+        llmkit.finetune(recipe(train, dev, tmp_path / "c", label="labels", head_bias="log_odds"))
+
+
+def test_thresholds_asked_of_a_model_that_saved_none_are_a_one_line_error(
+    emotion_files, tmp_path: Path, run_cli
+) -> None:
+    train, dev = emotion_files
+    run = llmkit.finetune(recipe(train, dev, tmp_path / "plain", label="labels")).output_dir  # threshold 0.5
+
+    answer = run_cli("predict", "--model", run, "--input", dev, "data.threshold=validation")
+
+    assert answer.exit_code == 2, answer.stderr
+    assert "config.json has no label_thresholds" in answer.stderr and "Traceback" not in answer.stderr
+    assert len(answer.stderr.strip().splitlines()) == 1
 
 
 def test_validate_shows_scores_and_label_sets(emotion_files, score_files, run_cli) -> None:
