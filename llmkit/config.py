@@ -296,7 +296,7 @@ def _type_name(value: Any) -> str:
 
 def validate_recipe(raw: dict[str, Any]) -> Recipe:
     """Check every key and value type; merge defaults. Errors name the key and what to do."""
-    from llmkit.tasks import get_task_class, task_names
+    from llmkit.tasks import get_task_class, task_names, task_names_with_scratch
 
     raw = dict(raw)
     source = str(raw.pop("__source__", "<dict>"))
@@ -362,7 +362,16 @@ def validate_recipe(raw: dict[str, Any]) -> Recipe:
     peft = check_peft_section(raw.get("peft"), where)
     scratch = None
     if from_scratch is not None:
-        scratch = check_from_scratch(from_scratch, task_cls, data["max_length"], where)
+        if task_cls.scratch_style is None:
+            usable = ", ".join(task_names_with_scratch())
+            raise LlmkitError(
+                f"{where}: model.from_scratch does not work for task {task_cls.name}: it needs a model that "
+                f"already knows the language; pre-train one with task {usable} and fine-tune that folder "
+                f"(model=runs/...), or remove model.from_scratch"
+            )
+        scratch = check_from_scratch(
+            from_scratch, task_cls.scratch_style, task_cls.name, data["max_length"], where
+        )
         model = scratch["name"]
         if peft is not None:
             raise LlmkitError(

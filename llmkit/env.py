@@ -8,9 +8,9 @@ from __future__ import annotations
 import importlib.util
 import os
 import platform
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from llmkit.core.versions import library_versions
 from llmkit.distributed import Machine, choose_precision, probe_machine
 
 PACKAGES = (
@@ -39,17 +39,6 @@ def environment(machine: Machine | None = None) -> dict[str, Any]:
         "hub": hub_state(),
         "aliases": alias_state(),
     }
-
-
-def library_versions(packages: tuple[str, ...]) -> dict[str, str | None]:
-    """Installed version of each package (None when it is not installed)."""
-    versions: dict[str, str | None] = {}
-    for package in packages:
-        try:
-            versions[package] = version(package)
-        except PackageNotFoundError:
-            versions[package] = None
-    return versions
 
 
 def hub_state() -> dict[str, Any]:

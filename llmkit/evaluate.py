@@ -163,7 +163,7 @@ def evaluation_folder(model: str, data: str, output: str | Path | None) -> Path:
         if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
             raise LlmkitError(f"--output {folder} already exists and is not empty; choose another folder")
         return folder
-    from llmkit.models import looks_like_path
+    from llmkit.paths import looks_like_path
 
     base = Path(model) if looks_like_path(model) and Path(model).is_dir() else Path.cwd()
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(data.rstrip("/")).stem or "data")

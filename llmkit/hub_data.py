@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmkit.errors import LlmkitError
-from llmkit.models import looks_like_path
+from llmkit.paths import looks_like_path
 from llmkit.progress import interactive, log, quiet_library_progress, timed_step
 
 if TYPE_CHECKING:

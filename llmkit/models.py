@@ -22,13 +22,11 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from llmkit.errors import LlmkitError, did_you_mean
+from llmkit.paths import looks_like_path
 from llmkit.progress import quiet_library_progress
-
-if TYPE_CHECKING:
-    from llmkit.tasks import Task
 
 T = TypeVar("T")
 
@@ -133,16 +131,6 @@ def hub_id(name: str) -> str | None:
     if name in ALIASES:
         return ALIAS_HUB_IDS.get(name)
     return None if looks_like_path(name) else name
-
-
-def looks_like_path(name: str) -> bool:
-    """A path is anything that exists, starts like a path, or has more than one '/' (hub ids have one)."""
-    return (
-        Path(name).expanduser().exists()
-        or name.startswith((".", "/", "~"))
-        or name.count("/") > 1
-        or "\\" in name
-    )
 
 
 def resolve_model(name: str, allow_pickle: bool = False, trust_remote_code: bool = False) -> Path:
@@ -252,7 +240,15 @@ def load_tokenizer(model_path: Path, trust_remote_code: bool = False):
     return tokenizer
 
 
-def load_model(task: Task, model_path: Path, **load_options: Any):
+class ModelTask(Protocol):
+    """What loading needs of a task (``llmkit.tasks.Task`` fits it): its name and its Auto-class loader."""
+
+    name: str
+
+    def load_model(self, model_path: Path, **load_options: Any) -> Any: ...
+
+
+def load_model(task: ModelTask, model_path: Path, **load_options: Any):
     """Load through the task's Auto class; new heads are announced once instead of a wall of warnings."""
     try:
         with quiet_library_progress(errors_only=True):
@@ -265,7 +261,7 @@ def load_model(task: Task, model_path: Path, **load_options: Any):
     return model
 
 
-def load_for_inference(task: Task, model_path: Path, **load_options: Any):
+def load_for_inference(task: ModelTask, model_path: Path, **load_options: Any):
     """``load_model`` for predict and the demos: eval mode, on the GPU when there is one."""
     from llmkit.distributed import inference_device
 

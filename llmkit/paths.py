@@ -6,3 +6,13 @@ from pathlib import Path
 
 #: Small data files shipped with the package (``sample:NAME`` in a recipe; the tiny models' vocabularies).
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
+
+
+def looks_like_path(name: str) -> bool:
+    """A path is anything that exists, starts like a path, or has more than one '/' (hub ids have one)."""
+    return (
+        Path(name).expanduser().exists()
+        or name.startswith((".", "/", "~"))
+        or name.count("/") > 1
+        or "\\" in name
+    )

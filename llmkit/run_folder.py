@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from llmkit.checkpoints import RUN_MARKER, clear_run_folder, mark_run_folder
+from llmkit.core.versions import library_versions
 from llmkit.distributed import is_main_process, world_size
-from llmkit.env import library_versions
 from llmkit.errors import LlmkitError
 from llmkit.progress import log, quiet_library_progress
 

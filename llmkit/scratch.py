@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from llmkit.data import sample_texts
+from llmkit.core.versions import library_versions
 from llmkit.errors import LlmkitError, did_you_mean
 from llmkit.models import build_folder_atomically, cache_dir, load_tokenizer, resolve_model
 from llmkit.progress import log, quiet_library_progress
@@ -36,11 +36,6 @@ from llmkit.tokenizer_training import (
     train_on_corpus,
     vocabulary_statistics,
 )
-
-if TYPE_CHECKING:
-    from llmkit.config import Recipe
-    from llmkit.data import Split
-    from llmkit.tasks import Task
 
 ENCODER, DECODER = "encoder", "decoder"
 #: The record of how a from-scratch folder was built (sizes, seed, tokenizer statistics), for the report.
@@ -109,26 +104,19 @@ TOKENIZER_DEFAULTS: dict[str, Any] = {
 
 
 # -- the recipe's sections ------------------------------------------------------------------------
-def check_from_scratch(value: Any, task_cls: type[Task], max_length: int, where: str) -> dict[str, Any]:
-    """``model.from_scratch`` resolved to ``{name, model_type, fields, spec}``; every problem one line."""
-    style = task_cls.scratch_style
-    if style is None:
-        usable = ", ".join(task_names_with_scratch())
-        raise LlmkitError(
-            f"{where}: model.from_scratch does not work for task {task_cls.name}: it needs a model that "
-            f"already knows the language; pre-train one with task {usable} and fine-tune that folder "
-            f"(model=runs/...), or remove model.from_scratch"
-        )
+def check_from_scratch(value: Any, style: str, task_name: str, max_length: int, where: str) -> dict[str, Any]:
+    """``model.from_scratch`` resolved to ``{name, model_type, fields, spec}`` for a task that trains a model
+    of ``style`` (the recipe loader refuses tasks that cannot start from scratch); every problem one line."""
     name, model_type, fields = _spec_fields(value, where)
     size = SIZES.get(name)
     if size is not None and size.style != style:
         fitting = ", ".join(s.name for s in SIZES.values() if s.style == style)
         raise LlmkitError(
             f"{where}: model.from_scratch {name} is a{'n' if size.style == ENCODER else ''} {size.style} "
-            f"({size.model_type}), which task {task_cls.name} cannot train; use one of: {fitting}"
+            f"({size.model_type}), which task {task_name} cannot train; use one of: {fitting}"
         )
     config = _config(model_type, fields, where)
-    _check_model_kind(config, style, task_cls.name, where)
+    _check_model_kind(config, style, task_name, where)
     positions = getattr(config, "max_position_embeddings", None)
     if isinstance(positions, int) and max_length > positions:
         raise LlmkitError(
@@ -290,53 +278,37 @@ def special_tokens(style: str | None, kind: str) -> SpecialTokens:
     return BERT_SPECIAL_TOKENS if style == ENCODER else decoder_special_tokens(kind)
 
 
-def task_names_with_scratch() -> list[str]:
-    from llmkit.tasks import get_task_class, task_names
-
-    return [name for name in task_names() if get_task_class(name).scratch_style]
-
-
 # -- building the folder --------------------------------------------------------------------------
-def model_folder(recipe: Recipe, task: Task, splits: dict[str, Split]) -> Path:
-    """The model folder a run starts from: the recipe's model, or one built from scratch (cached)."""
-    if recipe.scratch is None:
-        return resolve_model(recipe.model, **recipe.safety_options())
-    return build_from_scratch(recipe, task, splits["train"])
+@dataclass(frozen=True)
+class ScratchBuild:
+    """What decides a from-scratch folder besides its texts: the recipe's model name, ``model.from_scratch``
+    and ``tokenizer:`` sections as checked, the training seed, and the task's model style."""
+
+    name: str
+    scratch: dict[str, Any]
+    tokenizer: dict[str, Any]
+    seed: int
+    style: str
 
 
-def build_from_scratch(recipe: Recipe, task: Task, train: Split) -> Path:
-    """Train (or reuse) the tokenizer, build the config and seeded weights; a folder in llmkit's cache."""
-    seed = recipe.training["seed"]
-    texts = tokenizer_texts(recipe, task, train, seed)
-    model_class = task.scratch_model_class(
-        _config(recipe.scratch["model_type"], recipe.scratch["fields"], "")
-    )
-    key = folder_key(recipe, texts, seed, model_class)
+def build_from_scratch(build: ScratchBuild, texts: list[str], model_class_for: Callable[[Any], Any]) -> Path:
+    """Train (or reuse) the tokenizer, build the config and seeded weights; a folder in llmkit's cache.
+    ``model_class_for(config)`` is the task's model class for the config (``Task.scratch_model_class``)."""
+    model_class = model_class_for(_config(build.scratch["model_type"], build.scratch["fields"], ""))
+    key = folder_key(build, texts, model_class)
     target = cache_dir() / SCRATCH_CACHE / key
     if (target / "config.json").exists():
-        log(f"model {recipe.model} from scratch: the folder built earlier from the same settings ({target})")
+        log(f"model {build.name} from scratch: the folder built earlier from the same settings ({target})")
         return target
-    record = build_folder_atomically(
-        target, lambda staging: _build(recipe, task, texts, seed, model_class, staging)
-    )
+    record = build_folder_atomically(target, lambda staging: _build(build, texts, model_class, staging))
     log(describe_build(record))
     return target
 
 
-def tokenizer_texts(recipe: Recipe, task: Task, train: Split, seed: int) -> list[str]:
-    """The texts the tokenizer learns from: the training split, or a seeded sample of a stream (read once,
-    ``tokenizer.stream_sample`` texts kept), so a corpus bigger than memory is never loaded."""
-    texts = task.pretraining_texts(train)
-    if train.stream is None:
-        return list(texts)
-    return sample_texts(texts, recipe.tokenizer["stream_sample"], seed)
-
-
-def _build(recipe: Recipe, task: Task, texts: list[str], seed: int, model_class: Any, folder: Path) -> dict:
+def _build(build: ScratchBuild, texts: list[str], model_class: Any, folder: Path) -> dict:
     import torch
 
-    section, scratch = recipe.tokenizer, recipe.scratch
-    style = task.scratch_style
+    section, scratch, style, seed = build.tokenizer, build.scratch, build.style, build.seed
     if section["train"]:
         kind = section["type"]
         config_positions = _config(scratch["model_type"], scratch["fields"], "").max_position_embeddings
@@ -372,7 +344,7 @@ def _build(recipe: Recipe, task: Task, texts: list[str], seed: int, model_class:
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
     record = {
-        "name": recipe.model,
+        "name": build.name,
         "model_type": config.model_type,
         "model_class": type(model).__name__,
         "config": {key: scratch["fields"][key] for key in scratch["fields"]},
@@ -398,11 +370,9 @@ def token_ids(tokenizer: Any) -> dict[str, Any]:
     return ids
 
 
-def folder_key(recipe: Recipe, texts: Iterable[str], seed: int, model_class: Any) -> str:
+def folder_key(build: ScratchBuild, texts: Iterable[str], model_class: Any) -> str:
     """A digest of everything that decides the folder: config, tokenizer settings, seed, model class,
     the training text, the libraries that train and initialise, and the code that builds it."""
-    from llmkit.env import library_versions
-
     texts_digest = hashlib.sha256()
     for text in texts:
         texts_digest.update(text.encode("utf-8") + b"\0")
@@ -410,10 +380,10 @@ def folder_key(recipe: Recipe, texts: Iterable[str], seed: int, model_class: Any
     for module in ("scratch.py", "tokenizer_training.py"):
         code.update((Path(__file__).parent / module).read_bytes())
     identity = {
-        "model_type": recipe.scratch["model_type"],
-        "fields": recipe.scratch["fields"],
-        "tokenizer": recipe.tokenizer,
-        "seed": seed,
+        "model_type": build.scratch["model_type"],
+        "fields": build.scratch["fields"],
+        "tokenizer": build.tokenizer,
+        "seed": build.seed,
         "class": f"{model_class.__module__}.{model_class.__qualname__}",
         "texts": texts_digest.hexdigest(),
         "libraries": library_versions(("transformers", "tokenizers", "torch")),

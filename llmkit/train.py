@@ -34,7 +34,8 @@ from llmkit.checkpoints import (
     stop_on_non_finite_loss,
 )
 from llmkit.config import Recipe, load_recipe, may_have_validation
-from llmkit.data import Split, load_splits
+from llmkit.core.versions import library_versions
+from llmkit.data import Split, load_splits, sample_texts
 from llmkit.distributed import (
     Machine,
     PrecisionChoice,
@@ -48,10 +49,9 @@ from llmkit.distributed import (
     run_precision,
     world_size,
 )
-from llmkit.env import library_versions
 from llmkit.errors import LlmkitError, RunInterrupted
 from llmkit.loss_scaling import step_weighted_trainer
-from llmkit.models import cache_dir, check_weights, load_model, load_tokenizer
+from llmkit.models import cache_dir, check_weights, load_model, load_tokenizer, resolve_model
 from llmkit.progress import interactive, log, log_lines_callback, quiet_library_progress, timed_step
 from llmkit.report import data_statistics, sample_predictions, write_report
 from llmkit.run_folder import (
@@ -70,7 +70,7 @@ from llmkit.run_folder import (
     write_manifest,
 )
 from llmkit.sampling import length_grouping_trainer
-from llmkit.scratch import model_folder, scratch_record
+from llmkit.scratch import ScratchBuild, build_from_scratch, scratch_record
 from llmkit.streaming import encode_stream
 from llmkit.tasks import Task, build_task
 
@@ -172,6 +172,21 @@ class PreparedRun:
     resume_from: Path | None
     data_counts: dict[str, int] = field(default_factory=dict)
     model_path: Path | None = None
+
+
+def model_folder(recipe: Recipe, task: Task, splits: dict[str, Split]) -> Path:
+    """The model folder a run starts from: the recipe's model, or one built from scratch (cached)."""
+    if recipe.scratch is None:
+        return resolve_model(recipe.model, **recipe.safety_options())
+    seed = recipe.training["seed"]
+    train = splits["train"]
+    texts = task.pretraining_texts(train)  # what the tokenizer learns from; a stream: a seeded sample of it
+    if train.stream is None:
+        sampled = list(texts)
+    else:
+        sampled = sample_texts(texts, recipe.tokenizer["stream_sample"], seed)
+    build = ScratchBuild(recipe.model, recipe.scratch, recipe.tokenizer, seed, task.scratch_style)
+    return build_from_scratch(build, sampled, task.scratch_model_class)
 
 
 def check_machine_settings(recipe: Recipe, task: Task) -> tuple[Machine, dict[str, Any], Any, dict[str, Any]]:

@@ -15,7 +15,6 @@ from llmkit.config import load_recipe
 from llmkit.data import Split, load_splits
 from llmkit.errors import LlmkitError
 from llmkit.models import check_weights
-from llmkit.scratch import model_folder
 from llmkit.tasks import build_task
 
 STATISTICS_ROWS = 5000  # token statistics come from at most this many training rows
@@ -38,7 +37,7 @@ def validate(
 
     from llmkit.models import load_tokenizer
     from llmkit.progress import quiet_library_progress
-    from llmkit.train import check_machine_settings
+    from llmkit.train import check_machine_settings, model_folder
 
     resolved = load_recipe(recipe, overrides)
     task = build_task(resolved.task, resolved.data, resolved.options)

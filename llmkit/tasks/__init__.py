@@ -27,6 +27,11 @@ def task_names() -> list[str]:
     return list(TASKS)
 
 
+def task_names_with_scratch() -> list[str]:
+    """The tasks that can start from a model built from scratch (``Task.scratch_style``)."""
+    return [name for name in task_names() if get_task_class(name).scratch_style]
+
+
 def get_task_class(name: str, where: str = "recipe") -> type[Task]:
     name = TASK_ALIASES.get(name, name)
     if name not in TASKS:
@@ -43,4 +48,12 @@ def build_task(name: str, data: dict[str, Any], options: dict[str, Any] | None =
     return task_cls(data, options) if task_cls.options_section else task_cls(data)
 
 
-__all__ = ["TASKS", "TASK_ALIASES", "Task", "build_task", "get_task_class", "task_names"]
+__all__ = [
+    "TASKS",
+    "TASK_ALIASES",
+    "Task",
+    "build_task",
+    "get_task_class",
+    "task_names",
+    "task_names_with_scratch",
+]

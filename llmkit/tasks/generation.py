@@ -376,7 +376,7 @@ class GenerationTask(Task):
     def predict(
         self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
-        from llmkit.generate import generate_from_prompt
+        from llmkit.tasks.decoding import generate_from_prompt
 
         results = []
         for row in rows:
@@ -394,7 +394,7 @@ class GenerationTask(Task):
         self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]
     ) -> list[dict[str, str]]:
         """Plain text: the model continues each text's opening words; else it answers the last user turn."""
-        from llmkit.generate import generate_from_prompt
+        from llmkit.tasks.decoding import generate_from_prompt
 
         samples = []
         for row in rows:

@@ -505,7 +505,7 @@ class PreferenceTask(Task):
     def predict(
         self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
-        from llmkit.generate import generate_from_prompt
+        from llmkit.tasks.decoding import generate_from_prompt
 
         return [
             {
@@ -524,7 +524,7 @@ class PreferenceTask(Task):
         self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]
     ) -> list[dict[str, str]]:
         """The model answers each prompt's last user turn; the reference is the chosen reply."""
-        from llmkit.generate import generate_from_prompt
+        from llmkit.tasks.decoding import generate_from_prompt
 
         samples = []
         for row in rows:
