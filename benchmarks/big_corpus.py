@@ -17,7 +17,7 @@ Every measurement runs in a fresh Python process, which reports its wall time an
      the data's memory, not the model's), 30 steps, validation the first 200 lines;
    - ``generation``: ``recipes/generation-shakespeare.yaml`` on **tiny-gpt2**, 30 steps;
    - ``full pass``: every training text of the Brown stream read once, a 10,000-text reservoir sample kept
-     (``llmkit.data.sample_texts(stream_texts(...))``, the path a tokenizer trainer takes).
+     (``llmkit.data.files.sample_texts(stream_texts(...))``, the path a tokenizer trainer takes).
    For 100 MB also ``llmkit validate`` of the fill-mask recipe without streaming: reading that corpus whole.
 
 Writes benchmarks/results/big_corpus.json and .md.
@@ -94,7 +94,7 @@ def child(kind: str, **arguments) -> None:
     began = time.perf_counter()
     extra = {}
     if kind == "validate":
-        from llmkit.validate import validate
+        from llmkit.training.validate import validate
 
         extra["lines"] = validate(arguments["recipe"], arguments["overrides"])[:4]
     elif kind == "finetune":
@@ -103,8 +103,8 @@ def child(kind: str, **arguments) -> None:
         result = llmkit.finetune(arguments["recipe"], arguments["overrides"], overwrite=True)
         extra["metrics"] = result.quality_metrics()
     elif kind == "full_pass":
-        from llmkit.config import load_recipe
-        from llmkit.data import load_splits, sample_texts, stream_texts
+        from llmkit.data.files import load_splits, sample_texts, stream_texts
+        from llmkit.recipe.loader import load_recipe
 
         recipe = load_recipe(arguments["recipe"], arguments["overrides"])
         train = load_splits(recipe.data, seed=42)["train"]

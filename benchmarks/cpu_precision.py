@@ -107,9 +107,9 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.chdir(REPO)
 
-    from llmkit.distributed import choose_precision, probe_machine
-    from llmkit.models import resolve_model
-    from llmkit.progress import quiet_library_progress
+    from llmkit.core.devices import choose_precision, probe_machine
+    from llmkit.core.progress import quiet_library_progress
+    from llmkit.models.resolve import resolve_model
 
     machine = probe_machine()
     auto = choose_precision("auto", machine, "benchmark")

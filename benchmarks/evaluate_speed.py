@@ -35,8 +35,8 @@ def main() -> None:
     parser.add_argument("--run", help="score this run folder instead of training one")
     options = parser.parse_args()
 
-    from llmkit.evaluate import evaluate_models
-    from llmkit.predict import predict_file
+    from llmkit.inference.evaluate import evaluate_models
+    from llmkit.inference.predict import predict_file
 
     WORK.mkdir(parents=True, exist_ok=True)
     rows = rows_file(options.rows)

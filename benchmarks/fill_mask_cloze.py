@@ -118,13 +118,13 @@ def causal_row(name: str, items: list[dict[str, str]], threads: int) -> dict:
     """Zero-shot cloze with a causal LM, timed: wall and CPU seconds per sentence, and the machine's load."""
     import torch
 
-    from llmkit.causal_fill import (
+    from llmkit.inference.fill_mask import (
         DEFAULT_CANDIDATES,
         RIGHT_CONTEXT_TOKENS,
         fill_masks_causal,
         load_causal_filler,
     )
-    from llmkit.models import check_weights, load_tokenizer, resolve_model
+    from llmkit.models.resolve import check_weights, load_tokenizer, resolve_model
 
     torch.set_num_threads(threads)
     folder = resolve_model(name)
@@ -164,8 +164,8 @@ def scratch_row(documents: list[list[str]], items: list[dict[str, str]], args) -
     import torch
 
     import llmkit
-    from llmkit.models import load_model
-    from llmkit.predict import task_with_defaults
+    from llmkit.inference.predict import task_with_defaults
+    from llmkit.models.resolve import load_model
     from llmkit.tasks.fill_mask import FillMaskTask, fill_masks
 
     row: dict = {"recipe": "recipes/pretrain-bert-brown.yaml", "overrides": args.scratch_override}
@@ -348,8 +348,8 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     import llmkit
-    from llmkit.models import load_model, resolve_model
-    from llmkit.predict import task_with_defaults
+    from llmkit.inference.predict import task_with_defaults
+    from llmkit.models.resolve import load_model, resolve_model
     from llmkit.tasks.fill_mask import FillMaskTask
 
     documents = brown_documents(BROWN)

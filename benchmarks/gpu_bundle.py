@@ -55,7 +55,7 @@ def write_head(source: Path, target: Path, rows: int) -> None:
 
 def copy_config(alias: str, target: Path) -> None:
     """The alias's folder without its weights."""
-    from llmkit.models import resolve_model
+    from llmkit.models.resolve import resolve_model
 
     target.mkdir(parents=True, exist_ok=True)
     for item in resolve_model(alias).iterdir():

@@ -62,7 +62,7 @@ FSDP_LOSS_TOLERANCE = 1e-4
 
 def shared_data_overrides() -> dict[str, list[str]]:
     """Each bundled recipe's documented ``# shared data:`` overrides: ../shared/data instead of the Hub."""
-    from llmkit.config import bundled_recipes
+    from llmkit.recipe.loader import bundled_recipes
 
     found = {}
     for name, path in bundled_recipes().items():
@@ -101,7 +101,7 @@ def build_stand_in(source: Path, target: Path, seed: int = 0) -> Path:
 
 def failure(exc: Exception) -> str:
     """One line for the table; the traceback of anything but llmkit's own errors goes to stderr."""
-    from llmkit.errors import LlmkitError
+    from llmkit.core.errors import LlmkitError
 
     if isinstance(exc, LlmkitError):
         return str(exc)
@@ -281,7 +281,7 @@ def main() -> None:
 
     import torch
 
-    from llmkit.config import bundled_recipes
+    from llmkit.recipe.loader import bundled_recipes
 
     if not torch.cuda.is_available() and not args.allow_cpu:
         sys.exit(

@@ -250,7 +250,7 @@ def main() -> None:
 
     import torch
 
-    from llmkit.models import resolve_model
+    from llmkit.models.resolve import resolve_model
 
     torch.set_num_threads(args.threads)
     started = time.perf_counter()

@@ -67,8 +67,8 @@ def train(recipe: str, overrides: list[str]) -> dict:
 
 def held_out_speeches(overrides: list[str]) -> list[str]:
     """The validation speeches of the from-scratch recipe (the smoke recipe carves the same ones)."""
-    from llmkit.config import load_recipe
-    from llmkit.data import load_splits
+    from llmkit.data.files import load_splits
+    from llmkit.recipe.loader import load_recipe
 
     recipe = load_recipe(RECIPE, [f"data.train={SHAKESPEARE}", *overrides, "data.max_eval_samples=null"])
     return load_splits(recipe.data, seed=recipe.training["seed"])["validation"].dataset["text"]
@@ -78,8 +78,8 @@ def held_out_scores(folder: str, speeches: list[str]) -> dict:
     """Negative log-likelihood of each speech's tokens after the first (and the end-of-text after it)."""
     import torch
 
-    from llmkit.causal_lm import load_causal_lm
-    from llmkit.models import load_tokenizer
+    from llmkit.models.resolve import load_tokenizer
+    from llmkit.tasks.causal_lm import load_causal_lm
 
     tokenizer = load_tokenizer(Path(folder))
     model = load_causal_lm(Path(folder)).eval()
@@ -106,8 +106,8 @@ def samples(folder: str, max_new_tokens: int) -> list[dict]:
     import torch
     from transformers import set_seed
 
-    from llmkit.causal_lm import load_causal_lm
-    from llmkit.models import load_tokenizer
+    from llmkit.models.resolve import load_tokenizer
+    from llmkit.tasks.causal_lm import load_causal_lm
 
     tokenizer = load_tokenizer(Path(folder))
     model = load_causal_lm(Path(folder)).eval()
@@ -198,7 +198,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from llmkit.models import resolve_model
+    from llmkit.models.resolve import resolve_model
 
     report: dict = {"scratch": train(RECIPE, [f"output_dir={args.output_dir}", *args.overrides])}
     if not args.no_smoke:
@@ -221,7 +221,7 @@ def main() -> None:
 
 
 def parameter_count(folder: str) -> int:
-    from llmkit.causal_lm import load_causal_lm
+    from llmkit.tasks.causal_lm import load_causal_lm
 
     return sum(parameter.numel() for parameter in load_causal_lm(Path(folder)).parameters())
 

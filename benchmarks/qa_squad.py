@@ -176,9 +176,9 @@ def score_saved(folder: Path, eval_questions: int | None) -> dict:
     from datasets import Dataset
     from transformers import Trainer, TrainingArguments
 
-    from llmkit.config import COMMON_DATA_DEFAULTS
     from llmkit.metrics import load_metrics
-    from llmkit.models import load_model, load_tokenizer
+    from llmkit.models.resolve import load_model, load_tokenizer
+    from llmkit.recipe.loader import COMMON_DATA_DEFAULTS
     from llmkit.tasks.question_answering import EXAMPLE_INDEX, OFFSETS, QuestionAnsweringTask
 
     dev = read_jsonl(DATA / "validation.jsonl", eval_questions)
@@ -211,16 +211,16 @@ def stop_llmkit_at(step: int | None) -> None:
     """Make llmkit's Trainer stop after ``step`` steps of its schedule, as --plain-stop-at the baseline."""
     if step is None:
         return
-    import llmkit.train
+    import llmkit.training.spine
 
-    build = llmkit.train.build_trainer
+    build = llmkit.training.spine.build_trainer
 
     def build_and_stop(run):
         trainer = build(run)
         trainer.add_callback(stop_at(step))
         return trainer
 
-    llmkit.train.build_trainer = build_and_stop
+    llmkit.training.spine.build_trainer = build_and_stop
 
 
 def llmkit_recipe(steps: int, seed: int, eval_questions: int | None, curve: int = 1) -> dict:
@@ -312,7 +312,7 @@ def main() -> None:
 
     import torch
 
-    from llmkit.models import resolve_model
+    from llmkit.models.resolve import resolve_model
 
     torch.set_num_threads(args.threads)
     if args.score:

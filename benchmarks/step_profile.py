@@ -66,8 +66,8 @@ def main(argv: list[str] | None = None) -> None:
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from llmkit.models import resolve_model
-    from llmkit.progress import quiet_library_progress
+    from llmkit.core.progress import quiet_library_progress
+    from llmkit.models.resolve import resolve_model
 
     torch.manual_seed(0)
     with quiet_library_progress():

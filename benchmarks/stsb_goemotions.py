@@ -180,8 +180,8 @@ def plain_run(recipe: str, steps: int | None, out: Path) -> tuple[Path, float]:
         set_seed,
     )
 
-    from llmkit.distributed import choose_precision, probe_machine
-    from llmkit.models import resolve_model
+    from llmkit.core.devices import choose_precision, probe_machine
+    from llmkit.models.resolve import resolve_model
 
     started = time.perf_counter()
     settings = recipe_settings(recipe)

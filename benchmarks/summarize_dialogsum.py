@@ -44,7 +44,7 @@ SCORES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 def score(model_dir: Path, task, dialogues: list[dict], model_name: str) -> dict:
     """Summaries of the dialogues by one model, their ROUGE against the references, and the wall time."""
     from llmkit.metrics import load_metrics
-    from llmkit.models import check_weights, load_model, load_tokenizer
+    from llmkit.models.resolve import check_weights, load_model, load_tokenizer
 
     started = time.perf_counter()
     task.check_model(model_dir)
@@ -74,10 +74,10 @@ def main() -> None:
     import yaml
 
     import llmkit
-    from llmkit.config import load_recipe
-    from llmkit.models import resolve_model
-    from llmkit.predict import task_with_defaults
-    from llmkit.summarize import summarization_task_for
+    from llmkit.inference.predict import task_with_defaults
+    from llmkit.inference.summarize import summarization_task_for
+    from llmkit.models.resolve import resolve_model
+    from llmkit.recipe.loader import load_recipe
     from llmkit.tasks.summarization import SummarizationTask
 
     lines = (DIALOGSUM / "validation.jsonl").read_text(encoding="utf-8").splitlines()

@@ -74,7 +74,7 @@ def training_flops_per_token(model) -> float:
 def minilm_flops_per_token(model_path: Path) -> float:
     from transformers import AutoModelForSequenceClassification
 
-    from llmkit.progress import quiet_library_progress
+    from llmkit.core.progress import quiet_library_progress
 
     with quiet_library_progress():
         model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=2)
@@ -234,9 +234,9 @@ def plain_trainer_alpaca(steps: int, batch: int, max_length: int) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, Trainer, TrainingArguments, set_seed
 
-    from llmkit.config import load_recipe
-    from llmkit.data import load_splits
-    from llmkit.models import load_tokenizer, resolve_model
+    from llmkit.data.files import load_splits
+    from llmkit.models.resolve import load_tokenizer, resolve_model
+    from llmkit.recipe.loader import load_recipe
     from llmkit.tasks.generation import GenerationTask
 
     recipe = load_recipe(
@@ -355,8 +355,8 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    from llmkit.models import resolve_model
-    from llmkit.progress import quiet_library_progress
+    from llmkit.core.progress import quiet_library_progress
+    from llmkit.models.resolve import resolve_model
 
     peak = matmul_peak_gflops()
     report: dict = {

@@ -43,16 +43,16 @@ def read_jsonl(path: Path, limit: int | None = None) -> list[dict]:
 
 def recipe_data(max_new_tokens: int) -> dict:
     """The recipe's data settings (prompt, languages, lengths) as the base model is used with them."""
-    from llmkit.config import load_recipe
+    from llmkit.recipe.loader import load_recipe
 
     return load_recipe(str(RECIPE), [TRAIN_FILE, f"data.max_new_tokens={max_new_tokens}"]).data
 
 
 def score(model_dir: Path, data: dict, captions: list[dict], name: str) -> dict:
     """One model's translations of the captions, their BLEU/chrF against the references, and the wall time."""
+    from llmkit.inference.predict import task_with_defaults
     from llmkit.metrics import load_metrics
-    from llmkit.models import check_weights, load_model, load_tokenizer
-    from llmkit.predict import task_with_defaults
+    from llmkit.models.resolve import check_weights, load_model, load_tokenizer
     from llmkit.tasks.translation import TranslationTask
 
     started = time.perf_counter()
@@ -121,9 +121,9 @@ def plain_run(args: argparse.Namespace) -> tuple[Path, float, dict]:
         set_seed,
     )
 
-    from llmkit.config import load_recipe
-    from llmkit.distributed import choose_precision, probe_machine
-    from llmkit.models import resolve_model
+    from llmkit.core.devices import choose_precision, probe_machine
+    from llmkit.models.resolve import resolve_model
+    from llmkit.recipe.loader import load_recipe
 
     started = time.perf_counter()
     recipe = load_recipe(str(RECIPE), [TRAIN_FILE, *short_run(args)])
@@ -187,7 +187,7 @@ def main() -> None:
     parser.add_argument("--skip-zero-shot", action="store_true", help="no zero-shot row")
     args = parser.parse_args()
 
-    from llmkit.models import resolve_model
+    from llmkit.models.resolve import resolve_model
 
     captions = read_jsonl(MULTI30K / "test.jsonl", args.test_size)
     data = recipe_data(args.max_new_tokens)

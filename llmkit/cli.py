@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from llmkit.errors import LlmkitError
+from llmkit.core.errors import LlmkitError
 
 app = typer.Typer(
     name="llmkit",
@@ -77,8 +77,8 @@ def finetune(
     if resume is not None:
         overrides.append(f"training.resume={resume}")
     if num_processes * num_machines > 1 and "RANK" not in os.environ:
-        from llmkit.config import load_recipe
-        from llmkit.distributed import check_sharding, launch
+        from llmkit.core.devices import check_sharding, launch
+        from llmkit.recipe.loader import load_recipe
 
         resolved = load_recipe(recipe, overrides)  # a bad recipe fails here once, not in every process
         check_sharding(resolved.training, f"recipe {resolved.source}")
@@ -97,8 +97,8 @@ def finetune(
             main_process_port=main_process_port,
         )
         raise typer.Exit(code)
-    from llmkit.distributed import is_main_process
-    from llmkit.train import finetune as run_finetune
+    from llmkit.core.devices import is_main_process
+    from llmkit.training.spine import finetune as run_finetune
 
     try:
         result = run_finetune(recipe, overrides, overwrite=overwrite or None)
@@ -144,7 +144,7 @@ def sweep(
 ) -> None:
     """Search hyperparameters with Optuna: each trial an llmkit run scored on validation; the same command
     again resumes (DIR/study.db). Writes trials.md, trials.json, trials.png and best_recipe.yaml."""
-    from llmkit.sweep import sweep as run_sweep
+    from llmkit.training.sweep import sweep as run_sweep
 
     try:
         result = run_sweep(
@@ -198,7 +198,7 @@ def predict(
     ] = None,
 ) -> None:
     """Predict every row of a file: the row as it is plus predictions (predicted_label, predicted_score)."""
-    from llmkit.predict import predict_file
+    from llmkit.inference.predict import predict_file
 
     rows = predict_file(model, input, output, base=base, overrides=overrides or [], explain=explain)
     if output is not None:
@@ -259,7 +259,7 @@ def evaluate(
 ) -> None:
     """Score models on a labelled file as training scores validation, with 95% bootstrap intervals, and
     an error analysis (per class / entity type, worst rows, weakest slices)."""
-    from llmkit.evaluate import evaluate_models, summary_lines
+    from llmkit.inference.evaluate import evaluate_models, summary_lines
 
     models = [a for a in arguments if "=" not in a or Path(a).exists()]
     overrides = [a for a in arguments if a not in models]
@@ -295,7 +295,7 @@ def validate(
     """Check a recipe, its data and model without training: decoded examples, lengths, labels, and for
     chat recipes the pre-flight chat checks (prompt = inference prompt, EOS in the loss, loss share)."""
     recipe, overrides = recipe_and_overrides(recipe, overrides)
-    from llmkit.validate import validate as run_validate
+    from llmkit.training.validate import validate as run_validate
 
     for line in run_validate(recipe, overrides, examples=examples, strict=strict):
         typer.echo(line)
@@ -355,7 +355,7 @@ def fill_mask(
     """Fill the masks in a text: ranked candidates with scores, from a masked LM or a causal LM."""
     import json
 
-    from llmkit.causal_fill import fill_mask as fill
+    from llmkit.inference.fill_mask import fill_mask as fill
 
     texts = read_texts(text, input_file)
     _, results = fill(texts, model, top_k=top_k, candidates=candidates, right_context=right_context)
@@ -391,8 +391,8 @@ def answer(
     """Answer a question from a context: the span of the context, its character offsets and score."""
     import json
 
-    from llmkit.answer import answer as run_answer
-    from llmkit.answer import read_context
+    from llmkit.inference.answer import answer as run_answer
+    from llmkit.inference.answer import read_context
 
     result = run_answer(question, read_context(context, context_file), model)
     if as_json:
@@ -422,8 +422,8 @@ def generate(
     """Generate text with a causal LM, streamed to the terminal as it is produced."""
     import json
 
-    from llmkit.generate import SamplingSettings, as_json_record
-    from llmkit.generate import generate as run_generate
+    from llmkit.inference.generate import SamplingSettings, as_json_record
+    from llmkit.inference.generate import generate as run_generate
 
     settings = SamplingSettings(max_new_tokens, temperature, top_p, top_k, seed)
     result = run_generate(prompt, model, sampling=settings, chat=chat, stream=None if as_json else sys.stdout)
@@ -464,8 +464,8 @@ def summarize(
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines on stdout (row + summary).")] = False,
 ) -> None:
     """Summarize documents with an encoder-decoder or a decoder-only model: one summary per line."""
-    from llmkit.summarize import check_output
-    from llmkit.summarize import summarize as run_summarize
+    from llmkit.inference.summarize import check_output
+    from llmkit.inference.summarize import summarize as run_summarize
 
     check_output(output)
     rows = run_summarize(
@@ -519,8 +519,8 @@ def translate(
     ] = False,
 ) -> None:
     """Translate texts with an encoder-decoder or a decoder-only model: one translation per line."""
-    from llmkit.translate import check_output
-    from llmkit.translate import translate as run_translate
+    from llmkit.inference.translate import check_output
+    from llmkit.inference.translate import translate as run_translate
 
     check_output(output)
     rows = run_translate(
@@ -540,7 +540,7 @@ def write_generated(rows: list[dict], output: Path | None, as_json: bool, key: s
     """The demos' output: JSONL to --output, else JSON lines (--json) or one generated text a line."""
     import json
 
-    from llmkit.run_folder import write_jsonl
+    from llmkit.runs.folder import write_jsonl
 
     if output is not None:
         write_jsonl(output, rows)
@@ -563,8 +563,8 @@ def merge(
     ] = None,
 ) -> None:
     """Merge a LoRA run's adapter into its base: a plain model folder (config, safetensors, tokenizer)."""
-    from llmkit.adaptation import MERGED_DIR
-    from llmkit.predict import merge_run
+    from llmkit.inference.predict import merge_run
+    from llmkit.models.adaptation import MERGED_DIR
 
     folder = merge_run(run, output or run / MERGED_DIR, base=base)
     typer.echo(f"merged model saved to {folder}")
@@ -575,7 +575,7 @@ def report(
     output_dir: Annotated[Path, typer.Argument(help="Output folder of a finished `llmkit finetune` run.")],
 ) -> None:
     """Regenerate a run's report.md, plots (plots/*.png) and model card (README.md) from its files."""
-    from llmkit.report import write_report
+    from llmkit.runs.report import write_report
 
     for path in write_report(output_dir):
         typer.echo(str(path))
@@ -613,11 +613,11 @@ def recipes(
 ) -> None:
     """List the bundled recipes (run one with `llmkit finetune NAME`), or print the recipe reference."""
     if reference:
-        from llmkit.recipe_reference import recipe_reference
+        from llmkit.recipe.reference import recipe_reference
 
         typer.echo(recipe_reference(task), nl=False)
         return
-    from llmkit.config import bundled_recipes, recipe_description
+    from llmkit.recipe.loader import bundled_recipes, recipe_description
 
     for name, path in bundled_recipes().items():
         typer.echo(f"{name:<22} {recipe_description(path)}")

@@ -10,8 +10,8 @@ import os
 import platform
 from typing import Any
 
+from llmkit.core.devices import Machine, choose_precision, probe_machine
 from llmkit.core.versions import library_versions
-from llmkit.distributed import Machine, choose_precision, probe_machine
 
 PACKAGES = (
     "llmkit",
@@ -45,7 +45,7 @@ def hub_state() -> dict[str, Any]:
     """Whether the hub may be reached, and where each library caches what it fetched."""
     from huggingface_hub import constants
 
-    from llmkit.models import cache_dir
+    from llmkit.models.resolve import cache_dir
 
     def flag(name: str) -> bool:
         return os.environ.get(name, "").lower() in TRUE_VALUES
@@ -63,7 +63,7 @@ def hub_state() -> dict[str, Any]:
 
 def alias_state() -> dict[str, str]:
     """Each bundled alias: ``ready`` (on disk), ``built on first use``, or what to install."""
-    from llmkit.models import ALIASES, cache_dir
+    from llmkit.models.resolve import ALIASES, cache_dir
 
     states = {}
     for name in ALIASES:

@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
-from llmkit.config import bundled_recipes
-from llmkit.predict import task_with_defaults
+from llmkit.inference.predict import task_with_defaults
+from llmkit.recipe.loader import bundled_recipes
 from llmkit.tasks import Task, get_task_class
 from tests.conftest import NEGATIVE, POSITIVE
 

@@ -161,8 +161,8 @@ def first_step(
     import torch
     from datasets import Dataset
 
-    from llmkit.config import load_recipe
-    from llmkit.train import build_trainer, prepare
+    from llmkit.recipe.loader import load_recipe
+    from llmkit.training.spine import build_trainer, prepare
 
     training = {
         "max_steps": 1,
@@ -229,8 +229,8 @@ def test_a_micro_batch_without_labelled_tokens_adds_nothing_to_the_step(tmp_path
     from datasets import Dataset
     from transformers import AutoModelForMaskedLM, Trainer, TrainingArguments
 
-    from llmkit.loss_scaling import step_weighted_trainer
-    from llmkit.models import resolve_model
+    from llmkit.models.resolve import resolve_model
+    from llmkit.training.loss_scaling import step_weighted_trainer
 
     model = AutoModelForMaskedLM.from_pretrained(resolve_model("tiny-bert"))
     switch_off_dropout(model)
@@ -254,7 +254,7 @@ def test_two_processes_accumulating_equal_one_batch(case: str, tmp_path: Path) -
     import os
     import subprocess
 
-    from llmkit.distributed import launch_command, probe_machine
+    from llmkit.core.devices import launch_command, probe_machine
 
     recipe = CASES[case](tmp_path)
     one_batch = first_step(recipe, tmp_path, accumulation=1)  # also builds the tiny model both processes load
@@ -271,7 +271,7 @@ def test_two_processes_accumulating_equal_one_batch(case: str, tmp_path: Path) -
 
 
 if __name__ == "__main__":  # one process of test_two_processes_accumulating_equal_one_batch
-    from llmkit.distributed import is_main_process
+    from llmkit.core.devices import is_main_process
 
     folder = Path(sys.argv[1])
     steps = first_step(json.loads((folder / "recipe.json").read_text()), folder, accumulation=2, batch_size=4)

@@ -15,13 +15,13 @@ from types import SimpleNamespace
 import pytest
 
 import llmkit
-from llmkit.causal_lm import DEFAULT_CHAT_TEMPLATE
-from llmkit.checkpoints import is_run_entry
-from llmkit.config import load_recipe
-from llmkit.data import load_splits
-from llmkit.models import load_tokenizer, resolve_model
+from llmkit.data.files import load_splits
+from llmkit.models.resolve import load_tokenizer, resolve_model
+from llmkit.recipe.loader import load_recipe
+from llmkit.runs.checkpoints import is_run_entry
 from llmkit.tasks import get_task_class
-from llmkit.train import encode_cached, save_to_cache
+from llmkit.tasks.causal_lm import DEFAULT_CHAT_TEMPLATE
+from llmkit.training.spine import encode_cached, save_to_cache
 from tests.conftest import NEGATIVE, POSITIVE, write_csv
 
 # A ChatML template (SmolLM2's kind), for a tiny-gpt2 copy that has a template of its own.
@@ -76,7 +76,7 @@ def instruct_recipe(train: Path, model: str, output_dir: Path, **data) -> dict:
 
 
 def encode_split(recipe: dict, role: str):
-    """One split encoded as llmkit.train.run encodes it (through the cache)."""
+    """One split encoded as llmkit.training.spine.run encodes it (through the cache)."""
     resolved = load_recipe(recipe)
     task = get_task_class(resolved.task)(resolved.data)
     splits = load_splits(resolved.data, seed=resolved.training["seed"])
@@ -111,7 +111,7 @@ def test_a_rerun_from_the_cache_saves_the_template_it_trained_with(
 def test_encode_leaves_the_tokenizer_alone_and_prepare_tokenizer_sets_the_template() -> None:
     from datasets import Dataset
 
-    from llmkit.data import Split
+    from llmkit.data.files import Split
 
     model_path = resolve_model("tiny-gpt2")
     recipe = load_recipe({"task": "generation", "model": "tiny-gpt2", "data": {"train": "unused.json"}})

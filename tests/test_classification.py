@@ -157,9 +157,9 @@ def test_real_tokens_are_counted_and_batches_grouped_by_length(sentiment_files, 
     """One epoch of 32 rows in 4 batches: the run's token count is every row's real (unpadded) length."""
     from transformers import AutoTokenizer
 
-    from llmkit.config import load_recipe
-    from llmkit.models import resolve_model
-    from llmkit.train import training_arguments
+    from llmkit.models.resolve import resolve_model
+    from llmkit.recipe.loader import load_recipe
+    from llmkit.training.spine import training_arguments
 
     rows = [
         [texts[i % 10] + " indeed" * (i % 5), label]
@@ -180,7 +180,7 @@ def test_real_tokens_are_counted_and_batches_grouped_by_length(sentiment_files, 
 
 
 def test_tokenized_splits_are_cached_per_rows_and_code(sentiment_files, tmp_path: Path, monkeypatch) -> None:
-    from llmkit import train as train_module
+    from llmkit.training import spine as train_module
 
     monkeypatch.setenv("LLMKIT_CACHE", str(tmp_path / "cache"))
     tokenized = tmp_path / "cache" / "tokenized"
@@ -214,8 +214,8 @@ def test_test_predictions_keep_the_input_columns_as_predict_does(
 
 def test_predict_batches_by_length_and_keeps_the_input_order(sentiment_files, tmp_path: Path) -> None:
     """predict scores rows shortest first (less padding); each row's answer is the one it gets alone."""
-    from llmkit.models import load_for_inference, load_tokenizer
-    from llmkit.predict import task_for_model
+    from llmkit.inference.predict import task_for_model
+    from llmkit.models.resolve import load_for_inference, load_tokenizer
 
     train, validation = sentiment_files
     out = llmkit.finetune(recipe_for(train, validation, tmp_path / "out")).output_dir

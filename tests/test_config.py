@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from llmkit.config import apply_overrides, bundled_recipes, load_recipe, parse_override
-from llmkit.errors import LlmkitError
+from llmkit.core.errors import LlmkitError
+from llmkit.recipe.loader import apply_overrides, bundled_recipes, load_recipe, parse_override
 
 BASE = {"task": "classification", "model": "tiny-bert", "data": {"train": "train.csv"}}
 
@@ -105,7 +105,7 @@ def test_the_committed_recipe_reference_is_the_generated_one(run_cli) -> None:
 def test_the_recipe_reference_holds_every_key_with_its_default(task: str) -> None:
     import yaml
 
-    from llmkit.recipe_reference import recipe_reference
+    from llmkit.recipe.reference import recipe_reference
 
     text = recipe_reference(task)
     reference = yaml.safe_load(text)

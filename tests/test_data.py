@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from llmkit.config import COMMON_DATA_DEFAULTS
-from llmkit.data import load_splits, read_table, resolve_data_path
-from llmkit.errors import LlmkitError
+from llmkit.core.errors import LlmkitError
+from llmkit.data.files import load_splits, read_table, resolve_data_path
+from llmkit.recipe.loader import COMMON_DATA_DEFAULTS
 from tests.conftest import write_csv
 
 ROWS = [
@@ -165,7 +165,7 @@ def test_a_label_missing_from_the_first_test_row_is_checked_not_dropped(tmp_path
     ],
 )
 def test_messages_name_the_real_file_line(tmp_path: Path, name: str, content: str, line: int | None) -> None:
-    from llmkit.data import require_text
+    from llmkit.data.files import require_text
 
     path = tmp_path / name
     path.write_text(content, encoding="utf-8")
@@ -550,7 +550,7 @@ def test_join_lists_in_a_classifier_text_column(tmp_path: Path) -> None:
 
 
 def test_overriding_train_but_not_the_recipes_validation_is_one_warning(tmp_path: Path, capsys) -> None:
-    from llmkit.config import load_recipe
+    from llmkit.recipe.loader import load_recipe
 
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("data: {train: a/train.csv, validation: a/dev.csv}\n", encoding="utf-8")
@@ -571,7 +571,7 @@ def test_validate_reads_columns_whole_not_row_by_row(tmp_path: Path, monkeypatch
     check fetched its cells one row at a time (datasets formats each fetched row on its own)."""
     import datasets.arrow_dataset
 
-    from llmkit.validate import validate
+    from llmkit.training.validate import validate
 
     rows = 3000
     path = write_csv(

@@ -154,8 +154,8 @@ ACCELERATE_FSDP_PROBE = """
 import json, sys
 import torch
 from transformers import Trainer, TrainingArguments
-from llmkit.distributed import confirm_sharding
-from llmkit.errors import LlmkitError
+from llmkit.core.devices import confirm_sharding
+from llmkit.core.errors import LlmkitError
 
 args = TrainingArguments(output_dir=sys.argv[1], fsdp=True, use_cpu=True, report_to=[])  # FSDP2, gloo
 trainer = Trainer(model=torch.nn.Linear(2, 2), args=args)

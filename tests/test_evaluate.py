@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import llmkit
-from llmkit.errors import LlmkitError
-from llmkit.evaluate import (
+from llmkit.core.errors import LlmkitError
+from llmkit.inference.evaluate import (
     RowOutcomes,
     evaluate_models,
     multi_label_counts,
@@ -253,7 +253,7 @@ def test_several_models_side_by_side_with_paired_p_values_and_overrides(tmp_path
     assert record["comparison_chart"] == {"file": "comparison.png"}  # the shared scores, drawn
     assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "](comparison.png)" in table
-    from llmkit.evaluation_report import charted_metrics
+    from llmkit.inference.evaluation_report import charted_metrics
 
     assert charted_metrics(record["models"]) == ["eval_accuracy", "eval_f1", "eval_matthews_correlation"]
     again = run_cli("evaluate", first, "--data", renamed, "data.text=review", "--output", out)
@@ -420,7 +420,7 @@ def test_llmkit_errors_are_raised_for_an_unknown_model(tmp_path: Path) -> None:
 def test_classification_predictions_come_from_the_scoring_pass_and_match_predict(
     name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from llmkit.predict import predict_file
+    from llmkit.inference.predict import predict_file
     from llmkit.tasks.classification import ClassificationTask
 
     run, validation = train_case(name, tmp_path)
@@ -666,7 +666,7 @@ def test_generated_predictions_are_the_scored_texts_in_row_order(name: str, tmp_
 def test_vectorized_entity_resampling_equals_seqeval_on_each_resample() -> None:
     """NER intervals come from per-row entity counts; each resample's scores are seqeval's on those rows
     (malformed spans included: an I- tag that opens an entity), a type absent from a resample NaN."""
-    from llmkit.evaluate import entity_counts
+    from llmkit.inference.evaluate import entity_counts
     from llmkit.metrics import load_metrics
 
     rng = np.random.default_rng(3)
@@ -717,10 +717,10 @@ def test_a_causal_lm_before_fine_tuning_is_scored_as_the_task_named(tmp_path: Pa
 
 def test_a_long_scoring_pass_reports_its_progress(tmp_path: Path, monkeypatch, capsys) -> None:
     """Outside a terminal (no bar), the scoring pass prints a throttled line: batches done and time left."""
-    import llmkit.progress
+    import llmkit.core.progress
 
     run, validation = train_case("classification", tmp_path)  # 6 rows, batches of 4: two batches
-    monkeypatch.setattr(llmkit.progress, "TRAINING_LINE_SECONDS", 0.0)
+    monkeypatch.setattr(llmkit.core.progress, "TRAINING_LINE_SECONDS", 0.0)
     capsys.readouterr()
     evaluate_models([str(run)], str(validation), resamples=0)
     lines = [line for line in capsys.readouterr().err.splitlines() if "scoring batch" in line]
@@ -728,7 +728,7 @@ def test_a_long_scoring_pass_reports_its_progress(tmp_path: Path, monkeypatch, c
 
 
 def test_the_comparison_chart_draws_scores_not_counts() -> None:
-    from llmkit.evaluation_report import charted_metrics
+    from llmkit.inference.evaluation_report import charted_metrics
 
     metrics = {"eval_truncated_documents": 2, "eval_loss": 1.7, "eval_rouge1": 0.3, "eval_gen_len": 31.0}
     models = [{"metrics": metrics}, {"metrics": {**metrics, "eval_rouge1": 0.2}}]

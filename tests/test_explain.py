@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 import llmkit
-from llmkit import explain
-from llmkit.explain import CAPTUM_MISSING, N_STEPS, TOLERANCE, pad_baseline, text_attribution
-from llmkit.models import load_for_inference, load_tokenizer
-from llmkit.predict import task_for_model
+from llmkit.inference import explain
+from llmkit.inference.explain import CAPTUM_MISSING, N_STEPS, TOLERANCE, pad_baseline, text_attribution
+from llmkit.inference.predict import task_for_model
+from llmkit.models.resolve import load_for_inference, load_tokenizer
 from tests.conftest import NEGATIVE, POSITIVE
 from tests.test_ner import rows as ner_rows
 
@@ -104,8 +104,8 @@ def test_a_decoder_classifier_adds_up_too() -> None:
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from llmkit.models import resolve_model
-    from llmkit.predict import task_with_defaults
+    from llmkit.inference.predict import task_with_defaults
+    from llmkit.models.resolve import resolve_model
     from llmkit.tasks.classification import ClassificationTask
 
     folder = resolve_model("tiny-gpt2")
@@ -245,7 +245,7 @@ def test_explain_errors_are_one_line(
 ) -> None:
     from transformers import AutoModelForQuestionAnswering
 
-    from llmkit.models import resolve_model
+    from llmkit.models.resolve import resolve_model
 
     reader = tmp_path / "reader"  # a plain Hugging Face QA folder: its task is read from its architecture
     AutoModelForQuestionAnswering.from_pretrained(resolve_model("tiny-bert")).save_pretrained(reader)
@@ -274,8 +274,8 @@ def test_explain_errors_are_one_line(
 def test_multi_label_and_regression_explain_the_likeliest_label_and_the_score() -> None:
     from types import SimpleNamespace
 
-    from llmkit.explain import classification_target
-    from llmkit.predict import task_with_defaults
+    from llmkit.inference.explain import classification_target
+    from llmkit.inference.predict import task_with_defaults
     from llmkit.tasks.classification import ClassificationTask
 
     model = SimpleNamespace(config=SimpleNamespace(id2label={0: "joy", 1: "love", 2: "anger"}))

@@ -69,9 +69,9 @@ def test_blocks_are_max_length_tokens(tmp_path: Path) -> None:
     """Only the corpus's last partial block is left out, however many rows (not one per 1,000 rows)."""
     from transformers import AutoTokenizer
 
-    from llmkit.config import COMMON_DATA_DEFAULTS
-    from llmkit.data import read_table
-    from llmkit.models import resolve_model
+    from llmkit.data.files import read_table
+    from llmkit.models.resolve import resolve_model
+    from llmkit.recipe.loader import COMMON_DATA_DEFAULTS
     from llmkit.tasks.fill_mask import FillMaskTask
 
     task = FillMaskTask(
@@ -92,8 +92,8 @@ def test_masked_positions_loss_equals_full_loss() -> None:
     import torch
     from transformers import AutoTokenizer, TrainingArguments
 
-    from llmkit.config import COMMON_DATA_DEFAULTS
-    from llmkit.models import resolve_model
+    from llmkit.models.resolve import resolve_model
+    from llmkit.recipe.loader import COMMON_DATA_DEFAULTS
     from llmkit.tasks.fill_mask import FillMaskTask, masked_positions_trainer, mlm_head
 
     task = FillMaskTask({**COMMON_DATA_DEFAULTS, **FillMaskTask.data_defaults, "mlm_probability": 0.5})
@@ -202,10 +202,10 @@ def test_cli_without_any_fill_mask_run_uses_a_causal_lm(
     run_cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """Nothing trained here: the default causal LM answers (tiny-gpt2 stands in for smollm2-135m here)."""
-    import llmkit.causal_fill
+    import llmkit.inference.fill_mask
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(llmkit.causal_fill, "DEFAULT_CAUSAL_MODEL", "tiny-gpt2")
+    monkeypatch.setattr(llmkit.inference.fill_mask, "DEFAULT_CAUSAL_MODEL", "tiny-gpt2")
     result = run_cli("fill-mask", "a [MASK] film", "-k", "3")
     assert result.exit_code == 0, result.stderr
     assert result.stderr.strip().startswith(
@@ -219,7 +219,7 @@ def test_cli_without_any_fill_mask_run_uses_a_causal_lm(
 def tiny_gpt2():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from llmkit.models import resolve_model
+    from llmkit.models.resolve import resolve_model
 
     folder = resolve_model("tiny-gpt2")
     return AutoModelForCausalLM.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
@@ -247,7 +247,7 @@ class Steered:
 
 
 def test_causal_lm_proposes_a_word_of_several_tokens() -> None:
-    from llmkit.causal_fill import fill_masks_causal
+    from llmkit.inference.fill_mask import fill_masks_causal
 
     model, tokenizer = tiny_gpt2()
     pieces = tokenizer(" charming").input_ids
@@ -266,7 +266,7 @@ def test_causal_rescoring_is_the_text_log_likelihood(
     ``right_context`` tokens of it, or all."""
     import torch
 
-    import llmkit.causal_fill as causal_fill
+    import llmkit.inference.fill_mask as causal_fill
 
     monkeypatch.setattr(causal_fill, "RESCORE_BATCH_TOKENS", 16)  # several batches, padded rows
     plain, tokenizer = tiny_gpt2()
@@ -291,7 +291,7 @@ def test_causal_rescoring_is_the_text_log_likelihood(
 
 
 def test_causal_lm_fills_two_masks_left_to_right(run_cli) -> None:
-    from llmkit.causal_fill import fill_masks_causal
+    from llmkit.inference.fill_mask import fill_masks_causal
 
     model, tokenizer = tiny_gpt2()
     [[first, second]] = fill_masks_causal(model, tokenizer, ["the [MASK] was <mask>."], top_k=4)
@@ -323,7 +323,7 @@ def test_causal_lm_mask_placeholders() -> None:
     """[MASK], <mask> (any case) and the tokenizer's own mask token all mark a blank for a causal LM."""
     from types import SimpleNamespace
 
-    from llmkit.causal_fill import check_texts
+    from llmkit.inference.fill_mask import check_texts
 
     tokenizer = SimpleNamespace(mask_token="<|fill|>")
     parts = check_texts(["a [MASK] b <mask> c <|fill|> d [mask]"], tokenizer, None, "m")
@@ -331,7 +331,7 @@ def test_causal_lm_mask_placeholders() -> None:
 
 
 def test_causal_lm_bad_inputs(run_cli) -> None:
-    from llmkit.causal_fill import MAX_MASKS
+    from llmkit.inference.fill_mask import MAX_MASKS
 
     too_many = " ".join(["[MASK]"] * (MAX_MASKS + 1))
     result = run_cli("fill-mask", too_many, "--model", "tiny-gpt2")
@@ -374,8 +374,8 @@ def test_masked_positions_evaluation_equals_the_stock_one(monkeypatch: pytest.Mo
     from transformers import AutoModelForMaskedLM, AutoTokenizer, TrainingArguments
 
     import llmkit.tasks.fill_mask as fill_mask
-    from llmkit.models import resolve_model
-    from llmkit.predict import task_with_defaults
+    from llmkit.inference.predict import task_with_defaults
+    from llmkit.models.resolve import resolve_model
 
     folder = resolve_model("tiny-bert")
     tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -417,8 +417,8 @@ def test_a_batch_without_labels_is_a_zero_loss_not_nan(task: str, tmp_path: Path
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, TrainingArguments
 
-    from llmkit.causal_lm import causal_lm_trainer_class
-    from llmkit.models import resolve_model
+    from llmkit.models.resolve import resolve_model
+    from llmkit.tasks.causal_lm import causal_lm_trainer_class
     from llmkit.tasks.fill_mask import masked_positions_trainer
 
     if task == "fill-mask":
@@ -444,10 +444,10 @@ def test_eval_loss_is_the_mean_over_the_evaluations_labelled_tokens(task: str, t
     import torch.nn.functional as F
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, TrainingArguments
 
-    from llmkit.causal_lm import causal_lm_trainer_class
-    from llmkit.loss_scaling import step_weighted_trainer
-    from llmkit.models import resolve_model
+    from llmkit.models.resolve import resolve_model
+    from llmkit.tasks.causal_lm import causal_lm_trainer_class
     from llmkit.tasks.fill_mask import masked_positions_trainer
+    from llmkit.training.loss_scaling import step_weighted_trainer
 
     if task == "fill-mask":
         base, auto_class, name, shift = masked_positions_trainer(), AutoModelForMaskedLM, "tiny-bert", 0
@@ -481,8 +481,8 @@ def test_next_sentence_pretraining_without_masked_tokens_keeps_a_finite_loss() -
     import torch
     from transformers import BertForPreTraining
 
-    from llmkit import next_sentence
-    from llmkit.models import resolve_model
+    from llmkit.models.resolve import resolve_model
+    from llmkit.tasks import next_sentence
 
     model = BertForPreTraining.from_pretrained(resolve_model("tiny-bert"))
     ids = torch.tensor([[2, 5, 6, 3, 7, 8, 3]])
@@ -496,7 +496,7 @@ def test_wrapped_model_loss_terms_without_masked_tokens_give_finite_gradients() 
     """The path DDP and sharded runs take (the model's own logits at every position)."""
     import torch
 
-    from llmkit import next_sentence
+    from llmkit.tasks import next_sentence
 
     logits = torch.randn(1, 7, 11, requires_grad=True)
     relationship = torch.randn(1, 2, requires_grad=True)

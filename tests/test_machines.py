@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from llmkit.distributed import (
+from llmkit.core.devices import (
     Machine,
     choose_precision,
     device_settings,
@@ -24,7 +24,7 @@ from llmkit.distributed import (
     one_gpu_per_process,
     probe_machine,
 )
-from llmkit.errors import LlmkitError
+from llmkit.core.errors import LlmkitError
 
 CPU_PLAIN = Machine(cpu_name="Intel Xeon (Cascade Lake)", cpu_cores=8, cpu_bf16=False)
 CPU_BF16 = Machine(cpu_name="Intel Xeon (Sapphire Rapids)", cpu_cores=8, cpu_bf16=True)
@@ -112,8 +112,8 @@ def test_training_arguments_accept_each_machine_kind(
     machine: Machine, monkeypatch: pytest.MonkeyPatch, sentiment_files, tmp_path: Path
 ) -> None:
     """The whole path: recipe -> llmkit's settings for that machine -> the real TrainingArguments."""
-    from llmkit.config import load_recipe
-    from llmkit.train import training_arguments
+    from llmkit.recipe.loader import load_recipe
+    from llmkit.training.spine import training_arguments
 
     if machine.kind == "cuda":
         simulate_cuda(monkeypatch, machine)
@@ -132,8 +132,8 @@ def test_training_arguments_accept_each_machine_kind(
 
 
 def test_explicit_bf16_on_a_cpu_without_native_bf16_is_accepted(sentiment_files, tmp_path: Path) -> None:
-    from llmkit.config import load_recipe
-    from llmkit.train import training_arguments
+    from llmkit.recipe.loader import load_recipe
+    from llmkit.training.spine import training_arguments
 
     train, _ = sentiment_files
     for overrides in (["training.precision=bf16"], ["training.bf16=true"]):
@@ -186,7 +186,7 @@ def test_launcher_shares_cpu_cores_among_processes(monkeypatch: pytest.MonkeyPat
 
 
 def test_probe_reads_cpu_flags_cuda_and_mps(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import llmkit.distributed as distributed
+    import llmkit.core.devices as distributed
 
     sapphire = tmp_path / "cpuinfo"
     sapphire.write_text(

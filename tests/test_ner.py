@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from llmkit.data import ConllFormat, read_split
-from llmkit.errors import LlmkitError
+from llmkit.core.errors import LlmkitError
+from llmkit.data.files import ConllFormat, read_split
 from tests.conftest import REPO
 
 PEOPLE = ["Anna Schmidt", "John Smith", "Maria Rossi", "Peter Jones"]
@@ -107,7 +107,7 @@ def test_word_labels_first_sub_token_or_all() -> None:
 
 
 def ner_task(label_all: bool, names: list[str]):
-    from llmkit.config import COMMON_DATA_DEFAULTS
+    from llmkit.recipe.loader import COMMON_DATA_DEFAULTS
     from llmkit.tasks.token_classification import TokenClassificationTask
 
     data = {**COMMON_DATA_DEFAULTS, **TokenClassificationTask.data_defaults, "label_all_tokens": label_all}
@@ -120,7 +120,7 @@ def test_label_all_tokens_gives_later_sub_tokens_the_inside_tag() -> None:
     """run_ner's label_all_tokens: one word, however many pieces, is one entity (B- then I-), not several."""
     from datasets import Dataset
 
-    from llmkit.models import load_tokenizer, resolve_model
+    from llmkit.models.resolve import load_tokenizer, resolve_model
 
     tokenizer = load_tokenizer(resolve_model("tiny-bert"))
     task = ner_task(True, ["O", "B-PER", "I-PER"])
@@ -142,8 +142,8 @@ def test_entity_f1_counts_words_at_their_first_sub_token(label_all: bool) -> Non
     from datasets import Dataset
     from transformers import EvalPrediction
 
-    from llmkit.data import Split
-    from llmkit.models import load_tokenizer, resolve_model
+    from llmkit.data.files import Split
+    from llmkit.models.resolve import load_tokenizer, resolve_model
 
     names = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
     words = [
@@ -415,8 +415,8 @@ def test_predict_in_length_order_keeps_each_rows_entities(
     tmp_path: Path, ner_files: tuple[Path, Path]
 ) -> None:
     """Rows are tagged shortest first (less padding); each row's entities are the ones it gets alone."""
-    from llmkit.models import load_for_inference, load_tokenizer
-    from llmkit.predict import task_for_model
+    from llmkit.inference.predict import task_for_model
+    from llmkit.models.resolve import load_for_inference, load_tokenizer
 
     out = finetune(tmp_path, *ner_files).output_dir
     task, tokenizer = task_for_model(out), load_tokenizer(out)

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 import llmkit
-from llmkit.causal_lm import DEFAULT_CHAT_TEMPLATE, render_chat
-from llmkit.config import COMMON_DATA_DEFAULTS, load_recipe
-from llmkit.errors import LlmkitError
-from llmkit.models import resolve_model
+from llmkit.core.errors import LlmkitError
+from llmkit.models.resolve import resolve_model
+from llmkit.recipe.loader import COMMON_DATA_DEFAULTS, load_recipe
+from llmkit.tasks.causal_lm import DEFAULT_CHAT_TEMPLATE, render_chat
 from llmkit.tasks.preference import (
     DROPPED,
     TRUNCATED,
@@ -35,7 +35,7 @@ LLMKIT_TEMPLATE = [
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from llmkit.models import load_tokenizer
+    from llmkit.models.resolve import load_tokenizer
 
     return load_tokenizer(resolve_model("tiny-gpt2"))
 
@@ -144,7 +144,7 @@ def test_long_prompts_keep_their_last_turns_and_long_replies_are_cut(tokenizer) 
 def test_encoding_counts_truncated_and_dropped_pairs_and_drops_those_that_do_not_fit(tokenizer) -> None:
     from datasets import Dataset
 
-    from llmkit.data import Split
+    from llmkit.data.files import Split
 
     rows = [*pairs(3), {"prompt": "word " * 100, "chosen": "a", "rejected": "b"}]
     rows[1]["rejected"] = "no " * 60
@@ -162,7 +162,7 @@ def test_encoding_counts_truncated_and_dropped_pairs_and_drops_those_that_do_not
 def test_transcripts_without_a_prompt_column_are_split_at_the_last_assistant_turn() -> None:
     from datasets import Dataset
 
-    from llmkit.data import Split
+    from llmkit.data.files import Split
 
     start = "\n\nHuman: Hi\n\nAssistant: Hello\n\nHuman: Help?\n\nAssistant:"
     rows = [{"chosen": start + " Sure.", "rejected": start + " No."}]
@@ -221,7 +221,7 @@ def test_hh_pairs_that_differ_before_their_last_turn_are_skipped_and_counted(tmp
 def test_hh_transcripts_that_all_differ_early_are_one_line(tmp_path: Path) -> None:
     from datasets import Dataset
 
-    from llmkit.data import Split
+    from llmkit.data.files import Split
 
     rows = [
         {
@@ -421,7 +421,7 @@ def test_bad_preference_input_is_one_line_exit_2(run_cli, bad_files, tmp_path, n
 def test_hh_rows_whose_turns_do_not_alternate_can_be_skipped_and_counted(bad_files, capsys) -> None:
     from datasets import Dataset
 
-    from llmkit.data import Split
+    from llmkit.data.files import Split
 
     rows = [json.loads(line) for line in bad_files["bad_hh"].read_text().splitlines()]
     split = Split("train", Dataset.from_list(rows), bad_files["bad_hh"], key="data.train")

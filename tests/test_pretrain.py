@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 import llmkit
-from llmkit.errors import LlmkitError
-from llmkit.scratch import SCRATCH_CACHE, SIZES, size_table
-from llmkit.tokenizer_training import (
+from llmkit.core.errors import LlmkitError
+from llmkit.models.scratch import SCRATCH_CACHE, SIZES, size_table
+from llmkit.models.tokenizer_training import (
     BERT_SPECIAL_TOKENS,
     GPT2_SPECIAL_TOKENS,
     train_on_corpus,
@@ -98,13 +98,13 @@ def test_byte_level_bpe_keeps_line_breaks_and_case() -> None:
 
 
 def test_the_tiny_test_models_train_their_tokenizers_through_the_one_trainer() -> None:
-    """No second copy: only llmkit.tokenizer_training builds `tokenizers` trainers and pipelines."""
+    """No second copy: only llmkit.models.tokenizer_training builds `tokenizers` trainers and pipelines."""
     users = [
         path.relative_to(REPO).as_posix()
         for path in (REPO / "llmkit").rglob("*.py")
         if re.search(r"\btrainers\.\w+Trainer\(|\bTokenizer\(models\.", path.read_text(encoding="utf-8"))
     ]
-    assert users == ["llmkit/tokenizer_training.py"]
+    assert users == ["llmkit/models/tokenizer_training.py"]
     source = (REPO / "llmkit" / "tiny_models.py").read_text(encoding="utf-8")
     assert source.count("train_tokenizer(sample_corpus()") == 4  # WordPiece, byte-level BPE, Unigram, BART
 
@@ -157,11 +157,11 @@ def test_the_line_by_line_examples_of_document_rows_are_their_lines(corpus: Path
     from datasets import Dataset
     from transformers import AutoTokenizer
 
-    from llmkit.predict import task_with_defaults
+    from llmkit.inference.predict import task_with_defaults
     from llmkit.tasks.fill_mask import FillMaskTask
 
     task = task_with_defaults(FillMaskTask, {"max_length": 32})
-    tokenizer = AutoTokenizer.from_pretrained(llmkit.models.resolve_model("tiny-bert"))
+    tokenizer = AutoTokenizer.from_pretrained(llmkit.models.resolve.resolve_model("tiny-bert"))
     encoded = task.encode(Dataset.from_dict({"text": documents(3, 4)}), tokenizer)
     assert len(encoded) == 12
     assert encoded[1]["input_ids"] == tokenizer(SENTENCES[1]).input_ids
@@ -211,7 +211,7 @@ def test_from_a_config_file_and_a_reused_tokenizer(corpus: Path, tmp_path: Path)
 
 
 def test_validate_builds_the_model_and_says_so(corpus: Path, tmp_path: Path) -> None:
-    from llmkit.validate import validate
+    from llmkit.training.validate import validate
 
     lines = validate(bert_recipe(corpus, tmp_path / "v"))
     assert any("model bert-mini (changed:" in line for line in lines)
@@ -219,7 +219,7 @@ def test_validate_builds_the_model_and_says_so(corpus: Path, tmp_path: Path) -> 
 
 # -- next-sentence prediction -----------------------------------------------------------------------
 def test_sentence_pairs_are_consecutive_lines_or_a_line_of_another_document() -> None:
-    from llmkit.next_sentence import IS_NEXT, IS_RANDOM, sentence_pairs
+    from llmkit.tasks.next_sentence import IS_NEXT, IS_RANDOM, sentence_pairs
 
     texts = ["\n".join(f"d{d} s{s}" for s in range(5)) for d in range(100)]
     pairs = sentence_pairs(texts)
@@ -254,7 +254,7 @@ def test_next_sentence_prediction_end_to_end(corpus: Path, tmp_path: Path, run_c
 
 
 def test_next_sentence_pairs_as_the_model_sees_them(corpus: Path, tmp_path: Path) -> None:
-    from llmkit.validate import validate
+    from llmkit.training.validate import validate
 
     lines = validate(bert_recipe(corpus, tmp_path / "v", txt_unit="paragraph", next_sentence=True))
     assert any(line.strip().startswith("next sentence: ") for line in lines)

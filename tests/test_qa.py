@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from llmkit.errors import LlmkitError
+from llmkit.core.errors import LlmkitError
 
 FACTS = [
     ("Where does Anna live?", "Anna lives in Berlin and works at the museum.", "Berlin"),
@@ -95,9 +95,9 @@ def test_gold_positions_scored_through_the_evaluation_give_back_the_answers(real
     import numpy as np
     from datasets import Dataset
 
-    from llmkit.config import COMMON_DATA_DEFAULTS
     from llmkit.metrics import load_metrics
-    from llmkit.models import load_tokenizer, resolve_model
+    from llmkit.models.resolve import load_tokenizer, resolve_model
+    from llmkit.recipe.loader import COMMON_DATA_DEFAULTS
     from llmkit.tasks.question_answering import QuestionAnsweringTask
 
     lines = (real_data_dir / "squad" / "validation.jsonl").read_text(encoding="utf-8").splitlines()[:300]
@@ -133,7 +133,7 @@ def test_qa_scores_the_same_from_a_warm_tokenization_cache(
     tmp_path: Path, qa_files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The second run gets every split from the cache (encode never runs) and still maps windows back."""
-    from llmkit.models import resolve_model
+    from llmkit.models.resolve import resolve_model
     from llmkit.tasks.question_answering import QuestionAnsweringTask
 
     resolve_model("tiny-bert")
@@ -235,8 +235,8 @@ def test_predict_chooses_as_the_evaluation_does_and_abstains_with_version_2() ->
     import numpy as np
     from datasets import Dataset
 
-    from llmkit.config import COMMON_DATA_DEFAULTS
-    from llmkit.models import load_tokenizer, resolve_model
+    from llmkit.models.resolve import load_tokenizer, resolve_model
+    from llmkit.recipe.loader import COMMON_DATA_DEFAULTS
     from llmkit.tasks.question_answering import QuestionAnsweringTask
 
     tokenizer = load_tokenizer(resolve_model("tiny-bert"))

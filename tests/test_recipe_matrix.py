@@ -306,7 +306,7 @@ def check_loaders(case: RecipeCase, run_cli, run: Path, began: int, own: Path) -
 
 def label_kwargs(folder: Path) -> dict[str, Any]:
     """What an adapter folder's model card tells a transformers user to pass: the head's labels."""
-    from llmkit.adaptation import MODEL_CONFIG_FILE
+    from llmkit.models.adaptation import MODEL_CONFIG_FILE
 
     if not (folder / MODEL_CONFIG_FILE).exists() or (folder / "config.json").exists():
         return {}

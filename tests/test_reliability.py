@@ -16,7 +16,8 @@ from types import SimpleNamespace
 import pytest
 
 import llmkit
-from llmkit.checkpoints import (
+from llmkit.core.errors import LlmkitError
+from llmkit.runs.checkpoints import (
     FINGERPRINT_FILE,
     RUN_MARKER,
     checkpoint_to_resume,
@@ -24,7 +25,6 @@ from llmkit.checkpoints import (
     is_run_entry,
     stop_on_non_finite_loss,
 )
-from llmkit.errors import LlmkitError
 from tests.conftest import REPO
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -207,7 +207,7 @@ def test_pickle_only_weights_need_an_opt_in(run_cli, sentiment_files, tmp_path: 
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from llmkit.models import resolve_model
+    from llmkit.models.resolve import resolve_model
 
     folder = tmp_path / "pickled"
     source = resolve_model("tiny-bert")

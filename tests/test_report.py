@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 import llmkit
-from llmkit.errors import LlmkitError
-from llmkit.plots import PLOT_DATA_FILE, build_figure, training_series
-from llmkit.report import format_value, write_report
+from llmkit.core.errors import LlmkitError
+from llmkit.runs.plots import PLOT_DATA_FILE, build_figure, training_series
+from llmkit.runs.report import format_value, write_report
 from tests.conftest import NEGATIVE, POSITIVE, write_csv
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -108,7 +108,7 @@ def test_final_weights_are_evaluated_once(run_dir: Path) -> None:
 def test_final_evaluation_is_redone_when_the_weights_may_differ() -> None:
     from types import SimpleNamespace
 
-    from llmkit.train import final_step_evaluation
+    from llmkit.training.spine import final_step_evaluation
 
     history = [{"loss": 0.5, "step": 7}, {"eval_loss": 0.4, "eval_runtime": 1.0, "epoch": 1.0, "step": 7}]
     steps = SimpleNamespace(eval_strategy="steps", load_best_model_at_end=False)
@@ -210,7 +210,7 @@ def test_tensorboard_events_are_written_when_installed(run_dir: Path) -> None:
 def test_report_to_auto_explicit_and_absent(monkeypatch: pytest.MonkeyPatch) -> None:
     import transformers.integrations
 
-    from llmkit.train import report_targets
+    from llmkit.training.spine import report_targets
 
     assert report_targets("auto", "recipe r") == ("none", True)
     assert report_targets("none", "recipe r") == ("none", False)
@@ -230,7 +230,7 @@ def test_quiet_run_without_tensorboard_prints_a_few_lines_and_no_bars(
     import transformers.integrations
 
     monkeypatch.setattr(transformers.integrations, "is_tensorboard_available", lambda: False)
-    monkeypatch.setattr("llmkit.progress.TRAINING_LINE_SECONDS", 3600)  # however slow the machine is
+    monkeypatch.setattr("llmkit.core.progress.TRAINING_LINE_SECONDS", 3600)  # however slow the machine is
     recipe = sentiment_recipe(
         tmp_path / "data", tmp_path / "out", max_steps=40, logging_steps=1, eval_steps=20
     )
@@ -249,12 +249,12 @@ def test_quiet_run_without_tensorboard_prints_a_few_lines_and_no_bars(
 def test_disable_tqdm_follows_the_terminal_unless_set(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from llmkit.config import load_recipe
-    from llmkit.train import training_arguments
+    from llmkit.recipe.loader import load_recipe
+    from llmkit.training.spine import training_arguments
 
     recipe = sentiment_recipe(tmp_path, tmp_path / "out")
     assert training_arguments(load_recipe(recipe), tmp_path, has_eval=True).disable_tqdm is True
-    monkeypatch.setattr("llmkit.train.interactive", lambda: True)
+    monkeypatch.setattr("llmkit.training.spine.interactive", lambda: True)
     assert training_arguments(load_recipe(recipe), tmp_path, has_eval=True).disable_tqdm is False
     explicit = load_recipe(recipe, ["training.disable_tqdm=true"])
     assert training_arguments(explicit, tmp_path, has_eval=True).disable_tqdm is True

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import llmkit
-from llmkit.config import load_recipe
-from llmkit.errors import LlmkitError
-from llmkit.models import resolve_model
+from llmkit.core.errors import LlmkitError
+from llmkit.models.resolve import resolve_model
+from llmkit.recipe.loader import load_recipe
 
 TEXT = "\n\n".join(
     f"Paragraph {i}: the quick brown fox jumps over the lazy dog and keeps running far away."
@@ -78,7 +78,7 @@ def test_demos_and_predict_put_the_model_on_the_gpu(
     monkeypatch, finetune_tiny, sentiment_files, tmp_path
 ) -> None:
     """predict/summarize/generate/fill-mask used to run on the CPU next to an idle GPU."""
-    from llmkit.predict import predict_file
+    from llmkit.inference.predict import predict_file
 
     result = finetune_tiny("training.max_steps=1")
     validation = sentiment_files[1]
@@ -88,7 +88,7 @@ def test_demos_and_predict_put_the_model_on_the_gpu(
         moved_to.append(args[0] if args else kwargs.get("device"))
         return self  # this machine has no GPU: stay on the CPU, but remember where llmkit sent the model
 
-    monkeypatch.setattr("llmkit.distributed.inference_device", lambda: "cuda")
+    monkeypatch.setattr("llmkit.core.devices.inference_device", lambda: "cuda")
     monkeypatch.setattr(torch.nn.Module, "to", record_move)
     predict_file(str(result.output_dir), validation, tmp_path / "predictions.jsonl")
     assert moved_to == ["cuda"]
@@ -168,7 +168,12 @@ def sentencepiece_style_tokenizer(style: str):
 def test_sentencepiece_replies_get_no_extra_word_start(style: str) -> None:
     """The review's suspicion, confirmed: a reply tokenized on its own began with "▁" (a space the rendered
     conversation does not have), so the model learned to answer with a leading space."""
-    from llmkit.causal_lm import DEFAULT_CHAT_TEMPLATE, conversation_segments, render_chat, tokenize_segments
+    from llmkit.tasks.causal_lm import (
+        DEFAULT_CHAT_TEMPLATE,
+        conversation_segments,
+        render_chat,
+        tokenize_segments,
+    )
 
     tokenizer = sentencepiece_style_tokenizer(style)
     messages = [{"role": "user", "content": "Say hi"}, {"role": "assistant", "content": "hi there"}]
@@ -192,7 +197,7 @@ def test_sharded_models_take_the_full_forward(task: str, sharding: str, monkeypa
     root module's forward, which gathers the sharded embeddings and head. Sharded runs take the full path."""
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, Trainer
 
-    from llmkit.causal_lm import causal_lm_trainer_class
+    from llmkit.tasks.causal_lm import causal_lm_trainer_class
     from llmkit.tasks.fill_mask import masked_positions_trainer
 
     if task == "generation":

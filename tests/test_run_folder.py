@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 import llmkit
-from llmkit.adaptation import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, MERGED_DIR, MODEL_CONFIG_FILE
-from llmkit.checkpoints import is_run_entry
+from llmkit.models.adaptation import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, MERGED_DIR, MODEL_CONFIG_FILE
+from llmkit.runs.checkpoints import is_run_entry
 from llmkit.tasks import task_names
 from tests.conftest import write_csv
 from tests.test_structure import task_recipe
@@ -145,13 +145,13 @@ def fill_mask_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_fill_mask_ignores_a_run_of_another_folder_and_names_the_default(
     fill_mask_run: Path, run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import llmkit.causal_fill
+    import llmkit.inference.fill_mask
 
     assert fill_mask_run == tmp_path / "elsewhere" / "runs" / "fill-mask"
     fresh = tmp_path / "fresh"
     fresh.mkdir()
     monkeypatch.chdir(fresh)
-    monkeypatch.setattr(llmkit.causal_fill, "DEFAULT_CAUSAL_MODEL", "tiny-gpt2")  # for smollm2-135m
+    monkeypatch.setattr(llmkit.inference.fill_mask, "DEFAULT_CAUSAL_MODEL", "tiny-gpt2")  # for smollm2-135m
     result = run_cli("fill-mask", "a [MASK] film", "-k", "2")
     assert result.exit_code == 0, result.stderr
     assert result.stderr.startswith(

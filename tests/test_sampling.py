@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from llmkit.sampling import LengthGroupedShuffledSampler
+from llmkit.training.sampling import LengthGroupedShuffledSampler
 
 
 def batches_of(indices: list[int], size: int) -> list[list[int]]:
@@ -50,7 +50,7 @@ def test_evaluation_keeps_the_rows_order_while_training_groups_by_length(tmp_pat
     from datasets import Dataset
     from transformers import Trainer, TrainingArguments
 
-    from llmkit.sampling import length_grouping_trainer
+    from llmkit.training.sampling import length_grouping_trainer
 
     rng = random.Random(0)
     rows = Dataset.from_dict({"input_ids": [[1] * rng.randint(2, 60) for _ in range(300)]})

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from llmkit.config import load_recipe
-from llmkit.errors import LlmkitError
+from llmkit.core.errors import LlmkitError
+from llmkit.recipe.loader import load_recipe
 
 BASE = {"task": "classification", "model": "tiny-bert", "data": {"train": "train.csv"}}
 NO_VALIDATION = {**BASE, "data": {"train": "train.csv", "validation_split": 0}}

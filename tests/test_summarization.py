@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 import llmkit
-from llmkit.causal_lm import DEFAULT_CHAT_TEMPLATE, IGNORE_INDEX, generate_left_padded
-from llmkit.config import COMMON_DATA_DEFAULTS
-from llmkit.errors import LlmkitError
+from llmkit.core.errors import LlmkitError
 from llmkit.metrics import load_metrics
-from llmkit.models import resolve_model
+from llmkit.models.resolve import resolve_model
+from llmkit.recipe.loader import COMMON_DATA_DEFAULTS
+from llmkit.tasks.causal_lm import DEFAULT_CHAT_TEMPLATE, IGNORE_INDEX, generate_left_padded
 from llmkit.tasks.summarization import RougeInBatches, SummarizationTask
 from tests.lookalikes import write_dialogues
 
@@ -33,7 +33,7 @@ def task(model: str = "tiny-gpt2", **data) -> SummarizationTask:
 
 
 def tokenizer_for(model: str):
-    from llmkit.models import load_tokenizer
+    from llmkit.models.resolve import load_tokenizer
 
     return load_tokenizer(resolve_model(model))
 
@@ -191,7 +191,7 @@ def test_seq2seq_sources_get_the_prefix_and_are_cut_at_max_length() -> None:
 
 
 def test_left_padded_batch_generation_equals_one_prompt_at_a_time() -> None:
-    from llmkit.causal_lm import load_causal_lm
+    from llmkit.tasks.causal_lm import load_causal_lm
 
     model = load_causal_lm(resolve_model("tiny-gpt2")).eval()
     tokenizer = tokenizer_for("tiny-gpt2")
@@ -206,7 +206,7 @@ def test_training_loss_computes_logits_only_where_labels_are_and_equals_the_mode
     import torch
     from transformers import TrainingArguments
 
-    from llmkit.causal_lm import CausalLMCollator, causal_lm_trainer_class, load_causal_lm
+    from llmkit.tasks.causal_lm import CausalLMCollator, causal_lm_trainer_class, load_causal_lm
 
     tokenizer = tokenizer_for("tiny-gpt2")
     model = load_causal_lm(resolve_model("tiny-gpt2")).train()

@@ -11,10 +11,10 @@ import pytest
 import yaml
 
 import llmkit
-from llmkit.config import load_recipe
-from llmkit.errors import LlmkitError
-from llmkit.sweep import default_space, optuna_reporter, sweep
+from llmkit.core.errors import LlmkitError
+from llmkit.recipe.loader import load_recipe
 from llmkit.tasks import get_task_class
+from llmkit.training.sweep import default_space, optuna_reporter, sweep
 from tests.test_classification import recipe_for
 
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 import llmkit
-from llmkit.causal_lm import IGNORE_INDEX
-from llmkit.config import COMMON_DATA_DEFAULTS
-from llmkit.errors import LlmkitError
+from llmkit.core.errors import LlmkitError
 from llmkit.metrics import load_metrics
-from llmkit.models import resolve_model
+from llmkit.models.resolve import resolve_model
+from llmkit.recipe.loader import COMMON_DATA_DEFAULTS
+from llmkit.tasks.causal_lm import IGNORE_INDEX
 from llmkit.tasks.translation import BleuInBatches, TranslationTask, language_name
 from tests.lookalikes import write_caption_pairs
 
@@ -35,7 +35,7 @@ def task(model: str = "tiny-gpt2", **data) -> TranslationTask:
 
 
 def tokenizer_for(model: str):
-    from llmkit.models import load_tokenizer
+    from llmkit.models.resolve import load_tokenizer
 
     return load_tokenizer(resolve_model(model))
 
@@ -159,7 +159,7 @@ def test_summarization_and_translation_share_one_implementation() -> None:
 
 # -- data layouts ----------------------------------------------------------------------------------------
 def splits_for(tmp_path: Path, rows: list[dict], **data) -> tuple[TranslationTask, dict]:
-    from llmkit.data import load_splits
+    from llmkit.data.files import load_splits
 
     train = write_jsonl(tmp_path / "train.jsonl", rows)
     settings = {**COMMON_DATA_DEFAULTS, **TranslationTask.data_defaults, "train": str(train), **data}
@@ -289,7 +289,7 @@ def test_multi30k_recipe_end_to_end_on_encoder_decoders(
 def test_multi30k_recipe_end_to_end_on_a_decoder_only_model(multi30k_files, tmp_path: Path) -> None:
     from transformers import pipeline
 
-    from llmkit.translate import translate
+    from llmkit.inference.translate import translate
 
     result = finetune("tiny-gpt2", multi30k_files, tmp_path / "out")
     metrics = check_run(result)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from llmkit.causal_lm import DEFAULT_CHAT_TEMPLATE
-from llmkit.models import resolve_model
+from llmkit.models.resolve import resolve_model
+from llmkit.tasks.causal_lm import DEFAULT_CHAT_TEMPLATE
 
 #: llmkit's template with the EOS after each reply left out: nothing teaches the model to stop.
 NO_EOS = DEFAULT_CHAT_TEMPLATE.replace(" + eos_token", "")

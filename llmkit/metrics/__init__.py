@@ -2,6 +2,8 @@
 
 Each folder here is a standard evaluate module (``<name>/<name>.py``); ``load_metrics`` loads
 them with ``evaluate.load(<path>)`` and combines them with ``evaluate.combine``.
+
+May import: core
 """
 
 from __future__ import annotations

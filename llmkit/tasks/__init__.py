@@ -1,11 +1,16 @@
-"""Task registry: recipe ``task:`` name -> task class (imported only when used)."""
+"""The tasks: one file per task honouring the ``Task`` protocol (``base.py``), and their registry (recipe
+``task:`` name -> task class, imported only when used); plus what several tasks share (causal LMs and chat
+templates, decoding, next-sentence pairs).
+
+May import: core, metrics, data, models
+"""
 
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
-from llmkit.errors import LlmkitError, did_you_mean
+from llmkit.core.errors import LlmkitError, did_you_mean
 from llmkit.tasks.base import Task
 
 #: name -> "module:Class"; each module is imported on first use.

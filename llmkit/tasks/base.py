@@ -1,30 +1,33 @@
-"""The protocol every task honours; ``llmkit.train`` runs any task through the same spine.
+"""The protocol every task honours; ``llmkit.training.spine`` runs any task through the same spine.
 
 A task answers five questions: which Auto class loads the model, how rows become model inputs,
 which collator batches them, which metrics judge them, and how a trained model predicts on new rows.
 Everything else (reading data, resolving models, TrainingArguments, saving) is shared.
 
-The order in which ``llmkit.train.run`` calls a task's hooks (``llmkit validate``: 1-5 on some train rows):
+The order in which ``llmkit.training.spine.run`` calls a task's hooks (``llmkit validate``: 1-5 on some
+train rows):
 
 1. ``check_data(splits)``: every split as read, before anything is written;
 2. ``check_model(model_path)``: the resolved model folder (a task may read the model family here); with
-   ``model.from_scratch`` the folder is built first (``llmkit.scratch``) from ``pretraining_texts(train)``
-   (the tokenizer's training text) and ``scratch_model_class(config)`` (the freshly initialised weights);
+   ``model.from_scratch`` the folder is built first (``llmkit.models.scratch``) from
+   ``pretraining_texts(train)`` (the tokenizer's training text) and ``scratch_model_class(config)`` (the
+   freshly initialised weights);
 3. ``prepare_tokenizer(tokenizer)``: on every run, since the encodings may come from the cache;
 4. ``encode(dataset, tokenizer)``: once per split, skipped when the tokenization cache has the split
    (the cache key holds ``encoding_state()``, so everything ``encode`` reads must be set by now);
 5. ``collator(tokenizer)``;
 6. ``encoding_metrics(role, encoded)`` and ``prepare_evaluation(role, split, encoded)``: every split,
    freshly encoded or from the cache;
-7. ``load_model(path)``; with a ``peft:`` section ``llmkit.adaptation`` wraps it, asking
+7. ``load_model(path)``; with a ``peft:`` section ``llmkit.models.adaptation`` wraps it, asking
    ``peft_task_type()`` and ``adapter_modules_to_save(model)``; then the Trainer from
    ``trainer_class``/``arguments_class`` with ``compute_metrics`` and ``preprocess_logits_for_metrics``;
 8. after training: ``report_samples`` and, for an unlabelled test split, ``predict``.
 
 A task with ``streams = True`` can train on ``data.streaming``: its training split is then read as training
-goes (``llmkit.streaming``), and ``check_data({"train": chunk})`` is called again for each chunk of rows and
-``encode_chunks`` on the checked chunks; both must work on any chunk (no state that only the whole split
-could settle). ``encode_chunks`` encodes each chunk with ``encode`` unless a task joins rows into examples.
+goes (``llmkit.training.streaming``), and ``check_data({"train": chunk})`` is called again for each chunk of
+rows and ``encode_chunks`` on the checked chunks; both must work on any chunk (no state that only the whole
+split could settle). ``encode_chunks`` encodes each chunk with ``encode`` unless a task joins rows into
+examples.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from llmkit.data import stream_texts
+from llmkit.data.files import stream_texts
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -40,7 +43,7 @@ if TYPE_CHECKING:
     from datasets import Dataset
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from llmkit.data import Split
+    from llmkit.data.files import Split
 
 
 #: Fill-mask, generation and summarization compute vocabulary logits only where there are labels, by calling
@@ -87,8 +90,8 @@ class Task:
     options_section: ClassVar[str | None] = None
     options_defaults: ClassVar[dict[str, Any]] = {}
 
-    #: The language model this task can pre-train from scratch (``llmkit.scratch``): ``encoder`` (masked LM)
-    #: or ``decoder`` (causal LM); None: the task needs a pre-trained model.
+    #: The language model this task can pre-train from scratch (``llmkit.models.scratch``): ``encoder``
+    #: (masked LM) or ``decoder`` (causal LM); None: the task needs a pre-trained model.
     scratch_style: ClassVar[str | None] = None
 
     def __init__(self, data: dict[str, Any], options: dict[str, Any] | None = None) -> None:
@@ -183,9 +186,9 @@ class Task:
     def load_model(self, path: Path, **load_options: Any) -> PreTrainedModel:
         """``load_options`` are the recipe's safe-loading settings (trust_remote_code, use_safetensors).
 
-        ``path`` may be an adapter folder (``llmkit.adaptation``); ``base=`` then overrides its base.
+        ``path`` may be an adapter folder (``llmkit.models.adaptation``); ``base=`` then overrides its base.
         """
-        from llmkit.adaptation import from_pretrained
+        from llmkit.models.adaptation import from_pretrained
 
         return from_pretrained(self.auto_class(), path, **self.model_kwargs(), **load_options)
 
@@ -222,13 +225,14 @@ class Task:
 
     def example_lengths(self, encoded: Dataset) -> list[int]:
         """Tokens per encoded example, for `llmkit validate`'s statistics."""
-        from llmkit.data import column_lengths
+        from llmkit.data.files import column_lengths
 
         return column_lengths(encoded, "input_ids")
 
     def chat_examples(self, rows: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase) -> list[Any]:
-        """Rows rendered through a chat template as trained (``llmkit.chat_checks.ChatExample``), for the
-        pre-flight chat checks of `llmkit validate`; [] for a task (or data shape) without a chat template."""
+        """Rows rendered through a chat template as trained (``llmkit.tasks.chat_checks.ChatExample``), for
+        the pre-flight chat checks of `llmkit validate`; [] for a task (or data shape) without a chat
+        template."""
         return []
 
     def data_summary(self, splits: dict[str, Split]) -> list[str]:
@@ -255,9 +259,9 @@ class Task:
 
     def loss_targets(self) -> tuple[str, ...]:
         """The batch columns whose items (entries other than -100) the training loss is a mean over, first the
-        one a model's own loss averages: ``llmkit.loss_scaling`` weighs each accumulated micro-batch by its
-        share of them, so gradient accumulation x batch trains as one batch. () for a trainer that averages
-        over rows and divides by the accumulation itself."""
+        one a model's own loss averages: ``llmkit.training.loss_scaling`` weighs each accumulated micro-batch
+        by its share of them, so gradient accumulation x batch trains as one batch. () for a trainer that
+        averages over rows and divides by the accumulation itself."""
         return ("labels",)
 
     def arguments_class(self) -> type:

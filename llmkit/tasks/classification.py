@@ -27,9 +27,16 @@ import math
 from collections import Counter
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from llmkit.data import Split, column_values, join_lists, numbers_from_text, require_columns, require_text
-from llmkit.errors import LlmkitError
-from llmkit.progress import log
+from llmkit.core.errors import LlmkitError
+from llmkit.core.progress import log
+from llmkit.data.files import (
+    Split,
+    column_values,
+    join_lists,
+    numbers_from_text,
+    require_columns,
+    require_text,
+)
 from llmkit.tasks.base import Task, argmax_logits, length_ordered_batches
 
 if TYPE_CHECKING:
@@ -194,7 +201,7 @@ class ClassificationTask(Task):
     def check_evaluation_data(self, split: Split, model_path: Path) -> None:
         """The trained problem and label list come from the model's config (``problem_type``, ``id2label``);
         the file's labels must be labels the model knows."""
-        from llmkit.adaptation import model_config_dict
+        from llmkit.models.adaptation import model_config_dict
 
         config = model_config_dict(model_path)
         by_type = {problem_type: problem for problem, problem_type in PROBLEM_TYPES.items()}
@@ -461,7 +468,7 @@ class ClassificationTask(Task):
 
     def load_model(self, path: Path, **load_options: Any) -> PreTrainedModel:
         """The task's model; a head this load creates starts at the label prior (``data.head_bias``)."""
-        from llmkit.adaptation import from_pretrained
+        from llmkit.models.adaptation import from_pretrained
 
         model, info = from_pretrained(
             self.auto_class(), path, output_loading_info=True, **self.model_kwargs(), **load_options

@@ -9,8 +9,8 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
-from llmkit.causal_lm import context_length
-from llmkit.errors import LlmkitError
+from llmkit.core.errors import LlmkitError
+from llmkit.tasks.causal_lm import context_length
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase

@@ -5,7 +5,7 @@ Text comes from a column or a ``.txt`` file (a line per row, or a document per r
 ``max_length``) or concatenated and cut into blocks of ``max_length`` tokens. Masking is dynamic (a new mask
 every epoch), optionally over whole words. A base model without an MLM head (such as the bundled MiniLM)
 gets a new head whose decoder is tied to the input embeddings. With ``data.next_sentence`` a BERT also
-learns next-sentence prediction on pairs of a document's lines (``llmkit.next_sentence``).
+learns next-sentence prediction on pairs of a document's lines (``llmkit.tasks.next_sentence``).
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from llmkit import next_sentence
-from llmkit.adaptation import from_pretrained, inner_model
-from llmkit.data import TXT_UNITS, Split, require_columns, require_text
-from llmkit.errors import LlmkitError, did_you_mean
-from llmkit.progress import log, quiet_library_progress
+from llmkit.core.errors import LlmkitError, did_you_mean
+from llmkit.core.progress import log, quiet_library_progress
+from llmkit.data.files import TXT_UNITS, Split, require_columns, require_text
+from llmkit.data.token_blocks import BlockCutter, cut_chunks
+from llmkit.models.adaptation import from_pretrained, inner_model
+from llmkit.tasks import next_sentence
 from llmkit.tasks.base import FAST_LOSS_COMPILE_REFUSAL, Task, argmax_logits
-from llmkit.token_blocks import BlockCutter, cut_chunks
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -352,7 +352,7 @@ def load_trained_mlm(path: Path, name: str, **load_options: Any) -> PreTrainedMo
     """
     from transformers import AutoModelForMaskedLM
 
-    from llmkit.distributed import inference_device
+    from llmkit.core.devices import inference_device
 
     try:
         with quiet_library_progress(errors_only=True):
@@ -457,14 +457,14 @@ def masked_positions_trainer() -> type:
     import torch.nn.functional as F
     from transformers import Trainer
 
-    from llmkit.distributed import shards_parameters
+    from llmkit.core.devices import shards_parameters
 
     class MaskedPositionsTrainer(Trainer):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.data_collator = ContentSeededMasks(self.data_collator, self.args.seed)
 
-        # Losses are micro-batch means: llmkit.loss_scaling weighs them over an accumulated step.
+        # Losses are micro-batch means: llmkit.training.loss_scaling weighs them over an accumulated step.
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             inner = inner_model(model)  # a LoRA-wrapped model's transformers modules (adapters inside)
             head = None if shards_parameters(self) else mlm_head(inner)

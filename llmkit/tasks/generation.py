@@ -8,8 +8,8 @@ Three data shapes, chosen by ``data.format`` (``auto`` looks at the training fil
 * ``chat`` -- a ``messages`` column of ``{role, content}`` lists (roles system, user, assistant).
 
 Instruction and chat rows are rendered with the model's chat template (llmkit's documented default,
-``llmkit.causal_lm.DEFAULT_CHAT_TEMPLATE``, when it has none) and only the assistant's tokens carry a loss.
-Metrics: eval loss and perplexity.
+``llmkit.tasks.causal_lm.DEFAULT_CHAT_TEMPLATE``, when it has none) and only the assistant's tokens carry a
+loss. Metrics: eval loss and perplexity.
 """
 
 from __future__ import annotations
@@ -17,7 +17,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from llmkit.causal_lm import (
+from llmkit.core.errors import LlmkitError, did_you_mean
+from llmkit.core.progress import log
+from llmkit.data.files import TXT_UNITS, Split, column_values, require_columns, require_text, stream_texts
+from llmkit.tasks.base import FAST_LOSS_COMPILE_REFUSAL, Task
+from llmkit.tasks.causal_lm import (
     CHAT_ROLES,
     IGNORE_INDEX,
     CausalLMCollator,
@@ -38,10 +42,6 @@ from llmkit.causal_lm import (
     segments_to_example,
     tokenize_segments,
 )
-from llmkit.data import TXT_UNITS, Split, column_values, require_columns, require_text, stream_texts
-from llmkit.errors import LlmkitError, did_you_mean
-from llmkit.progress import log
-from llmkit.tasks.base import FAST_LOSS_COMPILE_REFUSAL, Task
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -298,7 +298,7 @@ class GenerationTask(Task):
 
     def chat_examples(self, rows: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase) -> list[Any]:
         """Instruction/chat rows as trained, with the conversation before the last reply (chat checks)."""
-        from llmkit.chat_checks import ChatExample
+        from llmkit.tasks.chat_checks import ChatExample
 
         if self.format == "text":
             return []

@@ -9,12 +9,12 @@ Rows are ``{prompt, chosen, rejected}``; three data shapes, chosen by ``data.for
   an empty ``\\n\\nAssistant:``, which become chat messages.
 
 Every pair is rendered with the model's chat template by the code the generation task uses
-(:func:`llmkit.causal_lm.conversation_segments`), so SFT, preference tuning and ``llmkit generate --chat`` see
-the same text; the reply includes the template's end-of-turn tokens, so the model keeps learning to stop.
-llmkit tokenizes (the tokenization cache keeps the pairs) into TRL's pre-tokenized format (``prompt_ids``,
-``chosen_ids``, ``rejected_ids``); a prompt over ``data.max_prompt_length`` tokens keeps its last turns,
-replies are cut to fit ``data.max_length``, and pairs whose last user turn alone does not fit are dropped
-(both counted).
+(:func:`llmkit.tasks.causal_lm.conversation_segments`), so SFT, preference tuning and ``llmkit generate
+--chat`` see the same text; the reply includes the template's end-of-turn tokens, so the model keeps learning
+to stop. llmkit tokenizes (the tokenization cache keeps the pairs) into TRL's pre-tokenized format
+(``prompt_ids``, ``chosen_ids``, ``rejected_ids``); a prompt over ``data.max_prompt_length`` tokens keeps its
+last turns, replies are cut to fit ``data.max_length``, and pairs whose last user turn alone does not fit are
+dropped (both counted).
 
 ``preference.method``: ``dpo`` (TRL's DPOTrainer, any of its ``loss_type`` choices; with LoRA the reference is
 the base model with the adapter switched off, without it a frozen copy) or ``simpo`` (TRL's CPOTrainer with
@@ -29,8 +29,12 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from llmkit.adaptation import is_adapted
-from llmkit.causal_lm import (
+from llmkit.core.errors import LlmkitError, did_you_mean
+from llmkit.core.progress import log
+from llmkit.data.files import Split, column_values, require_columns
+from llmkit.models.adaptation import is_adapted
+from llmkit.tasks.base import Task
+from llmkit.tasks.causal_lm import (
     CHAT_ROLES,
     DEFAULT_CHAT_TEMPLATE,
     IGNORE_INDEX,
@@ -39,10 +43,6 @@ from llmkit.causal_lm import (
     render_chat,
     tokenize_segments,
 )
-from llmkit.data import Split, column_values, require_columns
-from llmkit.errors import LlmkitError, did_you_mean
-from llmkit.progress import log
-from llmkit.tasks.base import Task
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -450,7 +450,7 @@ class PreferenceTask(Task):
 
     def chat_examples(self, rows: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase) -> list[Any]:
         """Both sequences of each pair as trained, with the prompt inference would render (chat checks)."""
-        from llmkit.chat_checks import ChatExample
+        from llmkit.tasks.chat_checks import ChatExample
 
         template = self.chat_template(tokenizer)
         examples = []

@@ -20,8 +20,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from llmkit.data import Split, column_values, require_columns, require_text, shown_value
-from llmkit.errors import LlmkitError
+from llmkit.core.errors import LlmkitError
+from llmkit.data.files import Split, column_values, require_columns, require_text, shown_value
 from llmkit.tasks.base import Task
 
 if TYPE_CHECKING:

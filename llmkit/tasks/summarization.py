@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from llmkit.data import Split, explode, require_columns, require_text
+from llmkit.data.files import Split, explode, require_columns, require_text
 from llmkit.tasks.text_to_text import (
     GeneratedTextScorer,
     GenerationEvalArguments,

@@ -5,7 +5,8 @@ The model's config picks the family (``check_model``):
 * ``seq2seq`` -- T5, BART, ... (``AutoModelForSeq2SeqLM``, ``Seq2SeqTrainer``): the model reads
   ``data.source_prefix`` + the source text (the prefix defaults to the task's T5 prefix for T5 models, none
   for others), the labels are the target's tokens.
-* ``causal`` -- SmolLM2, GPT-2, ... through ``llmkit.causal_lm``: ``data.prompt`` with the source text in it
+* ``causal`` -- SmolLM2, GPT-2, ... through ``llmkit.tasks.causal_lm``: ``data.prompt`` with the source text
+in it
   is the user turn of a chat (the model's template, or llmkit's), the target is the reply, and only the reply
   and its end-of-turn tokens carry a loss.
 
@@ -32,8 +33,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from transformers import Seq2SeqTrainingArguments
 
-from llmkit.adaptation import from_pretrained, model_config_dict
-from llmkit.causal_lm import (
+from llmkit.core.errors import LlmkitError
+from llmkit.core.progress import log
+from llmkit.data.files import Split, join_lists, require_columns, require_text
+from llmkit.models.adaptation import from_pretrained, model_config_dict
+from llmkit.tasks.base import FAST_LOSS_COMPILE_REFUSAL, Task
+from llmkit.tasks.causal_lm import (
     IGNORE_INDEX,
     CausalLMCollator,
     Example,
@@ -45,10 +50,6 @@ from llmkit.causal_lm import (
     load_causal_lm,
     tokenize_segments,
 )
-from llmkit.data import Split, join_lists, require_columns, require_text
-from llmkit.errors import LlmkitError
-from llmkit.progress import log
-from llmkit.tasks.base import FAST_LOSS_COMPILE_REFUSAL, Task
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -320,7 +321,7 @@ class TextToTextTask(Task):
     def chat_examples(self, rows: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase) -> list[Any]:
         """Decoder-only: each source's prompt and target as trained, for `llmkit validate`'s chat checks
         (a source cut to fit has no inference prompt to compare with)."""
-        from llmkit.chat_checks import ChatExample
+        from llmkit.tasks.chat_checks import ChatExample
 
         if self._family() != "causal":
             return []

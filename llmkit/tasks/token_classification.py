@@ -2,9 +2,9 @@
 
 Rows hold a list of words (``data.tokens``) and a list of tags of the same length (``data.tags``): strings
 (IOB2 such as ``B-PER``/``I-PER``/``O``), or integers named by ``data.label_names``; CoNLL files are read
-by :mod:`llmkit.data`. Each word's first sub-token carries its tag and the others are masked out of the loss
-(``data.label_all_tokens`` tags them all, as ``run_ner.py`` can, B- turned into I-). The tag names become the
-model's ``id2label``, so ``transformers.pipeline("token-classification", aggregation_strategy="simple")``
+by :mod:`llmkit.data.files`. Each word's first sub-token carries its tag and the others are masked out of the
+loss (``data.label_all_tokens`` tags them all, as ``run_ner.py`` can, B- turned into I-). The tag names become
+the model's ``id2label``, so ``transformers.pipeline("token-classification", aggregation_strategy="simple")``
 answers with entity types. Scores are seqeval's entity precision, recall and F1, overall and per type, on
 words: each word counts once, with the tag predicted at its first sub-token, whatever ``label_all_tokens``
 is (CoNLL's word-level F1, as ``run_ner.py`` reports it without label_all_tokens). ``predict`` reads the same
@@ -17,8 +17,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from llmkit.data import CONLL_UNIT, Split, column_values, require_columns, require_text, shown_value
-from llmkit.errors import LlmkitError
+from llmkit.core.errors import LlmkitError
+from llmkit.data.files import CONLL_UNIT, Split, column_values, require_columns, require_text, shown_value
 from llmkit.tasks.base import Task, argmax_logits, length_ordered_batches
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ class TokenClassificationTask(Task):
 
     def check_evaluation_data(self, split: Split, model_path: Path) -> None:
         """The tag names come from the trained model's ``id2label``, in id order."""
-        from llmkit.adaptation import model_config_dict
+        from llmkit.models.adaptation import model_config_dict
 
         self.check_inputs(split)
         require_columns(split, {"tags": self.data["tags"]})

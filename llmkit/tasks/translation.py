@@ -25,8 +25,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from llmkit.data import Split, column_values, require_columns, require_text, shown_value
-from llmkit.errors import LlmkitError
+from llmkit.core.errors import LlmkitError
+from llmkit.data.files import Split, column_values, require_columns, require_text, shown_value
 from llmkit.tasks.text_to_text import GeneratedTextScorer, TextToTextTask
 
 if TYPE_CHECKING:

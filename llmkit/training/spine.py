@@ -1,0 +1,758 @@
+"""The spine: recipe -> data -> model -> ``Trainer`` -> saved model + metrics.
+
+Every task runs through :func:`run`; a task only supplies the hooks of ``llmkit.tasks.base.Task``.
+All user input is validated before anything is written, so a bad recipe never clobbers a folder.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmkit.core.devices import (
+    Machine,
+    PrecisionChoice,
+    check_sharding,
+    confirm_sharding,
+    device_settings,
+    is_main_process,
+    load_dtype,
+    one_gpu_per_process,
+    probe_machine,
+    run_precision,
+    world_size,
+)
+from llmkit.core.errors import LlmkitError, RunInterrupted
+from llmkit.core.paths import PACKAGE_DIR
+from llmkit.core.progress import interactive, log, log_lines_callback, quiet_library_progress, timed_step
+from llmkit.core.versions import library_versions
+from llmkit.data.files import Split, load_splits, sample_texts
+from llmkit.models.adaptation import (
+    ADAPTER_WEIGHTS_FILE,
+    MERGED_DIR,
+    adapt_model,
+    quantization_options,
+    save_adapter_extras,
+    trainable_share,
+)
+from llmkit.models.resolve import cache_dir, check_weights, load_model, load_tokenizer, resolve_model
+from llmkit.models.scratch import ScratchBuild, build_from_scratch, scratch_record
+from llmkit.recipe.loader import Recipe, load_recipe, may_have_validation
+from llmkit.runs.checkpoints import (
+    check_fingerprint,
+    checkpoint_to_resume,
+    crash_safe_trainer,
+    interruption_message,
+    stop_on_non_finite_loss,
+)
+from llmkit.runs.folder import (
+    LOG_HISTORY_FILE,
+    MANIFEST_FILE,
+    METRICS_FILE,
+    RUN_STATS_FILE,
+    TENSORBOARD_DIR,
+    TEST_PREDICTIONS_FILE,
+    file_sha256,
+    prepare_output_dir,
+    quality_metrics,
+    save_final_model,
+    write_json_atomic,
+    write_jsonl,
+    write_manifest,
+)
+from llmkit.runs.report import data_statistics, sample_predictions, write_report
+from llmkit.tasks import Task, build_task
+from llmkit.training.loss_scaling import step_weighted_trainer
+from llmkit.training.sampling import length_grouping_trainer
+from llmkit.training.streaming import encode_stream
+
+#: Recipe keys that do not change what a run computes step by step: a checkpoint may be resumed with
+#: other values (e.g. more steps). Every other key is part of the run's fingerprint.
+RESUMABLE_TRAINING_KEYS = frozenset(
+    {
+        "max_steps",
+        "num_train_epochs",
+        "resume",
+        "report_to",
+        "disable_tqdm",
+        "per_device_eval_batch_size",
+        "eval_accumulation_steps",
+        "dataloader_num_workers",
+        "dataloader_pin_memory",
+        "dataloader_persistent_workers",
+        "dataloader_prefetch_factor",
+        "run_name",
+    }
+)
+RESUMABLE_TRAINING_PREFIXES = ("logging_", "save_", "eval_")
+#: Weight files: the model's fingerprint notes their size and time (hashing gigabytes would take minutes).
+WEIGHT_SUFFIXES = frozenset(
+    {".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf", ".onnx"}
+)
+TOKENIZED_DIR = "tokenized"
+#: ``.{key}-{pid}``: a cache entry being written by process ``pid`` (renamed into place when whole).
+CACHE_STAGING = re.compile(r"^\.([0-9a-f]{20})-(\d+)$")
+#: A staging folder this old is left over even if its process id is in use again.
+STALE_STAGING_SECONDS = 24 * 3600
+
+
+@dataclass
+class FinetuneResult:
+    """What a run produced: its metrics (flat, Trainer-style keys) and the saved model folder."""
+
+    metrics: dict[str, float]
+    output_dir: Path
+
+    def quality_metrics(self) -> dict[str, float]:
+        """Eval/test scores without the timing entries, e.g. {'eval_accuracy': 0.87, ...}."""
+        return quality_metrics(self.metrics, with_train_loss=False)
+
+
+def finetune(
+    recipe: str | Path | dict[str, Any] | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    overwrite: bool | None = None,
+    callbacks: list[Any] | tuple[Any, ...] = (),
+) -> FinetuneResult:
+    """Fine-tune from a recipe (file path, bundled name, dict, or None for the default) and save the model.
+
+    ``overrides`` are dotted ``key=value`` strings, as on the command line. ``callbacks`` are extra
+    ``transformers.TrainerCallback`` objects for the run's Trainer (`llmkit sweep` reports each evaluation to
+    Optuna through one). Returns the metrics and the output folder; raises :class:`llmkit.LlmkitError` for
+    anything the user can fix.
+    """
+    resolved = load_recipe(recipe, overrides)
+    if overwrite is not None:
+        resolved.overwrite = overwrite
+    return run(resolved, callbacks)
+
+
+def run(recipe: Recipe, callbacks: list[Any] | tuple[Any, ...] = ()) -> FinetuneResult:
+    """Run a validated recipe end to end: prepare, build the trainer, train and evaluate, save."""
+    started = time.perf_counter()
+    prepared = prepare(recipe)
+    trainer = build_trainer(prepared, callbacks)
+    with prepared.args.main_process_first(desc="preparing output_dir"):
+        if is_main_process():
+            prepare_output_dir(recipe, prepared.output_dir)
+    timing = {"prepare_seconds": time.perf_counter() - started}
+    try:
+        metrics = train_and_evaluate(prepared, trainer, timing)
+        save_run(prepared, trainer, metrics, timing, started)
+    except KeyboardInterrupt as interrupt:
+        message = interruption_message(prepared.output_dir, trainer.state.global_step)
+        raise RunInterrupted(message) from interrupt
+    return FinetuneResult(metrics=metrics, output_dir=prepared.output_dir)
+
+
+@dataclass
+class PreparedRun:
+    """Everything a run has settled before its Trainer is built: settings, rows, tokenizer, model."""
+
+    recipe: Recipe
+    task: Task
+    output_dir: Path
+    args: Any
+    machine: Machine
+    precision: PrecisionChoice
+    splits: dict[str, Split]
+    encoded: dict[str, Any]
+    tokenizer: Any
+    model: Any
+    fingerprint: dict[str, Any]
+    resume_from: Path | None
+    data_counts: dict[str, int] = field(default_factory=dict)
+    model_path: Path | None = None
+
+
+def model_folder(recipe: Recipe, task: Task, splits: dict[str, Split]) -> Path:
+    """The model folder a run starts from: the recipe's model, or one built from scratch (cached)."""
+    if recipe.scratch is None:
+        return resolve_model(recipe.model, **recipe.safety_options())
+    seed = recipe.training["seed"]
+    train = splits["train"]
+    texts = task.pretraining_texts(train)  # what the tokenizer learns from; a stream: a seeded sample of it
+    if train.stream is None:
+        sampled = list(texts)
+    else:
+        sampled = sample_texts(texts, recipe.tokenizer["stream_sample"], seed)
+    build = ScratchBuild(recipe.model, recipe.scratch, recipe.tokenizer, seed, task.scratch_style)
+    return build_from_scratch(build, sampled, task.scratch_model_class)
+
+
+def check_machine_settings(recipe: Recipe, task: Task) -> tuple[Machine, dict[str, Any], Any, dict[str, Any]]:
+    """What the recipe asks of this machine (precision, quantization, devices), as TrainingArguments.
+
+    `llmkit validate` runs these same checks, so a recipe it calls valid does not then fail to train here
+    (``training.precision=fp16`` on a CPU). Returns the machine, the arguments' settings, the arguments and
+    the quantized-loading options.
+    """
+    machine = probe_machine()
+    settings = {"arguments_class": task.arguments_class(), "machine": machine}
+    has_eval = may_have_validation(recipe.data)
+    args = training_arguments(recipe, Path(recipe.output_dir), has_eval=has_eval, **settings)
+    quantized = quantization_options(recipe.peft, machine.kind, f"recipe {recipe.source}")
+    return machine, settings, args, quantized
+
+
+def prepare(recipe: Recipe) -> PreparedRun:
+    """Settings, data, tokenizer, encoded splits and the (adapted) model; every check before any write."""
+    from transformers import set_seed
+
+    task: Task = build_task(recipe.task, recipe.data, recipe.options)
+    output_dir = Path(recipe.output_dir)
+    resume_from = checkpoint_to_resume(output_dir, recipe.training["resume"], recipe.overwrite, METRICS_FILE)
+    machine, settings, args, quantized = check_machine_settings(recipe, task)  # they fail before data loads
+    where = f"recipe {recipe.source}"
+
+    splits = load_splits(recipe.data, seed=recipe.training["seed"])
+    if "validation" not in splits and args.eval_strategy != "no":  # a dataset without a validation split
+        args = training_arguments(recipe, output_dir, has_eval=False, **settings)
+    task.check_data(splits)
+    model_path = model_folder(recipe, task, splits)  # the recipe's model, or one built from scratch
+    task.check_model(model_path)
+    load_options = {
+        **check_weights(model_path, recipe.model_options["allow_pickle"]),
+        "trust_remote_code": recipe.model_options["trust_remote_code"],
+        "dtype": load_dtype(recipe.model_options["dtype"]),
+        **quantized,
+    }
+    tokenizer = load_tokenizer(model_path, trust_remote_code=recipe.model_options["trust_remote_code"])
+    task.prepare_tokenizer(tokenizer)  # on every run: encodings may come from the cache
+    sizes = ", ".join(f"{role} {split.size}" for role, split in splits.items())
+    processes = f", {world_size()} processes" if world_size() > 1 else ""
+    log(f"task {recipe.task}, model {recipe.model} ({model_path}), rows: {sizes}{processes}")
+    precision = run_precision(recipe.training, recipe.user_training, machine, where)
+    log(f"precision {precision.precision} on {machine.kind}: {precision.reason}")
+    row_digests = {role: split_digest(split) for role, split in splits.items()}
+    fingerprint = run_fingerprint(recipe, row_digests, model_path)
+    if resume_from is not None:
+        explicit = recipe.training["resume"] not in ("auto", "never")
+        warning = check_fingerprint(resume_from, fingerprint, explicit=explicit)
+        if warning:
+            log(f"warning: {warning}")
+
+    encoded = {}
+    for role, split in splits.items():
+        if split.stream is not None:  # encoded as training reads it: nothing to tokenize now, or to cache
+            buffer = recipe.data["shuffle_buffer"]
+            encoded[role] = encode_stream(task, split, tokenizer, recipe.training["seed"], buffer)
+            continue
+        # in a terminal datasets' bar redraws in place; in a log it would print a line per update
+        with (
+            timed_step(f"tokenizing {role} ({len(split.dataset):,} rows)"),
+            quiet_library_progress(keep_datasets_bars=interactive()),
+        ):
+            encoded[role] = encode_cached(task, split, tokenizer, model_path, recipe, args, row_digests[role])
+    data_counts = {}  # e.g. truncated documents per split
+    for role, dataset in encoded.items():
+        if splits[role].stream is None:
+            data_counts.update(task.encoding_metrics(role, dataset))
+            encoded[role] = task.prepare_evaluation(role, splits[role], dataset)
+
+    with quiet_library_progress():
+        set_seed(recipe.training["seed"])
+        model = load_model(task, model_path, **load_options)
+        model = adapt_model(model, recipe.peft, task, where, bool(args.gradient_checkpointing))
+    if recipe.peft is not None:
+        trainable, total = trainable_share(model)
+        share = f"{trainable:,} of {total:,} parameters ({trainable / total:.2%})"
+        log(f"LoRA r={recipe.peft['r']}: training {share}")
+    return PreparedRun(
+        recipe=recipe,
+        task=task,
+        output_dir=output_dir,
+        args=args,
+        machine=machine,
+        precision=precision,
+        splits=splits,
+        encoded=encoded,
+        tokenizer=tokenizer,
+        model=model,
+        fingerprint=fingerprint,
+        resume_from=resume_from,
+        data_counts=data_counts,
+        model_path=model_path,
+    )
+
+
+def task_trainer_class(task: Task) -> type:
+    """The task's Trainer as training and `llmkit evaluate` both run it: each micro-batch's loss weighed by
+    its share of the step (llmkit.training.loss_scaling), batches grouped by length in training, evaluation in
+    the split's order (llmkit.training.sampling)."""
+    return length_grouping_trainer(step_weighted_trainer(task.trainer_class(), task.loss_targets()))
+
+
+def build_trainer(run: PreparedRun, callbacks: list[Any] | tuple[Any, ...] = ()):
+    """The task's Trainer with llmkit's crash safety, length grouping, callbacks (llmkit's, then the
+    caller's) and the run's fingerprint."""
+    task, recipe = run.task, run.recipe
+    divergence_guard = stop_on_non_finite_loss()
+    trainer = crash_safe_trainer(task_trainer_class(task))(
+        model=run.model,
+        args=run.args,
+        train_dataset=run.encoded["train"],
+        eval_dataset=run.encoded.get("validation"),
+        data_collator=task.collator(run.tokenizer),
+        processing_class=run.tokenizer,
+        compute_metrics=task.compute_metrics(),
+        preprocess_logits_for_metrics=task.preprocess_logits_for_metrics(),
+        callbacks=[
+            divergence_guard,
+            *tensorboard_callbacks(report_targets(recipe.training["report_to"], "")[1], run.output_dir),
+            *early_stopping_callbacks(recipe.training["early_stopping_patience"]),
+            *callbacks,
+        ],
+    )
+    confirm_sharding(trainer, f"recipe {recipe.source}")
+    trainer.run_fingerprint = run.fingerprint
+    trainer.divergence_guard = divergence_guard
+    if run.args.disable_tqdm:  # no bars: throttled stderr lines instead of a printed dict per log (stdout)
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+        trainer.add_callback(log_lines_callback())
+    return trainer
+
+
+def train_and_evaluate(run: PreparedRun, trainer, timing: dict[str, float]) -> dict[str, float]:
+    """Train (resuming when there is a checkpoint to resume), then score validation and a labelled test."""
+    if run.resume_from is not None:
+        log(f"resuming from {run.resume_from}")
+    began = time.perf_counter()
+    train_output = trainer.train(resume_from_checkpoint=str(run.resume_from) if run.resume_from else None)
+    if trainer.divergence_guard.problem:
+        raise LlmkitError(trainer.divergence_guard.problem)
+    timing["train_seconds"] = time.perf_counter() - began
+    metrics: dict[str, float] = {**train_output.metrics, **run.data_counts}
+    if metrics.get("num_input_tokens_seen") and metrics.get("train_runtime"):
+        # the Trainer's clock includes the evaluation eval_on_start runs inside train(): not training time
+        runtime = metrics["train_runtime"] - evaluation_on_start_seconds(trainer.state.log_history, run.args)
+        metrics["train_tokens_per_second"] = round(metrics["num_input_tokens_seen"] / max(runtime, 1e-9), 1)
+    if run.args.eval_on_start:
+        metrics.update(metrics_before_training(trainer.state.log_history))
+    began = time.perf_counter()
+    rescored = run.task.after_training(trainer, run.encoded.get("validation"))
+    if "validation" in run.encoded:
+        # the last logged scores stand for the final weights unless after_training changed the scoring
+        history, step = trainer.state.log_history, trainer.state.global_step
+        scored = None if rescored else final_step_evaluation(history, step, run.args)
+        if scored is not None:
+            metrics.update(with_perplexity(run.task, scored, "eval"))
+        else:
+            metrics.update(evaluate(trainer, run.task, run.encoded["validation"], "eval"))
+    test = run.encoded.get("test")
+    if test is not None and has_targets(run.task, test):
+        metrics.update(evaluate(trainer, run.task, test, "test"))
+    timing["evaluate_seconds"] = time.perf_counter() - began
+    return metrics
+
+
+def save_run(
+    run: PreparedRun, trainer, metrics: dict[str, float], timing: dict[str, float], started: float
+) -> None:
+    """The model (or adapter), then llmkit's files; metrics.json last, since it marks a finished run."""
+    output_dir, task, model = run.output_dir, run.task, run.model
+    save_final_model(trainer, output_dir)
+    if not is_main_process():
+        return
+    save_adapter_extras(model, output_dir)
+    write_json_atomic(output_dir / LOG_HISTORY_FILE, trainer.state.log_history)
+    in_memory = {role: rows for role, rows in run.encoded.items() if run.splits[role].stream is None}
+    stats = {
+        "data": data_statistics(task, run.splits, in_memory, run.recipe.data["max_length"]),
+        "samples": report_samples(task, model, run.tokenizer, run.splits),
+        "timing": {key: round(value, 2) for key, value in timing.items()},
+    }
+    if (pretraining := scratch_record(run.model_path)) is not None:  # how a from-scratch model was built
+        stats["pretraining"] = pretraining
+    test = run.encoded.get("test")
+    if test is not None and not has_targets(task, test):
+        write_jsonl(
+            output_dir / TEST_PREDICTIONS_FILE,
+            task.rows_with_predictions(model, run.tokenizer, run.splits["test"].dataset.to_list()),
+        )
+    if run.recipe.peft is not None:
+        stats["adapter"] = adapter_statistics(model, output_dir)
+        if run.recipe.peft["merge"]:
+            merge_into(model, run.tokenizer, output_dir / MERGED_DIR)
+    write_manifest(output_dir / MANIFEST_FILE, run.recipe, run.splits, run.resume_from, run.args)
+    stats["timing"]["total_seconds"] = round(time.perf_counter() - started, 2)
+    write_json_atomic(output_dir / RUN_STATS_FILE, stats)
+    # metrics.json goes last: its presence marks a finished run (resume never touches one)
+    write_json_atomic(output_dir / METRICS_FILE, metrics)
+    write_run_report(output_dir)
+    log(f"saved to {output_dir}")
+
+
+def evaluation_on_start_seconds(log_history: list[dict[str, Any]], args) -> float:
+    """How long ``training.eval_on_start``'s evaluation took (0 without it)."""
+    if not args.eval_on_start:
+        return 0.0
+    first = next((entry for entry in log_history if "eval_runtime" in entry), {})
+    return float(first.get("eval_runtime", 0.0))
+
+
+def has_targets(task: Task, encoded) -> bool:
+    return all(column in encoded.column_names for column in task.target_columns)
+
+
+def adapter_statistics(model, output_dir: Path) -> dict[str, Any]:
+    """Trainable share and the adapter file's size, for the report."""
+    trainable, total = trainable_share(model)
+    weights = output_dir / ADAPTER_WEIGHTS_FILE
+    return {
+        "trainable_parameters": trainable,
+        "all_parameters": total,
+        "adapter_bytes": weights.stat().st_size if weights.exists() else None,
+    }
+
+
+def merge_into(model, tokenizer, folder: Path) -> None:
+    """``peft.merge: true``: the adapter merged into its base, a plain model folder beside the adapter."""
+    with timed_step(f"merging the adapter into a full model in {folder}"), quiet_library_progress():
+        merged = model.merge_and_unload()  # the end of the run: the trained model may change in place
+        merged.save_pretrained(str(folder))
+        tokenizer.save_pretrained(str(folder))
+
+
+def run_fingerprint(recipe: Recipe, row_digests: dict[str, str], model_path: Path) -> dict[str, Any]:
+    """What a checkpoint's run was: the recipe (less keys that may change on resume), data, model.
+
+    Stored with every checkpoint; ``resume: auto`` refuses a checkpoint whose fingerprint differs.
+    """
+    settings = recipe.to_dict()
+    for key in ("output_dir", "overwrite"):
+        settings.pop(key)
+    for role in ("train", "validation", "test"):  # the files' paths: their rows are compared instead
+        settings["data"].pop(role, None)
+    settings["training"] = {
+        key: value
+        for key, value in settings["training"].items()
+        if key not in RESUMABLE_TRAINING_KEYS and not key.startswith(RESUMABLE_TRAINING_PREFIXES)
+    }
+    fingerprint = {
+        **settings,  # task, model, data, training: changes read as the recipe keys they are
+        "data rows": {role: digest for role, digest in row_digests.items() if role != "test"},
+        "model files": model_signature(model_path),
+        "processes": world_size(),
+    }
+    return json.loads(json.dumps(fingerprint, default=str))  # as it reads back from the checkpoint
+
+
+def model_signature(model_path: Path) -> dict[str, Any]:
+    """The model folder in short: a digest of its other files, and each weight file's size and time."""
+    files = sorted(path for path in model_path.iterdir() if path.is_file())
+    weights = [path for path in files if path.suffix in WEIGHT_SUFFIXES]
+    signature: dict[str, Any] = {"other files": files_digest([p for p in files if p not in weights])}
+    for path in weights:
+        stat = path.stat()
+        signature[path.name] = f"{stat.st_size} bytes, mtime {stat.st_mtime_ns}"
+    return signature
+
+
+def report_samples(task: Task, model, tokenizer, splits: dict[str, Split]) -> list[dict[str, str]]:
+    """A few predictions for report.md; a row the task cannot predict on costs the samples, not the run."""
+    try:
+        with quiet_library_progress(errors_only=True):
+            return sample_predictions(task, model, tokenizer, splits)
+    except LlmkitError as exc:
+        log(f"warning: no sample predictions for the report ({exc})")
+        return []
+
+
+def write_run_report(output_dir: Path) -> None:
+    """report.md, plots and the model card. The model and metrics are saved by now: a failure here is
+    reported in one line (and `llmkit report DIR` retries), it does not fail the finished run."""
+    try:
+        with timed_step("writing report.md, plots and the model card (README.md)"):
+            write_report(output_dir)
+    except Exception as exc:  # any report problem must not lose a finished training run
+        log(f"warning: report not written ({type(exc).__name__}: {exc}); retry: llmkit report {output_dir}")
+
+
+def report_targets(report_to: Any, where: str) -> tuple[str | list[str], bool]:
+    """(what TrainingArguments.report_to gets, whether llmkit adds its own TensorBoard callback).
+
+    ``auto`` (llmkit's default) is TensorBoard when the package is installed and nothing otherwise,
+    silently. TensorBoard goes through llmkit's callback so the events land in ``output_dir/tensorboard``
+    rather than a dated folder; other integrations (and ``all``) are the Trainer's, as they are.
+    """
+    from transformers.integrations import is_tensorboard_available
+
+    targets = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    if targets == ["auto"]:
+        targets = ["tensorboard"] if is_tensorboard_available() else []
+    tensorboard = "tensorboard" in targets
+    if tensorboard and not is_tensorboard_available():
+        raise LlmkitError(
+            f"{where}: training.report_to asks for tensorboard, which is not installed; "
+            f"`pip install tensorboard` (or llmkit's `tensorboard` extra), or set training.report_to=auto"
+        )
+    others = [target for target in targets if target not in ("tensorboard", "none", "auto")]
+    return others or "none", tensorboard
+
+
+def tensorboard_callbacks(wanted: bool, output_dir: Path) -> list:
+    if not wanted:
+        return []
+    from transformers.integrations import TensorBoardCallback
+
+    callback = TensorBoardCallback()
+    callback.logging_dir = str(output_dir / TENSORBOARD_DIR)
+    return [callback]
+
+
+def early_stopping_callbacks(patience: int | None) -> list:
+    if not patience:
+        return []
+    from transformers import EarlyStoppingCallback
+
+    return [EarlyStoppingCallback(early_stopping_patience=patience)]
+
+
+def evaluate(trainer, task: Task, dataset, prefix: str) -> dict[str, float]:
+    return with_perplexity(task, trainer.evaluate(dataset, metric_key_prefix=prefix), prefix)
+
+
+def with_perplexity(task: Task, metrics: dict[str, float], prefix: str) -> dict[str, float]:
+    if task.reports_perplexity and f"{prefix}_loss" in metrics:
+        metrics[f"{prefix}_perplexity"] = math.exp(min(metrics[f"{prefix}_loss"], 50.0))
+    return metrics
+
+
+def final_step_evaluation(
+    log_history: list[dict[str, Any]], final_step: int, args
+) -> dict[str, float] | None:
+    """The validation scores the Trainer logged for the final weights, if it evaluated them: transformers
+    evaluates at the last step of a step-evaluated run, and a second pass over the same weights would only
+    cost time (a whole dev set for QA, hundreds of pairs for DPO). None when the weights in hand may differ
+    from the last evaluated ones (``load_best_model_at_end``) or nothing was evaluated at the last step."""
+    if args.eval_strategy == "no" or args.load_best_model_at_end:
+        return None
+    last = next((entry for entry in reversed(log_history) if "eval_runtime" in entry), None)
+    if last is None or last.get("step") != final_step:
+        return None
+    return {key: value for key, value in last.items() if key.startswith("eval_")}
+
+
+def metrics_before_training(log_history: list[dict[str, Any]]) -> dict[str, float]:
+    """The untrained model's scores from ``training.eval_on_start``, as ``eval_before_<metric>``."""
+    first = next((entry for entry in log_history if "eval_loss" in entry), {})
+    return {
+        "eval_before_" + key.removeprefix("eval_"): value
+        for key, value in first.items()
+        if key.startswith("eval_") and not key.endswith(("_runtime", "_per_second"))
+    }
+
+
+def training_arguments(
+    recipe: Recipe,
+    output_dir: Path,
+    has_eval: bool,
+    arguments_class: type | None = None,
+    machine: Machine | None = None,
+):
+    """TrainingArguments (or the task's subclass) from the recipe's merged training section.
+
+    ``machine`` (default: this one) decides precision and devices; its ValueErrors become one line.
+    """
+    from transformers import TrainingArguments
+
+    machine = machine or probe_machine()
+    values = dict(recipe.training)
+    where = f"recipe {recipe.source}"
+    values.pop("resume")
+    values.pop("early_stopping_patience")
+    precision = run_precision(values, recipe.user_training, machine, where)
+    values.pop("precision")
+    values.update(device_settings(precision, machine, recipe.user_training, world_size()))
+    check_sharding(values, where)
+    values["report_to"], _ = report_targets(values["report_to"], where)
+    if "disable_tqdm" not in recipe.user_training:
+        values["disable_tqdm"] = not interactive()  # bars only where they redraw in place
+    if not has_eval:
+        values["eval_strategy"] = "no"
+        values["eval_on_start"] = False  # nothing to evaluate (the Trainer would raise mid-run)
+    try:
+        args = (arguments_class or TrainingArguments)(output_dir=str(output_dir), **values)
+    except (ValueError, TypeError) as exc:
+        first_line = str(exc).strip().splitlines()[0]
+        raise LlmkitError(f"recipe {recipe.source}: invalid training settings: {first_line}") from None
+    notice = one_gpu_per_process(args, machine)
+    if notice:
+        log(notice)
+    return args
+
+
+def encode_cached(
+    task: Task, split: Split, tokenizer, model_path: Path, recipe: Recipe, args, rows: str | None = None
+) -> Any:
+    """Tokenize a split once: the main process encodes and saves it, other processes (and reruns) load it.
+
+    ``rows`` is the split's :func:`rows_digest` when the caller has it. A cache that cannot be read or
+    written costs time, never the run.
+    """
+    key = tokenized_cache_key(task, split, model_path, recipe, rows or rows_digest(split.dataset))
+    folder = cache_dir() / TOKENIZED_DIR / key
+    with args.main_process_first(desc=f"tokenizing {split.role}"):
+        cached = load_cached(folder)
+        if cached is not None:
+            return cached
+        encoded = task.encode(split.dataset, tokenizer)
+        if is_main_process():
+            save_to_cache(encoded, folder)
+        return encoded
+
+
+def tokenized_cache_key(task: Task, split: Split, model_path: Path, recipe: Recipe, rows: str) -> str:
+    """A digest of everything that determines a split's encoded rows.
+
+    The rows themselves (after carving and filtering), the task with its data settings and what it
+    derived from other splits (e.g. the label list of the training split), every tokenizer file, the
+    tokenizer libraries' versions, and llmkit's version and source code.
+    """
+    import llmkit
+
+    identity = {
+        "rows": rows,
+        "seed": recipe.training["seed"],
+        "task": task.name,
+        "data": {k: v for k, v in recipe.data.items() if k not in ("train", "validation", "test")},
+        "derived": task.encoding_state(),
+        "tokenizer": tokenizer_files_digest(model_path),
+        "libraries": library_versions(("transformers", "tokenizers", "datasets")),
+        "version": llmkit.__version__,
+        "code": package_code_digest(),  # an edited encoder (an editable install) must not reuse old rows
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=repr).encode()).hexdigest()[:20]
+
+
+def split_digest(split: Split) -> str:
+    """:func:`rows_digest` of the split's rows; for a stream, of its first rows and the file's signature."""
+    digest = rows_digest(split.dataset)
+    if split.stream is None:
+        return digest
+    return hashlib.sha256(f"{digest} {split.stream.signature()}".encode()).hexdigest()[:20]
+
+
+def rows_digest(dataset) -> str:
+    """A digest of a dataset's rows: its Arrow table and the indices that pick rows from it (carving,
+    subsets, skipped rows). Hashing the picked rows one by one instead takes seconds per split."""
+    digest = hashlib.sha256(json.dumps(dataset.features.to_dict(), sort_keys=True).encode())
+    indices = getattr(dataset, "_indices", None)
+    for table in (dataset.data, *([indices] if indices is not None else [])):
+        for batch in table.to_batches():
+            digest.update(batch.serialize())
+    return digest.hexdigest()[:20]
+
+
+def tokenizer_files_digest(model_path: Path) -> str:
+    """A digest of every file in the model folder but the weights: tokenizer.json, tokenizer_config.json,
+    chat_template.jinja, vocabularies, special tokens -- whatever the tokenizer is loaded from."""
+    extra = model_path / "additional_chat_templates"
+    files = [p for p in model_path.iterdir() if p.is_file() and p.suffix not in WEIGHT_SUFFIXES]
+    if extra.is_dir():
+        files += [p for p in extra.iterdir() if p.is_file()]
+    return files_digest(files, relative_to=model_path)
+
+
+def files_digest(files: list[Path], relative_to: Path | None = None) -> str:
+    """sha256 over the names and contents of ``files`` (in name order)."""
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        name = path.relative_to(relative_to) if relative_to else Path(path.name)
+        digest.update(name.as_posix().encode() + b"\0")
+        digest.update(file_sha256(path).encode())
+    return digest.hexdigest()[:20]
+
+
+def load_cached(folder: Path) -> Any:
+    """The encoded split saved in ``folder``, or None when there is none (or it cannot be read)."""
+    from datasets import load_from_disk
+
+    if not (folder / "dataset_info.json").exists():
+        return None
+    try:
+        return load_from_disk(str(folder))
+    except Exception:  # a damaged entry is encoded again, as if it were not there
+        return None
+
+
+#: Cache folders a write already failed in (this process warns once for each).
+_UNWRITABLE_CACHES: set[Path] = set()
+
+
+def save_to_cache(encoded: Any, folder: Path) -> None:
+    """Save an encoded split under a staging name, then rename it into place when whole.
+
+    A failure (read-only home, full disk, LLMKIT_CACHE under a file) is one warning, and the run goes
+    on with the rows it has; leftovers of killed runs are cleared on the way.
+    """
+    staging = folder.with_name(f".{folder.name}-{os.getpid()}")
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_staging(folder.parent)
+        encoded.save_to_disk(str(staging))
+        staging.rename(folder)
+    except Exception as exc:  # any failure of an optional cache must not fail the run
+        shutil.rmtree(staging, ignore_errors=True)
+        if (folder / "dataset_info.json").exists():
+            return  # another run saved it first
+        if folder.parent not in _UNWRITABLE_CACHES:
+            _UNWRITABLE_CACHES.add(folder.parent)
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            log(
+                f"warning: cannot write the tokenization cache in {folder.parent} ({reason}); going on "
+                f"without it (set LLMKIT_CACHE to a writable folder to keep encoded splits for reruns)"
+            )
+
+
+def remove_stale_staging(tokenized: Path) -> None:
+    """Remove cache entries left half-written by killed runs: llmkit's ``.{key}-{pid}`` folders whose
+    process is gone, or that are older than a day (the id may be in use again)."""
+    now = time.time()
+    for child in tokenized.iterdir():
+        match = CACHE_STAGING.match(child.name)
+        if not match or not child.is_dir() or int(match.group(2)) == os.getpid():
+            continue
+        try:
+            stale = now - child.stat().st_mtime > STALE_STAGING_SECONDS
+        except OSError:
+            continue  # removed meanwhile
+        if stale or not process_alive(int(match.group(2))):
+            shutil.rmtree(child, ignore_errors=True)
+
+
+def process_alive(pid: int) -> bool:
+    """Is process ``pid`` running on this machine? (Windows: assumed, signals would end it.)"""
+    if os.name == "nt":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+@functools.cache
+def package_code_digest() -> str:
+    """A digest of llmkit's own source files, read once per process (the running code cannot change)."""
+    package = PACKAGE_DIR
+    digest = hashlib.sha256()
+    for source in sorted(package.rglob("*.py")):
+        digest.update(source.relative_to(package).as_posix().encode())
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:20]
