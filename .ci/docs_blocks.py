@@ -1,18 +1,21 @@
-"""Run every code block of README.md marked runnable, in order, as a new user would: CI's docs step.
+"""Run every code block of README.md and docs/ marked runnable, in order, as a new user would: CI's docs step.
 
 A block is runnable when the line just before its opening fence is ``<!-- runnable -->`` (an HTML comment:
-GitHub shows nothing). ``bash`` blocks run under ``bash -e -o pipefail``, ``python`` blocks under the Python
-running this script. The README's commands are written for the repository root, so the blocks run in a
-fresh temporary folder that holds links to the repository's ``recipes/`` and ``benchmarks/``: relative paths
-resolve as they would there, while ``runs/`` and every file a block writes start out absent. The folder has
-its own llmkit cache (``LLMKIT_CACHE``: no earlier run is "the newest one"), the Hugging Face hub is offline
-(``HF_HUB_OFFLINE=1``), and this checkout's llmkit is imported (``PYTHONPATH``). torch runs one thread a
-process unless ``OMP_NUM_THREADS`` says otherwise: on shared CI cores, two threads spin waiting for each other
-(SmolLM2's ``llmkit generate`` took 62 CPU s with two threads, 9 with one, at load average 5). Blocks that
-need the network or a GPU are left unmarked.
+GitHub and the docs site show nothing). The pages are read in one order: README.md first, then the pages of
+``mkdocs.yml``'s ``nav`` as listed, and all blocks run in one folder, so a block may use what an earlier one
+wrote (the LoRA page predicts on the quick tour's reviews.csv). ``bash`` blocks run under
+``bash -e -o pipefail``, ``python`` blocks under the Python running this script. The commands are written for
+the repository root, so the blocks run in a fresh temporary folder that holds links to the repository's
+``recipes/`` and ``benchmarks/``: relative paths resolve as they would there, while ``runs/`` and every file a
+block writes start out absent. The folder has its own llmkit cache (``LLMKIT_CACHE``: no earlier run is "the
+newest one"), the Hugging Face hub is offline (``HF_HUB_OFFLINE=1``), and this checkout's llmkit is imported
+(``PYTHONPATH``). torch runs one thread a process unless ``OMP_NUM_THREADS`` says otherwise: on shared CI
+cores, two threads spin waiting for each other (SmolLM2's ``llmkit generate`` took 62 CPU s with two threads,
+9 with one, at load average 5). Blocks that need the network or a GPU are left unmarked.
 
-    python .ci/docs_blocks.py                 # run them all; stops at the first failure, naming its line
-    python .ci/docs_blocks.py --list          # which blocks would run
+    python .ci/docs_blocks.py                 # run them all; stops at the first failure, naming page and line
+    python .ci/docs_blocks.py --list          # which blocks would run, page by page
+    python .ci/docs_blocks.py docs/lora.md    # only these pages' blocks (what earlier pages write is absent)
     python .ci/docs_blocks.py --keep          # keep the temporary folder (its path is printed)
 """
 
@@ -30,6 +33,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
 MARKER = "<!-- runnable -->"
 LANGUAGES = {"bash": ["bash", "-e", "-o", "pipefail"], "python": [sys.executable]}
@@ -41,9 +46,50 @@ class Block:
     line: int  # the opening fence's line number in the file (1-based)
     language: str
     code: str
+    page: str = "README.md"  # the file, as messages name it (relative to the repository root)
 
 
-def runnable_blocks(markdown: str) -> list[Block]:
+def nav_pages(nav: object) -> list[str]:
+    """The Markdown files of an mkdocs ``nav``, in order: an entry is a file, {title: file} or a list."""
+    if isinstance(nav, str):
+        return [nav]
+    if isinstance(nav, dict):
+        return [page for value in nav.values() for page in nav_pages(value)]
+    if isinstance(nav, list):
+        return [page for entry in nav for page in nav_pages(entry)]
+    return []
+
+
+def pages(root: Path) -> list[Path]:
+    """README.md, then every page of mkdocs.yml's nav under its docs_dir (default docs/), in nav order."""
+    found = [root / "README.md"] if (root / "README.md").exists() else []
+    config_file = root / "mkdocs.yml"
+    if config_file.exists():
+        config = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
+        docs = root / config.get("docs_dir", "docs")
+        for page in nav_pages(config.get("nav", [])):
+            if "://" in page:
+                continue
+            if not (docs / page).exists():
+                raise SystemExit(f"mkdocs.yml: the nav names {page}, which is not in {docs}")
+            found.append(docs / page)
+    return found
+
+
+def page_blocks(paths: list[Path], root: Path) -> list[Block]:
+    """Every runnable block of the pages, page by page, each named by its path relative to ``root``."""
+    blocks = []
+    for path in paths:
+        name = (
+            path.resolve().relative_to(root.resolve()).as_posix()
+            if path.resolve().is_relative_to(root.resolve())
+            else str(path)
+        )
+        blocks += runnable_blocks(path.read_text(encoding="utf-8"), name)
+    return blocks
+
+
+def runnable_blocks(markdown: str, page: str = "README.md") -> list[Block]:
     """The fenced blocks right after a ``<!-- runnable -->`` line; an unknown language is an error."""
     lines = markdown.splitlines()
     blocks = []
@@ -54,10 +100,10 @@ def runnable_blocks(markdown: str) -> list[Block]:
         language = fence.strip().removeprefix("```")
         if not fence.strip().startswith("```") or language not in LANGUAGES:
             raise SystemExit(
-                f"README.md line {index + 1}: {MARKER} must be followed by a ```bash or ```python fence"
+                f"{page} line {index + 1}: {MARKER} must be followed by a ```bash or ```python fence"
             )
         end = next(i for i in range(index + 2, len(lines)) if lines[i].strip() == "```")
-        blocks.append(Block(index + 2, language, "\n".join(lines[index + 2 : end]) + "\n"))
+        blocks.append(Block(index + 2, language, "\n".join(lines[index + 2 : end]) + "\n", page))
     return blocks
 
 
@@ -98,24 +144,25 @@ def run_blocks(blocks: list[Block], folder: Path, env: dict[str, str], timeout: 
     """Run the blocks in order; the first that fails (or runs past ``timeout``) stops the run."""
     started, cpu_started = time.perf_counter(), cpu_seconds()
     for number, block in enumerate(blocks, start=1):
-        script = folder / f".block-{block.line}.{'sh' if block.language == 'bash' else 'py'}"
+        script = folder / f".block-{number}.{'sh' if block.language == 'bash' else 'py'}"
         script.write_text(block.code, encoding="utf-8")
-        print(f"--- block {number}/{len(blocks)}: README.md line {block.line} ({block.language})", flush=True)
+        where = f"{block.page} line {block.line}"
+        print(f"--- block {number}/{len(blocks)}: {where} ({block.language})", flush=True)
         began, cpu_began = time.perf_counter(), cpu_seconds()
         status = run_block([*LANGUAGES[block.language], str(script)], folder, env, timeout)
         if status != 0:
             why = f"ran past {timeout} s" if status is None else f"exit code {status}"
             print(
-                f"docs: README.md line {block.line}: the {block.language} block failed ({why})",
+                f"docs: {where}: the {block.language} block failed ({why})",
                 file=sys.stderr,
             )
             return 1
         wall, cpu = time.perf_counter() - began, cpu_seconds() - cpu_began
-        print(f"--- block at line {block.line}: ok in {wall:.1f} s ({cpu:.0f} CPU s)", flush=True)
+        print(f"--- block at {where}: ok in {wall:.1f} s ({cpu:.0f} CPU s)", flush=True)
     wall, cpu = time.perf_counter() - started, cpu_seconds() - cpu_started
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     print(
-        f"docs: {len(blocks)} README blocks ran in {wall:.0f} s ({cpu:.0f} CPU s; load average {load}: "
+        f"docs: {len(blocks)} blocks ran in {wall:.0f} s ({cpu:.0f} CPU s; load average {load}: "
         "other jobs on the machine stretch the wall time)",
         flush=True,
     )
@@ -124,15 +171,20 @@ def run_blocks(blocks: list[Block], folder: Path, env: dict[str, str], timeout: 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--readme", type=Path, default=REPO / "README.md")
+    parser.add_argument(
+        "pages", nargs="*", type=Path, help="only these Markdown files (default: README.md, then the nav)"
+    )
+    parser.add_argument(
+        "--root", type=Path, default=REPO, help="the repository whose README.md and mkdocs.yml are read"
+    )
     parser.add_argument("--list", action="store_true", help="list the runnable blocks and stop")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument("--timeout", type=int, default=600, help="seconds a block may take (default 600)")
     args = parser.parse_args(argv)
-    blocks = runnable_blocks(args.readme.read_text(encoding="utf-8"))
+    blocks = page_blocks(args.pages or pages(args.root), args.root)
     if args.list:
         for block in blocks:
-            print(f"line {block.line} ({block.language}): {block.code.splitlines()[0]}")
+            print(f"{block.page} line {block.line} ({block.language}): {block.code.splitlines()[0]}")
         return 0
     folder = Path(tempfile.mkdtemp(prefix="llmkit-docs-"))
     try:

@@ -4,7 +4,7 @@ One command (from the repo root, ../shared/data beside it):
 
     python benchmarks/dpo_hh.py                   # the full budget (about an hour on 2 cores)
     python benchmarks/dpo_hh.py --steps 10 --train-pairs 40 --eval-pairs 24 --eval-every 5 \
-        --eos-prompts 6 --eos-tokens 48                # the short budget the README reports
+        --eos-prompts 6 --eos-tokens 48                # the short budget docs/results.md reports
 
 * **LoRA-DPO** (``recipes/dpo-hh.yaml``: r=16, beta 0.1, reference log-probs precomputed): test-pair reward
   accuracy (chosen scored above rejected by the DPO reward, i.e. the policy's log-ratio against the base) and

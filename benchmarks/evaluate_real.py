@@ -185,8 +185,8 @@ def any_recipe(options: argparse.Namespace, log: list[dict]) -> None:
 
 
 def recipe_row(name: str, scored: Path, options: argparse.Namespace, log: list[dict]) -> None:
-    """A row of the README's recipe table: the recipe on its shared data (``--steps``/``--set`` change it),
-    then ``llmkit evaluate`` on ``scored``."""
+    """A row of the recipe table in docs/results.md: the recipe on its shared data (``--steps``/``--set``
+    change it), then ``llmkit evaluate`` on ``scored``."""
     run = WORK / (name + options.tag)
     steps = [f"training.max_steps={options.steps}"] if options.steps else []
     finetune(f"recipes/{name}.yaml", run, [*steps, *options.set], log)

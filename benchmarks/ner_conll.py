@@ -3,7 +3,7 @@
 One command (from the repo root, ../shared/data beside it):
 
     OMP_NUM_THREADS=1 python benchmarks/ner_conll.py                 # the recipe's budget (1,300 steps)
-    OMP_NUM_THREADS=1 python benchmarks/ner_conll.py --steps 60      # the short budget of the README table
+    OMP_NUM_THREADS=1 python benchmarks/ner_conll.py --steps 60      # the short budget of docs/benchmarks.md
 
 Both contestants train MiniLM-L6 (``minilm-l6``) on the CoNLL-2003 training file for the same steps, batch,
 learning rate, schedule, weight decay and seed, then tag the CoNLL-2003 *test* file (3,453 sentences):

@@ -3,7 +3,7 @@
 One command (from the repo root, ../shared/data beside it):
 
     OMP_NUM_THREADS=1 python benchmarks/qa_squad.py                                # recipe budget, all of dev
-    OMP_NUM_THREADS=1 python benchmarks/qa_squad.py --steps 20 --eval-questions 200  # README's short budget
+    OMP_NUM_THREADS=1 python benchmarks/qa_squad.py --steps 20 --eval-questions 200  # a short budget
 
 Both contestants train MiniLM-L6 on ../shared/data/squad/train.jsonl (SQuADShifts new_wiki, 7,938
 questions; the SQuAD train file could not be had) for the same steps, batch, learning rate, schedule,

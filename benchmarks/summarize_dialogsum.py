@@ -30,7 +30,7 @@ RESULTS = REPO / "benchmarks" / "results"
 RECIPE = REPO / "recipes" / "summarize-dialogsum.yaml"
 #: The recipe reads knkarthick/dialogsum from the Hub; the benchmark reads the same dialogues from here.
 TRAIN_FILE = f"data.train={DIALOGSUM / 'train.jsonl'}"
-#: The short fine-tune that fits ~15 minutes on 2 CPU cores (README, Results).
+#: The short fine-tune that fits ~15 minutes on 2 CPU cores (docs/results.md).
 SHORT_RUN = [
     "training.max_steps=40",
     "training.per_device_train_batch_size=8",

@@ -3,7 +3,7 @@
 One command (from the repo root, ../shared/data beside it):
 
     python benchmarks/translate_multi30k.py               # the full run: 1,000 test captions, 1,200 steps
-    python benchmarks/translate_multi30k.py --test-size 32 --steps 30 --batch 8   # the README's short budget
+    python benchmarks/translate_multi30k.py --test-size 32 --steps 30 --batch 8   # short (docs/results.md)
     python benchmarks/translate_multi30k.py --skip-plain  # llmkit only
 
 1. Zero-shot: SmolLM2-135M-Instruct translates the first ``--test-size`` captions of test_2016_flickr with the

@@ -142,7 +142,7 @@ def real_data_folder() -> Path:
 #: Read once: the notebook tests change LLMKIT_TEST_DATA for their kernels.
 REAL_DATA = real_data_folder()
 REAL_DATA_REQUIRED = os.environ.get(REQUIRE_REAL_DATA_ENV, "") not in ("", "0")
-NO_REAL_DATA = f"no test data at {REAL_DATA}; set {REAL_DATA_ENV}=DIR (README: Development)"
+NO_REAL_DATA = f"no test data at {REAL_DATA}; set {REAL_DATA_ENV}=DIR (docs/development.md)"
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -328,8 +328,8 @@ def test_dpo_with_lora_uses_the_base_as_reference_and_saves_one_adapter(tmp_path
 
 
 def test_the_dpo_recipe_switches_to_simpo_with_one_override() -> None:
-    # the README's `llmkit finetune recipes/dpo-hh.yaml preference.method=simpo`: the recipe's DPO settings
-    # (loss_type, precompute_reference, beta 0.1) rest in their section; SimPO's own apply
+    # `llmkit finetune recipes/dpo-hh.yaml preference.method=simpo` (docs/tasks/preference.md): the recipe's
+    # DPO settings (loss_type, precompute_reference, beta 0.1) rest in their section; SimPO's own apply
     from llmkit.tasks import build_task
     from llmkit.tasks.preference import method_settings
 

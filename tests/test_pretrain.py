@@ -110,13 +110,13 @@ def test_the_tiny_test_models_train_their_tokenizers_through_the_one_trainer() -
 
 
 # -- named sizes -----------------------------------------------------------------------------------
-def test_named_sizes_and_the_readme_table_agree() -> None:
+def test_named_sizes_and_the_docs_table_agree() -> None:
     rows = {row["name"]: row for row in size_table({"bert": 16000, "gpt2": 16000})}
     assert set(rows) == {"bert-mini", "bert-small", "gpt2-mini", "gpt2-small"} == set(SIZES)
     assert (rows["bert-mini"]["layers"], rows["bert-mini"]["width"]) == (4, 256)
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    page = (REPO / "docs" / "tasks" / "pretraining.md").read_text(encoding="utf-8")
     for name, row in rows.items():
-        line = next(line for line in readme.splitlines() if line.startswith(f"| `{name}` |"))
+        line = next(line for line in page.splitlines() if line.startswith(f"| `{name}` |"))
         cells = [cell.strip() for cell in line.strip("|").split("|")]
         assert cells[2:5] == [str(row["layers"]), str(row["width"]), str(row["heads"])], name
         assert cells[6] == f"{row['parameters'] / 1e6:.1f}M", name

@@ -423,7 +423,7 @@ def test_multi_label_learns_a_separable_label_set(tmp_path: Path, model: str, ra
     """The multi-label path learns, not only runs: 1-3 labels per row, each named by its words.
 
     (GoEmotions itself had not left its label prior after 400 steps on 2,000 comments: an open question,
-    README: STS-B and GoEmotions.)"""
+    docs/results.md: STS-B and GoEmotions.)"""
     import random
 
     rng = random.Random(0)

@@ -162,7 +162,8 @@ def test_qa_predict_and_answer_and_the_folder_loads_in_transformers(
 
     out = finetune(tmp_path, *qa_files, out="runs/qa").output_dir
     assert type(AutoModelForQuestionAnswering.from_pretrained(out)).__name__ == "BertForQuestionAnswering"
-    # README: transformers 5 ships no question-answering pipeline; `llmkit answer` serves the folder
+    # docs/tasks/question-answering.md: transformers 5 ships no question-answering pipeline; `llmkit answer`
+    # serves the folder
     assert "question-answering" not in SUPPORTED_TASKS
 
     questions = write_jsonl(

@@ -67,7 +67,7 @@ def test_without_the_data_the_real_data_tests_are_skipped_in_one_summary_line(re
     lines = run.stdout.strip().splitlines()
     folder = repository.parent / "shared" / "data"
     assert lines[-2] == (
-        f"2 real-data tests skipped: no test data at {folder}; set LLMKIT_TEST_DATA=DIR (README: Development)"
+        f"2 real-data tests skipped: no test data at {folder}; set LLMKIT_TEST_DATA=DIR (docs/development.md)"
     )
     assert lines[-1].startswith("1 passed, 2 real-data skipped in ")
     assert "SKIPPED" not in run.stdout  # not one line per test

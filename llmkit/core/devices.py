@@ -176,7 +176,7 @@ def choose_precision(requested: str, machine: Machine, where: str) -> PrecisionC
         )
     if machine.cpu_bf16:
         return PrecisionChoice(
-            "bf16", "the CPU has native bf16 (AVX512-BF16/AMX): faster at equal accuracy (README: Machines)"
+            "bf16", "the CPU has native bf16 (AVX512-BF16/AMX): faster at equal accuracy (docs/machines.md)"
         )
     return PrecisionChoice("fp32", "the CPU has no native bf16, so bf16 would be emulated and slower")
 

@@ -55,7 +55,7 @@ class NamedSize:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
-#: The named sizes (README: Pre-training from scratch has their parameter counts).
+#: The named sizes (docs/tasks/pretraining.md has their parameter counts).
 SIZES: dict[str, NamedSize] = {
     size.name: size
     for size in (
@@ -421,7 +421,7 @@ def scratch_record(model_path: Path | None) -> dict[str, Any] | None:
 
 def size_table(vocab_sizes: dict[str, int]) -> list[dict[str, Any]]:
     """Each named size's layers, width, heads and parameters (with and without embeddings) at a vocabulary
-    size per family, built on the meta device (no memory): the README's table."""
+    size per family, built on the meta device (no memory): the table in docs/tasks/pretraining.md."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
 

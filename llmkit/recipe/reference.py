@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from llmkit.models.resolve import adaptation, scratch
+from llmkit.models import adaptation, scratch
 from llmkit.recipe import loader as config
 from llmkit.tasks import get_task_class
 

@@ -18,7 +18,7 @@ softmax, sigmoid or nothing as the problem needs.
 A new head's output bias starts at the training labels' base rates (``data.head_bias: prior``, the default
 for multi-label): with 28 sigmoids starting at probability 0.5, the first few hundred steps only push every
 label down to its rate, and those large early gradients also disturb the encoder (GoEmotions with MiniLM:
-test macro-F1 0.075 after 300 steps from a zero bias, 0.285 from the prior; README, Results).
+test macro-F1 0.075 after 300 steps from a zero bias, 0.285 from the prior; docs/results.md).
 """
 
 from __future__ import annotations

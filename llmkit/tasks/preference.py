@@ -358,8 +358,8 @@ class PreferenceTask(Task):
         if not (isinstance(own, str) and own.strip()):
             raise LlmkitError(
                 "the model has no chat template, so preference pairs cannot be rendered as it is prompted; "
-                "set data.use_chat_template=false to use llmkit's documented template (README: Generation), "
-                "or use a chat model such as smollm2-135m"
+                "set data.use_chat_template=false to use llmkit's documented template "
+                "(docs/tasks/generation.md), or use a chat model such as smollm2-135m"
             )
         return own
 

@@ -64,8 +64,8 @@ class Evaluation:
 class QuestionAnsweringTask(Task):
     name = "question-answering"
     default_model = "minilm-l6"
-    # transformers 5 no longer ships this pipeline (see the README); the folder is a standard
-    # AutoModelForQuestionAnswering folder and `llmkit answer` serves it.
+    # transformers 5 no longer ships this pipeline (docs/tasks/question-answering.md); the folder is a
+    # standard AutoModelForQuestionAnswering folder and `llmkit answer` serves it.
     pipeline_task = "question-answering"
     headline_metric = "f1"
     prediction_keys = (PREDICTED_ANSWER, PREDICTED_START, PREDICTED_END, PREDICTED_SCORE)

@@ -62,7 +62,7 @@ RANGE_KEYS = ("low", "high", "log")
 #: The search space without --space: (recipe key, when it is searched, distribution). "×k" is k times the
 #: recipe's own value: its settings are its author's best guess, so the learning rate spans a decade either
 #: way of it and the batch size half to double it, whatever the task (full fine-tuning, LoRA, DPO, from
-#: scratch). README: Sweep lists this table.
+#: scratch). docs/sweep.md lists this table.
 DEFAULT_SPACE: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("training.learning_rate", "always", {"low": "×0.1", "high": "×10", "log": True}),
     ("training.warmup_steps", "always", {"low": 0.0, "high": 0.2}),  # a share of the training steps
