@@ -166,7 +166,7 @@ def dpo_run(args: argparse.Namespace) -> dict:
 def sft_rows() -> Path:
     """The training pairs as chat conversations: the prompt's turns and the chosen reply."""
     from llmkit.core.errors import LlmkitError
-    from llmkit.recipe.loader import COMMON_DATA_DEFAULTS
+    from llmkit.data.section import COMMON_DATA_DEFAULTS
     from llmkit.tasks.preference import PreferenceTask
 
     task = PreferenceTask({**COMMON_DATA_DEFAULTS, **PreferenceTask.data_defaults, "format": "hh"})
@@ -223,8 +223,8 @@ def eos_run(args: argparse.Namespace, which: str) -> dict:
     """Share of test prompts whose greedy generation ends with a stop token within ``eos_tokens``."""
     import torch
 
+    from llmkit.data.section import COMMON_DATA_DEFAULTS
     from llmkit.models.resolve import load_tokenizer, resolve_model
-    from llmkit.recipe.loader import COMMON_DATA_DEFAULTS
     from llmkit.tasks.causal_lm import generate_left_padded, load_causal_lm
     from llmkit.tasks.chat_checks import stop_token_ids
     from llmkit.tasks.preference import PreferenceTask

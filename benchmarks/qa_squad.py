@@ -176,9 +176,9 @@ def score_saved(folder: Path, eval_questions: int | None) -> dict:
     from datasets import Dataset
     from transformers import Trainer, TrainingArguments
 
+    from llmkit.data.section import COMMON_DATA_DEFAULTS
     from llmkit.metrics import load_metrics
     from llmkit.models.resolve import load_model, load_tokenizer
-    from llmkit.recipe.loader import COMMON_DATA_DEFAULTS
     from llmkit.tasks.question_answering import EXAMPLE_INDEX, OFFSETS, QuestionAnsweringTask
 
     dev = read_jsonl(DATA / "validation.jsonl", eval_questions)

@@ -18,10 +18,10 @@ import llmkit
 from llmkit.data.files import load_splits
 from llmkit.models.resolve import load_tokenizer, resolve_model
 from llmkit.recipe.loader import load_recipe
-from llmkit.runs.checkpoints import is_run_entry
+from llmkit.runs.entries import is_run_entry
 from llmkit.tasks import get_task_class
 from llmkit.tasks.causal_lm import DEFAULT_CHAT_TEMPLATE
-from llmkit.training.spine import encode_cached, save_to_cache
+from llmkit.training.token_cache import encode_cached, save_to_cache
 from tests.conftest import NEGATIVE, POSITIVE, write_csv
 
 # A ChatML template (SmolLM2's kind), for a tiny-gpt2 copy that has a template of its own.

@@ -159,7 +159,7 @@ def test_real_tokens_are_counted_and_batches_grouped_by_length(sentiment_files, 
 
     from llmkit.models.resolve import resolve_model
     from llmkit.recipe.loader import load_recipe
-    from llmkit.training.spine import training_arguments
+    from llmkit.training.arguments import training_arguments
 
     rows = [
         [texts[i % 10] + " indeed" * (i % 5), label]

@@ -10,7 +10,7 @@ import pytest
 
 from llmkit.core.errors import LlmkitError
 from llmkit.data.files import load_splits, read_table, resolve_data_path
-from llmkit.recipe.loader import COMMON_DATA_DEFAULTS
+from llmkit.data.section import COMMON_DATA_DEFAULTS
 from tests.conftest import write_csv
 
 ROWS = [

@@ -70,8 +70,8 @@ def test_blocks_are_max_length_tokens(tmp_path: Path) -> None:
     from transformers import AutoTokenizer
 
     from llmkit.data.files import read_table
+    from llmkit.data.section import COMMON_DATA_DEFAULTS
     from llmkit.models.resolve import resolve_model
-    from llmkit.recipe.loader import COMMON_DATA_DEFAULTS
     from llmkit.tasks.fill_mask import FillMaskTask
 
     task = FillMaskTask(
@@ -92,8 +92,8 @@ def test_masked_positions_loss_equals_full_loss() -> None:
     import torch
     from transformers import AutoTokenizer, TrainingArguments
 
+    from llmkit.data.section import COMMON_DATA_DEFAULTS
     from llmkit.models.resolve import resolve_model
-    from llmkit.recipe.loader import COMMON_DATA_DEFAULTS
     from llmkit.tasks.fill_mask import FillMaskTask, masked_positions_trainer, mlm_head
 
     task = FillMaskTask({**COMMON_DATA_DEFAULTS, **FillMaskTask.data_defaults, "mlm_probability": 0.5})

@@ -13,8 +13,8 @@ import pytest
 import llmkit
 from llmkit.core.errors import LlmkitError
 from llmkit.data.files import split_text_file
+from llmkit.data.section import COMMON_DATA_DEFAULTS
 from llmkit.models.resolve import resolve_model
-from llmkit.recipe.loader import COMMON_DATA_DEFAULTS
 from llmkit.tasks.causal_lm import (
     DEFAULT_CHAT_TEMPLATE,
     IGNORE_INDEX,

@@ -360,7 +360,7 @@ def test_a_killed_adapter_run_resumes_to_the_same_metrics(sentiment_files, tmp_p
     import subprocess
     import time
 
-    from llmkit.runs.checkpoints import complete_checkpoints
+    from llmkit.runs.entries import complete_checkpoints
     from tests.test_reliability import ENV, command
 
     train, validation = sentiment_files

@@ -113,7 +113,7 @@ def test_training_arguments_accept_each_machine_kind(
 ) -> None:
     """The whole path: recipe -> llmkit's settings for that machine -> the real TrainingArguments."""
     from llmkit.recipe.loader import load_recipe
-    from llmkit.training.spine import training_arguments
+    from llmkit.training.arguments import training_arguments
 
     if machine.kind == "cuda":
         simulate_cuda(monkeypatch, machine)
@@ -133,7 +133,7 @@ def test_training_arguments_accept_each_machine_kind(
 
 def test_explicit_bf16_on_a_cpu_without_native_bf16_is_accepted(sentiment_files, tmp_path: Path) -> None:
     from llmkit.recipe.loader import load_recipe
-    from llmkit.training.spine import training_arguments
+    from llmkit.training.arguments import training_arguments
 
     train, _ = sentiment_files
     for overrides in (["training.precision=bf16"], ["training.bf16=true"]):

@@ -107,7 +107,7 @@ def test_word_labels_first_sub_token_or_all() -> None:
 
 
 def ner_task(label_all: bool, names: list[str]):
-    from llmkit.recipe.loader import COMMON_DATA_DEFAULTS
+    from llmkit.data.section import COMMON_DATA_DEFAULTS
     from llmkit.tasks.token_classification import TokenClassificationTask
 
     data = {**COMMON_DATA_DEFAULTS, **TokenClassificationTask.data_defaults, "label_all_tokens": label_all}

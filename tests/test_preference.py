@@ -10,8 +10,9 @@ import pytest
 
 import llmkit
 from llmkit.core.errors import LlmkitError
+from llmkit.data.section import COMMON_DATA_DEFAULTS
 from llmkit.models.resolve import resolve_model
-from llmkit.recipe.loader import COMMON_DATA_DEFAULTS, load_recipe
+from llmkit.recipe.loader import load_recipe
 from llmkit.tasks.causal_lm import DEFAULT_CHAT_TEMPLATE, render_chat
 from llmkit.tasks.preference import (
     DROPPED,

@@ -105,7 +105,7 @@ def test_the_tiny_test_models_train_their_tokenizers_through_the_one_trainer() -
         if re.search(r"\btrainers\.\w+Trainer\(|\bTokenizer\(models\.", path.read_text(encoding="utf-8"))
     ]
     assert users == ["llmkit/models/tokenizer_training.py"]
-    source = (REPO / "llmkit" / "tiny_models.py").read_text(encoding="utf-8")
+    source = (REPO / "llmkit" / "models" / "tiny.py").read_text(encoding="utf-8")
     assert source.count("train_tokenizer(sample_corpus()") == 4  # WordPiece, byte-level BPE, Unigram, BART
 
 

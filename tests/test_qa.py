@@ -95,9 +95,9 @@ def test_gold_positions_scored_through_the_evaluation_give_back_the_answers(real
     import numpy as np
     from datasets import Dataset
 
+    from llmkit.data.section import COMMON_DATA_DEFAULTS
     from llmkit.metrics import load_metrics
     from llmkit.models.resolve import load_tokenizer, resolve_model
-    from llmkit.recipe.loader import COMMON_DATA_DEFAULTS
     from llmkit.tasks.question_answering import QuestionAnsweringTask
 
     lines = (real_data_dir / "squad" / "validation.jsonl").read_text(encoding="utf-8").splitlines()[:300]
@@ -236,8 +236,8 @@ def test_predict_chooses_as_the_evaluation_does_and_abstains_with_version_2() ->
     import numpy as np
     from datasets import Dataset
 
+    from llmkit.data.section import COMMON_DATA_DEFAULTS
     from llmkit.models.resolve import load_tokenizer, resolve_model
-    from llmkit.recipe.loader import COMMON_DATA_DEFAULTS
     from llmkit.tasks.question_answering import QuestionAnsweringTask
 
     tokenizer = load_tokenizer(resolve_model("tiny-bert"))

@@ -17,14 +17,8 @@ import pytest
 
 import llmkit
 from llmkit.core.errors import LlmkitError
-from llmkit.runs.checkpoints import (
-    FINGERPRINT_FILE,
-    RUN_MARKER,
-    checkpoint_to_resume,
-    complete_checkpoints,
-    is_run_entry,
-    stop_on_non_finite_loss,
-)
+from llmkit.runs.entries import FINGERPRINT_FILE, RUN_MARKER, complete_checkpoints, is_run_entry
+from llmkit.training.checkpoints import checkpoint_to_resume, stop_on_non_finite_loss
 from tests.conftest import REPO
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}

@@ -210,7 +210,7 @@ def test_tensorboard_events_are_written_when_installed(run_dir: Path) -> None:
 def test_report_to_auto_explicit_and_absent(monkeypatch: pytest.MonkeyPatch) -> None:
     import transformers.integrations
 
-    from llmkit.training.spine import report_targets
+    from llmkit.training.arguments import report_targets
 
     assert report_targets("auto", "recipe r") == ("none", True)
     assert report_targets("none", "recipe r") == ("none", False)
@@ -250,11 +250,11 @@ def test_disable_tqdm_follows_the_terminal_unless_set(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from llmkit.recipe.loader import load_recipe
-    from llmkit.training.spine import training_arguments
+    from llmkit.training.arguments import training_arguments
 
     recipe = sentiment_recipe(tmp_path, tmp_path / "out")
     assert training_arguments(load_recipe(recipe), tmp_path, has_eval=True).disable_tqdm is True
-    monkeypatch.setattr("llmkit.training.spine.interactive", lambda: True)
+    monkeypatch.setattr("llmkit.training.arguments.interactive", lambda: True)
     assert training_arguments(load_recipe(recipe), tmp_path, has_eval=True).disable_tqdm is False
     explicit = load_recipe(recipe, ["training.disable_tqdm=true"])
     assert training_arguments(explicit, tmp_path, has_eval=True).disable_tqdm is True

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from llmkit.data.section import COMMON_DATA_DEFAULTS
 from llmkit.models.resolve import resolve_model
-from llmkit.recipe.loader import COMMON_DATA_DEFAULTS
 from llmkit.tasks.causal_lm import IGNORE_INDEX, packed_documents_stay_apart
 from llmkit.tasks.generation import GenerationTask
 

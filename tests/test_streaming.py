@@ -317,7 +317,7 @@ def test_the_run_fingerprint_sees_a_corpus_changed_past_the_rows_read_up_front(
     tmp_path: Path,
 ) -> None:
     """resume: auto compares fingerprints; a stream's covers the file, not only the head checked up front."""
-    from llmkit.training.spine import split_digest
+    from llmkit.training.token_cache import split_digest
 
     train = write_lines(tmp_path / "corpus.txt", 3 * STREAM_CHUNK_ROWS)
     digest = split_digest(stream_splits(train)["train"])

@@ -9,9 +9,9 @@ import pytest
 
 import llmkit
 from llmkit.core.errors import LlmkitError
+from llmkit.data.section import COMMON_DATA_DEFAULTS
 from llmkit.metrics import load_metrics
 from llmkit.models.resolve import resolve_model
-from llmkit.recipe.loader import COMMON_DATA_DEFAULTS
 from llmkit.tasks.causal_lm import DEFAULT_CHAT_TEMPLATE, IGNORE_INDEX, generate_left_padded
 from llmkit.tasks.summarization import RougeInBatches, SummarizationTask
 from tests.lookalikes import write_dialogues

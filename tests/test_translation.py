@@ -10,9 +10,9 @@ import pytest
 
 import llmkit
 from llmkit.core.errors import LlmkitError
+from llmkit.data.section import COMMON_DATA_DEFAULTS
 from llmkit.metrics import load_metrics
 from llmkit.models.resolve import resolve_model
-from llmkit.recipe.loader import COMMON_DATA_DEFAULTS
 from llmkit.tasks.causal_lm import IGNORE_INDEX
 from llmkit.tasks.translation import BleuInBatches, TranslationTask, language_name
 from tests.lookalikes import write_caption_pairs

@@ -340,7 +340,8 @@ def check_slice_columns(columns: list[str] | tuple[str, ...], rows) -> None:
 
 def evaluation_trainer(task, recipe, model, tokenizer, prepared, scratch: Path):
     """The task's Trainer as training builds it (length grouping keeps the split's order in evaluation)."""
-    from llmkit.training.spine import task_trainer_class, training_arguments
+    from llmkit.training.arguments import training_arguments
+    from llmkit.training.spine import task_trainer_class
 
     args = training_arguments(recipe, scratch, has_eval=True, arguments_class=task.arguments_class())
     trainer = task_trainer_class(task)(

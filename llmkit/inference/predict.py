@@ -14,9 +14,10 @@ import yaml
 
 from llmkit.core.errors import LlmkitError
 from llmkit.data.files import Split, read_split
+from llmkit.data.section import COMMON_DATA_DEFAULTS
 from llmkit.models.adaptation import ADAPTER_CONFIG_FILE, is_adapter_folder, model_config_dict
 from llmkit.models.resolve import check_weights, load_for_inference, load_tokenizer, resolve_model
-from llmkit.recipe.loader import COMMON_DATA_DEFAULTS, apply_overrides, check_section
+from llmkit.recipe.loader import apply_overrides, check_section
 from llmkit.runs.folder import RECIPE_FILE
 from llmkit.tasks import Task, get_task_class
 

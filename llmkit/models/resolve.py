@@ -29,6 +29,11 @@ from llmkit.core.paths import looks_like_path
 from llmkit.core.progress import quiet_library_progress
 
 T = TypeVar("T")
+#: Suffixes of weight files: a run's fingerprint notes their size and time (hashing gigabytes would take
+#: minutes); the tokenization cache hashes a folder's other files (config, tokenizer, chat template).
+WEIGHT_SUFFIXES = frozenset(
+    {".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf", ".onnx"}
+)
 
 
 def cache_dir() -> Path:

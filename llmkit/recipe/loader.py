@@ -29,7 +29,8 @@ import yaml
 
 from llmkit.core.errors import LlmkitError, did_you_mean
 from llmkit.core.paths import PACKAGE_DIR
-from llmkit.data.files import SPLIT_ROLES, warn_stale_validation
+from llmkit.data.files import warn_stale_validation
+from llmkit.data.section import COMMON_DATA_DEFAULTS, check_data_source, check_streaming
 from llmkit.models.adaptation import check_peft_section
 from llmkit.models.scratch import check_from_scratch, check_tokenizer_section
 
@@ -37,29 +38,6 @@ from llmkit.models.scratch import check_from_scratch, check_tokenizer_section
 RUNS_DIR = "runs"
 TOP_LEVEL_KEYS = ("task", "model", "data", "training", "peft", "tokenizer", "output_dir", "overwrite")
 
-#: Data keys every task understands; tasks add their column names and options.
-COMMON_DATA_DEFAULTS: dict[str, Any] = {
-    # CSV, TSV, JSON, JSONL, Parquet, TXT or save_to_disk folder; `sample:NAME`: a sample shipped with llmkit
-    "train": None,
-    "validation": None,  # optional: otherwise validation_split is carved from train
-    "test": None,  # optional: with targets -> test_* metrics; without -> test_predictions.jsonl
-    # A Hugging Face dataset instead of files (data.train, a file, wins): a hub id or a dataset folder.
-    "dataset": None,
-    "config": None,  # the dataset's configuration (load_dataset's `name`), e.g. sst2 of nyu-mll/glue
-    "revision": None,  # a hub branch, tag or commit to pin
-    "splits": None,  # role -> split, e.g. {train: "train[:10%]", test: test}; default train + validation
-    "trust_remote_code": False,  # run a dataset's loading script (datasets < 4 only; later ones run none)
-    "validation_split": 0.1,  # carved (seeded) from train when no validation file is given
-    "max_length": 128,  # tokens per example; longer ones are truncated (batches are padded dynamically)
-    "max_train_samples": None,  # only the first N training rows (quick experiments)
-    "max_eval_samples": None,  # only the first N validation rows
-    "max_test_samples": None,  # the test split is whole unless this is set (max_eval_samples is validation's)
-    "columns": None,  # names of a headerless CSV/TSV's columns, e.g. [label, title, text]
-    "join_lists": None,  # join a text column's lists of strings with this, e.g. " "
-    # read data.train lazily as training goes (.txt, .jsonl, .csv, .tsv): needs training.max_steps
-    "streaming": False,
-    "shuffle_buffer": 1000,  # streaming: examples are shuffled within a buffer of this many (0: file order)
-}
 
 #: llmkit's TrainingArguments defaults; a task may refine them, a recipe overrides them.
 TRAINING_DEFAULTS: dict[str, Any] = {
@@ -341,7 +319,7 @@ def validate_recipe(raw: dict[str, Any]) -> Recipe:
 
     data_defaults = {**COMMON_DATA_DEFAULTS, **task_cls.data_defaults}
     data = check_section(raw.get("data") or {}, data_defaults, "data", where, task_cls.data_words)
-    _check_data_source(data, where)
+    check_data_source(data, where)
     split = data["validation_split"]
     if not isinstance(split, (int, float)) or isinstance(split, bool) or not 0 <= split < 1:
         raise LlmkitError(f"{where}: data.validation_split must be a number in [0, 1), got {split!r}")
@@ -358,7 +336,8 @@ def validate_recipe(raw: dict[str, Any]) -> Recipe:
         )
     training.update(checked_training)
     reconcile_schedule(training, checked_training, may_have_validation(data), where)
-    check_streaming(data, training, task_cls, where)
+    streaming_tasks = [name for name in task_names() if get_task_class(name).streams]
+    check_streaming(data, training.get("max_steps", -1), task_cls.name, streaming_tasks, where)
 
     peft = check_peft_section(raw.get("peft"), where)
     scratch = None
@@ -406,62 +385,6 @@ def validate_recipe(raw: dict[str, Any]) -> Recipe:
         scratch=scratch,
         tokenizer=tokenizer,
     )
-
-
-def _check_data_source(data: dict[str, Any], where: str) -> None:
-    """Files (data.train) or a Hugging Face dataset (data.dataset, config, revision, splits) must be given."""
-    if not data.get("train") and not data.get("dataset"):
-        raise LlmkitError(
-            f"{where}: data.train or data.dataset is required; give a file (data.train=path/to/train.csv) "
-            f"or a Hugging Face dataset (data.dataset=stanfordnlp/sst2, a hub id or a dataset folder)"
-        )
-    for key in ("dataset", "config", "revision"):
-        value = data[key]
-        if value is not None and (not isinstance(value, str) or not value.strip()):
-            raise LlmkitError(f"{where}: data.{key} must be a string (quote it in YAML), got {value!r}")
-    splits = data["splits"]
-    if splits is None:
-        return
-    if not isinstance(splits, dict):
-        raise LlmkitError(
-            f"{where}: data.splits must be a mapping of roles to splits, "
-            f"e.g. {{train: train, validation: test}}"
-        )
-    for role, split in splits.items():
-        if role not in SPLIT_ROLES:
-            raise LlmkitError(
-                f"{where}: unknown key 'data.splits.{role}'{did_you_mean(str(role), SPLIT_ROLES)}; "
-                f"the roles are: {', '.join(SPLIT_ROLES)}"
-            )
-        if split is not None and (not isinstance(split, str) or not split.strip()):
-            raise LlmkitError(
-                f"{where}: data.splits.{role} must be a split name or slice (e.g. train[:10%]), got {split!r}"
-            )
-
-
-def check_streaming(data: dict[str, Any], training: dict[str, Any], task_cls: type, where: str) -> None:
-    """``data.streaming``: a task that can train on a stream, a number of steps, a valid shuffle buffer."""
-    from llmkit.tasks import get_task_class, task_names
-
-    if not data["streaming"]:
-        return
-    if not task_cls.streams:
-        streaming = [name for name in task_names() if get_task_class(name).streams]
-        raise LlmkitError(
-            f"{where}: data.streaming does not work for task {task_cls.name}, which reads its data whole "
-            f"(tasks that stream: {', '.join(streaming)}); set data.streaming=false"
-        )
-    if training.get("max_steps", -1) <= 0:
-        raise LlmkitError(
-            f"{where}: data.streaming needs training.max_steps (a stream has no length to count epochs in); "
-            f"set training.max_steps=N"
-        )
-    buffer = data["shuffle_buffer"]
-    if not isinstance(buffer, int) or isinstance(buffer, bool) or buffer < 0:
-        raise LlmkitError(
-            f"{where}: data.shuffle_buffer must be a number of examples (0: keep the file's order), got "
-            f"{buffer!r}"
-        )
 
 
 def check_section(

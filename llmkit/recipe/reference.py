@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from llmkit.data import section as data_section
 from llmkit.models import adaptation, scratch
 from llmkit.recipe import loader as config
 from llmkit.tasks import get_task_class
@@ -104,7 +105,7 @@ def recipe_reference(task_name: str = "classification") -> str:
     task_cls = get_task_class(task_name)
     model_comments = {"name": MODEL_NAME_COMMENT, **source_comments(config, "MODEL_OPTION_DEFAULTS")}
     data_comments = {
-        **source_comments(config, "COMMON_DATA_DEFAULTS"),
+        **source_comments(data_section, "COMMON_DATA_DEFAULTS"),
         **source_comments(defining_class(task_cls, "data_defaults"), "data_defaults"),
     }
     training_comments = {
@@ -121,7 +122,7 @@ def recipe_reference(task_name: str = "classification") -> str:
     lines += section(
         "the data: files or a Hugging Face dataset, the columns, and the task's own settings",
         "data",
-        {**config.COMMON_DATA_DEFAULTS, **task_cls.data_defaults},
+        {**data_section.COMMON_DATA_DEFAULTS, **task_cls.data_defaults},
         data_comments,
     )
     lines += section(

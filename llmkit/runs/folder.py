@@ -3,7 +3,7 @@
 One home for the layout: the file names, the atomic JSON writes, the manifest, the final model's
 staging, the newest run of a task under ./runs (for the demos), and :func:`read_run` for anything that
 reads a finished folder later (``llmkit report``, the model card). The list of entries ``--overwrite``
-may delete lives with the checkpoints (``llmkit.runs.checkpoints.RUN_FOLDER_ENTRIES``).
+may delete lives with the checkpoints (``llmkit.runs.entries.RUN_FOLDER_ENTRIES``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from llmkit.core.devices import is_main_process, world_size
 from llmkit.core.errors import LlmkitError
 from llmkit.core.progress import log, quiet_library_progress
 from llmkit.core.versions import library_versions
-from llmkit.runs.checkpoints import RUN_MARKER, clear_run_folder, mark_run_folder
+from llmkit.runs.entries import RUN_MARKER, clear_run_folder, mark_run_folder
 
 if TYPE_CHECKING:
     from llmkit.data.files import Split

@@ -6,13 +6,7 @@ All user input is validated before anything is written, so a bad recipe never cl
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import json
 import math
-import os
-import re
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,47 +15,31 @@ from typing import Any
 from llmkit.core.devices import (
     Machine,
     PrecisionChoice,
-    check_sharding,
     confirm_sharding,
-    device_settings,
     is_main_process,
     load_dtype,
-    one_gpu_per_process,
-    probe_machine,
     run_precision,
     world_size,
 )
 from llmkit.core.errors import LlmkitError, RunInterrupted
-from llmkit.core.paths import PACKAGE_DIR
 from llmkit.core.progress import interactive, log, log_lines_callback, quiet_library_progress, timed_step
-from llmkit.core.versions import library_versions
 from llmkit.data.files import Split, load_splits, sample_texts
 from llmkit.models.adaptation import (
     ADAPTER_WEIGHTS_FILE,
     MERGED_DIR,
     adapt_model,
-    quantization_options,
     save_adapter_extras,
     trainable_share,
 )
-from llmkit.models.resolve import cache_dir, check_weights, load_model, load_tokenizer, resolve_model
+from llmkit.models.resolve import check_weights, load_model, load_tokenizer, resolve_model
 from llmkit.models.scratch import ScratchBuild, build_from_scratch, scratch_record
-from llmkit.recipe.loader import Recipe, load_recipe, may_have_validation
-from llmkit.runs.checkpoints import (
-    check_fingerprint,
-    checkpoint_to_resume,
-    crash_safe_trainer,
-    interruption_message,
-    stop_on_non_finite_loss,
-)
+from llmkit.recipe.loader import Recipe, load_recipe
 from llmkit.runs.folder import (
     LOG_HISTORY_FILE,
     MANIFEST_FILE,
     METRICS_FILE,
     RUN_STATS_FILE,
-    TENSORBOARD_DIR,
     TEST_PREDICTIONS_FILE,
-    file_sha256,
     prepare_output_dir,
     quality_metrics,
     save_final_model,
@@ -71,38 +49,25 @@ from llmkit.runs.folder import (
 )
 from llmkit.runs.report import data_statistics, sample_predictions, write_report
 from llmkit.tasks import Task, build_task
+from llmkit.training.arguments import (
+    check_machine_settings,
+    early_stopping_callbacks,
+    report_targets,
+    tensorboard_callbacks,
+    training_arguments,
+)
+from llmkit.training.checkpoints import (
+    check_fingerprint,
+    checkpoint_to_resume,
+    crash_safe_trainer,
+    interruption_message,
+    run_fingerprint,
+    stop_on_non_finite_loss,
+)
 from llmkit.training.loss_scaling import step_weighted_trainer
 from llmkit.training.sampling import length_grouping_trainer
 from llmkit.training.streaming import encode_stream
-
-#: Recipe keys that do not change what a run computes step by step: a checkpoint may be resumed with
-#: other values (e.g. more steps). Every other key is part of the run's fingerprint.
-RESUMABLE_TRAINING_KEYS = frozenset(
-    {
-        "max_steps",
-        "num_train_epochs",
-        "resume",
-        "report_to",
-        "disable_tqdm",
-        "per_device_eval_batch_size",
-        "eval_accumulation_steps",
-        "dataloader_num_workers",
-        "dataloader_pin_memory",
-        "dataloader_persistent_workers",
-        "dataloader_prefetch_factor",
-        "run_name",
-    }
-)
-RESUMABLE_TRAINING_PREFIXES = ("logging_", "save_", "eval_")
-#: Weight files: the model's fingerprint notes their size and time (hashing gigabytes would take minutes).
-WEIGHT_SUFFIXES = frozenset(
-    {".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf", ".onnx"}
-)
-TOKENIZED_DIR = "tokenized"
-#: ``.{key}-{pid}``: a cache entry being written by process ``pid`` (renamed into place when whole).
-CACHE_STAGING = re.compile(r"^\.([0-9a-f]{20})-(\d+)$")
-#: A staging folder this old is left over even if its process id is in use again.
-STALE_STAGING_SECONDS = 24 * 3600
+from llmkit.training.token_cache import encode_cached, split_digest
 
 
 @dataclass
@@ -188,21 +153,6 @@ def model_folder(recipe: Recipe, task: Task, splits: dict[str, Split]) -> Path:
         sampled = sample_texts(texts, recipe.tokenizer["stream_sample"], seed)
     build = ScratchBuild(recipe.model, recipe.scratch, recipe.tokenizer, seed, task.scratch_style)
     return build_from_scratch(build, sampled, task.scratch_model_class)
-
-
-def check_machine_settings(recipe: Recipe, task: Task) -> tuple[Machine, dict[str, Any], Any, dict[str, Any]]:
-    """What the recipe asks of this machine (precision, quantization, devices), as TrainingArguments.
-
-    `llmkit validate` runs these same checks, so a recipe it calls valid does not then fail to train here
-    (``training.precision=fp16`` on a CPU). Returns the machine, the arguments' settings, the arguments and
-    the quantized-loading options.
-    """
-    machine = probe_machine()
-    settings = {"arguments_class": task.arguments_class(), "machine": machine}
-    has_eval = may_have_validation(recipe.data)
-    args = training_arguments(recipe, Path(recipe.output_dir), has_eval=has_eval, **settings)
-    quantized = quantization_options(recipe.peft, machine.kind, f"recipe {recipe.source}")
-    return machine, settings, args, quantized
 
 
 def prepare(recipe: Recipe) -> PreparedRun:
@@ -426,41 +376,6 @@ def merge_into(model, tokenizer, folder: Path) -> None:
         tokenizer.save_pretrained(str(folder))
 
 
-def run_fingerprint(recipe: Recipe, row_digests: dict[str, str], model_path: Path) -> dict[str, Any]:
-    """What a checkpoint's run was: the recipe (less keys that may change on resume), data, model.
-
-    Stored with every checkpoint; ``resume: auto`` refuses a checkpoint whose fingerprint differs.
-    """
-    settings = recipe.to_dict()
-    for key in ("output_dir", "overwrite"):
-        settings.pop(key)
-    for role in ("train", "validation", "test"):  # the files' paths: their rows are compared instead
-        settings["data"].pop(role, None)
-    settings["training"] = {
-        key: value
-        for key, value in settings["training"].items()
-        if key not in RESUMABLE_TRAINING_KEYS and not key.startswith(RESUMABLE_TRAINING_PREFIXES)
-    }
-    fingerprint = {
-        **settings,  # task, model, data, training: changes read as the recipe keys they are
-        "data rows": {role: digest for role, digest in row_digests.items() if role != "test"},
-        "model files": model_signature(model_path),
-        "processes": world_size(),
-    }
-    return json.loads(json.dumps(fingerprint, default=str))  # as it reads back from the checkpoint
-
-
-def model_signature(model_path: Path) -> dict[str, Any]:
-    """The model folder in short: a digest of its other files, and each weight file's size and time."""
-    files = sorted(path for path in model_path.iterdir() if path.is_file())
-    weights = [path for path in files if path.suffix in WEIGHT_SUFFIXES]
-    signature: dict[str, Any] = {"other files": files_digest([p for p in files if p not in weights])}
-    for path in weights:
-        stat = path.stat()
-        signature[path.name] = f"{stat.st_size} bytes, mtime {stat.st_mtime_ns}"
-    return signature
-
-
 def report_samples(task: Task, model, tokenizer, splits: dict[str, Split]) -> list[dict[str, str]]:
     """A few predictions for report.md; a row the task cannot predict on costs the samples, not the run."""
     try:
@@ -479,46 +394,6 @@ def write_run_report(output_dir: Path) -> None:
             write_report(output_dir)
     except Exception as exc:  # any report problem must not lose a finished training run
         log(f"warning: report not written ({type(exc).__name__}: {exc}); retry: llmkit report {output_dir}")
-
-
-def report_targets(report_to: Any, where: str) -> tuple[str | list[str], bool]:
-    """(what TrainingArguments.report_to gets, whether llmkit adds its own TensorBoard callback).
-
-    ``auto`` (llmkit's default) is TensorBoard when the package is installed and nothing otherwise,
-    silently. TensorBoard goes through llmkit's callback so the events land in ``output_dir/tensorboard``
-    rather than a dated folder; other integrations (and ``all``) are the Trainer's, as they are.
-    """
-    from transformers.integrations import is_tensorboard_available
-
-    targets = [report_to] if isinstance(report_to, str) else list(report_to or [])
-    if targets == ["auto"]:
-        targets = ["tensorboard"] if is_tensorboard_available() else []
-    tensorboard = "tensorboard" in targets
-    if tensorboard and not is_tensorboard_available():
-        raise LlmkitError(
-            f"{where}: training.report_to asks for tensorboard, which is not installed; "
-            f"`pip install tensorboard` (or llmkit's `tensorboard` extra), or set training.report_to=auto"
-        )
-    others = [target for target in targets if target not in ("tensorboard", "none", "auto")]
-    return others or "none", tensorboard
-
-
-def tensorboard_callbacks(wanted: bool, output_dir: Path) -> list:
-    if not wanted:
-        return []
-    from transformers.integrations import TensorBoardCallback
-
-    callback = TensorBoardCallback()
-    callback.logging_dir = str(output_dir / TENSORBOARD_DIR)
-    return [callback]
-
-
-def early_stopping_callbacks(patience: int | None) -> list:
-    if not patience:
-        return []
-    from transformers import EarlyStoppingCallback
-
-    return [EarlyStoppingCallback(early_stopping_patience=patience)]
 
 
 def evaluate(trainer, task: Task, dataset, prefix: str) -> dict[str, float]:
@@ -554,205 +429,3 @@ def metrics_before_training(log_history: list[dict[str, Any]]) -> dict[str, floa
         for key, value in first.items()
         if key.startswith("eval_") and not key.endswith(("_runtime", "_per_second"))
     }
-
-
-def training_arguments(
-    recipe: Recipe,
-    output_dir: Path,
-    has_eval: bool,
-    arguments_class: type | None = None,
-    machine: Machine | None = None,
-):
-    """TrainingArguments (or the task's subclass) from the recipe's merged training section.
-
-    ``machine`` (default: this one) decides precision and devices; its ValueErrors become one line.
-    """
-    from transformers import TrainingArguments
-
-    machine = machine or probe_machine()
-    values = dict(recipe.training)
-    where = f"recipe {recipe.source}"
-    values.pop("resume")
-    values.pop("early_stopping_patience")
-    precision = run_precision(values, recipe.user_training, machine, where)
-    values.pop("precision")
-    values.update(device_settings(precision, machine, recipe.user_training, world_size()))
-    check_sharding(values, where)
-    values["report_to"], _ = report_targets(values["report_to"], where)
-    if "disable_tqdm" not in recipe.user_training:
-        values["disable_tqdm"] = not interactive()  # bars only where they redraw in place
-    if not has_eval:
-        values["eval_strategy"] = "no"
-        values["eval_on_start"] = False  # nothing to evaluate (the Trainer would raise mid-run)
-    try:
-        args = (arguments_class or TrainingArguments)(output_dir=str(output_dir), **values)
-    except (ValueError, TypeError) as exc:
-        first_line = str(exc).strip().splitlines()[0]
-        raise LlmkitError(f"recipe {recipe.source}: invalid training settings: {first_line}") from None
-    notice = one_gpu_per_process(args, machine)
-    if notice:
-        log(notice)
-    return args
-
-
-def encode_cached(
-    task: Task, split: Split, tokenizer, model_path: Path, recipe: Recipe, args, rows: str | None = None
-) -> Any:
-    """Tokenize a split once: the main process encodes and saves it, other processes (and reruns) load it.
-
-    ``rows`` is the split's :func:`rows_digest` when the caller has it. A cache that cannot be read or
-    written costs time, never the run.
-    """
-    key = tokenized_cache_key(task, split, model_path, recipe, rows or rows_digest(split.dataset))
-    folder = cache_dir() / TOKENIZED_DIR / key
-    with args.main_process_first(desc=f"tokenizing {split.role}"):
-        cached = load_cached(folder)
-        if cached is not None:
-            return cached
-        encoded = task.encode(split.dataset, tokenizer)
-        if is_main_process():
-            save_to_cache(encoded, folder)
-        return encoded
-
-
-def tokenized_cache_key(task: Task, split: Split, model_path: Path, recipe: Recipe, rows: str) -> str:
-    """A digest of everything that determines a split's encoded rows.
-
-    The rows themselves (after carving and filtering), the task with its data settings and what it
-    derived from other splits (e.g. the label list of the training split), every tokenizer file, the
-    tokenizer libraries' versions, and llmkit's version and source code.
-    """
-    import llmkit
-
-    identity = {
-        "rows": rows,
-        "seed": recipe.training["seed"],
-        "task": task.name,
-        "data": {k: v for k, v in recipe.data.items() if k not in ("train", "validation", "test")},
-        "derived": task.encoding_state(),
-        "tokenizer": tokenizer_files_digest(model_path),
-        "libraries": library_versions(("transformers", "tokenizers", "datasets")),
-        "version": llmkit.__version__,
-        "code": package_code_digest(),  # an edited encoder (an editable install) must not reuse old rows
-    }
-    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=repr).encode()).hexdigest()[:20]
-
-
-def split_digest(split: Split) -> str:
-    """:func:`rows_digest` of the split's rows; for a stream, of its first rows and the file's signature."""
-    digest = rows_digest(split.dataset)
-    if split.stream is None:
-        return digest
-    return hashlib.sha256(f"{digest} {split.stream.signature()}".encode()).hexdigest()[:20]
-
-
-def rows_digest(dataset) -> str:
-    """A digest of a dataset's rows: its Arrow table and the indices that pick rows from it (carving,
-    subsets, skipped rows). Hashing the picked rows one by one instead takes seconds per split."""
-    digest = hashlib.sha256(json.dumps(dataset.features.to_dict(), sort_keys=True).encode())
-    indices = getattr(dataset, "_indices", None)
-    for table in (dataset.data, *([indices] if indices is not None else [])):
-        for batch in table.to_batches():
-            digest.update(batch.serialize())
-    return digest.hexdigest()[:20]
-
-
-def tokenizer_files_digest(model_path: Path) -> str:
-    """A digest of every file in the model folder but the weights: tokenizer.json, tokenizer_config.json,
-    chat_template.jinja, vocabularies, special tokens -- whatever the tokenizer is loaded from."""
-    extra = model_path / "additional_chat_templates"
-    files = [p for p in model_path.iterdir() if p.is_file() and p.suffix not in WEIGHT_SUFFIXES]
-    if extra.is_dir():
-        files += [p for p in extra.iterdir() if p.is_file()]
-    return files_digest(files, relative_to=model_path)
-
-
-def files_digest(files: list[Path], relative_to: Path | None = None) -> str:
-    """sha256 over the names and contents of ``files`` (in name order)."""
-    digest = hashlib.sha256()
-    for path in sorted(files):
-        name = path.relative_to(relative_to) if relative_to else Path(path.name)
-        digest.update(name.as_posix().encode() + b"\0")
-        digest.update(file_sha256(path).encode())
-    return digest.hexdigest()[:20]
-
-
-def load_cached(folder: Path) -> Any:
-    """The encoded split saved in ``folder``, or None when there is none (or it cannot be read)."""
-    from datasets import load_from_disk
-
-    if not (folder / "dataset_info.json").exists():
-        return None
-    try:
-        return load_from_disk(str(folder))
-    except Exception:  # a damaged entry is encoded again, as if it were not there
-        return None
-
-
-#: Cache folders a write already failed in (this process warns once for each).
-_UNWRITABLE_CACHES: set[Path] = set()
-
-
-def save_to_cache(encoded: Any, folder: Path) -> None:
-    """Save an encoded split under a staging name, then rename it into place when whole.
-
-    A failure (read-only home, full disk, LLMKIT_CACHE under a file) is one warning, and the run goes
-    on with the rows it has; leftovers of killed runs are cleared on the way.
-    """
-    staging = folder.with_name(f".{folder.name}-{os.getpid()}")
-    try:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_staging(folder.parent)
-        encoded.save_to_disk(str(staging))
-        staging.rename(folder)
-    except Exception as exc:  # any failure of an optional cache must not fail the run
-        shutil.rmtree(staging, ignore_errors=True)
-        if (folder / "dataset_info.json").exists():
-            return  # another run saved it first
-        if folder.parent not in _UNWRITABLE_CACHES:
-            _UNWRITABLE_CACHES.add(folder.parent)
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            log(
-                f"warning: cannot write the tokenization cache in {folder.parent} ({reason}); going on "
-                f"without it (set LLMKIT_CACHE to a writable folder to keep encoded splits for reruns)"
-            )
-
-
-def remove_stale_staging(tokenized: Path) -> None:
-    """Remove cache entries left half-written by killed runs: llmkit's ``.{key}-{pid}`` folders whose
-    process is gone, or that are older than a day (the id may be in use again)."""
-    now = time.time()
-    for child in tokenized.iterdir():
-        match = CACHE_STAGING.match(child.name)
-        if not match or not child.is_dir() or int(match.group(2)) == os.getpid():
-            continue
-        try:
-            stale = now - child.stat().st_mtime > STALE_STAGING_SECONDS
-        except OSError:
-            continue  # removed meanwhile
-        if stale or not process_alive(int(match.group(2))):
-            shutil.rmtree(child, ignore_errors=True)
-
-
-def process_alive(pid: int) -> bool:
-    """Is process ``pid`` running on this machine? (Windows: assumed, signals would end it.)"""
-    if os.name == "nt":
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
-
-
-@functools.cache
-def package_code_digest() -> str:
-    """A digest of llmkit's own source files, read once per process (the running code cannot change)."""
-    package = PACKAGE_DIR
-    digest = hashlib.sha256()
-    for source in sorted(package.rglob("*.py")):
-        digest.update(source.relative_to(package).as_posix().encode())
-        digest.update(source.read_bytes())
-    return digest.hexdigest()[:20]

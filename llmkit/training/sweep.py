@@ -32,7 +32,7 @@ from llmkit.recipe.loader import (
     may_have_validation,
     read_recipe_file,
 )
-from llmkit.runs.checkpoints import remove_weights
+from llmkit.runs.entries import remove_weights
 from llmkit.runs.folder import write_json_atomic
 from llmkit.runs.plots import Series, build_figure, matplotlib_missing
 from llmkit.tasks import Task, build_task, get_task_class

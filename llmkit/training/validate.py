@@ -37,7 +37,8 @@ def validate(
 
     from llmkit.core.progress import quiet_library_progress
     from llmkit.models.resolve import load_tokenizer
-    from llmkit.training.spine import check_machine_settings, model_folder
+    from llmkit.training.arguments import check_machine_settings
+    from llmkit.training.spine import model_folder
 
     resolved = load_recipe(recipe, overrides)
     task = build_task(resolved.task, resolved.data, resolved.options)
