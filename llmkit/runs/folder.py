@@ -3,7 +3,7 @@
 One home for the layout: the file names, the atomic JSON writes, the manifest, the final model's
 staging, the newest run of a task under ./runs (for the demos), and :func:`read_run` for anything that
 reads a finished folder later (``llmkit report``, the model card). The list of entries ``--overwrite``
-may delete lives with the checkpoints (``llmkit.runs.entries.RUN_FOLDER_ENTRIES``).
+may delete: ``llmkit.runs.entries.RUN_FOLDER_ENTRIES``.
 """
 
 from __future__ import annotations

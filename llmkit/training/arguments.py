@@ -1,8 +1,8 @@
 """The TrainingArguments a recipe trains with: the recipe's training section, fitted to the machine.
 
-Precision, device placement and quantization come from the machine probe (llmkit.core.devices); report
-targets, TensorBoard and early stopping become callbacks. llmkit validate and llmkit evaluate build
-the same arguments, so what finetune would refuse on a machine is refused before any data loads.
+Precision, device placement and quantization come from the machine probe (``llmkit.core.devices``);
+report targets, TensorBoard and early stopping become callbacks. `llmkit validate` and `llmkit evaluate`
+build the same arguments, so what `finetune` would refuse on a machine is refused before any data loads.
 """
 
 from __future__ import annotations
