@@ -180,7 +180,7 @@ def test_real_tokens_are_counted_and_batches_grouped_by_length(sentiment_files, 
 
 
 def test_tokenized_splits_are_cached_per_rows_and_code(sentiment_files, tmp_path: Path, monkeypatch) -> None:
-    from llmkit.training import spine as train_module
+    from llmkit.training import token_cache
 
     monkeypatch.setenv("LLMKIT_CACHE", str(tmp_path / "cache"))
     tokenized = tmp_path / "cache" / "tokenized"
@@ -191,7 +191,7 @@ def test_tokenized_splits_are_cached_per_rows_and_code(sentiment_files, tmp_path
     llmkit.finetune(recipe_for(train, None, tmp_path / "b", validation_split=0.25))
     assert {p.name for p in tokenized.iterdir()} == first  # a rerun tokenizes nothing
 
-    monkeypatch.setattr(train_module, "package_code_digest", lambda: "edited encoder")
+    monkeypatch.setattr(token_cache, "package_code_digest", lambda: "edited encoder")
     llmkit.finetune(recipe_for(train, None, tmp_path / "c", validation_split=0.25))
     assert len({p.name for p in tokenized.iterdir()} - first) == 2  # edited llmkit code: encoded again
 
