@@ -81,7 +81,7 @@ def test_onnx_fp32_gives_the_runs_logits_and_keeps_its_labels_tokenizer_recipe_a
     assert config["architectures"] == ["BertForSequenceClassification"]
     card = (onnx_fp32 / "README.md").read_text()
     assert card.startswith("---\n") and "## Exported model" in card and "onnxruntime.InferenceSession" in card
-    assert "## The run it was exported from" in card
+    assert "## The run it was exported from: " in card
     manifest = json.loads((onnx_fp32 / EXPORT_FILE).read_text())
     assert manifest["check"]["agree"] == manifest["check"]["items"] == 8
 

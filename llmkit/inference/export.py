@@ -105,7 +105,8 @@ def export(
     check_output(output, source, overwrite)
     tokenizer = load_tokenizer(source)
     with quiet_library_progress(errors_only=True):
-        model = load_model(task, source, **check_weights(source)).cpu().eval()  # a LoRA run: merged
+        model = load_model(task, source, **check_weights(source))  # a LoRA run: merged into its base
+    model = model.float().cpu().eval()  # weights stored in bf16 too: the export starts from fp32
     model.config.architectures = [type(model).__name__]
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.export-", dir=output.parent))
@@ -366,17 +367,23 @@ def write_model_card(folder: Path, source: Path, manifest: dict[str, Any], name:
         end = text.index("\n---\n", 4) + 5
         front, body = text[:end] + "\n", text[end:].lstrip("\n")
     section = export_section(manifest, name)
-    run_card = f"\n## The run it was exported from\n\n{demoted(body)}" if body else ""
+    run_card = f"\n{demoted(body)}" if body else ""
     (folder / MODEL_CARD_FILE).write_text(front + section + run_card, encoding="utf-8")
 
 
 def demoted(markdown: str) -> str:
-    """The run card's headings one level down, under this card's own."""
-    lines = []
-    fenced = False
+    """The run card under this one: its title as "The run it was exported from: ...", its sections a level
+    down."""
+    lines, fenced, titled = [], False, False
     for line in markdown.splitlines():
         fenced ^= line.startswith("```")
-        lines.append(f"#{line}" if line.startswith("#") and not fenced else line)
+        if line.startswith("# ") and not fenced and not titled:
+            lines.append(f"## The run it was exported from: {line[2:]}")
+            titled = True
+        else:
+            lines.append(f"#{line}" if line.startswith("#") and not fenced else line)
+    if not titled:
+        lines.insert(0, "## The run it was exported from\n")
     return "\n".join(lines) + "\n"
 
 
