@@ -109,7 +109,7 @@ def test_predict_and_evaluate_read_the_exports_as_the_run(run: Path, onnx_fp32: 
     scores = json.loads((run.parent / "ev" / "evaluation.json").read_text())
     first, second = (model["metrics"] for model in scores["models"])
     assert first["eval_accuracy"] == second["eval_accuracy"]
-    assert abs(first["eval_loss"] - second["eval_loss"]) < 1e-4
+    assert abs(first["eval_loss"] - second["eval_loss"]) < 2e-3  # the run in bf16 where the CPU has it
 
 
 def test_torch_int8_loads_back_with_weights_only_and_fp16_onnx_runs(run: Path) -> None:
@@ -141,6 +141,13 @@ def test_token_classification_export_predicts_the_runs_entities(tmp_path: Path, 
             {**a, "score": 0} == {**b, "score": 0} and abs(a["score"] - b["score"]) < 1e-4 for a, b in pairs
         )
     assert any(row["predicted_entities"] for row in got)
+    result = run_cli("evaluate", out, folder, "--data", test, "--resamples", "0", "-o", tmp_path / "ev")
+    assert result.exit_code == 0, result.stderr
+    first, second = (
+        m["metrics"] for m in json.loads((tmp_path / "ev" / "evaluation.json").read_text())["models"]
+    )
+    # the run is scored in bf16 where the CPU has it (as its validation was), the export in fp32
+    assert first["eval_f1"] == second["eval_f1"] and abs(first["eval_loss"] - second["eval_loss"]) < 2e-3
     assert json.loads((folder / EXPORT_FILE).read_text())["task"] == "token-classification"
 
 
