@@ -571,6 +571,32 @@ def merge(
 
 
 @app.command()
+def export(
+    run: Annotated[
+        Path, typer.Argument(help="Run folder of a classification or token-classification model.")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The new folder for the exported model.")],
+    format: Annotated[
+        str, typer.Option("--format", "-f", help="onnx (onnxruntime), or torch (PyTorch dynamic int8).")
+    ] = "onnx",
+    quantize: Annotated[
+        str | None,
+        typer.Option("--quantize", "-q", help="int8 (dynamic: int8 weights) or fp16 (ONNX only)."),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace a folder an earlier llmkit export wrote.")
+    ] = False,
+) -> None:
+    """Export a run's model for serving: ONNX (fp32, int8, fp16) or PyTorch int8, with its tokenizer,
+    labels, recipe and a model card; `llmkit predict` and `llmkit evaluate` read the folder back."""
+    from llmkit.inference.export import export as run_export
+
+    quantize = None if quantize == "none" else quantize
+    run_export(run, output, format=format, quantize=quantize, overwrite=overwrite)
+    typer.echo(f"exported model saved to {output}")
+
+
+@app.command()
 def report(
     output_dir: Annotated[Path, typer.Argument(help="Output folder of a finished `llmkit finetune` run.")],
 ) -> None:

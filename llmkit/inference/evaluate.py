@@ -203,7 +203,7 @@ def score_model(
     recipe = evaluation_recipe(folder, data, overrides)
     task = build_task(recipe.task, recipe.data, recipe.options)
     if explain:
-        check_explainable(task)
+        check_explainable(task, folder)
     rows = read_rows(data, recipe.data, split, max_samples)
     check_rows(task, rows, folder)
     check_slice_columns(slice_by, rows)
@@ -218,7 +218,7 @@ def score_model(
     if order is not None:
         prepared = prepared.select(order.tolist(), keep_in_memory=True)
     load_options = {
-        **check_weights(folder, recipe.model_options["allow_pickle"]),
+        **check_weights(folder, recipe.model_options["allow_pickle"], exported=True),
         "trust_remote_code": recipe.model_options["trust_remote_code"],
         **({"merge": False} if is_adapter_folder(folder) else {}),  # computes as training did
     }
@@ -262,6 +262,7 @@ def evaluation_recipe(folder: Path, rows: str, overrides: list[str] | tuple[str,
     """The run's saved recipe (a plain model folder: its task's defaults), overlaid with ``overrides``,
     pointed at the folder itself: the model is scored as saved, never adapted or rebuilt."""
     from llmkit.inference.predict import task_for_model
+    from llmkit.models.exported import is_exported_folder
     from llmkit.recipe.loader import load_recipe, parse_override, read_recipe_file
     from llmkit.runs.folder import RECIPE_FILE
 
@@ -282,7 +283,8 @@ def evaluation_recipe(folder: Path, rows: str, overrides: list[str] | tuple[str,
     if isinstance(dpo, dict):  # the reference is the base model (or the adapter off), never precomputed
         dpo["precompute_reference"] = False
     raw["output_dir"] = str(folder)
-    return load_recipe(raw, [*overrides, "training.report_to=none"])
+    exported = ["training.precision=fp32", "training.use_cpu=true"] if is_exported_folder(folder) else []
+    return load_recipe(raw, [*exported, *overrides, "training.report_to=none"])  # exported: CPU kernels
 
 
 def read_rows(data: str, recipe_data: dict[str, Any], split: str | None, max_samples: int | None):

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmkit.core.errors import LlmkitError
@@ -89,8 +90,13 @@ def rounded(value: float) -> float:
     return round(value, DECIMALS) + 0.0  # + 0.0: no -0.0
 
 
-def check_explainable(task: Task) -> None:
-    """Refuse --explain before any model loads: a task it cannot explain, or captum not installed."""
+def check_explainable(task: Task, model_dir: Path | None = None) -> None:
+    """Refuse --explain before any model loads: a task it cannot explain, an exported model (no gradients
+    to integrate), or captum not installed."""
+    from llmkit.models.exported import exported_refusal, is_exported_folder
+
+    if model_dir is not None and is_exported_folder(model_dir):
+        raise exported_refusal(model_dir, "--explain (integrated gradients)")
     if task.name not in EXPLAINED_TASKS:
         raise LlmkitError(
             f"--explain: {task.name} models cannot be explained; --explain supports classification and "

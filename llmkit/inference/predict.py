@@ -100,7 +100,7 @@ def predict_file(
     model_dir = resolve_model(model)
     task = task_for_model(model_dir, overrides)
     if explain:
-        check_explainable(task)
+        check_explainable(task, model_dir)
     path = Path(input_path)
     split = read_split("test", path, "--input")
     task.check_inputs(split)
@@ -108,7 +108,8 @@ def predict_file(
     output = Path(output_path) if output_path else None
     check_output_file(output, (".jsonl", ".json", ".csv", ".tsv"), "use a .jsonl, .csv or .tsv file name")
     tokenizer = load_tokenizer(model_dir)
-    loaded = load_for_inference(task, model_dir, **check_weights(model_dir), **base_option(model_dir, base))
+    weights = check_weights(model_dir, exported=True)
+    loaded = load_for_inference(task, model_dir, **weights, **base_option(model_dir, base))
     rows = split.dataset.to_list()
     results = task.rows_with_predictions(loaded, tokenizer, rows)
     if explain:  # the predictions as they are, each row's explanation beside them

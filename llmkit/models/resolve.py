@@ -201,12 +201,20 @@ SAFE_WEIGHTS = ("*.safetensors",)
 PICKLE_WEIGHTS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt")
 
 
-def check_weights(folder: Path, allow_pickle: bool = False) -> dict[str, bool]:
+def check_weights(folder: Path, allow_pickle: bool = False, *, exported: bool = False) -> dict[str, bool]:
     """Refuse folders without weights, and pickle-only weights unless allowed; returns load options.
 
     Pickle files can execute code when loaded, so llmkit loads them only when the recipe opts in with
-    ``model: {name: ..., allow_pickle: true}``; safetensors are always preferred.
+    ``model: {name: ..., allow_pickle: true}``; safetensors are always preferred. A folder of `llmkit
+    export` passes only where the caller reads one (``exported``: predict, evaluate); training and the demos
+    need the PyTorch model.
     """
+    from llmkit.models.exported import exported_refusal, is_exported_folder
+
+    if is_exported_folder(folder):
+        if not exported:
+            raise exported_refusal(folder)
+        return {}
     has_safe = any(any(folder.glob(pattern)) for pattern in SAFE_WEIGHTS)
     has_pickle = any(any(folder.glob(pattern)) for pattern in PICKLE_WEIGHTS)
     if not has_safe and not has_pickle:
@@ -254,7 +262,14 @@ class ModelTask(Protocol):
 
 
 def load_model(task: ModelTask, model_path: Path, **load_options: Any):
-    """Load through the task's Auto class; new heads are announced once instead of a wall of warnings."""
+    """Load through the task's Auto class; new heads are announced once instead of a wall of warnings.
+
+    A folder of `llmkit export` loads as exported (ONNX or PyTorch int8), on the CPU; ``load_options`` are
+    for the PyTorch weights of a run folder and do not apply."""
+    from llmkit.models.exported import is_exported_folder, load_exported
+
+    if is_exported_folder(model_path):
+        return load_exported(task, model_path)
     try:
         with quiet_library_progress(errors_only=True):
             model = task.load_model(model_path, **load_options)
@@ -267,7 +282,11 @@ def load_model(task: ModelTask, model_path: Path, **load_options: Any):
 
 
 def load_for_inference(task: ModelTask, model_path: Path, **load_options: Any):
-    """``load_model`` for predict and the demos: eval mode, on the GPU when there is one."""
+    """``load_model`` for predict and the demos: eval mode, on the GPU when there is one (an exported model:
+    on the CPU, where onnxruntime and dynamic int8 run)."""
     from llmkit.core.devices import inference_device
+    from llmkit.models.exported import is_exported_folder
 
+    if is_exported_folder(model_path):
+        return load_model(task, model_path).eval()
     return load_model(task, model_path, **load_options).to(inference_device()).eval()
