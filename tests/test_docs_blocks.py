@@ -100,7 +100,8 @@ def test_blocks_that_use_runs_come_after_the_blocks_that_make_them(docs_blocks) 
     made: set[str] = set()
     for block in docs_blocks.page_blocks(docs_blocks.pages(REPO), REPO):
         used = set(re.findall(r"runs/[\w-]+", block.code))
-        made_here = set(re.findall(r"output_dir\W{1,4}(runs/[\w-]+)", block.code))  # =runs/x or ": "runs/x
+        # output_dir=runs/x, "output_dir": "runs/x", or a command's --output runs/x (export)
+        made_here = set(re.findall(r"(?:output_dir\W{1,4}|--output\s+)(runs/[\w-]+)", block.code))
         if re.search(r"llmkit finetune(\s*$|\s+#)", block.code, re.M):
             made_here.add("runs/classification")  # the default recipe's output_dir
         missing = used - made - made_here
