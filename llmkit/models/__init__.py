@@ -1,5 +1,6 @@
 """Model folders: resolving aliases, hub ids and paths, loading tokenizers and models safely, GGUF weights,
-tiny stand-in models, from-scratch configs and tokenizer training, adaptation (LoRA/QLoRA, merging), and
+tiny stand-in models, from-scratch configs and tokenizer training, adaptation (LoRA/QLoRA, merging), students
+of fewer layers and distillation teachers (the ``distill:`` section, the teacher checked and loaded), and
 reading back the folders `llmkit export` writes (ONNX, PyTorch int8).
 
 May import: core, metrics, data

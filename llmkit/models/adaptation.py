@@ -364,6 +364,14 @@ def adapter_base(folder: Path, base: str | Path | None = None) -> Path:
     )
 
 
+def trained_model_folder(folder: Path) -> Path:
+    """The plain model of a model folder: a LoRA run's ``merged/`` folder where it wrote one
+    (``peft.merge: true``, `llmkit merge`), else the folder itself (an adapter folder loads merged onto its
+    base, see :func:`from_pretrained`)."""
+    merged = Path(folder) / MERGED_DIR
+    return merged if is_adapter_folder(folder) and (merged / "config.json").is_file() else Path(folder)
+
+
 def recipe_model_name(folder: Path) -> str | None:
     import yaml
 

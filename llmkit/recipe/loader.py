@@ -7,6 +7,7 @@ A recipe has these top-level keys::
     data: {train: ..., text: ...}   # files or a HF dataset + column mapping; the task adds its own keys
     training: {max_steps: 50, ...}  # any transformers.TrainingArguments field
     peft: {method: lora, r: 16}     # optional: train a LoRA adapter instead of every weight
+    distill: {teacher: runs/x}      # optional: learn from a teacher model's outputs as well
     tokenizer: {train: true}        # only with model: {from_scratch: SIZE}: a tokenizer trained on the data
     output_dir: runs/classification
 
@@ -33,10 +34,22 @@ from llmkit.data.files import warn_stale_validation
 from llmkit.data.section import COMMON_DATA_DEFAULTS, check_data_source, check_streaming
 from llmkit.models.adaptation import check_peft_section
 from llmkit.models.scratch import check_from_scratch, check_tokenizer_section
+from llmkit.models.student import check_student
+from llmkit.models.teacher import check_distill_section
 
 #: Where runs go by default (output_dir: runs/<task>), relative to the current folder; demos look here.
 RUNS_DIR = "runs"
-TOP_LEVEL_KEYS = ("task", "model", "data", "training", "peft", "tokenizer", "output_dir", "overwrite")
+TOP_LEVEL_KEYS = (
+    "task",
+    "model",
+    "data",
+    "training",
+    "peft",
+    "distill",
+    "tokenizer",
+    "output_dir",
+    "overwrite",
+)
 
 
 #: llmkit's TrainingArguments defaults; a task may refine them, a recipe overrides them.
@@ -116,6 +129,11 @@ class Recipe:
     scratch: dict[str, Any] | None = None
     #: The ``tokenizer:`` section (only with ``scratch``), merged with its defaults.
     tokenizer: dict[str, Any] = field(default_factory=dict)
+    #: ``model: {init_from: NAME, layers: [...]}`` checked (``llmkit.models.student``); None: the model is
+    #: ``model`` as it is. ``model`` then names init_from for messages.
+    student: dict[str, Any] | None = None
+    #: The validated ``distill:`` section (``llmkit.models.teacher``); None: no teacher.
+    distill: dict[str, Any] | None = None
 
     def safety_options(self) -> dict[str, bool]:
         """The model options that widen what is fetched and loaded (pickle weights, remote code)."""
@@ -127,12 +145,15 @@ class Recipe:
         model: str | dict[str, Any] = {"name": self.model, **options} if options else self.model
         if self.scratch is not None:
             model = {"from_scratch": self.scratch["spec"], **options}
+        if self.student is not None:
+            model = {**self.student, **options}
         return {
             "task": self.task,
             "model": model,
             "data": dict(self.data),
             "training": dict(self.training),
             **({"peft": dict(self.peft)} if self.peft is not None else {}),
+            **({"distill": dict(self.distill)} if self.distill is not None else {}),
             **({"tokenizer": dict(self.tokenizer)} if self.scratch is not None else {}),
             **({self.options_section: dict(self.options)} if self.options_section else {}),
             "output_dir": self.output_dir,
@@ -224,8 +245,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
     for text in overrides:
         path, value = parse_override(text)
         if path[0] == "model" and len(path) > 1 and isinstance(raw.get("model"), str):
-            # `model.dtype=bf16` on a recipe with `model: NAME`; `model.from_scratch=SIZE` replaces NAME
-            raw["model"] = {} if path[1] == "from_scratch" else {"name": raw["model"]}
+            # `model.dtype=bf16` on a recipe with `model: NAME`; `model.from_scratch=SIZE` and
+            # `model.init_from=NAME` replace NAME
+            raw["model"] = {} if path[1] in ("from_scratch", "init_from") else {"name": raw["model"]}
         node = raw
         for i, part in enumerate(path[:-1]):
             child = node.get(part)
@@ -295,16 +317,26 @@ def validate_recipe(raw: dict[str, Any]) -> Recipe:
 
     model = raw.get("model", task_cls.default_model)
     model_options = dict(MODEL_OPTION_DEFAULTS)
-    from_scratch = None
+    from_scratch = student = None
     if isinstance(model, dict):
         options = dict(model)
         from_scratch = options.pop("from_scratch", None)
+        student = check_student(options.pop("init_from", None), options.pop("layers", None), where)
         if from_scratch is not None and "name" in options:
             raise LlmkitError(
                 f"{where}: model has both name ({options['name']}) and from_scratch ({from_scratch}); a "
                 f"model starts from a checkpoint or from scratch: remove one of them"
             )
+        if student is not None and (from_scratch is not None or options.get("name") is not None):
+            key = "from_scratch" if from_scratch is not None else "name"
+            other = from_scratch if from_scratch is not None else options["name"]
+            raise LlmkitError(
+                f"{where}: model has both init_from ({student['init_from']}) and {key} ({other}); init_from "
+                f"names the model whose layers the run starts from: remove {key}"
+            )
         model = options.pop("name", task_cls.default_model)
+        if student is not None:
+            model = student["init_from"]
         model_options = check_section(options, MODEL_OPTION_DEFAULTS, "model", where)
         if model_options["dtype"] not in (None, *MODEL_DTYPES):
             raise LlmkitError(
@@ -359,6 +391,8 @@ def validate_recipe(raw: dict[str, Any]) -> Recipe:
                 f"none: every weight is new, so train them all; remove the peft section"
             )
     tokenizer = check_tokenizer_section(raw.get("tokenizer"), scratch, task_cls.scratch_style, where)
+    distilling_tasks = [name for name in task_names() if get_task_class(name).distills]
+    distill = check_distill_section(raw.get("distill"), task_cls.name, distilling_tasks, where)
     options = (
         check_section(raw.get(section) or {}, task_cls.options_defaults, section, where) if section else {}
     )
@@ -384,6 +418,8 @@ def validate_recipe(raw: dict[str, Any]) -> Recipe:
         options_section=section,
         scratch=scratch,
         tokenizer=tokenizer,
+        student=student,
+        distill=distill,
     )
 
 

@@ -1,9 +1,9 @@
 """The recipe reference: every key a task's recipe takes, with its default and what it means.
 
-Generated from the schema itself (``llmkit.recipe.loader``, the task's own defaults, ``peft:`` and
-``tokenizer:``), comments included: a key's comment is the one beside (or just above) it in the source of its
-defaults, so the reference cannot drift from what llmkit reads. ``llmkit recipes --reference`` prints it;
-``docs/recipe-reference.yaml`` is a copy that a test keeps equal to it.
+Generated from the schema itself (``llmkit.recipe.loader``, the task's own defaults, ``peft:``, ``distill:``,
+``tokenizer:`` and a student's ``model`` keys), comments included: a key's comment is the one beside (or just
+above) it in the source of its defaults, so the reference cannot drift from what llmkit reads. ``llmkit
+recipes --reference`` prints it; ``docs/recipe-reference.yaml`` is a copy that a test keeps equal to it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from llmkit.data import section as data_section
-from llmkit.models import adaptation, scratch
+from llmkit.models import adaptation, scratch, student, teacher
 from llmkit.recipe import loader as config
 from llmkit.tasks import get_task_class
 
@@ -103,7 +103,11 @@ def section(title: str, name: str, values: dict, comments: dict, commented_out: 
 def recipe_reference(task_name: str = "classification") -> str:
     """The commented reference recipe of ``task_name``: every section and key with its default."""
     task_cls = get_task_class(task_name)
-    model_comments = {"name": MODEL_NAME_COMMENT, **source_comments(config, "MODEL_OPTION_DEFAULTS")}
+    model_comments = {
+        "name": MODEL_NAME_COMMENT,
+        **source_comments(student, "STUDENT_DEFAULTS"),
+        **source_comments(config, "MODEL_OPTION_DEFAULTS"),
+    }
     data_comments = {
         **source_comments(data_section, "COMMON_DATA_DEFAULTS"),
         **source_comments(defining_class(task_cls, "data_defaults"), "data_defaults"),
@@ -116,7 +120,7 @@ def recipe_reference(task_name: str = "classification") -> str:
     lines += section(
         "the model: model: NAME, or this mapping with its options",
         "model",
-        {"name": task_cls.default_model, **config.MODEL_OPTION_DEFAULTS},
+        {"name": task_cls.default_model, **student.STUDENT_DEFAULTS, **config.MODEL_OPTION_DEFAULTS},
         model_comments,
     )
     lines += section(
@@ -147,6 +151,14 @@ def recipe_reference(task_name: str = "classification") -> str:
         source_comments(adaptation, "PEFT_DEFAULTS"),
         commented_out=True,
     )
+    if task_cls.distills:
+        lines += section(
+            "absent (or null): the labels alone; a distill: section also learns from a teacher's outputs",
+            "distill",
+            teacher.DISTILL_DEFAULTS,
+            source_comments(teacher, "DISTILL_DEFAULTS"),
+            commented_out=True,
+        )
     if task_cls.scratch_style:
         lines += section(
             "only with model: {from_scratch: SIZE}: the tokenizer built for the new model",

@@ -205,11 +205,12 @@ class RunRecord:
 
     @property
     def model_name(self) -> str:
-        """The model the run started from: the recipe's model, or the size it pre-trained from scratch."""
+        """The model the run started from: the recipe's model, the size it pre-trained from scratch, or the
+        model whose layers a student kept (``model.init_from``)."""
         if self.pretraining:
             return str(self.pretraining.get("name"))
         model = self.recipe.get("model")
-        return str(model.get("name") if isinstance(model, dict) else model)
+        return str((model.get("name") or model.get("init_from")) if isinstance(model, dict) else model)
 
 
 def _read_json(path: Path, default: Any) -> Any:

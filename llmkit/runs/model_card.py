@@ -110,6 +110,12 @@ def render_model_card(run: RunRecord, task_cls: type[Task], plots: list[Path]) -
         origin += f" ({size})"
         trained = (built.get("tokenizer") or {}).get("trained")
         how = "pre-trained from scratch" + (" (its tokenizer trained on the same data)" if trained else "")
+    if student := run.stats.get("student"):
+        kept = ", ".join(str(n) for n in student["layers"])
+        origin += f" (layers {kept} of its {student['source_layers']})"
+    if distilled := run.stats.get("distillation"):
+        settings = f"alpha {distilled['alpha']:g}, temperature {distilled['temperature']:g}"
+        how += f" by distilling `{distilled['teacher']}` ({settings})"
     lines += [
         f"A {task_cls.pipeline_task} model: {origin} {how} with llmkit "
         f"(task `{task_cls.name}`) on {train_data} ({rows.get('train', '?')} training rows).",

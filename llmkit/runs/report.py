@@ -137,6 +137,7 @@ def render_report(run: RunRecord, task_cls: type[Task], plots: list[Path], skipp
     lines.append("")
 
     lines += pretraining_lines(run)
+    lines += distillation_lines(run)
 
     lines += ["## Data", ""]
     lines += data_lines(run)
@@ -226,6 +227,38 @@ def pretraining_lines(run: RunRecord) -> list[str]:
             f"{', '.join(f'`{token}`' for token in tokenizer.get('longest_tokens', []))}"
         )
     return [*lines, ""]
+
+
+def distillation_lines(run: RunRecord) -> list[str]:
+    """A student's start (the layers it kept, ``model.init_from``) and its teacher (``distill:``)."""
+    student, distilled = run.stats.get("student"), run.stats.get("distillation")
+    if not student and not distilled:
+        return []
+    lines = ["## Student and teacher", ""]
+    if student:
+        lines.append(
+            f"- student: layers {', '.join(str(n) for n in student['layers'])} of the "
+            f"{student['source_layers']} of `{student['init_from']}` ({student['source_parameters']:,} -> "
+            f"{student['parameters']:,} parameters)"
+        )
+    if distilled:
+        soft = SOFT_LOSSES.get(distilled["soft_loss"], distilled["soft_loss"])
+        lines.append(
+            f"- teacher: `{distilled['teacher']}` ({distilled['teacher_parameters']:,} parameters); training "
+            f"loss = {distilled['alpha']:g} x {soft} (temperature {distilled['temperature']:g}) + "
+            f"{1 - distilled['alpha']:g} x the task's own loss; the validation loss is the task's own"
+        )
+    else:
+        lines.append("- no teacher: trained on the labels alone")
+    return [*lines, ""]
+
+
+#: How a report names a distillation's soft loss (``llmkit.training.distillation``).
+SOFT_LOSSES = {
+    "kl": "the KL divergence from the teacher's softened distribution",
+    "bce": "BCE against the teacher's probabilities",
+    "mse": "the squared difference from the teacher's scores",
+}
 
 
 def data_lines(run: RunRecord) -> list[str]:

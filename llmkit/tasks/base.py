@@ -19,7 +19,9 @@ train rows):
 6. ``encoding_metrics(role, encoded)`` and ``prepare_evaluation(role, split, encoded)``: every split,
    freshly encoded or from the cache;
 7. ``load_model(path)``; with a ``peft:`` section ``llmkit.models.adaptation`` wraps it, asking
-   ``peft_task_type()`` and ``adapter_modules_to_save(model)``; then the Trainer from
+   ``peft_task_type()`` and ``adapter_modules_to_save(model)``; with a ``distill:`` section the teacher
+   loads through ``auto_class()`` and ``model_kwargs()`` (checked against them right after step 3) and
+   ``distillation_loss()`` says how the student learns from it; then the Trainer from
    ``trainer_class``/``arguments_class`` with ``compute_metrics`` and ``preprocess_logits_for_metrics``;
 8. after training: ``report_samples`` and, for an unlabelled test split, ``predict``.
 
@@ -89,6 +91,10 @@ class Task:
     #: validated section reaches the task as ``options``. It holds how to train, never how to encode.
     options_section: ClassVar[str | None] = None
     options_defaults: ClassVar[dict[str, Any]] = {}
+
+    #: Can learn from a teacher's outputs (a ``distill:`` section, ``llmkit.training.distillation``); the
+    #: comparison is ``distillation_loss``'s.
+    distills: ClassVar[bool] = False
 
     #: The language model this task can pre-train from scratch (``llmkit.models.scratch``): ``encoder``
     #: (masked LM) or ``decoder`` (causal LM); None: the task needs a pre-trained model.
@@ -256,6 +262,14 @@ class Task:
         from transformers import Trainer
 
         return Trainer
+
+    def distillation_loss(self) -> str:
+        """How a student's outputs are compared with its teacher's at each item of the training loss (a row,
+        a labelled token, a masked token), for a task with ``distills``; called once ``check_data`` has run:
+        ``kl`` (the KL divergence of the temperature-softened class distributions, times T^2), ``bce`` (binary
+        cross-entropy against the teacher's sigmoid probabilities) or ``mse`` (the squared difference from
+        the teacher's outputs). Raise LlmkitError for settings that cannot learn from a teacher."""
+        raise NotImplementedError
 
     def loss_targets(self) -> tuple[str, ...]:
         """The batch columns whose items (entries other than -100) the training loss is a mean over, first the

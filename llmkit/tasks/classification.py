@@ -62,6 +62,8 @@ PROBLEM_TYPES = {
     "multi_label": "multi_label_classification",
     "regression": "regression",
 }
+#: data.problem -> how a student is compared with its teacher (``Task.distillation_loss``)
+DISTILLATION_LOSSES = {"single_label": "kl", "multi_label": "bce", "regression": "mse"}
 PREDICTION_KEYS = {
     "single_label": (PREDICTED_LABEL, PREDICTED_SCORE),
     "multi_label": (PREDICTED_LABELS, PROBABILITIES),
@@ -76,6 +78,7 @@ class ClassificationTask(Task):
     prediction_keys = (PREDICTED_LABEL, PREDICTED_SCORE)
     predicts_from_logits = True
     headline_metric = "accuracy"
+    distills = True
     other_headline_metrics = ("f1_macro", "spearman")  # multi-label, regression
     training_defaults: ClassVar[dict[str, Any]] = {
         # batches of similar lengths: SST-2 averages 13 tokens, a random batch of 32 pads to ~40
@@ -480,6 +483,11 @@ class ClassificationTask(Task):
 
     def peft_task_type(self) -> str | None:
         return "SEQ_CLS"  # peft then trains and saves the new classifier head in full
+
+    def distillation_loss(self) -> str:
+        """One class: the softened class distributions; several labels: the teacher's probabilities (the
+        sigmoid of each label, as the hard loss's BCE); regression: the teacher's scores (as its MSE)."""
+        return DISTILLATION_LOSSES[self.problem or "single_label"]
 
     def model_kwargs(self) -> dict[str, Any]:
         if not self.label_names:  # loading a trained classifier to predict: keep its own labels

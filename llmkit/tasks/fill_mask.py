@@ -49,6 +49,7 @@ class FillMaskTask(Task):
     prediction_keys = ("masks",)
     headline_metric = "masked_accuracy"
     reports_perplexity = True
+    distills = True
     scratch_style = "encoder"
     streams = True
     data_defaults: ClassVar[dict[str, Any]] = {
@@ -220,6 +221,14 @@ class FillMaskTask(Task):
 
     def trainer_class(self) -> type:
         return masked_positions_trainer()
+
+    def distillation_loss(self) -> str:
+        if self.data["next_sentence"]:
+            raise LlmkitError(
+                "distill: fill-mask learns from a teacher's masked-token predictions, and data.next_sentence "
+                "adds a second head and loss; remove data.next_sentence or the distill section"
+            )
+        return "kl"  # each masked token's softened vocabulary distribution
 
     def loss_targets(self) -> tuple[str, ...]:
         # next-sentence pre-training: masked tokens for the masked-LM term, pairs for the next-sentence term
@@ -472,12 +481,22 @@ def masked_positions_trainer() -> type:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             if next_sentence.LABEL in inputs:  # BertForPreTraining: masked LM + next-sentence prediction
                 return sum(next_sentence.pretraining_loss_terms(inner, inputs).values())
+            return self.loss_and_item_logits(model, inputs)[0]
+
+        def loss_and_item_logits(self, model, inputs):
+            """(the masked-LM loss, the vocabulary logits at the masked positions) by the fast path: what a
+            distilling trainer (llmkit.training.distillation) compares with its teacher's, which it passes
+            here too. None where the fast path does not apply (a sharded model, no single head)."""
+            inner = inner_model(model)
+            head = None if shards_parameters(self) else mlm_head(inner)
+            if head is None or next_sentence.LABEL in inputs:
+                return None
             labels = inputs["labels"]
             hidden = inner.base_model(**{k: v for k, v in inputs.items() if k != "labels"})[0]
             selected = labels != -100
             logits = head(hidden[selected])
             loss = F.cross_entropy(logits.float(), labels[selected], reduction="sum")
-            return loss / selected.sum().clamp(min=1)
+            return loss / selected.sum().clamp(min=1), logits
 
         def loss_terms(self, model, inputs):
             """Next-sentence pre-training's two means, over masked tokens and over pairs; None: one mean."""

@@ -42,6 +42,7 @@ class TokenClassificationTask(Task):
     default_model = "minilm-l6"
     pipeline_task = "token-classification"
     headline_metric = "f1"
+    distills = True
     prediction_keys = (PREDICTED_ENTITIES,)
     data_defaults: ClassVar[dict[str, Any]] = {
         "tokens": "tokens",
@@ -248,6 +249,9 @@ class TokenClassificationTask(Task):
         from transformers import AutoModelForTokenClassification
 
         return AutoModelForTokenClassification
+
+    def distillation_loss(self) -> str:
+        return "kl"  # each labelled token's softened tag distribution
 
     def model_kwargs(self) -> dict[str, Any]:
         if not self.label_names:  # loading a trained tagger to predict: keep its own tags

@@ -249,8 +249,11 @@ RESUMABLE_TRAINING_KEYS = frozenset(
 RESUMABLE_TRAINING_PREFIXES = ("logging_", "save_", "eval_")
 
 
-def run_fingerprint(recipe: Recipe, row_digests: dict[str, str], model_path: Path) -> dict[str, Any]:
-    """What a checkpoint's run was: the recipe (less keys that may change on resume), data, model.
+def run_fingerprint(
+    recipe: Recipe, row_digests: dict[str, str], model_path: Path, teacher_path: Path | None = None
+) -> dict[str, Any]:
+    """What a checkpoint's run was: the recipe (less keys that may change on resume), data, model and, for a
+    distillation, the teacher's files.
 
     Stored with every checkpoint; ``resume: auto`` refuses a checkpoint whose fingerprint differs.
     """
@@ -268,6 +271,7 @@ def run_fingerprint(recipe: Recipe, row_digests: dict[str, str], model_path: Pat
         **settings,  # task, model, data, training: changes read as the recipe keys they are
         "data rows": {role: digest for role, digest in row_digests.items() if role != "test"},
         "model files": model_signature(model_path),
+        **({"teacher files": model_signature(teacher_path)} if teacher_path is not None else {}),
         "processes": world_size(),
     }
     return json.loads(json.dumps(fingerprint, default=str))  # as it reads back from the checkpoint

@@ -33,6 +33,7 @@ from llmkit.models.adaptation import (
 )
 from llmkit.models.resolve import check_weights, load_model, load_tokenizer, resolve_model
 from llmkit.models.scratch import ScratchBuild, build_from_scratch, scratch_record
+from llmkit.models.student import build_student, student_record
 from llmkit.recipe.loader import Recipe, load_recipe
 from llmkit.runs.folder import (
     LOG_HISTORY_FILE,
@@ -64,6 +65,13 @@ from llmkit.training.checkpoints import (
     run_fingerprint,
     stop_on_non_finite_loss,
 )
+from llmkit.training.distillation import (
+    Distillation,
+    distilling_trainer,
+    load_distillation,
+    teacher_for,
+)
+from llmkit.training.distillation import describe as describe_distillation
 from llmkit.training.loss_scaling import step_weighted_trainer
 from llmkit.training.sampling import length_grouping_trainer
 from llmkit.training.streaming import encode_stream
@@ -138,10 +146,15 @@ class PreparedRun:
     resume_from: Path | None
     data_counts: dict[str, int] = field(default_factory=dict)
     model_path: Path | None = None
+    #: The teacher and how the student learns from it (a ``distill:`` section); None: the labels alone.
+    distillation: Distillation | None = None
 
 
 def model_folder(recipe: Recipe, task: Task, splits: dict[str, Split]) -> Path:
-    """The model folder a run starts from: the recipe's model, or one built from scratch (cached)."""
+    """The model folder a run starts from: the recipe's model, one built from scratch, or some layers of
+    another model (``model.init_from``); built ones are cached."""
+    if recipe.student is not None:
+        return build_student(recipe.student, **recipe.safety_options())
     if recipe.scratch is None:
         return resolve_model(recipe.model, **recipe.safety_options())
     seed = recipe.training["seed"]
@@ -178,6 +191,10 @@ def prepare(recipe: Recipe) -> PreparedRun:
         **quantized,
     }
     tokenizer = load_tokenizer(model_path, trust_remote_code=recipe.model_options["trust_remote_code"])
+    # the teacher: its labels and vocabulary checked, then loaded, before any encoding (a teacher without a
+    # trained head is refused) and before the student's seeded start, which it leaves as it was
+    teacher_path = teacher_for(recipe, task, tokenizer)
+    distillation = None if teacher_path is None else load_distillation(recipe, task, teacher_path)
     task.prepare_tokenizer(tokenizer)  # on every run: encodings may come from the cache
     sizes = ", ".join(f"{role} {split.size}" for role, split in splits.items())
     processes = f", {world_size()} processes" if world_size() > 1 else ""
@@ -185,7 +202,7 @@ def prepare(recipe: Recipe) -> PreparedRun:
     precision = run_precision(recipe.training, recipe.user_training, machine, where)
     log(f"precision {precision.precision} on {machine.kind}: {precision.reason}")
     row_digests = {role: split_digest(split) for role, split in splits.items()}
-    fingerprint = run_fingerprint(recipe, row_digests, model_path)
+    fingerprint = run_fingerprint(recipe, row_digests, model_path, teacher_path)
     if resume_from is not None:
         explicit = recipe.training["resume"] not in ("auto", "never")
         warning = check_fingerprint(resume_from, fingerprint, explicit=explicit)
@@ -218,6 +235,8 @@ def prepare(recipe: Recipe) -> PreparedRun:
         trainable, total = trainable_share(model)
         share = f"{trainable:,} of {total:,} parameters ({trainable / total:.2%})"
         log(f"LoRA r={recipe.peft['r']}: training {share}")
+    if distillation is not None:
+        log(describe_distillation(distillation))
     return PreparedRun(
         recipe=recipe,
         task=task,
@@ -233,14 +252,19 @@ def prepare(recipe: Recipe) -> PreparedRun:
         resume_from=resume_from,
         data_counts=data_counts,
         model_path=model_path,
+        distillation=distillation,
     )
 
 
-def task_trainer_class(task: Task) -> type:
+def task_trainer_class(task: Task, distillation: Distillation | None = None) -> type:
     """The task's Trainer as training and `llmkit evaluate` both run it: each micro-batch's loss weighed by
     its share of the step (llmkit.training.loss_scaling), batches grouped by length in training, evaluation in
-    the split's order (llmkit.training.sampling)."""
-    return length_grouping_trainer(step_weighted_trainer(task.trainer_class(), task.loss_targets()))
+    the split's order (llmkit.training.sampling); with a teacher, the loss it weighs is the distillation's
+    (llmkit.training.distillation)."""
+    trainer = task.trainer_class()
+    if distillation is not None:
+        trainer = distilling_trainer(trainer, distillation)
+    return length_grouping_trainer(step_weighted_trainer(trainer, task.loss_targets()))
 
 
 def build_trainer(run: PreparedRun, callbacks: list[Any] | tuple[Any, ...] = ()):
@@ -248,7 +272,7 @@ def build_trainer(run: PreparedRun, callbacks: list[Any] | tuple[Any, ...] = ())
     caller's) and the run's fingerprint."""
     task, recipe = run.task, run.recipe
     divergence_guard = stop_on_non_finite_loss()
-    trainer = crash_safe_trainer(task_trainer_class(task))(
+    trainer = crash_safe_trainer(task_trainer_class(task, run.distillation))(
         model=run.model,
         args=run.args,
         train_dataset=run.encoded["train"],
@@ -326,6 +350,10 @@ def save_run(
     }
     if (pretraining := scratch_record(run.model_path)) is not None:  # how a from-scratch model was built
         stats["pretraining"] = pretraining
+    if (student := student_record(run.model_path)) is not None:  # the layers a student kept
+        stats["student"] = student
+    if run.distillation is not None:
+        stats["distillation"] = run.distillation.record
     test = run.encoded.get("test")
     if test is not None and not has_targets(task, test):
         write_jsonl(

@@ -38,6 +38,7 @@ def validate(
     from llmkit.core.progress import quiet_library_progress
     from llmkit.models.resolve import load_tokenizer
     from llmkit.training.arguments import check_machine_settings
+    from llmkit.training.distillation import teacher_for
     from llmkit.training.spine import model_folder
 
     resolved = load_recipe(recipe, overrides)
@@ -49,12 +50,19 @@ def validate(
     task.check_model(model_path)
     check_weights(model_path, resolved.model_options["allow_pickle"])
     tokenizer = load_tokenizer(model_path, trust_remote_code=resolved.model_options["trust_remote_code"])
+    teacher = teacher_for(resolved, task, tokenizer)  # found, with the data's labels and the vocabulary
     task.prepare_tokenizer(tokenizer)
 
     lines = [
         f"recipe {resolved.source}: valid",
         f"task {resolved.task}, model {resolved.model} ({model_path})",
     ]
+    if teacher is not None:
+        settings = resolved.distill
+        lines.append(
+            f"teacher {settings['teacher']} ({teacher}): the same labels and vocabulary; alpha "
+            f"{settings['alpha']:g}, temperature {settings['temperature']:g}"
+        )
     lines += data_source_lines(resolved.data, splits)
     lines += task.data_summary(splits)
 
