@@ -28,12 +28,14 @@ import argparse
 import json
 import os
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from evaluate_real import llmkit, relative  # this folder is first on sys.path
+
+from llmkit.inference.evaluate import paired_p_value
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -55,6 +57,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, help="validation rows scored (default: all 872)")
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--tag", default="", help="suffix of the results files and of the work folder")
+    parser.add_argument(
+        "--reuse-runs", action="store_true", help="keep the students an earlier run of this script trained"
+    )
     options = parser.parse_args()
     if not SHARED.is_dir():
         sys.exit(f"no shared data at {SHARED}: this benchmark trains and scores on SST-2")
@@ -72,8 +77,9 @@ def main() -> None:
     student += [f"training.max_steps={options.steps}"] if options.steps else []
     distilled, baseline = work / "student-distilled", work / "student-labels-only"
     teaching = [f"distill.teacher={teacher}", f"distill.alpha={options.alpha}"]
-    finetune(distilled, [*student, *teaching, f"distill.temperature={options.temperature}"], log)
-    finetune(baseline, student, log)
+    reuse = options.reuse_runs
+    finetune(distilled, [*student, *teaching, f"distill.temperature={options.temperature}"], log, reuse)
+    finetune(baseline, student, log, reuse)
 
     scored = work / "evaluation"
     evaluation = evaluate([teacher, distilled, baseline], scored, options, log)
@@ -86,10 +92,15 @@ def main() -> None:
 
 
 # -- running llmkit -----------------------------------------------------------------------------------------
-def finetune(run: Path, overrides: list[str], log: list[dict]) -> None:
-    """``llmkit finetune`` of the SST-2 recipe on the shared files, into ``run``."""
+def finetune(run: Path, overrides: list[str], log: list[dict], reuse: bool = False) -> None:
+    """``llmkit finetune`` of the SST-2 recipe on the shared files, into ``run`` (``reuse``: a finished run
+    there is kept, and logged with the command that made it)."""
     command = ["finetune", RECIPE, *shared_data(), *overrides, f"output_dir={run}", "--overwrite"]
-    llmkit(command, log)
+    if reuse and (run / "metrics.json").exists():
+        shown = "llmkit " + " ".join(shlex.quote(relative(a)) for a in command)
+        log.append({"command": shown, "seconds": "reused"})
+    else:
+        llmkit(command, log)
     log[-1]["train_runtime"] = json.loads((run / "metrics.json").read_text())["train_runtime"]
 
 
@@ -105,15 +116,6 @@ def evaluate(models: list[Path], output: Path, options: argparse.Namespace, log:
     return json.loads((output / "evaluation.json").read_text(encoding="utf-8"))
 
 
-def llmkit(arguments: list[str], log: list[dict]) -> None:
-    shown = "llmkit " + " ".join(shlex.quote(relative(a)) for a in arguments)
-    print(f"$ {shown}", flush=True)
-    began = time.perf_counter()
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    subprocess.run([sys.executable, "-m", "llmkit", *arguments], check=True, cwd=REPO, env=environment)
-    log.append({"command": shown, "seconds": round(time.perf_counter() - began, 1)})
-
-
 def shared_data() -> list[str]:
     """The recipe's ``# shared data:`` overrides: its files in ../shared/data."""
     line = next(
@@ -122,10 +124,6 @@ def shared_data() -> list[str]:
         if line.startswith("# shared")
     )
     return [item.replace("../shared/data", str(SHARED)) for item in line.split()[3:]]
-
-
-def relative(text: str) -> str:
-    return text.replace(str(REPO) + "/", "").replace(str(REPO.parent), "..")
 
 
 # -- the numbers --------------------------------------------------------------------------------------------
@@ -158,8 +156,7 @@ def summarise(evaluation: dict, folder: Path, models: list[Path], resamples: int
         summary["models"][name]["share_interval"] = interval(share)
     difference = accuracy["distilled"] - accuracy["labels_only"]
     point = correct["distilled"].mean() - correct["labels_only"].mean()
-    # two-sided: how often the resampled difference lands on the other side of 0 (centred bootstrap)
-    p_value = min(1.0, 2 * float(np.mean(np.abs(difference - point) >= abs(point))))
+    p_value = paired_p_value(difference)  # two-sided, as `llmkit evaluate` reports its differences
     summary["distilled_minus_labels_only"] = {
         "difference": round(float(point), 4),
         "interval": interval(difference),
@@ -229,11 +226,17 @@ def write_results(options: argparse.Namespace, log: list[dict], summary: dict, s
         "",
         f"{machine}; {seconds / 60:.1f} min in all. Commands, as run (wall seconds):",
         "",
-        *[f"    {entry['command']}    # {entry['seconds']} s" for entry in log],
+        *[f"    {entry['command']}    # {wall_time(entry)}" for entry in log],
         "",
     ]
     (RESULTS / f"{name}.md").write_text("\n".join(lines), encoding="utf-8")
     print("\n".join(lines))
+
+
+def wall_time(entry: dict) -> str:
+    if entry["seconds"] != "reused":
+        return f"{entry['seconds']} s"
+    return f"trained by an earlier run of this script (train_runtime {entry['train_runtime']:.0f} s)"
 
 
 if __name__ == "__main__":
