@@ -25,6 +25,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from llmkit.core.digests import files_digest
 from llmkit.core.errors import LlmkitError
 from llmkit.core.progress import log, quiet_library_progress
 from llmkit.core.versions import library_versions
@@ -206,17 +207,10 @@ def student_key(source: Path, layers: list[int]) -> str:
 
 
 def model_files_digest(folder: Path) -> str:
-    """sha256 over the names and contents of a folder's model and tokenizer files."""
+    """A digest of the names and contents of a folder's model and tokenizer files."""
     files = {path for pattern in MODEL_FILE_PATTERNS for path in folder.glob(pattern) if path.is_file()}
     files |= {path for path in folder.iterdir() if path.is_file() and path.suffix in WEIGHT_SUFFIXES}
-    digest = hashlib.sha256()
-    for path in sorted(files):
-        digest.update(path.name.encode() + b"\0")
-        with path.open("rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-        digest.update(b"\0")
-    return digest.hexdigest()
+    return files_digest(list(files))
 
 
 def describe_student(record: dict[str, Any]) -> str:

@@ -8,7 +8,6 @@ may delete: ``llmkit.runs.entries.RUN_FOLDER_ENTRIES``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from llmkit.core.devices import is_main_process, world_size
+from llmkit.core.digests import file_sha256
 from llmkit.core.errors import LlmkitError
 from llmkit.core.progress import log, quiet_library_progress
 from llmkit.core.versions import library_versions
@@ -126,12 +126,6 @@ def write_manifest(
     )
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # -- the newest run of each task here (the demos' default model) -----------------------------------

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from llmkit.core.devices import world_size
+from llmkit.core.digests import files_digest
 from llmkit.core.errors import LlmkitError
 from llmkit.models.resolve import WEIGHT_SUFFIXES
 from llmkit.recipe.loader import Recipe
@@ -27,7 +28,6 @@ from llmkit.runs.entries import (
     complete_checkpoints,
     is_run_folder,
 )
-from llmkit.training.token_cache import files_digest
 
 
 def checkpoint_to_resume(output_dir: Path, resume: str, overwrite: bool, finished_marker: str) -> Path | None:

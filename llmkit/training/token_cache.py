@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from llmkit.core.devices import is_main_process
+from llmkit.core.digests import files_digest
 from llmkit.core.paths import PACKAGE_DIR
 from llmkit.core.progress import log
 from llmkit.core.versions import library_versions
 from llmkit.data.files import Split
 from llmkit.models.resolve import WEIGHT_SUFFIXES, cache_dir
 from llmkit.recipe.loader import Recipe
-from llmkit.runs.folder import file_sha256
 from llmkit.tasks import Task
 
 TOKENIZED_DIR = "tokenized"
@@ -107,15 +107,6 @@ def tokenizer_files_digest(model_path: Path) -> str:
         files += [p for p in extra.iterdir() if p.is_file()]
     return files_digest(files, relative_to=model_path)
 
-
-def files_digest(files: list[Path], relative_to: Path | None = None) -> str:
-    """sha256 over the names and contents of ``files`` (in name order)."""
-    digest = hashlib.sha256()
-    for path in sorted(files):
-        name = path.relative_to(relative_to) if relative_to else Path(path.name)
-        digest.update(name.as_posix().encode() + b"\0")
-        digest.update(file_sha256(path).encode())
-    return digest.hexdigest()[:20]
 
 
 def load_cached(folder: Path) -> Any:
