@@ -12,6 +12,7 @@ COLUMNS = (
     "validate",
     "finetune",
     "infer",
+    "export",
     "report",
     "evaluate",
     "sweep",
@@ -19,6 +20,7 @@ COLUMNS = (
     "lora",
     "overwrite->lora",
     "infer lora",
+    "export lora",
     "merge",
     "overwrite->full",
 )

@@ -1,7 +1,8 @@
 """Every bundled recipe x every command, on tiny stand-ins of its model and a few rows in its own data format.
 
 Per recipe (tests/recipe_matrix.py builds the run from the YAML): `llmkit validate`, `finetune` (2 steps), the
-task's inference command, `report`, `evaluate`, `sweep` (one trial), a run interrupted after its first
+task's inference command, `export` (ONNX int8, then the inference command on it; refused in one line for a
+task it does not support), `report`, `evaluate`, `sweep` (one trial), a run interrupted after its first
 checkpoint and resumed, then in the same folder `--overwrite` to a LoRA run (its inference command, `merge`)
 and `--overwrite` back to a full run. After each `--overwrite` every loader (transformers' AutoModel and
 pipeline, the llmkit command) must give what the new run's own files give: no file of the older run may be
@@ -106,6 +107,7 @@ def test_recipe_x_command(
     cells.check("validate", lambda: cli(run_cli, "validate", *full))
     cells.check("finetune", lambda: finetune(run_cli, full, run))
     cells.check("infer", lambda: infer(run_cli, inference_command(case, run, tmp_path)), needs=("finetune",))
+    cells.check("export", lambda: export(case, run_cli, run, tmp_path / "export"), needs=("finetune",))
     cells.check("report", lambda: report(run_cli, run), needs=("finetune",))
     files = dict(item.removeprefix("data.").split("=", 1) for item in data if item.startswith("data."))
     cells.check("evaluate", lambda: evaluate(case, run_cli, run, files, tmp_path / "evaluation"),
@@ -116,7 +118,7 @@ def test_recipe_x_command(
 
     if case.from_scratch:  # a model that knows nothing yet has nothing to adapt: LoRA is refused, cleanly
         cells.check("lora", lambda: cli(run_cli, "finetune", *lora, f"output_dir={tmp_path / 'x'}", expect=2))
-        for column in ("overwrite->lora", "infer lora", "merge", "overwrite->full"):
+        for column in ("overwrite->lora", "infer lora", "export lora", "merge", "overwrite->full"):
             cells.not_applicable(column, "from_scratch: no LoRA run")
     else:
         began = cells.check("lora", lambda: overwrite(run_cli, lora, run), needs=("finetune",))
@@ -126,6 +128,8 @@ def test_recipe_x_command(
         cells.check(
             "infer lora", lambda: infer(run_cli, inference_command(case, run, tmp_path)), needs=("lora",)
         )
+        lora_export = tmp_path / "export-lora"
+        cells.check("export lora", lambda: export(case, run_cli, run, lora_export), needs=("lora",))
         cells.check("merge", lambda: merge(case, run_cli, run), needs=("lora",))
         back = lambda: check_loaders(case, run_cli, run, overwrite(run_cli, full, run), own / "full")  # noqa: E731
         cells.check("overwrite->full", back, needs=("lora",))
@@ -181,6 +185,21 @@ def finetune(run_cli, args: list[str], run: Path) -> None:
 def infer(run_cli, command: list[str]) -> None:
     result = cli(run_cli, *command)
     assert comparable_output(result.stdout), f"`llmkit {command[0]}` printed nothing on stdout"
+
+
+def export(case: RecipeCase, run_cli, run: Path, out: Path) -> None:
+    """`llmkit export` to ONNX int8, then the task's inference command on the exported folder; a task export
+    does not support is refused in one line (exit 2) and nothing is written."""
+    from llmkit.inference.export import EXPORTED_TASKS
+
+    args = ["export", str(run), "--output", str(out), "--quantize", "int8"]
+    if case.task.name not in EXPORTED_TASKS:
+        cli(run_cli, *args, expect=2)
+        assert not out.exists(), f"a refused export wrote {out}"
+        return
+    cli(run_cli, *args)
+    assert (out / "model.onnx").is_file(), "export exited 0 but wrote no model.onnx"
+    infer(run_cli, inference_command(case, out, out.parent))
 
 
 def report(run_cli, run: Path) -> None:
