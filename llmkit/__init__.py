@@ -23,6 +23,7 @@ PUBLIC: dict[str, str] = {
     "write_report": "llmkit.runs.report:write_report",
     "predict_file": "llmkit.inference.predict:predict_file",
     "evaluate_models": "llmkit.inference.evaluate:evaluate_models",
+    "export": "llmkit.inference.export:export",
     "generate": "llmkit.inference.generate:generate",
     "SamplingSettings": "llmkit.tasks.decoding:SamplingSettings",
     "answer": "llmkit.inference.answer:answer",
@@ -37,6 +38,7 @@ __all__ = [
     "__version__",
     "answer",
     "evaluate_models",
+    "export",
     "fill_mask",
     "finetune",
     "generate",
@@ -52,6 +54,7 @@ __all__ = [
 if TYPE_CHECKING:
     from llmkit.inference.answer import answer
     from llmkit.inference.evaluate import evaluate_models
+    from llmkit.inference.export import export
     from llmkit.inference.fill_mask import fill_mask
     from llmkit.inference.generate import generate
     from llmkit.inference.predict import predict_file

@@ -131,6 +131,8 @@ def export(
             "source": str(source.resolve()),
             "inputs": list(inputs),
         }
+        # written twice: the check loads the staging folder as predict will (manifest first), then its numbers
+        # join the manifest
         (staging / EXPORT_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         manifest["check"] = check_export(task, model, staging, inputs, quantize)
         (staging / EXPORT_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
