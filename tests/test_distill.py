@@ -537,20 +537,22 @@ def test_a_causal_lm_teacher_distils_into_a_student_of_fewer_layers(
 
 
 def test_a_lora_causal_lm_run_teaches(folder: Path, data, calm_gpt2: Path) -> None:
-    """A LoRA generation run (its adapter merged onto the base as it loads) teaches a fully trained
-    student."""
+    """A LoRA generation run (its adapter merged onto the base as it loads) teaches a fully trained student
+    of one of its layers."""
     teacher = folder / "lora-lm-teacher"
     lora = ["peft.method=lora", "peft.r=4", "training.learning_rate=1e-3"]
     finetune(teacher, f"model={calm_gpt2}", *recipe_for("generation", data), *lora, "training.max_steps=2")
     out = finetune(
         folder / "lora-lm-student",
-        "model=tiny-gpt2",
+        f"model.init_from={teacher}",
+        "model.layers=[0]",
         *recipe_for("generation", data),
         f"distill.teacher={teacher}",
         "training.max_steps=1",
     ).output_dir
     assert log_history(out)[0]["distill_soft_loss"] > 0
-    assert json.loads((out / "run_stats.json").read_text())["distillation"]["teacher"] == str(teacher)
+    stats = json.loads((out / "run_stats.json").read_text())
+    assert stats["distillation"]["teacher"] == str(teacher) and stats["student"]["layers"] == [0]
 
 
 # -- what is refused -----------------------------------------------------------------------------------------
