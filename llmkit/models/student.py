@@ -1,11 +1,12 @@
-"""Students with fewer layers: a model folder that keeps some encoder layers of another model.
+"""Students with fewer layers: a model folder that keeps some transformer layers of another model.
 
 ``model: {init_from: MODEL, layers: [0, 2, 4]}`` starts a run from MODEL (a model folder, alias or hub id, or
 an llmkit run: its ``merged/`` model when a LoRA run wrote one, else the adapter merged onto its base) with
-only those encoder layers, renumbered 0, 1, 2, and everything else as it was: the embeddings, the pooler and
-any task head. That is how DistilBERT's student was initialised from BERT (every other layer), and it is the
-usual start for knowledge distillation (``distill:``, ``llmkit.models.teacher``); it is independent of it:
-fine-tuning such a student on the labels alone is the baseline distillation is measured against.
+only those layers, renumbered 0, 1, 2, and everything else as it was: the embeddings, the pooler, any task
+head, a decoder's final norm and LM head (tied to the embeddings or not). That is how DistilBERT's student was
+initialised from BERT (every other layer), and it is the usual start for knowledge distillation (``distill:``,
+``llmkit.models.teacher``); it is independent of it: fine-tuning such a student on the labels alone is the
+baseline distillation is measured against.
 
 The folder is built once into llmkit's cache (atomically, like the from-scratch folders of
 ``llmkit.models.scratch``), keyed on the source folder's model and tokenizer files, the layer list, the
@@ -13,8 +14,11 @@ libraries and this code, so a rerun or a resumed run reuses it. It is a plain Hu
 with ``num_hidden_layers`` set to the layers kept, safetensors, the source's tokenizer) plus
 ``llmkit_student.json``, the record the run's report reads.
 
-BERT-family encoders (``LAYERED_ENCODERS``: BERT, MiniLM, tiny-bert, RoBERTa, XLM-R, ELECTRA) have their
-layers in one list and the depth in one config field; any other architecture is a one-line error.
+The architectures of ``LAYER_STACKS`` have their layers in one list and the depth in one config field:
+BERT-family encoders (BERT, MiniLM, tiny-bert, RoBERTa, XLM-R, ELECTRA: ``encoder.layer``), Llama-family
+decoders (Llama, SmolLM2, Mistral, Qwen2/3: ``layers``) and GPT-2 (``h``); a config list with an entry per
+layer (``PER_LAYER_CONFIG``: ``layer_types``, Qwen's full or sliding attention) keeps the kept layers'
+entries. Any other architecture is a one-line error.
 """
 
 from __future__ import annotations
@@ -47,13 +51,18 @@ from llmkit.models.resolve import (
 
 #: The ``model:`` keys of a student (beside ``name``, which they replace); null: the model is ``name``.
 STUDENT_DEFAULTS: dict[str, Any] = {
-    # instead of name: start from this model (folder, alias, hub id or llmkit run) with only some encoder
-    # layers, as DistilBERT's student: {init_from: runs/x, layers: [0, 2, 4]} (BERT-family encoders)
+    # instead of name: start from this model (folder, alias, hub id or llmkit run) with only some of its
+    # layers, as DistilBERT's student: {init_from: runs/x, layers: [0, 2, 4]} (BERT-family encoders,
+    # Llama-family and GPT-2 decoders)
     "init_from": None,
-    "layers": None,  # with init_from: the encoder layers kept, in order
+    "layers": None,  # with init_from: the transformer layers kept, in order
 }
-#: Model types whose encoder layers are ``<base model>.encoder.layer`` and whose depth is num_hidden_layers.
-LAYERED_ENCODERS = ("bert", "roberta", "xlm-roberta", "camembert", "electra")
+#: Model type -> where its layers are under the base model (a ModuleList; the depth is num_hidden_layers).
+LAYERED_ENCODERS = dict.fromkeys(("bert", "roberta", "xlm-roberta", "camembert", "electra"), "encoder.layer")
+LAYERED_DECODERS = {**dict.fromkeys(("llama", "mistral", "qwen2", "qwen3"), "layers"), "gpt2": "h"}
+LAYER_STACKS = {**LAYERED_ENCODERS, **LAYERED_DECODERS}
+#: Config lists with an entry per layer: a student keeps its layers' entries.
+PER_LAYER_CONFIG = ("layer_types",)
 STUDENT_CACHE = "students"
 #: How a student folder was built (source, layers, sizes), for the run's report.
 STUDENT_RECORD_FILE = "llmkit_student.json"
@@ -89,7 +98,7 @@ def check_student(init_from: Any, layers: Any, where: str) -> dict[str, Any] | N
         )
     if layers is None:
         raise LlmkitError(
-            f"{where}: model.init_from needs model.layers, the encoder layers to keep (e.g. [0, 2, 4]); "
+            f"{where}: model.init_from needs model.layers, the layers to keep (e.g. [0, 2, 4]); "
             f"to start from the whole model, write model: {init_from}"
         )
     valid = (
@@ -132,12 +141,12 @@ def build_student(
 
 
 def check_layers(config: Any, layers: list[int], where: str) -> None:
-    """A BERT-family encoder, and layer numbers below its depth."""
-    if config.model_type not in LAYERED_ENCODERS:
+    """An architecture of ``LAYER_STACKS``, and layer numbers below its depth."""
+    if config.model_type not in LAYER_STACKS:
         raise LlmkitError(
-            f"{where}: model.layers keeps encoder layers of BERT-family models "
-            f"({', '.join(LAYERED_ENCODERS)}), and this model is a {config.model_type}; start from one of "
-            f"those, or leave model.layers out"
+            f"{where}: model.layers keeps layers of BERT-family encoders ({', '.join(LAYERED_ENCODERS)}) "
+            f"and of Llama-family or GPT-2 decoders ({', '.join(LAYERED_DECODERS)}), and this model is a "
+            f"{config.model_type}; start from one of those, or leave model.layers out"
         )
     depth = config.num_hidden_layers
     beyond = [n for n in layers if n >= depth]
@@ -157,15 +166,17 @@ def _build(
         model = from_pretrained(model_class(config), source, **options)
         tokenizer = load_tokenizer(source, trust_remote_code=bool(options))
     parameters = sum(parameter.numel() for parameter in model.parameters())
-    encoder = getattr(model.base_model, "encoder", None)
-    stack = getattr(encoder, "layer", None)
+    path = LAYER_STACKS[config.model_type]
+    owner_path, _, attribute = path.rpartition(".")
+    owner = model.base_model.get_submodule(owner_path) if owner_path else model.base_model
+    stack = getattr(owner, attribute, None)
     if not isinstance(stack, torch.nn.ModuleList) or len(stack) != config.num_hidden_layers:
         raise LlmkitError(
-            f"model.init_from {name}: {type(model).__name__} keeps its layers elsewhere than encoder.layer; "
-            f"model.layers works for BERT-family encoders ({', '.join(LAYERED_ENCODERS)})"
+            f"model.init_from {name}: {type(model).__name__} keeps its layers elsewhere than {path}; "
+            f"model.layers works for {', '.join(LAYER_STACKS)} models as transformers builds them"
         )
-    encoder.layer = torch.nn.ModuleList([stack[n] for n in layers])
-    model.config.num_hidden_layers = len(layers)
+    setattr(owner, attribute, torch.nn.ModuleList([stack[n] for n in layers]))
+    keep_layers_in_config(model.config, layers)
     with quiet_library_progress(errors_only=True):
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
@@ -180,6 +191,17 @@ def _build(
     }
     (folder / STUDENT_RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return record
+
+
+def keep_layers_in_config(config: Any, layers: list[int]) -> None:
+    """The depth (``num_hidden_layers``; GPT-2's ``n_layer`` through its alias) and every per-layer list of
+    the config for the kept layers, so the saved folder loads as a model of those layers."""
+    depth = config.num_hidden_layers
+    for key in PER_LAYER_CONFIG:
+        values = getattr(config, key, None)
+        if isinstance(values, list) and len(values) == depth:
+            setattr(config, key, [values[n] for n in layers])
+    config.num_hidden_layers = len(layers)
 
 
 def model_class(config: Any) -> Any:

@@ -8,8 +8,9 @@ task says how: ``Task.distillation_loss``). Here the teacher is
 
 * found: an llmkit run folder (a LoRA run's ``merged/`` model when it has one, else its adapter merged onto
   the base as it loads), a model folder, a bundled alias or a cached hub id;
-* checked before anything is encoded or written: the same labels as the student's data, in the same order
-  (a classifier or tagger), and the same tokenizer vocabulary (the teacher reads the student's input ids);
+* checked before anything is encoded or written: a model the task can use (``Task.check_model``: a causal
+  LM for generation), the same labels as the student's data, in the same order (a classifier or tagger; a
+  language model has none), and the same tokenizer vocabulary (the teacher reads the student's input ids);
 * loaded once through the task's Auto class, in eval mode and without gradients; a teacher without a trained
   head for the task (a bare encoder) is refused rather than taught from a random head.
 """
@@ -27,10 +28,11 @@ from llmkit.models.resolve import check_weights, load_tokenizer, resolve_model
 #: The ``distill:`` section: learn from a teacher model's outputs as well as from the labels.
 DISTILL_DEFAULTS: dict[str, Any] = {
     # the model to learn from: an llmkit run folder, a model folder, an alias or a hub id, trained for this
-    # task, with the student's labels and tokenizer
+    # task (generation: a causal LM), with the student's labels (if the task has any) and tokenizer
     "teacher": None,
-    # softens the teacher's and the student's class distributions (the soft loss is scaled by T^2, so its
-    # gradients keep their size); multi-label and regression compare probabilities and scores as they are
+    # softens the teacher's and the student's class (or next-token) distributions (the soft loss is scaled by
+    # T^2, so its gradients keep their size); multi-label and regression compare probabilities and scores as
+    # they are
     "temperature": 2.0,
     "alpha": 0.5,  # loss = alpha * soft (teacher) + (1 - alpha) * hard (labels); 0: the labels alone
 }
@@ -99,9 +101,14 @@ def teacher_folder(
 
 
 def check_teacher(folder: Path, name: str, task: Any, tokenizer: Any, where: str) -> None:
-    """The teacher predicts the student's labels (same names, same order) from the student's token ids (same
-    vocabulary); ``task`` has settled its labels (``check_data``) and ``tokenizer`` is the student's."""
+    """The teacher is a model the task can use (a causal LM for generation) and predicts the student's labels
+    (same names, same order) from the student's token ids (same vocabulary); ``task`` has settled its labels
+    (``check_data``) and ``tokenizer`` is the student's."""
     what = f"{where}: distill.teacher {name}"
+    try:
+        task.check_model(folder)
+    except LlmkitError as exc:
+        raise LlmkitError(f"{what} is no teacher for task {task.name}: {exc}") from None
     check_labels(model_config_dict(folder), task.model_kwargs(), what)
     with quiet_library_progress(errors_only=True):
         teacher_tokenizer = load_tokenizer(folder)
@@ -190,6 +197,7 @@ def load_teacher(task: Any, folder: Path, name: str, where: str, **load_options:
             f"{task.name} (weights it lacks: {_few(new)}); a teacher is a model trained for the task, e.g. "
             f"an llmkit run"
         )
+    task.check_loaded_model(model, f"{where}: distill.teacher {name}")
     model.eval()
     model.requires_grad_(False)
     return model

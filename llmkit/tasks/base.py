@@ -20,8 +20,9 @@ train rows):
    freshly encoded or from the cache;
 7. ``load_model(path)``; with a ``peft:`` section ``llmkit.models.adaptation`` wraps it, asking
    ``peft_task_type()`` and ``adapter_modules_to_save(model)``; with a ``distill:`` section the teacher
-   loads through ``auto_class()`` and ``model_kwargs()`` (checked against them right after step 3) and
-   ``distillation_loss()`` says how the student learns from it; then the Trainer from
+   loads through ``auto_class()`` and ``model_kwargs()`` (its folder checked by ``check_model`` and against
+   them right after step 3, the loaded teacher by ``check_loaded_model``) and ``distillation_loss()`` says
+   how the student learns from it; then the Trainer from
    ``trainer_class``/``arguments_class`` with ``compute_metrics`` and ``preprocess_logits_for_metrics``;
 8. after training: ``report_samples`` and, for an unlabelled test split, ``predict``.
 
@@ -176,6 +177,10 @@ class Task:
     # -- model ------------------------------------------------------------------------------------
     def check_model(self, model_path: Path) -> None:
         """Refuse, before any data is encoded, a model folder this task cannot use; raise LlmkitError."""
+
+    def check_loaded_model(self, model: PreTrainedModel, what: str) -> None:
+        """Refuse a loaded model (a ``distill:`` teacher) whose computation this task cannot use; ``what``
+        names it in the one-line LlmkitError."""
 
     def auto_class(self) -> type:
         raise NotImplementedError

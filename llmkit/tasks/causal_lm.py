@@ -492,19 +492,37 @@ def causal_lm_trainer_class() -> type:
 
     class CausalLMTrainer(Trainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            # a LoRA-wrapped model: its transformers modules, with the adapters inside
-            parts = None if shards_parameters(self) else lm_head_and_body(inner_model(model))
-            if return_outputs or not model.training or parts is None or "labels" not in inputs:
+            fast = not (return_outputs or not model.training or "labels" not in inputs)
+            if not fast or self._body_and_head(model) is None:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            body, head = parts
-            targets = inputs["labels"][:, 1:]
-            features = {key: value for key, value in inputs.items() if key != "labels"}
-            hidden = body(**features, use_cache=False)[0][:, :-1]
-            selected = targets != IGNORE_INDEX
-            logits = head(hidden[selected])
-            loss = F.cross_entropy(logits.float(), targets[selected], reduction="sum")
             # a micro-batch mean: llmkit.training.loss_scaling weighs it
-            return loss / selected.sum().clamp(min=1)
+            return self.loss_and_item_logits(model, inputs)[0]
+
+        def loss_and_item_logits(self, model, inputs, hard_loss: bool = True):
+            """(the mean next-token loss, the vocabulary logits at the positions that predict a label): the
+            logits at position t predict token t+1, so row t of the result is position t whose label t+1 is
+            not -100, the items the loss averages. A distilling trainer (llmkit.training.distillation)
+            compares them with its teacher's, which it passes here too with ``hard_loss=False`` (the loss is
+            then None). A model the fast path cannot split (sharded, post-processed logits) runs its own
+            forward, and the same positions are kept."""
+            targets = inputs["labels"][:, 1:]
+            selected = targets != IGNORE_INDEX
+            features = {key: value for key, value in inputs.items() if key != "labels"}
+            parts = self._body_and_head(model)
+            if parts is None:
+                logits = model(**features, use_cache=False).logits[:, :-1][selected]
+            else:
+                body, head = parts
+                hidden = body(**features, use_cache=False)[0][:, :-1]
+                logits = head(hidden[selected])
+            if not hard_loss:
+                return None, logits
+            loss = F.cross_entropy(logits.float(), targets[selected], reduction="sum")
+            return loss / selected.sum().clamp(min=1), logits
+
+        def _body_and_head(self, model) -> tuple[Any, Any] | None:
+            # a LoRA-wrapped model: its transformers modules, with the adapters inside
+            return None if shards_parameters(self) else lm_head_and_body(inner_model(model))
 
         def _track_num_input_tokens(self, inputs):
             # Packed rows carry no attention mask, and the Trainer would then skip every token equal to

@@ -483,10 +483,11 @@ def masked_positions_trainer() -> type:
                 return sum(next_sentence.pretraining_loss_terms(inner, inputs).values())
             return self.loss_and_item_logits(model, inputs)[0]
 
-        def loss_and_item_logits(self, model, inputs):
+        def loss_and_item_logits(self, model, inputs, hard_loss: bool = True):
             """(the masked-LM loss, the vocabulary logits at the masked positions) by the fast path: what a
             distilling trainer (llmkit.training.distillation) compares with its teacher's, which it passes
-            here too. None where the fast path does not apply (a sharded model, no single head)."""
+            here too with ``hard_loss=False`` (the loss is then None). None where the fast path does not
+            apply (a sharded model, no single head)."""
             inner = inner_model(model)
             head = None if shards_parameters(self) else mlm_head(inner)
             if head is None or next_sentence.LABEL in inputs:
@@ -495,6 +496,8 @@ def masked_positions_trainer() -> type:
             hidden = inner.base_model(**{k: v for k, v in inputs.items() if k != "labels"})[0]
             selected = labels != -100
             logits = head(hidden[selected])
+            if not hard_loss:
+                return None, logits
             loss = F.cross_entropy(logits.float(), labels[selected], reduction="sum")
             return loss / selected.sum().clamp(min=1), logits
 

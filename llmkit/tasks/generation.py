@@ -79,6 +79,7 @@ class GenerationTask(Task):
         "max_length": 256,
     }
     torch_compile_refusal = FAST_LOSS_COMPILE_REFUSAL
+    distills = True
     training_defaults: ClassVar[dict[str, Any]] = {
         "per_device_train_batch_size": 8,
         "per_device_eval_batch_size": 8,
@@ -348,22 +349,33 @@ class GenerationTask(Task):
     def load_model(self, path: Path, **load_options: Any) -> PreTrainedModel:
         self.check_model(path)
         model = load_causal_lm(path, **load_options)
-        if self.data["packing"]:
-            # A KV cache, even an empty one, makes transformers skip the detection of packed documents
-            # in position_ids; training never needs it, and generate() still caches (generation_config).
-            model.config.use_cache = False
-        if self.data["packing"] and not packed_documents_stay_apart(model):
-            raise LlmkitError(
-                f"model {path} ({model.config.model_type}) lets packed documents attend to each other "
-                f"(its attention ignores restarted position_ids); set data.packing=false"
-            )
+        self.check_loaded_model(model, f"model {path}")
         return model
+
+    def check_loaded_model(self, model: PreTrainedModel, what: str) -> None:
+        """With packing: a model (the run's, or a teacher reading the same packed rows) whose attention keeps
+        packed documents apart; else one line."""
+        if not self.data["packing"]:
+            return
+        # A KV cache, even an empty one, makes transformers skip the detection of packed documents in
+        # position_ids; training never needs it, and generate() still caches (generation_config).
+        model.config.use_cache = False
+        if not packed_documents_stay_apart(model):
+            raise LlmkitError(
+                f"{what} ({model.config.model_type}) lets packed documents attend to each other (its "
+                f"attention ignores restarted position_ids); set data.packing=false"
+            )
 
     def peft_task_type(self) -> str | None:
         return "CAUSAL_LM"
 
     def trainer_class(self) -> type:
         return causal_lm_trainer_class()
+
+    def distillation_loss(self) -> str:
+        """Each labelled next token's softened vocabulary distribution (plain text, instructions and chat
+        alike: the tokens the next-token loss averages)."""
+        return "kl"
 
     # -- inference ----------------------------------------------------------------------------------
     def prompt_text(self, tokenizer: PreTrainedTokenizerBase, row: dict[str, Any]) -> str:

@@ -5,9 +5,10 @@ each training micro-batch's loss is ``alpha * soft + (1 - alpha) * hard``. ``har
 as a run without a teacher computes it; ``soft`` compares the student's outputs with the teacher's at the
 same items the hard loss averages over (``Task.distillation_loss`` says how):
 
-* ``kl`` -- classification (one class per row), token classification (each token whose label is not -100) and
-  fill-mask (each masked token): ``T^2 * KL(softmax(teacher / T) || softmax(student / T))``, the mean over the
-  items (Hinton et al. 2015: T^2 keeps the soft gradients' size as T changes);
+* ``kl`` -- classification (one class per row), token classification (each token whose label is not -100),
+  fill-mask (each masked token) and causal LMs (generation: each position whose next token's label is not
+  -100, the tokens the next-token loss averages): ``T^2 * KL(softmax(teacher / T) || softmax(student / T))``,
+  the mean over the items (Hinton et al. 2015: T^2 keeps the soft gradients' size as T changes);
 * ``bce`` -- multi-label classification: binary cross-entropy of the student's logits against the teacher's
   sigmoid probabilities, the mean over rows x labels (as the hard BCE);
 * ``mse`` -- regression: the squared difference from the teacher's output, the mean over rows.
@@ -20,9 +21,10 @@ logs ``distill_soft_loss`` and ``distill_hard_loss`` (item-weighted means since 
 
 The teacher runs in eval mode without gradients, on the student's device, under the same autocast; it sees the
 student's batch as collated (the same masks for fill-mask). A task's Trainer may compute its loss on a faster
-path than the model's own forward (fill-mask: vocabulary logits only at the masked positions): it then defines
-``loss_and_item_logits(model, inputs)``, returning the loss and the logits at its items, and the distilling
-Trainer uses it for the student and the teacher alike.
+path than the model's own forward (fill-mask: vocabulary logits only at the masked positions; a causal LM:
+only at the positions that predict a label): it then defines ``loss_and_item_logits(model, inputs,
+hard_loss)``, returning the loss (None with ``hard_loss=False``, the teacher's call) and the logits at its
+items, and the distilling Trainer uses it for the student and the teacher alike.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from llmkit.core.devices import load_dtype
 from llmkit.core.errors import LlmkitError
 from llmkit.models.resolve import check_weights
 from llmkit.models.teacher import check_teacher, load_teacher, teacher_folder
-from llmkit.training.loss_scaling import IGNORE_INDEX, count_items
+from llmkit.training.loss_scaling import IGNORE_INDEX, count_items, predicts_next_token
 
 if TYPE_CHECKING:
     from llmkit.recipe.loader import Recipe
@@ -99,6 +101,8 @@ def distilling_trainer(base: type, distillation: Distillation) -> type:
             self.teacher = distillation.teacher.to(self.args.device)
             # soft sum, hard sum, items since the last log (this process)
             self.distill_tally = torch.zeros(3, dtype=torch.float64, device=self.args.device)
+            # a next-token loss's items are the labels after each row's first, as loss_scaling counts them
+            self.shifts_labels = predicts_next_token(self.model)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if return_outputs or not model.training:  # evaluation: the task's own loss
@@ -107,14 +111,14 @@ def distilling_trainer(base: type, distillation: Distillation) -> type:
             with torch.no_grad():
                 teacher = self._loss_and_item_logits(self.teacher, inputs, hard_loss=False)[1]
             soft = soft_loss(kind, student, teacher, temperature)
-            items = count_items(inputs["labels"], False).to(self.distill_tally.device)
+            items = count_items(inputs["labels"], self.shifts_labels).to(self.distill_tally.device)
             terms = torch.stack([soft.detach().double(), hard.detach().double()]) * items
             self.distill_tally += torch.cat([terms, items.double().view(1)])
             return alpha * soft + (1 - alpha) * hard
 
         def _loss_and_item_logits(self, model, inputs, hard_loss: bool = True) -> tuple[Any, Any]:
             faster = getattr(super(), "loss_and_item_logits", None)
-            found = faster(model, inputs) if faster is not None else None
+            found = faster(model, inputs, hard_loss=hard_loss) if faster is not None else None
             if found is not None:
                 return found
             labels = inputs["labels"]
