@@ -17,11 +17,12 @@ other than the default must be there); null never uses them. ``data.loss`` overr
 
 How it fits the spine: ``load_model`` returns a ``SentenceTransformer`` (a sentence-transformers folder as it
 is; a plain encoder gets mean pooling), ``trainer_class`` is sentence-transformers' own
-``SentenceTransformerTrainer`` (a transformers Trainer) bound to the chosen loss, ``encode`` only puts the text
-columns in the order the loss reads them (anchor, positive, negative, score), and ``collator`` tokenizes them
-batch by batch as sentence-transformers' collator does. Evaluation runs inside the trainer's evaluation loop
-on whichever split it is given, so training's ``eval_*``, ``test_*`` and `llmkit evaluate` share one path. The
-saved run folder is a sentence-transformers folder: ``SentenceTransformer(run_dir)`` loads it as it is.
+``SentenceTransformerTrainer`` (a transformers Trainer) bound to the chosen loss, ``encode`` only puts the
+text columns in the order the loss reads them (anchor, positive, negative, score), and ``collator`` tokenizes
+them batch by batch as sentence-transformers' collator does. Evaluation runs inside the trainer's evaluation
+loop on whichever split it is given, so training's ``eval_*``, ``test_*`` and `llmkit evaluate` share one
+path. The saved run folder is a sentence-transformers folder: ``SentenceTransformer(run_dir)`` loads it as it
+is.
 """
 
 from __future__ import annotations
@@ -143,8 +144,9 @@ class EmbeddingTask(Task):
             return "cosent" if self.score else "multiple_negatives_ranking"
         if loss in SCORE_LOSSES and not self.score:
             raise LlmkitError(
-                f"data.loss {loss} learns from similarity scores, and the training file has no score column "
-                f"(data.score={self.data['score']}); name it with data.score, or use multiple_negatives_ranking"
+                f"data.loss {loss} learns from similarity scores, and the training file has no score "
+                f"column (data.score={self.data['score']}); name it with data.score, or use "
+                f"multiple_negatives_ranking"
             )
         if loss not in SCORE_LOSSES and self.score:
             raise LlmkitError(
