@@ -27,6 +27,7 @@ is.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from llmkit.core.errors import LlmkitError
@@ -131,7 +132,7 @@ class EmbeddingTask(Task):
         column = self.score
         numbers_from_text(split, column)
         for index, value in enumerate(column_values(split.dataset, column)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            if as_score(value) is None:
                 raise LlmkitError(
                     f"{split.origin} {split.where(index)}: score {value!r} in column '{column}' (data.score) "
                     f"is not a number; give every row a number, or set data.score=null to train on pairs"
@@ -180,7 +181,7 @@ class EmbeddingTask(Task):
             columns[NEGATIVE] = self.negative
         encoded: dict[str, list[Any]] = {name: column_values(dataset, c) for name, c in columns.items()}
         if self.score and self.score in dataset.column_names:
-            encoded[SCORE] = [float(value) for value in column_values(dataset, self.score)]
+            encoded[SCORE] = [as_score(value) for value in column_values(dataset, self.score)]
         return Dataset.from_dict(encoded)
 
     def collator(self, tokenizer: PreTrainedTokenizerBase) -> Any:
@@ -319,6 +320,18 @@ class EmbeddingTask(Task):
                 sample["reference"] = str(row[self.score])
             samples.append(sample)
         return samples
+
+
+def as_score(value: Any) -> float | None:
+    """A score as a float (a number, or text that is one: a CSV cell the column's other cells keep as
+    text); None for anything else, NaN and infinities included."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def embedding_trainer(task: EmbeddingTask) -> type:
