@@ -216,6 +216,10 @@ class EmbeddingTask(Task):
         return lines
 
     # -- model ------------------------------------------------------------------------------------
+    def check_model(self, model_path: Path) -> None:
+        """sentence-transformers is an extra: say how to install it before any data is encoded."""
+        require_sentence_transformers()
+
     def auto_class(self) -> type:
         from transformers import AutoModel
 
@@ -224,7 +228,7 @@ class EmbeddingTask(Task):
     def load_model(self, path: Path, **load_options: Any) -> Any:
         """A ``SentenceTransformer``: the folder's own modules, or (a plain encoder) the encoder with mean
         pooling; its texts are cut at ``data.max_length`` tokens, which the saved folder keeps."""
-        from sentence_transformers import SentenceTransformer
+        SentenceTransformer = require_sentence_transformers().SentenceTransformer
 
         plain = not (path / "modules.json").exists()
         if plain:
@@ -320,6 +324,17 @@ class EmbeddingTask(Task):
                 sample["reference"] = str(row[self.score])
             samples.append(sample)
         return samples
+
+
+def require_sentence_transformers() -> Any:
+    try:
+        import sentence_transformers
+    except ImportError:
+        raise LlmkitError(
+            "task embedding needs the sentence-transformers package; install it with "
+            "`pip install sentence-transformers` (or llmkit's extra: `pip install -e '.[embedding]'`)"
+        ) from None
+    return sentence_transformers
 
 
 def as_score(value: Any) -> float | None:
