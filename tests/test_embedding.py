@@ -236,3 +236,77 @@ def test_bad_input_is_one_line_naming_the_file_row_and_column(tmp_path: Path, ru
     )
     assert "does not work for task embedding" in finetune_error(run_cli, tmp_path, pairs, "peft.method=lora")
     assert "data.loss must be one of" in finetune_error(run_cli, tmp_path, pairs, "data.loss=contrastive")
+
+
+# -- llmkit embed and llmkit search -------------------------------------------------------------------------
+def test_embed_writes_the_task_vectors_as_npy_and_json_lines(tmp_path: Path, run_cli) -> None:
+    run = train(tmp_path, "pairs")
+    texts = [*POSITIVE[:3], *NEGATIVE[:2]]
+    table = write_jsonl(tmp_path / "texts.jsonl", [{"id": i, "text": text} for i, text in enumerate(texts)])
+    expected = tiny_bert_embeddings(run, texts)
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+
+    result = run_cli("embed", "-m", run, "-i", table, "-o", tmp_path / "vectors.npy")
+    assert result.exit_code == 0, result.stderr
+    assert f"5 embeddings of {expected.shape[1]} dimensions" in result.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "vectors.npy"), expected, atol=1e-5)
+
+    result = run_cli("embed", "-m", run, "-i", table)
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [row["id"] for row in rows] == list(range(5))  # each row as it is, plus its embedding
+    np.testing.assert_allclose(np.array([row["embedding"] for row in rows]), expected, atol=1e-5)
+
+    for args, message in [
+        (("-i", table, "--column", "sentence"), "no column 'sentence' (--column); columns are: id, text"),
+        (("-i", table, "-o", tmp_path / "vectors.csv"), "write .jsonl"),
+        (("-i", tmp_path / "missing.jsonl"), "does not exist"),
+    ]:
+        result = run_cli("embed", "-m", run, *args)
+        assert result.exit_code == 2 and result.stderr.strip().splitlines()[-1].startswith("error: ")
+        assert message in result.stderr, result.stderr
+
+
+def test_search_ranks_the_corpus_by_cosine_similarity(tmp_path: Path, run_cli) -> None:
+    run = train(tmp_path, "pairs")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(NEGATIVE[:6]) + "\n", encoding="utf-8")
+    queries = [POSITIVE[2], NEGATIVE[3]]
+    result = run_cli("search", *queries, "--corpus", corpus, "-m", run, "-k", "3", "--json")
+    assert result.exit_code == 0, result.stderr
+    answers = [json.loads(line) for line in result.stdout.splitlines()]
+
+    vectors = tiny_bert_embeddings(run, [*queries, *NEGATIVE[:6]])
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    scores = vectors[:2] @ vectors[2:].T
+    for answer, query, row_scores in zip(answers, queries, scores, strict=True):
+        best = np.argsort(-row_scores, kind="stable")[:3]
+        assert answer["query"] == query
+        assert [hit["row"]["text"] for hit in answer["results"]] == [NEGATIVE[i] for i in best]
+        assert [hit["line"] for hit in answer["results"]] == [f"line {i + 1}" for i in best]
+        assert [hit["score"] for hit in answer["results"]] == pytest.approx(row_scores[best], abs=1e-5)
+    assert answers[1]["results"][0]["row"]["text"] == NEGATIVE[3]  # a text finds itself first
+
+    plain = run_cli("search", NEGATIVE[3], "--corpus", corpus, "-m", run, "-k", "1")
+    assert plain.stdout.splitlines()[1].endswith(NEGATIVE[3])
+    assert "--top-k 0" in run_cli("search", "x", "--corpus", corpus, "-m", run, "-k", "0").stderr
+    assert "at least one query" in run_cli("search", "--corpus", corpus, "-m", run).stderr
+
+
+def test_a_sentence_transformers_folder_without_a_recipe_is_an_embedding_model(
+    tmp_path: Path, run_cli
+) -> None:
+    """A folder of sentence-transformers' own (modules.json, no recipe.yaml): predict and evaluate take it as
+    an embedding model, as the untrained baseline of a run."""
+    run = train(tmp_path, "scored")
+    bare = tmp_path / "bare"
+    from sentence_transformers import SentenceTransformer
+
+    SentenceTransformer(str(run), device="cpu").save_pretrained(str(bare))
+    assert not (bare / "recipe.yaml").exists()
+    validation = tmp_path / "validation.jsonl"
+    columns = ("data.anchor=sentence1", "data.positive=sentence2")
+    result = run_cli("evaluate", bare, "--data", validation, *columns, "--output", tmp_path / "ev")
+    assert result.exit_code == 0, result.stderr
+    metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    scored = json.loads((tmp_path / "ev" / "evaluation.json").read_text(encoding="utf-8"))["models"][0]
+    assert scored["metrics"]["eval_spearman"] == pytest.approx(metrics["eval_spearman"], abs=1e-6)

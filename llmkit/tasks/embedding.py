@@ -241,7 +241,8 @@ class EmbeddingTask(Task):
             trust_remote_code=bool(load_options.get("trust_remote_code")),
             model_kwargs={key: value for key, value in model_kwargs.items() if value is not None},
         )
-        model.max_seq_length = self.data["max_length"]
+        if self.data["max_length"] is not None:  # None (llmkit embed on a folder): the folder's own
+            model.max_seq_length = self.data["max_length"]
         return model
 
     def loss_targets(self) -> tuple[str, ...]:
