@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import llmkit
-from llmkit.metrics.ranking import retrieval_scores, similarity_correlations
+from llmkit.metrics.ranking import retrieval_outcomes, retrieval_scores, similarity_correlations
 from llmkit.tasks.embedding import EmbeddingTask
 from tests.conftest import NEGATIVE, POSITIVE, write_csv
 
@@ -119,6 +119,9 @@ def test_evaluate_and_predict_reproduce_the_run_through_the_same_code_path(tmp_p
     scored = json.loads((tmp_path / "ev" / "evaluation.json").read_text(encoding="utf-8"))["models"][0]
     for key in (*STS_KEYS, "eval_loss"):
         assert scored["metrics"][key] == metrics[key], key
+    for key in STS_KEYS:  # the correlations recomputed on resampled pairs
+        low, high = scored["intervals"][key]
+        assert low <= metrics[key] <= high, (key, low, high)
 
     result = run_cli("predict", "-m", run, "-i", validation)
     assert result.exit_code == 0, result.stderr
@@ -194,6 +197,22 @@ def test_retrieval_queries_the_deduplicated_positives_and_negatives_of_the_split
     assert scores["mrr_at_10"] == pytest.approx((1 + 1 / 3) / 2)
     assert scores["recall_at_1"] == pytest.approx(0.5)
     assert scores["ndcg_at_10"] == pytest.approx((1 + 1 / math.log2(4)) / 2)
+
+
+def test_resampled_retrieval_scores_are_the_metrics_of_the_drawn_queries() -> None:
+    """`llmkit evaluate`'s vectorized resampling of retrieval units equals the metric on each resample."""
+    from llmkit.tasks.embedding import QUERIES, ScoredUnits
+
+    similarities = np.random.default_rng(0).normal(size=(6, 9))
+    units = ScoredUnits(QUERIES, retrieval_outcomes(similarities, [{i} for i in range(6)]))
+    assert units.metrics() == pytest.approx(retrieval_scores(similarities, [{i} for i in range(6)]))
+    draws = np.random.default_rng(1).integers(0, 6, size=(4, 6))
+    counts = np.stack([np.bincount(draw, minlength=6) for draw in draws]).astype(float)
+    vectorized = units.on_counts(counts)
+    for number, draw in enumerate(draws):
+        assert {key: values[number] for key, values in vectorized.items()} == pytest.approx(
+            units.metrics(draw)
+        )
 
 
 # -- bad input: one line naming the file, row and column -------------------------------------------------

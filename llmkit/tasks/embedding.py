@@ -28,7 +28,10 @@ is.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
 
 from llmkit.core.errors import LlmkitError
 from llmkit.core.progress import log
@@ -36,6 +39,7 @@ from llmkit.data.files import Split, column_values, numbers_from_text, require_c
 from llmkit.tasks.base import Task
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from datasets import Dataset
@@ -55,6 +59,10 @@ ANCHOR, POSITIVE, NEGATIVE, SCORE = "anchor", "positive", "negative", "score"
 #: Prediction key: the cosine similarity of a row's two texts.
 SIMILARITY = "similarity"
 ENCODE_BATCH_SIZE = 64
+#: What retrieval metrics average over (and `llmkit evaluate` resamples): each distinct anchor of the split.
+QUERIES = "queries (distinct anchors)"
+#: What correlations are computed over (and resampled): the rows, each a scored pair.
+ROWS = "rows"
 
 
 class EmbeddingTask(Task):
@@ -264,15 +272,17 @@ class EmbeddingTask(Task):
         return getattr(losses, LOSSES[self.loss_name()])(model)
 
     # -- evaluation ---------------------------------------------------------------------------------
-    def embedding_metrics(self, model: Any, dataset: Dataset, batch_size: int) -> dict[str, float]:
-        """Scored pairs: Pearson/Spearman of the cosine similarity with the scores; pairs and triplets:
-        retrieval of each anchor's positive among the split's positives (and negatives)."""
-        from llmkit.metrics.ranking import retrieval_scores, similarity_correlations
+    def scored_units(self, model: Any, dataset: Dataset, batch_size: int) -> ScoredUnits:
+        """Scored pairs: each pair's cosine similarity and score (Pearson/Spearman); pairs and triplets: each
+        distinct anchor's retrieval outcomes, searching the split's positives (and negatives)."""
+        from llmkit.metrics.ranking import retrieval_outcomes
 
         texts = {name: column_values(dataset, name) for name in dataset.column_names}
         if SCORE in texts:
             similarities = self.similarities(model, texts[ANCHOR], texts[POSITIVE], batch_size)
-            return similarity_correlations(similarities, texts[SCORE])
+            return ScoredUnits(
+                "rows", {SIMILARITY: np.asarray(similarities), SCORE: np.asarray(texts[SCORE])}
+            )
         passages = list(dict.fromkeys(texts[POSITIVE] + texts.get(NEGATIVE, [])))
         queries = list(dict.fromkeys(texts[ANCHOR]))
         where = {passage: index for index, passage in enumerate(passages)}
@@ -281,7 +291,12 @@ class EmbeddingTask(Task):
             relevant[query].add(where[positive])
         query_vectors = self.embed(model, queries, batch_size)
         passage_vectors = self.embed(model, passages, batch_size)
-        return retrieval_scores(query_vectors @ passage_vectors.T, [relevant[query] for query in queries])
+        similarities = query_vectors @ passage_vectors.T
+        return ScoredUnits(QUERIES, retrieval_outcomes(similarities, [relevant[query] for query in queries]))
+
+    def embedding_metrics(self, model: Any, dataset: Dataset, batch_size: int) -> dict[str, float]:
+        """The split's metrics (``scored_units`` over all its units)."""
+        return self.scored_units(model, dataset, batch_size).metrics()
 
     def embed(self, model: Any, texts: list[str], batch_size: int = ENCODE_BATCH_SIZE) -> Any:
         """Unit-length embeddings (NumPy), so a dot product is the cosine similarity."""
@@ -325,6 +340,42 @@ class EmbeddingTask(Task):
                 sample["reference"] = str(row[self.score])
             samples.append(sample)
         return samples
+
+
+@dataclass
+class ScoredUnits:
+    """One evaluation's outcome per unit, the metrics computed from them: for scored pairs each row's cosine
+    similarity and score (Pearson and Spearman of all rows), for retrieval each distinct query's outcomes
+    (their means). `llmkit evaluate` recomputes the metrics on bootstrap resamples of the units."""
+
+    unit: str  # ROWS (scored pairs) or QUERIES (retrieval)
+    values: dict[str, np.ndarray]
+
+    @property
+    def count(self) -> int:
+        return len(next(iter(self.values.values())))
+
+    def metrics(self, indices: np.ndarray | None = None) -> dict[str, float]:
+        """The metrics of the units at ``indices`` (all of them when None; repeats count as drawn)."""
+        from llmkit.metrics.ranking import similarity_correlations
+
+        chosen = {key: values if indices is None else values[indices] for key, values in self.values.items()}
+        if self.unit != QUERIES:
+            return similarity_correlations(chosen[SIMILARITY], chosen[SCORE])
+        return {key: float(values.mean()) if len(values) else 0.0 for key, values in chosen.items()}
+
+    @property
+    def on_counts(self) -> Callable[[np.ndarray], dict[str, np.ndarray]] | None:
+        """Retrieval: the metrics of many resamples at once, from a resamples x units matrix of draw
+        counts; None for correlations, which are no means."""
+        if self.unit != QUERIES:
+            return None
+
+        def means(counts: np.ndarray) -> dict[str, np.ndarray]:
+            drawn = np.maximum(counts.sum(axis=1), 1.0)
+            return {key: (counts @ values) / drawn for key, values in self.values.items()}
+
+        return means
 
 
 def require_sentence_transformers() -> Any:
@@ -379,7 +430,8 @@ def embedding_trainer(task: EmbeddingTask) -> type:
                 dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
             )
             batch_size = self.args.per_device_eval_batch_size
-            scores = task.embedding_metrics(self.model, dataloader.dataset, batch_size)
+            self.scored_units = task.scored_units(self.model, dataloader.dataset, batch_size)
+            scores = self.scored_units.metrics()
             output.metrics.update({f"{metric_key_prefix}_{key}": value for key, value in scores.items()})
             return output
 
