@@ -553,6 +553,85 @@ def write_generated(rows: list[dict], output: Path | None, as_json: bool, key: s
 
 
 @app.command()
+def embed(
+    input: Annotated[
+        Path, typer.Option("--input", "-i", help="CSV/TSV/JSON/JSONL/Parquet/TXT with the text column.")
+    ],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Embedding run, sentence-transformers folder, alias or encoder "
+            "(e.g. minilm-l6; default: the newest embedding run under ./runs).",
+        ),
+    ] = None,
+    column: Annotated[str, typer.Option("--column", help="The column to embed.")] = "text",
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write .npy (a matrix, a row per input row) or .jsonl (each row + its embedding); "
+            "default: JSON lines on stdout.",
+        ),
+    ] = None,
+) -> None:
+    """Sentence embeddings of a file's column: unit-length vectors (their dot product is the cosine)."""
+    from llmkit.inference.embed import embed_file
+
+    rows, dimensions = embed_file(model, input, column, output)
+    if output is not None:
+        typer.echo(f"{rows} embeddings of {dimensions} dimensions written to {output}", err=True)
+
+
+@app.command()
+def search(
+    queries: Annotated[
+        list[str] | None,
+        typer.Argument(help="The queries (or --queries FILE, one a line).", show_default=False),
+    ] = None,
+    corpus: Annotated[
+        Path, typer.Option("--corpus", "-c", help="CSV/TSV/JSON/JSONL/Parquet/TXT whose column is searched.")
+    ] = ...,  # type: ignore[assignment]
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Embedding run, sentence-transformers folder, alias or encoder "
+            "(e.g. minilm-l6; default: the newest embedding run under ./runs).",
+        ),
+    ] = None,
+    column: Annotated[str, typer.Option("--column", help="The corpus column to search.")] = "text",
+    queries_file: Annotated[
+        Path | None, typer.Option("--queries", "-q", help="A UTF-8 text file of queries, one a line.")
+    ] = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Results per query.")] = 5,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON line per query: its results with rank, score, line, row.")
+    ] = False,
+) -> None:
+    """Semantic search: the corpus rows most similar to each query (cosine similarity of embeddings)."""
+    import json
+
+    from llmkit.inference.embed import search as run_search
+
+    texts = list(queries or [])
+    if queries_file is not None:
+        texts += read_texts(None, queries_file)
+    found = run_search(model, corpus, texts, column=column, top_k=top_k)
+    for answer in found:
+        if as_json:
+            typer.echo(json.dumps(answer, ensure_ascii=False, default=str))
+            continue
+        typer.echo(answer["query"])
+        for hit in answer["results"]:
+            text = " ".join(str(hit["row"][column]).split())
+            typer.echo(f"  {hit['rank']}. {hit['score']:.4f}  {text[:160]}")
+
+
+@app.command()
 def merge(
     run: Annotated[Path, typer.Argument(help="Output folder of a run trained with a peft: section.")],
     output: Annotated[

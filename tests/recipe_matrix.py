@@ -266,6 +266,20 @@ def preference_rows(case: RecipeCase, data: dict, count: int, offset: int) -> li
     return rows
 
 
+def embedding_rows(case: RecipeCase, data: dict, count: int, offset: int) -> list[dict]:
+    """Sentence pairs (a review and a paraphrase of it); scored where the recipe names a score column."""
+    rows = []
+    for i in range(count):
+        similar = i % 2 == 0
+        first = sentence(i + offset)
+        second = f"so {first}" if similar else sentence(i + offset + 7)
+        row = {data["anchor"]: first, data["positive"]: second}
+        if (case.raw.get("data") or {}).get("score"):
+            row[data["score"]] = round(4.5 - (i % 3) / 2, 2) if similar else round(0.5 + (i % 4) / 3, 2)
+        rows.append(row)
+    return rows
+
+
 ROW_MAKERS = {
     "classification": classification_rows,
     "token-classification": token_classification_rows,
@@ -275,6 +289,7 @@ ROW_MAKERS = {
     "summarization": summarization_rows,
     "translation": translation_rows,
     "preference": preference_rows,
+    "embedding": embedding_rows,
 }
 
 
@@ -359,6 +374,7 @@ INFERENCE_COMMANDS = {
     "preference": "generate",
     "summarization": "summarize",
     "translation": "translate",
+    "embedding": "predict",
 }
 
 
@@ -373,9 +389,11 @@ def inference_command(case: RecipeCase, run: Path, workdir: Path) -> list[str]:
     """The task's inference command on ``run``, with JSON output where the command has it."""
     task = case.task
     name, verb = task.name, inference_verb(case)
-    if name in ("classification", "token-classification"):
+    if name in ("classification", "token-classification", "embedding"):
         probe = workdir / "probe.jsonl"
-        if name == "classification":
+        if name == "embedding":
+            row = {task.data["anchor"]: PROBE, task.data["positive"]: NEGATIVE[0]}
+        elif name == "classification":
             row = {
                 task.data["text"]: PROBE,
                 **({task.data["text_pair"]: NEGATIVE[0]} if task.data["text_pair"] else {}),

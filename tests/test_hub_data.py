@@ -360,6 +360,8 @@ def test_recipes_that_stood_on_shared_data_name_their_hub_dataset() -> None:
         "translate-multi30k",
         "pretrain-bert-brown",
         "pretrain-gpt-shakespeare",
+        "stsb-embedding",
+        "squad-retrieval",
     }
     for name in bundled_recipes():
         data = load_recipe(name).data

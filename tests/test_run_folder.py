@@ -13,7 +13,7 @@ import pytest
 import llmkit
 from llmkit.models.adaptation import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, MERGED_DIR, MODEL_CONFIG_FILE
 from llmkit.runs.entries import is_run_entry
-from llmkit.tasks import task_names
+from llmkit.tasks import get_task_class, task_names
 from tests.conftest import write_csv
 from tests.test_structure import task_recipe
 
@@ -43,16 +43,18 @@ def test_lora_merge_report_then_a_full_run_leave_only_run_entries_and_the_new_ru
     task: str, tmp_path: Path, run_cli
 ) -> None:
     """A LoRA run (merged, checkpointed, reported), then a full run with --overwrite into the same folder:
-    every entry either wrote is one --overwrite knows, and after it nothing of the LoRA run is left."""
+    every entry either wrote is one --overwrite knows, and after it nothing of the LoRA run is left. A task
+    that refuses LoRA (``Task.peft_refusal``: embedding) starts from a full run (checkpointed, reported)."""
     out = tmp_path / "out"
     recipe = task_recipe(task, tmp_path)
     recipe["training"].update(save_strategy="steps", save_steps=1)
-    lora = {**recipe, "peft": {"method": "lora", "r": 4, "merge": True}, "output_dir": str(out)}
-    llmkit.finetune(lora)
+    adapts = get_task_class(task).peft_refusal is None
+    lora = {"peft": {"method": "lora", "r": 4, "merge": True}} if adapts else {}
+    llmkit.finetune({**recipe, **lora, "output_dir": str(out)})
     report = run_cli("report", out)
     assert report.exit_code == 0, report.stderr
     names = {path.name for path in out.iterdir()}
-    assert {ADAPTER_CONFIG_FILE, MERGED_DIR, "checkpoint-1", "README.md"} <= names
+    assert {"checkpoint-1", "README.md", *([ADAPTER_CONFIG_FILE, MERGED_DIR] if adapts else [])} <= names
     assert [name for name in sorted(names) if not is_run_entry(name)] == []
 
     (out / "notes.txt").write_text("mine")

@@ -214,6 +214,14 @@ def task_recipe(task: str, tmp_path: Path) -> dict:
             "max_prompt_length": 64,
         },
     }
+    similar = tmp_path / "similar.jsonl"
+    similar.write_text(
+        "".join(
+            json.dumps({"anchor": f"the {w} sat", "positive": f"a {w} was sitting"}) + "\n"
+            for w in ("cat", "dog", "bird", "fish") * 3
+        )
+    )
+    recipes["embedding"] = {"model": "tiny-bert", "data": {"train": str(similar)}}
     assert set(recipes) == set(task_names()), "give every registered task a recipe here"
     recipe = recipes[task]
     recipe["data"]["validation_split"] = 0.25

@@ -509,6 +509,9 @@ def row_outcomes(task, trainer, output, rows, encoded, recorded) -> RowOutcomes 
         return generated_text_outcomes(trainer.compute_metrics, recorded)
     if getattr(trainer, "evaluated_batches", None) is not None:
         return batch_outcomes(trainer.evaluated_batches.means, trainer.evaluated_batches.pairs)
+    if getattr(trainer, "scored_units", None) is not None:  # embedding: pairs or distinct queries
+        units = trainer.scored_units
+        return RowOutcomes(units.count, units.metrics, units.on_counts, unit=units.unit)
     if output.predictions is None or (output.label_ids is None and task.name != "question-answering"):
         return None
     if task.name == "question-answering":

@@ -30,6 +30,9 @@ ARCHITECTURE_TASKS = {
     "ForQuestionAnswering": "question-answering",
 }
 
+#: The file that makes a folder a sentence-transformers model (its modules: encoder, pooling, ...).
+SENTENCE_TRANSFORMERS_MODULES = "modules.json"
+
 
 def task_for_model(model_dir: Path, overrides: list[str] | tuple[str, ...] = ()) -> Task:
     """The task (and its column mapping) a model folder was trained for: recipe.yaml, else its config.
@@ -40,6 +43,8 @@ def task_for_model(model_dir: Path, overrides: list[str] | tuple[str, ...] = ())
         saved = yaml.safe_load(recipe_file.read_text(encoding="utf-8")) or {}
         task_cls = get_task_class(saved.get("task", "classification"), where=str(recipe_file))
         return task_with_defaults(task_cls, saved.get("data") or {}, overrides)
+    if (model_dir / SENTENCE_TRANSFORMERS_MODULES).exists():  # a sentence-transformers folder: embeddings
+        return task_with_defaults(get_task_class("embedding"), overrides=overrides)
     found = architectures(model_dir)
     for architecture in found:
         for suffix, name in ARCHITECTURE_TASKS.items():

@@ -372,6 +372,11 @@ def validate_recipe(raw: dict[str, Any]) -> Recipe:
     check_streaming(data, training.get("max_steps", -1), task_cls.name, streaming_tasks, where)
 
     peft = check_peft_section(raw.get("peft"), where)
+    if peft is not None and task_cls.peft_refusal:
+        raise LlmkitError(
+            f"{where}: a peft section (LoRA) does not work for task {task_name}: {task_cls.peft_refusal}; "
+            f"remove the peft section"
+        )
     scratch = None
     if from_scratch is not None:
         if task_cls.scratch_style is None:

@@ -71,6 +71,11 @@ RUN_FOLDER_ENTRIES = (
     "spiece.model",
     "tokenizer.model",
     "sentencepiece.bpe.model",
+    # a sentence-transformers folder (task: embedding): its modules, each module's folder (1_Pooling, ...)
+    "modules.json",
+    "sentence_bert_config.json",
+    "config_sentence_transformers.json",
+    "[0-9]_*",
 )
 
 

@@ -29,8 +29,28 @@ DEFAULT_INPUTS = {
     "text-generation": "Once upon a time",
     "summarization": "Write a long text here; the model returns a short summary of it.",
 }
+#: Tasks whose folders are sentence-transformers models: loaded with SentenceTransformer, not a pipeline.
+SENTENCE_TRANSFORMERS_TASKS = ("embedding",)
 #: Extra pipeline-call arguments per pipeline task, so the snippet behaves well out of the box.
 CALL_OPTIONS = {"text-generation": ", max_new_tokens=64", "summarization": ", max_new_tokens=64"}
+
+
+def sentence_transformers_usage(folder: str, sample: str) -> list[str]:
+    """The usage of a sentence-transformers folder: embed a sample's two texts, print their similarity."""
+    texts = [text.strip() for text in sample.split(" / ", 1)]
+    texts = texts if len(texts) == 2 else [sample, sample]
+    return [
+        "## Usage",
+        "",
+        "```python",
+        "from sentence_transformers import SentenceTransformer",
+        "",
+        f'model = SentenceTransformer("{folder}")',
+        f"embeddings = model.encode({texts!r})",
+        "print(model.similarity(embeddings[:1], embeddings[1:]))  # cosine similarity",
+        "```",
+        "",
+    ]
 
 
 def model_name(run: RunRecord) -> str:
@@ -49,6 +69,8 @@ def front_matter(run: RunRecord, task_cls: type[Task]) -> dict[str, Any]:
     )
     adapter = adapter_settings(run)
     library = "peft" if adapter else "transformers"
+    if task_cls.name in SENTENCE_TRANSFORMERS_TASKS:
+        library = "sentence-transformers"
     matter: dict[str, Any] = {"library_name": library, "pipeline_tag": task_cls.pipeline_task}
     if base:
         matter["base_model"] = base
@@ -126,11 +148,14 @@ def render_model_card(run: RunRecord, task_cls: type[Task], plots: list[Path]) -
         lines += [f"- {key}: {format_value(value)}" for key, value in held_out.items()]
         lines.append("")
 
-    lines += ["## Usage", "", "```python", "from transformers import pipeline", ""]
     folder = run.recipe.get("output_dir", ".")
-    lines.append(f'pipe = pipeline("{task_cls.pipeline_task}", model="{folder}"{pipeline_options(run)})')
-    options = CALL_OPTIONS.get(task_cls.pipeline_task, "")
-    lines += [f"print(pipe({usage_input(run, task_cls)!r}{options}))", "```", ""]
+    if task_cls.name in SENTENCE_TRANSFORMERS_TASKS:
+        lines += sentence_transformers_usage(folder, usage_input(run, task_cls))
+    else:
+        lines += ["## Usage", "", "```python", "from transformers import pipeline", ""]
+        lines.append(f'pipe = pipeline("{task_cls.pipeline_task}", model="{folder}"{pipeline_options(run)})')
+        options = CALL_OPTIONS.get(task_cls.pipeline_task, "")
+        lines += [f"print(pipe({usage_input(run, task_cls)!r}{options}))", "```", ""]
 
     lines += adapter_lines(run)
     lines += ["## Training data", ""]

@@ -81,6 +81,9 @@ class Task:
     streams: ClassVar[bool] = False
     #: Why ``training.torch_compile`` cannot work for this task (None: it can).
     torch_compile_refusal: ClassVar[str | None] = None
+    #: Why a ``peft:`` section (a LoRA adapter) cannot work for this task (None: it can); the recipe loader
+    #: refuses such a recipe before any data is read.
+    peft_refusal: ClassVar[str | None] = None
     #: The encoded columns that hold targets: a test split that has them is scored, one without is predicted.
     target_columns: ClassVar[tuple[str, ...]] = ("labels",)
     #: The keys ``predict`` adds beside each input row; an input that has such a column is refused.
