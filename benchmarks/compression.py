@@ -198,12 +198,12 @@ def bf16_copy(run: Path, folder: Path) -> Path:
 
 
 def latency_texts(data: Path) -> list[str]:
-    """The first sentences of the scored file, as a service would receive them."""
-    from llmkit.data.files import conll_format, read_split
-
-    if data.suffix == ".txt":  # CoNLL: the sentence's words joined
-        rows = read_split("validation", data, "--data", "line", conll_format({}), None)
-        return [" ".join(row["tokens"]) for row in rows.dataset.select(range(LATENCY_TEXTS))]
+    """The first sentences of the scored file, as a service would receive them (CoNLL: the words joined,
+    from the JSON-lines copy of the same file)."""
+    if data.suffix == ".txt":
+        lines = data.with_suffix(".jsonl").read_text(encoding="utf-8").splitlines()
+        rows = [json.loads(line)["tokens"] for line in lines]
+        return [" ".join(tokens) for tokens in rows if tokens][:LATENCY_TEXTS]
     lines = data.read_text(encoding="utf-8").splitlines()[1 : LATENCY_TEXTS + 1]
     return [line.split("\t")[0] for line in lines]
 
