@@ -12,7 +12,7 @@ import torch
 from llmkit.models.resolve import load_tokenizer, resolve_model
 from llmkit.tasks.zero_shot import load_verbalizer_model, prompt_ids, render_prompt, verbaliser_ids
 from tests.conftest import NEGATIVE, POSITIVE, write_csv
-from tests.test_evaluate import train_case
+from tests.test_evaluate import CASES, train_case
 
 PROMPT = "Review: {text}\\nSentiment:"  # as a shell passes it: a backslash and an n
 VERBALIZER = '{negative: [" bad", " awful film"], positive: [" good", " great", " good fun"]}'
@@ -135,9 +135,16 @@ def test_evaluate_and_predict_score_a_causal_lm_zero_shot(numbered: bool, tmp_pa
     )
 
 
-def test_a_generation_run_is_scored_zero_shot_as_a_classifier(tmp_path: Path, run_cli) -> None:
-    """A run trained for another task: task=classification uses its model, not its recipe's data settings."""
-    run, _ = train_case("generation-text", tmp_path / "run")
+@pytest.mark.parametrize("adapter", [False, True])
+def test_a_generation_run_is_scored_zero_shot_as_a_classifier(
+    adapter: bool, tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run trained for another task (in full, or a LoRA adapter): task=classification uses its model, not
+    its recipe's data settings."""
+    recipe, train_row, validation_row = CASES["generation-text"]
+    monkeypatch.setitem(CASES, "generation-lora", ({**recipe, "peft": {"r": 4}}, train_row, validation_row))
+    run, _ = train_case("generation-lora" if adapter else "generation-text", tmp_path / "run")
+    assert (run / "adapter_config.json").exists() == adapter
     rows = sentiment_file(tmp_path)
     out = tmp_path / "evaluation"
 
