@@ -192,7 +192,8 @@ def predict(
         list[str] | None,
         typer.Argument(
             help="data.KEY=VALUE: the input's columns when they differ from the training data's, "
-            "e.g. data.text=review data.text_pair=response",
+            "e.g. data.text=review data.text_pair=response; task=NAME: use the model for another task "
+            "(a causal LM zero-shot: task=classification data.verbalizer=... data.prompt=...)",
             show_default=False,
         ),
     ] = None,

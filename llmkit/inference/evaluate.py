@@ -266,10 +266,12 @@ def evaluation_recipe(folder: Path, rows: str, overrides: list[str] | tuple[str,
     from llmkit.recipe.loader import load_recipe, parse_override, read_recipe_file
     from llmkit.runs.folder import RECIPE_FILE
 
-    if (folder / RECIPE_FILE).exists():
-        raw = read_recipe_file(folder / RECIPE_FILE)
-    else:  # task=NAME among the settings: a zero-shot baseline, e.g. a causal LM as a summarizer
-        named = [value for key, value in map(parse_override, overrides) if key == ["task"]]
+    named = [value for key, value in map(parse_override, overrides) if key == ["task"]]
+    saved = read_recipe_file(folder / RECIPE_FILE) if (folder / RECIPE_FILE).exists() else None
+    if saved is not None and (not named or same_task(named[-1], saved.get("task", "classification"))):
+        raw = saved
+    else:  # task=NAME among the settings: a zero-shot baseline, e.g. a causal LM as a summarizer or, with
+        # data.verbalizer, as a classifier; a run of another task is used as such a model (its data, no)
         task = named[-1] if named else task_for_model(folder).name
         raw = {"task": task, "__source__": f"<model folder {folder}>"}
     for section in ("peft", "tokenizer"):  # the folder holds the adapter / the trained tokenizer already
@@ -285,6 +287,13 @@ def evaluation_recipe(folder: Path, rows: str, overrides: list[str] | tuple[str,
     raw["output_dir"] = str(folder)
     exported = ["training.precision=fp32", "training.use_cpu=true"] if is_exported_folder(folder) else []
     return load_recipe(raw, [*exported, *overrides, "training.report_to=none"])  # exported: CPU kernels
+
+
+def same_task(named: Any, saved: Any) -> bool:
+    """Whether task=NAME names a run's own task (aliases count: ner is token-classification)."""
+    from llmkit.tasks import TASK_ALIASES
+
+    return TASK_ALIASES.get(str(named), str(named)) == TASK_ALIASES.get(str(saved), str(saved))
 
 
 def read_rows(data: str, recipe_data: dict[str, Any], split: str | None, max_samples: int | None):

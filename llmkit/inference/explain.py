@@ -97,6 +97,11 @@ def check_explainable(task: Task, model_dir: Path | None = None) -> None:
 
     if model_dir is not None and is_exported_folder(model_dir):
         raise exported_refusal(model_dir, "--explain (integrated gradients)")
+    if getattr(task, "verbalizer", None) is not None:
+        raise LlmkitError(
+            "--explain: a zero-shot classifier (data.verbalizer) has no embeddings-to-logits path to "
+            "attribute through; drop --explain"
+        )
     if task.name not in EXPLAINED_TASKS:
         raise LlmkitError(
             f"--explain: {task.name} models cannot be explained; --explain supports classification and "

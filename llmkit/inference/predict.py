@@ -37,12 +37,18 @@ SENTENCE_TRANSFORMERS_MODULES = "modules.json"
 def task_for_model(model_dir: Path, overrides: list[str] | tuple[str, ...] = ()) -> Task:
     """The task (and its column mapping) a model folder was trained for: recipe.yaml, else its config.
 
-    ``overrides`` (``data.text=review``) map the input's columns when they are not the training data's."""
+    ``overrides`` (``data.text=review``) map the input's columns when they are not the training data's;
+    ``task=NAME`` among them uses the model for another task than its own (a causal LM as a zero-shot
+    classifier: ``task=classification data.verbalizer=...``), with that task's default data settings."""
+    named, overrides = named_task(overrides)
     recipe_file = model_dir / RECIPE_FILE
     if recipe_file.exists():
         saved = yaml.safe_load(recipe_file.read_text(encoding="utf-8")) or {}
         task_cls = get_task_class(saved.get("task", "classification"), where=str(recipe_file))
-        return task_with_defaults(task_cls, saved.get("data") or {}, overrides)
+        if named is None or named is task_cls:
+            return task_with_defaults(task_cls, saved.get("data") or {}, overrides)
+    if named is not None:
+        return task_with_defaults(named, overrides=overrides)
     if (model_dir / SENTENCE_TRANSFORMERS_MODULES).exists():  # a sentence-transformers folder: embeddings
         return task_with_defaults(get_task_class("embedding"), overrides=overrides)
     found = architectures(model_dir)
@@ -53,8 +59,22 @@ def task_for_model(model_dir: Path, overrides: list[str] | tuple[str, ...] = ())
     raise LlmkitError(
         f"model folder {model_dir}: cannot tell which task it was trained for (no {RECIPE_FILE}, "
         f"architectures {found or None}); use a folder written by `llmkit finetune`, or name the task "
-        f"(llmkit evaluate: task=NAME)"
+        f"(task=NAME; a causal LM classifies zero-shot with task=classification data.verbalizer=...)"
     )
+
+
+def named_task(overrides: list[str] | tuple[str, ...]) -> tuple[type[Task] | None, list[str]]:
+    """``task=NAME`` taken out of the overrides (the last one wins), and the rest."""
+    from llmkit.recipe.loader import parse_override
+
+    named, rest = None, []
+    for override in overrides:
+        key, value = parse_override(override)
+        if key == ["task"]:
+            named = get_task_class(str(value), where="task=")
+        else:
+            rest.append(override)
+    return named, rest
 
 
 def task_with_defaults(

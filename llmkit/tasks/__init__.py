@@ -1,6 +1,6 @@
 """The tasks: one file per task honouring the ``Task`` protocol (``base.py``), and their registry (recipe
 ``task:`` name -> task class, imported only when used); plus what several tasks share (causal LMs and chat
-templates, decoding, next-sentence pairs).
+templates, decoding, next-sentence pairs) and classification's zero-shot prompts and verbalisers.
 
 May import: core, metrics, data, models
 """

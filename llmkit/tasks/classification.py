@@ -38,6 +38,13 @@ from llmkit.data.files import (
     require_text,
 )
 from llmkit.tasks.base import Task, argmax_logits, length_ordered_batches
+from llmkit.tasks.zero_shot import (
+    check_chat_template,
+    load_verbalizer_model,
+    prompt_ids,
+    require_causal_lm_for_verbalizer,
+    zero_shot_settings,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -98,6 +105,12 @@ class ClassificationTask(Task):
         # log-odds; single-label: each class's log share; regression: the mean score); zero = as
         # transformers initialises it; auto = prior for multi-label, zero otherwise
         "head_bias": "auto",
+        # zero-shot with a causal LM (llmkit evaluate / predict; nothing is trained): label -> the words
+        # that answer for it, e.g. {negative: [" negative"], positive: [" positive"]}; each label is scored
+        # by the log-likelihood of its words after data.prompt (docs/tasks/classification.md)
+        "verbalizer": None,
+        "prompt": None,  # with data.verbalizer: the prompt, {text} (and {text_pair}) filled in per row
+        "chat_prompt": False,  # with data.verbalizer: render the prompt as a user turn of the chat template
     }
 
     data_words: ClassVar[dict[str, tuple[str, ...]]] = {"threshold": (CHOSEN_ON_VALIDATION,)}
@@ -134,6 +147,12 @@ class ClassificationTask(Task):
         self.prediction_keys = PREDICTION_KEYS.get(data["problem"]) or tuple(
             dict.fromkeys(key for keys in PREDICTION_KEYS.values() for key in keys)
         )
+        # zero-shot (data.verbalizer): label -> words; the classes are its labels, in its order
+        self.verbalizer = zero_shot_settings(data)
+        if self.verbalizer is not None:
+            self.problem = data["problem"] = "single_label"
+            self.prediction_keys = PREDICTION_KEYS["single_label"]
+            self.label_names = list(self.verbalizer)
 
     # -- data -------------------------------------------------------------------------------------
     def text_columns(self) -> dict[str, str]:
@@ -149,6 +168,12 @@ class ClassificationTask(Task):
             require_text(split, column, recipe_key)
 
     def check_data(self, splits: dict[str, Split]) -> None:
+        if self.verbalizer is not None:
+            raise LlmkitError(
+                "data.verbalizer scores a causal LM zero-shot, with no training; run `llmkit evaluate "
+                "MODEL --data FILE task=classification data.verbalizer=...` (or predict), or drop "
+                "data.verbalizer to fine-tune a classifier"
+            )
         label_column = self.data["label"]
         labelled = []
         for split in splits.values():
@@ -206,6 +231,9 @@ class ClassificationTask(Task):
         the file's labels must be labels the model knows."""
         from llmkit.models.adaptation import model_config_dict
 
+        if self.verbalizer is not None:
+            self._check_verbalised_labels(split)
+            return
         config = model_config_dict(model_path)
         by_type = {problem_type: problem for problem, problem_type in PROBLEM_TYPES.items()}
         self.problem = self.problem or by_type.get(config.get("problem_type") or "", "single_label")
@@ -234,6 +262,29 @@ class ClassificationTask(Task):
             self.labels = [int(n) for n in self.label_names] if as_numbers else list(range(len(self.labels)))
         self._check_known_labels(split)
 
+    def _check_verbalised_labels(self, split: Split) -> None:
+        """Zero-shot: the classes are data.verbalizer's labels, in its order; the file's labels must be among
+        them (integer labels are class ids in that order, unless the labels are numbers themselves)."""
+        label_column = self.data["label"]
+        self.check_inputs(split)
+        require_columns(split, {"label": label_column})
+        numbers_from_text(split, label_column)
+        self._check_label_values(split)
+        numbered = any(isinstance(label, int) for [label] in self._row_labels(split))
+        names = self.label_names
+        if numbered and all(name.lstrip("-").isdigit() for name in names):
+            self.labels = [int(name) for name in names]
+        else:
+            self.labels = list(range(len(names))) if numbered else list(names)
+        known = set(self.labels)
+        for index, [value] in enumerate(self._row_labels(split)):
+            if value not in known:
+                ids = f"; integer labels are ids 0..{len(names) - 1} in its order" if numbered else ""
+                raise LlmkitError(
+                    f"{split.origin} {split.where(index)}: label {value!r} in column '{label_column}' is "
+                    f"not in data.verbalizer (labels: {', '.join(names)}{ids}); add it there"
+                )
+
     def _resolve_problem(self, train: Split) -> str:
         """``data.problem``, or for ``auto`` what the training labels are: lists, fractions or classes."""
         if self.problem is not None:
@@ -257,7 +308,10 @@ class ClassificationTask(Task):
 
     def prepare_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
         """Say what ``data.problem: auto`` chose, once the data and the model have passed their checks
-        (so that a bad input's error stays the only line on stderr)."""
+        (so that a bad input's error stays the only line on stderr); zero-shot: the chat template that
+        ``data.chat_prompt`` renders with must be there."""
+        if self.verbalizer is not None:
+            check_chat_template(tokenizer, self.data, tokenizer.name_or_path)
         if self.problem_note:
             log(self.problem_note)
             self.problem_note = ""
@@ -396,9 +450,12 @@ class ClassificationTask(Task):
         max_length = self.data["max_length"]
 
         def encode_batch(batch: dict[str, list]) -> dict[str, list]:
-            encoded = tokenizer(
-                batch[text], batch[pair] if pair else None, truncation=True, max_length=max_length
-            )
+            if self.verbalizer is not None:  # zero-shot: each row in its prompt
+                encoded = self._prompts(tokenizer, batch[text], batch[pair] if pair else None)
+            else:
+                encoded = tokenizer(
+                    batch[text], batch[pair] if pair else None, truncation=True, max_length=max_length
+                )
             if has_labels:
                 encoded["labels"] = [self.label_vector(value, label_ids) for value in batch[label_column]]
             return dict(encoded)
@@ -406,6 +463,16 @@ class ClassificationTask(Task):
         return dataset.map(
             encode_batch, batched=True, remove_columns=dataset.column_names, keep_in_memory=True
         )
+
+    def _prompts(
+        self, tokenizer: PreTrainedTokenizerBase, texts: list[str], pairs: list[str] | None
+    ) -> dict[str, list[list[int]]]:
+        """Zero-shot inputs: each row rendered into data.prompt, as ids and their attention mask."""
+        ids = [
+            prompt_ids(tokenizer, self.data, text, pairs[i] if pairs else None)
+            for i, text in enumerate(texts)
+        ]
+        return {"input_ids": ids, "attention_mask": [[1] * len(row) for row in ids]}
 
     def label_vector(self, value: Any, label_ids: dict[Any, int]) -> Any:
         """What the model learns for one label cell: a class id, a score, or a 0/1 float per label."""
@@ -464,15 +531,23 @@ class ClassificationTask(Task):
         return lines
 
     # -- model ------------------------------------------------------------------------------------
+    def check_model(self, model_path: Path) -> None:
+        """Zero-shot scoring needs a causal LM; a classifier folder is checked as it loads."""
+        if self.verbalizer is not None:
+            require_causal_lm_for_verbalizer(model_path)
+
     def auto_class(self) -> type:
         from transformers import AutoModelForSequenceClassification
 
         return AutoModelForSequenceClassification
 
     def load_model(self, path: Path, **load_options: Any) -> PreTrainedModel:
-        """The task's model; a head this load creates starts at the label prior (``data.head_bias``)."""
+        """The task's model; a head this load creates starts at the label prior (``data.head_bias``).
+        Zero-shot (``data.verbalizer``): the causal LM wrapped as a classifier of the verbaliser's labels."""
         from llmkit.models.adaptation import from_pretrained
 
+        if self.verbalizer is not None:
+            return load_verbalizer_model(path, self.verbalizer, **load_options)
         model, info = from_pretrained(
             self.auto_class(), path, output_loading_info=True, **self.model_kwargs(), **load_options
         )
@@ -588,17 +663,24 @@ class ClassificationTask(Task):
         texts = [row[self.data["text"]] for row in rows]
         pairs = [row[self.data["text_pair"]] for row in rows] if self.data["text_pair"] else None
         limits = {"truncation": True, "max_length": self.data["max_length"]}
-        lengths = [len(ids) for ids in tokenizer(texts, pairs, **limits)["input_ids"]] if rows else []
+        prompts = self._prompts(tokenizer, texts, pairs)["input_ids"] if self.verbalizer is not None else None
+        lengths = (
+            [len(ids) for ids in prompts or tokenizer(texts, pairs, **limits)["input_ids"]] if rows else []
+        )
         model.eval()
         results: list[dict[str, Any]] = [{}] * len(rows)
         for batch in length_ordered_batches(lengths, PREDICT_BATCH_SIZE):
-            encoded = tokenizer(
-                [texts[i] for i in batch],
-                [pairs[i] for i in batch] if pairs else None,
-                **limits,
-                padding=True,
-                return_tensors="pt",
-            ).to(model.device)
+            if prompts is not None:  # zero-shot: the prompts as encode renders them, padded
+                encoded = tokenizer.pad({"input_ids": [prompts[i] for i in batch]}, return_tensors="pt")
+            else:
+                encoded = tokenizer(
+                    [texts[i] for i in batch],
+                    [pairs[i] for i in batch] if pairs else None,
+                    **limits,
+                    padding=True,
+                    return_tensors="pt",
+                )
+            encoded = encoded.to(model.device)
             with torch.no_grad():
                 logits = model(**encoded).logits.float()
             for i, prediction in zip(batch, self.predictions_from_logits(model, logits), strict=True):
