@@ -6,6 +6,8 @@
     python benchmarks/evaluate_real.py dpo            # SmolLM2 before / after DPO, held-out HH pairs
     python benchmarks/evaluate_real.py goemotions     # a recipe as written, on its test data (recipe rows)
     python benchmarks/evaluate_real.py stsb           # ... STS-B dev; sst2: SST-2 dev
+    python benchmarks/evaluate_real.py embedding-sts  # STS-B bi-encoder vs the untrained MiniLM, test
+    python benchmarks/evaluate_real.py embedding-retrieval   # SQuAD question -> context, vs untrained
     python benchmarks/evaluate_real.py ner --steps 300 --rows 500   # shorter, for a quick look
     python benchmarks/evaluate_real.py goemotions --set training.learning_rate=2e-4   # any recipe override
     python benchmarks/evaluate_real.py instruct-alpaca --steps 100   # any recipe with shared data: trained on
@@ -165,6 +167,37 @@ def stsb(options: argparse.Namespace, log: list[dict]) -> None:
     )
 
 
+def embedding_sts(options: argparse.Namespace, log: list[dict]) -> None:
+    """The STS-B bi-encoder recipe as written (4 epochs of CoSENT), beside the untrained MiniLM (a
+    sentence-transformers model already trained for similarity), on the 1,379 scored STS-B test pairs."""
+    beside_untrained("stsb-embedding", SHARED / "stsb" / "test.jsonl", 100_000, options, log)
+
+
+def embedding_retrieval(options: argparse.Namespace, log: list[dict]) -> None:
+    """The SQuAD question -> context recipe (600 steps unless --steps) beside the untrained MiniLM, on the
+    first 2,000 SQuAD v1.1 dev questions (unless --rows), each searching those questions' contexts."""
+    options.set = ["data.max_eval_samples=2000", *options.set]  # validation: 2,000 questions, their contexts
+    beside_untrained("squad-retrieval", SHARED / "squad" / "validation.jsonl", 2_000, options, log)
+
+
+def beside_untrained(
+    name: str, scored: Path, rows: int, options: argparse.Namespace, log: list[dict]
+) -> None:
+    """Train an embedding recipe on its shared files, then score the recipe's base model and the run side by
+    side (paired: the same rows), both reading the file's columns as the recipe does."""
+    recipe = f"recipes/{name}.yaml"
+    run = WORK / (name + options.tag)
+    steps = [f"training.max_steps={options.steps}"] if options.steps else []
+    finetune(recipe, run, [*steps, *options.set], log)  # eval_on_start: its validation before and after
+    base = yaml.safe_load((REPO / recipe).read_text(encoding="utf-8"))["model"]
+    columns = [item for item in shared_data(REPO / recipe) if not item.startswith(FILE_KEYS)]
+    evaluate([base, run], scored, options.rows or rows, options, log, [*recipe_data(recipe), *columns])
+
+
+#: The ``# shared data:`` overrides that name files (the others name columns).
+FILE_KEYS = ("data.train=", "data.validation=", "data.test=")
+
+
 def sst2(options: argparse.Namespace, log: list[dict]) -> None:
     """The recipe as written, on SST-2 dev (872 sentences)."""
     recipe_row("sst2-minilm", SHARED / "sst2" / "dev.tsv", options, log)
@@ -201,6 +234,8 @@ PARTS = {
     "goemotions": goemotions,
     "stsb": stsb,
     "sst2": sst2,
+    "embedding-sts": embedding_sts,
+    "embedding-retrieval": embedding_retrieval,
 }
 
 
