@@ -72,8 +72,10 @@ class Scores(list):
     padded rows (predict) and one row at a time (a pipeline) differ in the last float bits."""
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, list) and len(self) == len(other) and all(
-            a[0] == b[0] and abs(a[1] - b[1]) < 1e-4 for a, b in zip(self, other, strict=True)
+        return (
+            isinstance(other, list)
+            and len(self) == len(other)
+            and all(a[0] == b[0] and abs(a[1] - b[1]) < 1e-4 for a, b in zip(self, other, strict=True))
         )
 
     __hash__ = None  # type: ignore[assignment]

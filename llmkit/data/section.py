@@ -36,6 +36,7 @@ COMMON_DATA_DEFAULTS: dict[str, Any] = {
     "shuffle_buffer": 1000,  # streaming: examples are shuffled within a buffer of this many (0: file order)
 }
 
+
 def check_data_source(data: dict[str, Any], where: str) -> None:
     """Files (data.train) or a Hugging Face dataset (data.dataset, config, revision, splits) must be given."""
     if not data.get("train") and not data.get("dataset"):
@@ -65,6 +66,7 @@ def check_data_source(data: dict[str, Any], where: str) -> None:
             raise LlmkitError(
                 f"{where}: data.splits.{role} must be a split name or slice (e.g. train[:10%]), got {split!r}"
             )
+
 
 def check_streaming(
     data: dict[str, Any], max_steps: int, task_name: str, streaming_tasks: list[str], where: str

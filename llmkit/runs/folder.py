@@ -126,8 +126,6 @@ def write_manifest(
     )
 
 
-
-
 # -- the newest run of each task here (the demos' default model) -----------------------------------
 def newest_run_here(task_name: str) -> Path | None:
     """The newest finished run of ``task_name`` under ./runs (where output_dir puts runs unless told

@@ -108,7 +108,6 @@ def tokenizer_files_digest(model_path: Path) -> str:
     return files_digest(files, relative_to=model_path)
 
 
-
 def load_cached(folder: Path) -> Any:
     """The encoded split saved in ``folder``, or None when there is none (or it cannot be read)."""
     from datasets import load_from_disk
