@@ -208,8 +208,8 @@ def test_export_refuses_bad_input_in_one_line(
     )
     assert (tmp_path / "notes" / "a.txt").is_file()
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
-    one_line_error(run_cli("export", run, "-o", tmp_path / "x"), "onnxruntime", "llmkit[export]")
-    one_line_error(run_cli("predict", "-m", onnx_fp32, "-i", run.parent / "test.csv"), "llmkit[export]")
+    one_line_error(run_cli("export", run, "-o", tmp_path / "x"), "onnxruntime", ".[export]")
+    one_line_error(run_cli("predict", "-m", onnx_fp32, "-i", run.parent / "test.csv"), ".[export]")
     assert not (tmp_path / "x").exists() and not list(tmp_path.glob(".x.*"))
 
 

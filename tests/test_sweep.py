@@ -219,4 +219,7 @@ def test_sweep_without_optuna_says_how_to_install(tmp_path: Path, run_cli, monke
     result = run_cli("sweep", "classification", "--trials", "2", "--output", tmp_path / "sweep")
 
     assert result.exit_code == 2
-    assert result.stderr == "error: llmkit sweep needs optuna: pip install 'llmkit[sweep]'\n"
+    assert result.stderr == (
+        "error: llmkit sweep needs the optuna package; install it with `pip install optuna` "
+        "(or llmkit's extra: `pip install -e '.[sweep]'`)\n"
+    )

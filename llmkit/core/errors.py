@@ -26,3 +26,15 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """' (did you mean 'x'?)' for the closest choice, or '' when nothing is close."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def install_hint(package: str, extra: str | None = None) -> str:
+    """How to install an optional package, in one phrase every "needs X" error ends with: the package
+    itself, and llmkit's extra that pins it where there is one (from the clone: llmkit is not on PyPI)."""
+    hint = f"`pip install {package}`"
+    return f"{hint} (or llmkit's extra: `pip install -e '.[{extra}]'`)" if extra else hint
+
+
+def missing_package(what: str, package: str, extra: str | None = None) -> LlmkitError:
+    """The one-line error for an optional package that is not installed: what needs it and how to get it."""
+    return LlmkitError(f"{what} needs the {package} package; install it with {install_hint(package, extra)}")

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmkit.core.errors import LlmkitError
+from llmkit.core.errors import LlmkitError, missing_package
 
 if TYPE_CHECKING:
     from transformers import BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
@@ -54,7 +54,7 @@ METHOD = (
     f"integrated gradients over the input embeddings (Captum; pad-token baseline; {N_STEPS} steps, up to "
     f"{MAX_STEPS} where the integral needs them)"
 )
-CAPTUM_MISSING = "--explain needs captum: pip install 'llmkit[explain]'"
+CAPTUM_MISSING = str(missing_package("--explain", "captum", "explain"))
 #: Encoding keys that are no model input.
 NOT_INPUTS = ("special_tokens_mask", "offset_mapping")
 

@@ -431,7 +431,7 @@ Checked on {check["items"]} {unit}: {check["agree"]} predictions agree with the 
 within {check["max_abs_logit_difference"]:.2g}.
 
 `llmkit predict --model {name} --input FILE` and `llmkit evaluate {name} --data FILE` read this folder
-as they read the run, on the CPU (`pip install 'llmkit[export]'` installs onnxruntime). Without llmkit:
+as they read the run, on the CPU (`pip install -e '.[export]'` installs onnxruntime). Without llmkit:
 
 {how}
 """

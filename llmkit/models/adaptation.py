@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmkit.core.errors import LlmkitError, did_you_mean
+from llmkit.core.errors import LlmkitError, did_you_mean, missing_package
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -69,10 +69,7 @@ def require_peft(why: str) -> Any:
     try:
         import peft
     except ImportError:
-        raise LlmkitError(
-            f"{why} needs the peft package; install it with `pip install peft` "
-            f"(or llmkit's extra: `pip install -e '.[lora]'`)"
-        ) from None
+        raise missing_package(why, "peft", "lora") from None
     return peft
 
 

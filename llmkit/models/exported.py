@@ -28,8 +28,8 @@ from llmkit.core.errors import LlmkitError
 EXPORT_FILE = "export.json"
 ONNX_FILE = "model.onnx"
 TORCH_INT8_FILE = "model_int8.pt"
-#: `pip install` line named by every error about a missing export library.
-EXPORT_EXTRA = "pip install 'llmkit[export]'"
+#: How to install the export libraries, named by every error about a missing one.
+EXPORT_EXTRA = "pip install -e '.[export]'"
 
 
 def is_exported_folder(folder: Path) -> bool:
@@ -57,7 +57,8 @@ def require(module: str, what: str) -> Any:
         return importlib.import_module(module)
     except ImportError:
         raise LlmkitError(
-            f"{what} needs {module.split('.')[0]}, which is not installed: {EXPORT_EXTRA}"
+            f"{what} needs {module.split('.')[0]}, which is not installed; install it with llmkit's extra: "
+            f"`{EXPORT_EXTRA}`"
         ) from None
 
 

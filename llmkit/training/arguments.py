@@ -19,7 +19,7 @@ from llmkit.core.devices import (
     run_precision,
     world_size,
 )
-from llmkit.core.errors import LlmkitError
+from llmkit.core.errors import LlmkitError, install_hint
 from llmkit.core.progress import interactive, log
 from llmkit.models.adaptation import (
     quantization_options,
@@ -61,8 +61,8 @@ def report_targets(report_to: Any, where: str) -> tuple[str | list[str], bool]:
     tensorboard = "tensorboard" in targets
     if tensorboard and not is_tensorboard_available():
         raise LlmkitError(
-            f"{where}: training.report_to asks for tensorboard, which is not installed; "
-            f"`pip install tensorboard` (or llmkit's `tensorboard` extra), or set training.report_to=auto"
+            f"{where}: training.report_to asks for tensorboard, which is not installed; install it with "
+            f"{install_hint('tensorboard', 'tensorboard')}, or set training.report_to=auto"
         )
     others = [target for target in targets if target not in ("tensorboard", "none", "auto")]
     return others or "none", tensorboard

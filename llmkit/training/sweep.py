@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from llmkit.core.errors import LlmkitError
+from llmkit.core.errors import LlmkitError, missing_package
 from llmkit.core.markdown import format_value, table
 from llmkit.core.progress import format_seconds, log
 from llmkit.data.files import load_splits
@@ -46,7 +46,6 @@ TRIALS_MD = "trials.md"
 PLOT_FILE = "trials.png"
 BEST_RECIPE_FILE = "best_recipe.yaml"
 BEST_RUN_DIR = "best"  # best_recipe.yaml's output_dir, inside the sweep's folder
-INSTALL_HINT = "llmkit sweep needs optuna: pip install 'llmkit[sweep]'"
 
 #: Metrics where lower is better (by the end of their name); every other metric is maximized.
 LOWER_IS_BETTER = ("loss", "perplexity", "mse")
@@ -192,7 +191,7 @@ def import_optuna() -> Any:
     try:
         import optuna
     except ImportError:
-        raise LlmkitError(INSTALL_HINT) from None
+        raise missing_package("llmkit sweep", "optuna", "sweep") from None
     return optuna
 
 
