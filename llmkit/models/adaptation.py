@@ -318,6 +318,13 @@ def model_config_dict(folder: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def config_label_names(config: dict[str, Any]) -> list[str]:
+    """A config dict's ``id2label`` as names in id order: config.json keys are strings ("0"), a config built
+    in memory has ints; a gap in the ids keeps the id itself as the name."""
+    id2label = config.get("id2label") or {}
+    return [str(id2label.get(str(i), id2label.get(i, i))) for i in range(len(id2label))]
+
+
 def load_config(folder: Path, base: str | Path | None = None) -> Any:
     """A model folder's ``PretrainedConfig`` (an adapter folder's adapted one, else its base's): attribute
     names resolved, e.g. GPT-2's ``n_positions`` read as ``max_position_embeddings``."""

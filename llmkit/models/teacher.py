@@ -22,7 +22,12 @@ from typing import Any
 
 from llmkit.core.errors import LlmkitError, did_you_mean
 from llmkit.core.progress import quiet_library_progress
-from llmkit.models.adaptation import from_pretrained, model_config_dict, trained_model_folder
+from llmkit.models.adaptation import (
+    config_label_names,
+    from_pretrained,
+    model_config_dict,
+    trained_model_folder,
+)
 from llmkit.models.resolve import check_weights, load_tokenizer, resolve_model
 
 #: The ``distill:`` section: learn from a teacher model's outputs as well as from the labels.
@@ -130,13 +135,12 @@ def check_labels(config: dict[str, Any], student: dict[str, Any], what: str) -> 
     if wanted == "regression":
         return
     mine = [str(student["id2label"][i]) for i in range(len(student["id2label"]))]
-    id2label = config.get("id2label") or {}
-    if not id2label:
+    theirs = config_label_names(config)
+    if not theirs:
         raise LlmkitError(
             f"{what} names no labels (its config has no id2label): it was not trained for this task; a "
             f"teacher is a model trained for the task on the same labels, e.g. an llmkit run"
         )
-    theirs = [str(id2label.get(str(i), id2label.get(i, i))) for i in range(len(id2label))]
     if theirs == mine:
         return
     if sorted(theirs) == sorted(mine):

@@ -229,7 +229,7 @@ class ClassificationTask(Task):
     def check_evaluation_data(self, split: Split, model_path: Path) -> None:
         """The trained problem and label list come from the model's config (``problem_type``, ``id2label``);
         the file's labels must be labels the model knows."""
-        from llmkit.models.adaptation import model_config_dict
+        from llmkit.models.adaptation import config_label_names, model_config_dict
 
         if self.verbalizer is not None:
             self._check_verbalised_labels(split)
@@ -251,8 +251,7 @@ class ClassificationTask(Task):
         else:
             numbers_from_text(split, label_column)
             self._check_label_values(split)
-        id2label = config.get("id2label") or {}
-        self.label_names = [str(id2label.get(str(i), id2label.get(i, i))) for i in range(len(id2label))]
+        self.label_names = config_label_names(config)
         if self.data["threshold"] == CHOSEN_ON_VALIDATION:
             self.label_thresholds = saved_thresholds(config, self.label_names, model_path)
         numbered = any(isinstance(label, int) for labels in self._row_labels(split) for label in labels)

@@ -92,13 +92,12 @@ class TokenClassificationTask(Task):
 
     def check_evaluation_data(self, split: Split, model_path: Path) -> None:
         """The tag names come from the trained model's ``id2label``, in id order."""
-        from llmkit.models.adaptation import model_config_dict
+        from llmkit.models.adaptation import config_label_names, model_config_dict
 
         self.check_inputs(split)
         require_columns(split, {"tags": self.data["tags"]})
         self._check_tag_lists(split)
-        id2label = model_config_dict(model_path).get("id2label") or {}
-        self.label_names = [str(id2label.get(str(i), id2label.get(i))) for i in range(len(id2label))]
+        self.label_names = config_label_names(model_config_dict(model_path))
         tags = column_values(split.dataset, self.data["tags"])
         self.integer_tags = any(isinstance(tag, int) for row in tags for tag in row)
         self._check_known_tags(split)
