@@ -30,8 +30,8 @@ WHITESPACE = re.compile(r"\s+")
 # -- near duplicates: MinHash over byte 5-grams, LSH bands -------------------------------------------------
 SHINGLE_BYTES = 5
 PERMUTATIONS = 64
-BANDS = 16  # 16 bands of 4 values: a pair at Jaccard 0.8 becomes a candidate with probability > 0.999
-NEAR_THRESHOLD = 0.8  # estimated Jaccard similarity (share of equal MinHash values) that counts as "near"
+BANDS = 16  # 16 bands of 4 values: a pair at Jaccard 0.7 becomes a candidate with probability 0.99
+NEAR_THRESHOLD = 0.7  # estimated Jaccard similarity (share of equal MinHash values) that counts as "near"
 CHUNK_ROWS = 50_000  # texts hashed together: bounds the memory of the 5-gram arrays
 
 

@@ -213,10 +213,10 @@ def label_noise_step(
     seed: int,
 ) -> dict[str, Any]:
     """Confident learning on the training split, or why it was not run."""
-    if not enabled:
-        return {"checked": False, "why": "turned off (--no-label-noise)"}
     if columns.kind != "class":
         return {"checked": False, "why": "not checked for this task (single-label classification only)"}
+    if not enabled:
+        return {"checked": False, "why": "turned off (--no-label-noise)"}
     train = next((r for r in rows if r.role == "train" and r.labels is not None), None)
     if train is None:
         return {"checked": False, "why": "no labelled training split"}
