@@ -33,6 +33,7 @@ PERMUTATIONS = 64
 BANDS = 16  # 16 bands of 4 values: a pair at Jaccard 0.7 becomes a candidate with probability 0.99
 NEAR_THRESHOLD = 0.7  # estimated Jaccard similarity (share of equal MinHash values) that counts as "near"
 CHUNK_ROWS = 50_000  # texts hashed together: bounds the memory of the 5-gram arrays
+VERIFY_PAIRS = 100_000  # candidate pairs whose signatures are compared at once
 
 
 def normalise(text: str) -> str:
@@ -249,14 +250,15 @@ class NearDuplicates:
 
 
 def minhash_signatures(texts: Sequence[str], permutations: int = PERMUTATIONS, seed: int = 0) -> Any:
-    """(len(texts), permutations) uint64 MinHash values of each text's byte 5-grams; a text shorter than
-    5 bytes has one gram, itself. Vectorised: the texts of a chunk are one byte array."""
+    """(len(texts), permutations) MinHash values of each text's byte 5-grams, as uint32 (the top 32 bits:
+    half the memory); a text shorter than 5 bytes is padded to one gram. Vectorised: the texts of a chunk
+    are one byte array."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
     multipliers = rng.integers(1, 2**63, size=permutations, dtype=np.uint64) | np.uint64(1)
     offsets = rng.integers(0, 2**63, size=permutations, dtype=np.uint64)
-    signatures = np.empty((len(texts), permutations), dtype=np.uint64)
+    signatures = np.empty((len(texts), permutations), dtype=np.uint32)
     for start in range(0, len(texts), CHUNK_ROWS):
         chunk = texts[start : start + CHUNK_ROWS]
         signatures[start : start + len(chunk)] = _chunk_signatures(chunk, multipliers, offsets)
@@ -284,11 +286,11 @@ def _chunk_signatures(texts: Sequence[str], multipliers: Any, offsets: Any) -> A
     )
     values = packed[positions]
     first = np.concatenate(([0], np.cumsum(grams)[:-1]))
-    result = np.empty((len(texts), len(multipliers)), dtype=np.uint64)
+    result = np.empty((len(texts), len(multipliers)), dtype=np.uint32)
     for column, (multiplier, offset) in enumerate(zip(multipliers, offsets, strict=True)):
         hashed = values * multiplier + offset  # wraps modulo 2**64: a multiply-add universal hash
         hashed ^= hashed >> np.uint64(29)
-        result[:, column] = np.minimum.reduceat(hashed, first)
+        result[:, column] = np.minimum.reduceat(hashed, first) >> np.uint64(32)
     return result
 
 
@@ -305,7 +307,7 @@ def near_duplicate_pairs(signatures: Any, threshold: float = NEAR_THRESHOLD, ban
         part = signatures[:, band * rows_per_band : (band + 1) * rows_per_band]
         bucket = np.zeros(count, dtype=np.uint64)
         for column in range(part.shape[1]):
-            bucket = (bucket * np.uint64(0x9E3779B97F4A7C15)) ^ part[:, column]
+            bucket = (bucket * np.uint64(0x9E3779B97F4A7C15)) ^ part[:, column].astype(np.uint64)
         order = np.argsort(bucket, kind="stable")
         ordered = bucket[order]
         new_bucket = np.concatenate(([True], ordered[1:] != ordered[:-1]))
@@ -314,9 +316,10 @@ def near_duplicate_pairs(signatures: Any, threshold: float = NEAR_THRESHOLD, ban
         first, second = heads[members], order[members]
         if not len(first):
             continue
-        agreement = (signatures[first] == signatures[second]).mean(axis=1)
-        keep = agreement >= threshold
-        found.append(np.stack([first[keep], second[keep]], axis=1))
+        for start in range(0, len(first), VERIFY_PAIRS):  # in slices: two copies of every signature is a lot
+            left, right = first[start : start + VERIFY_PAIRS], second[start : start + VERIFY_PAIRS]
+            keep = (signatures[left] == signatures[right]).mean(axis=1) >= threshold
+            found.append(np.stack([left[keep], right[keep]], axis=1))
     if not found:
         return np.empty((0, 2), dtype=np.int64)
     pairs = np.concatenate(found)
