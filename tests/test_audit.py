@@ -162,6 +162,23 @@ def test_label_suspects_rank_a_planted_flipped_label_first() -> None:
     assert first["confidence"] > 0.9
 
 
+def test_label_suspects_average_an_ngram_head_in_when_the_texts_are_given() -> None:
+    """The words agree with the vectors: row 5 reads like class "a" and sits in it, yet is labelled "b"."""
+    rng = np.random.default_rng(0)
+    vectors = np.concatenate([rng.normal(-1, 1, (40, 8)), rng.normal(1, 1, (40, 8))])
+    words = {"a": ["dull", "boring", "tedious", "flat"], "b": ["great", "lovely", "moving", "sharp"]}
+    labels = ["a"] * 40 + ["b"] * 40
+    texts = [
+        f"a {words[label][i % 4]} and {words[label][(i + 1) % 4]} film" for i, label in enumerate(labels)
+    ]
+    vectors[5], labels[5] = -3, "b"
+    found = label_suspects(vectors, labels, texts, seed=0)
+    assert "TF-IDF" in found["method"] and "confident_learning" in found["method"]
+    first = found["suspects"][0]
+    assert (first["index"], first["given"], first["suggested"]) == (5, "b", "a")
+    assert found["suspect_rows"] == len(found["suspects"]) <= 3
+
+
 def test_label_noise_runs_on_the_recipes_model_and_lists_suspects(written, tmp_path: Path) -> None:
     train, validation = written
     result = tiny_audit(train, validation, tmp_path / "audit", near=False)

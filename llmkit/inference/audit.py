@@ -3,8 +3,9 @@
 The recipe is loaded and its data read and checked as `llmkit validate` does (``load_recipe``,
 ``load_splits``, the task's ``check_data``); the task names the columns to compare (``Task.audit_columns``)
 and ``llmkit.data.audit`` does the counting. Label-noise suspects come from confident learning (cleanlab's
-``find_label_issues``) on out-of-fold probabilities of a logistic regression on sentence embeddings (the
-recipe's model, mean-pooled, or ``--noise-model``): the one step here that runs a model.
+``find_label_issues``) on out-of-fold probabilities of two logistic regressions, one on sentence embeddings
+(the recipe's model, mean-pooled, or ``--noise-model``: the one step here that runs a model) and one on
+TF-IDF n-grams of the same texts, averaged.
 Writes ``audit.json`` and ``audit.md`` and returns the terminal summary.
 """
 
@@ -28,6 +29,12 @@ AUDIT_FILES = ("audit.json", "audit.md")
 #: Training rows the label-noise step embeds at most (the first ones): embedding is its slow part.
 NOISE_ROWS = 10_000
 NOISE_FOLDS = 5
+#: Which rows cleanlab flags: "confident_learning" (off the confident joint's diagonal) flags fewer rows than
+#: its default "prune_by_noise_rate" and more of them are really mislabelled (benchmarks/audit_noise.py).
+NOISE_FILTER = "confident_learning"
+#: Inverse regularisation of the two logistic regressions, chosen on the planted-noise benchmark.
+EMBEDDING_C = 0.3
+NGRAM_C = 3.0
 #: Label-noise suspects listed (all are counted).
 SUSPECTS = 20
 TOKENIZE_BATCH = 1000
@@ -229,7 +236,7 @@ def label_noise_step(
     texts = train.texts[:limit]
     labels = [str(label) for label in train.labels[:limit]]  # type: ignore[index]
     vectors = embed_texts(texts, model)
-    found = label_suspects(vectors, labels, seed=seed)
+    found = label_suspects(vectors, labels, texts, seed=seed)
     found["model"] = model
     found["rows"] = len(texts)
     found["suspects"] = [
@@ -247,33 +254,37 @@ def embed_texts(texts: list[str], model: str) -> Any:
 
 
 def label_suspects(
-    vectors: Any, labels: list[str], seed: int = 0, folds: int = NOISE_FOLDS
+    vectors: Any,
+    labels: list[str],
+    texts: list[str] | None = None,
+    seed: int = 0,
+    folds: int = NOISE_FOLDS,
+    filter_by: str = NOISE_FILTER,
 ) -> dict[str, Any]:
-    """cleanlab's ``find_label_issues`` on out-of-fold probabilities of a logistic regression; the suspects
+    """cleanlab's ``find_label_issues`` on out-of-fold probabilities (``noise_probabilities``); the suspects
     ranked by self-confidence (lowest first), each with its suggested label and that label's probability."""
     import numpy as np
     from cleanlab.filter import find_label_issues
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
     names = sorted(set(labels))
     ids = np.array([names.index(label) for label in labels])
-    smallest = int(np.bincount(ids).min())
-    folds = min(folds, smallest)
+    folds = min(folds, int(np.bincount(ids).min()))
     if len(names) < 2 or folds < 2:
         return {
             "checked": False,
             "why": "every class needs at least 2 training rows for out-of-fold predictions",
         }
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    probabilities = cross_val_predict(
-        LogisticRegression(max_iter=1000), vectors, ids, cv=splitter, method="predict_proba"
+    probabilities = noise_probabilities(vectors, ids, texts, seed, folds)
+    ranked = find_label_issues(
+        ids, probabilities, filter_by=filter_by, return_indices_ranked_by="self_confidence"
     )
-    ranked = find_label_issues(ids, probabilities, return_indices_ranked_by="self_confidence")
     suggested = probabilities.argmax(axis=1)
+    heads = "logistic regressions on sentence embeddings and on TF-IDF n-grams, averaged"
     return {
         "checked": True,
-        "method": f"cleanlab find_label_issues, {folds}-fold logistic regression on sentence embeddings",
+        "method": f"cleanlab find_label_issues (filter_by={filter_by}) on {folds}-fold out-of-fold "
+        f"probabilities of "
+        + (heads if texts is not None else "a logistic regression on sentence embeddings"),
         "out_of_fold_accuracy": round(float((suggested == ids).mean()), 4),
         "suspect_rows": len(ranked),
         "suspect_share": round(len(ranked) / len(ids), 4),
@@ -288,6 +299,37 @@ def label_suspects(
             for index in ranked
         ],
     }
+
+
+def noise_probabilities(vectors: Any, ids: Any, texts: list[str] | None, seed: int, folds: int) -> Any:
+    """Out-of-fold class probabilities: a logistic regression on the embeddings, averaged with one on TF-IDF
+    word and character n-grams when the texts are given. The two err on different rows (meaning vs. the
+    words themselves), so the average ranks planted noise better than either (benchmarks/audit_noise.py)."""
+    probabilities = out_of_fold_probabilities(vectors, ids, EMBEDDING_C, seed, folds)
+    if texts is None:
+        return probabilities
+    ngrams = out_of_fold_probabilities(ngram_features(texts), ids, NGRAM_C, seed, folds)
+    return (probabilities + ngrams) / 2
+
+
+def out_of_fold_probabilities(features: Any, ids: Any, c: float, seed: int, folds: int) -> Any:
+    """Each row's class probabilities from a logistic regression fitted on the other folds (stratified)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    model = LogisticRegression(C=c, max_iter=2000)
+    return cross_val_predict(model, features, ids, cv=splitter, method="predict_proba")
+
+
+def ngram_features(texts: list[str]) -> Any:
+    """TF-IDF of word 1-2-grams and character 2-5-grams (within words), side by side (sparse)."""
+    from scipy.sparse import hstack
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    words = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
+    characters = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), min_df=2, sublinear_tf=True)
+    return hstack([words.fit_transform(texts), characters.fit_transform(texts)]).tocsr()
 
 
 # -- output -----------------------------------------------------------------------------------------------
