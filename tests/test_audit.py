@@ -92,10 +92,10 @@ def written(tmp_path: Path) -> tuple[Path, Path]:
     )
 
 
-def tiny_audit(train: Path, validation: Path, output: Path, **options):
+def tiny_audit(train: Path, validation: Path, output: Path, overrides: tuple[str, ...] = (), **options):
     return audit(
         None,
-        ["model=tiny-bert", f"data.train={train}", f"data.validation={validation}"],
+        ["model=tiny-bert", f"data.train={train}", f"data.validation={validation}", *overrides],
         output=output,
         **options,
     )
@@ -286,3 +286,102 @@ def test_the_mojibake_pattern_names_common_cases() -> None:
     for fine in ("café", "don’t", "naïve Ålesund"):
         assert not checks.BROKEN_ENCODING.search(fine), fine
     assert re.fullmatch(r"[a-z ]+", checks.normalise("  Ｈｅｌｌｏ\tWORLD "))
+
+
+# -- the recipe's fixes: data.deduplicate, data.drop_leaks -------------------------------------------------
+def test_deduplicate_and_drop_leaks_remove_what_a_plain_count_finds(written, tmp_path: Path) -> None:
+    """The audit reads the rows after the fixes: no duplicate or copied training row is left, and the rows
+    removed are the plain count's duplicates plus the training rows that copy a validation row."""
+    train, validation = written
+    plain = plain_counts({"train": TRAIN, "validation": VALIDATION})
+    result = tiny_audit(
+        train,
+        validation,
+        tmp_path / "audit",
+        label_noise=False,
+        near=False,
+        overrides=["data.deduplicate=exact", "data.drop_leaks=true"],
+    )
+    report = result.report
+    assert report["removed_by_recipe"] == {
+        "train_duplicates_removed": plain["duplicates/train"],
+        "train_leaks_removed": plain["copies/validation/train"],
+    }
+    assert report["splits"]["train"]["rows"] == len(TRAIN) - 3 - 1
+    assert report["exact_duplicates"]["train"]["duplicate_rows"] == 0
+    assert report["cross_split_copies"]["validation"]["train_rows"] == 0
+    assert "the recipe removed 3 repeated training rows" in "\n".join(result.summary)
+
+
+def test_near_deduplication_keeps_the_first_row_of_each_group() -> None:
+    keys = [
+        checks.normalise(text)
+        for text in [
+            "the film is a gorgeous and moving portrait of a family",
+            "a completely different remark about the weather today",
+            "the film is a gorgeous , moving portrait of a family",  # near row 0
+            "The film is a gorgeous and moving portrait of a family",  # exactly row 0
+            "",  # empty rows are never dropped
+            "",
+        ]
+    ]
+    assert checks.repeated_rows(keys) == [3]
+    assert checks.repeated_rows(keys, near=True) == [2, 3]
+    assert checks.leaked_rows(keys, [["a completely different remark about the weather today"], [""]]) == [1]
+
+
+def test_a_run_records_the_rows_its_fixes_removed(sentiment_files, tmp_path: Path) -> None:
+    import llmkit
+
+    train, validation = sentiment_files
+    with train.open() as handle:
+        rows = list(csv.reader(handle))[1:]
+    leaked = next(csv.reader(validation.read_text().splitlines()[1:2]))  # a validation row
+    doubled = write_csv(tmp_path / "doubled.csv", ["text", "label"], rows + rows[:3] + [leaked])
+    result = llmkit.finetune(
+        None,
+        [
+            "model=tiny-bert",
+            f"data.train={doubled}",
+            f"data.validation={validation}",
+            f"output_dir={tmp_path / 'out'}",
+            "training.max_steps=1",
+            "data.deduplicate=near",
+            "data.drop_leaks=true",
+        ],
+    )
+    recorded = json.loads((result.output_dir / "metrics.json").read_text())
+    assert recorded["train_duplicates_removed"] >= 3 and recorded["train_leaks_removed"] == 1
+    assert result.metrics["train_leaks_removed"] == 1
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data.deduplicate=fuzzy"], "data.deduplicate must be exact or near (or null), got 'fuzzy'"),
+        (
+            ["data.deduplicate=exact", "data.streaming=true", "training.max_steps=2"],
+            "data.deduplicate needs the training rows whole and does not work with data.streaming",
+        ),
+    ],
+)
+def test_bad_fix_settings_are_one_line_errors(written, overrides: list[str], message: str) -> None:
+    from llmkit.core.errors import LlmkitError
+    from llmkit.recipe.loader import load_recipe
+
+    train = written[0]
+    with pytest.raises(LlmkitError, match=re.escape(message)):
+        load_recipe(None, ["model=tiny-bert", f"data.train={train}", *overrides])
+
+
+def test_a_task_without_texts_refuses_the_fixes(tmp_path: Path, run_cli) -> None:
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text("".join(json.dumps({"instruction": f"say {i}", "output": "hi"}) + "\n" for i in range(9)))
+    result = run_cli(
+        "validate", "task=generation", "model=tiny-gpt2", f"data.train={chat}", "data.drop_leaks=true"
+    )
+    assert result.exit_code == 2
+    assert error_lines(result.stderr) == [
+        "error: data.drop_leaks does not work for task generation, which has no texts to compare; "
+        "remove data.drop_leaks"
+    ]

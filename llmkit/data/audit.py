@@ -6,6 +6,9 @@ the same for every task and a plain-Python count can check them. Rows are compar
 (Unicode NFKC, case-folded, runs of whitespace as one space); a pair task's key is its texts joined by a tab.
 Near duplicates are MinHash signatures of byte 5-grams with LSH banding, in NumPy (no extra package): a
 million short rows take seconds, not the hours of comparing every pair.
+
+The recipe's fixes (``data.deduplicate``, ``data.drop_leaks``: ``drop_training_rows``) use the same keys and
+the same near-duplicate groups, so a fixed training split is what the audit would call clean.
 """
 
 from __future__ import annotations
@@ -16,6 +19,10 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from llmkit.core.errors import LlmkitError
+from llmkit.core.progress import log
+from llmkit.data.files import Split, column_values
 
 #: Examples kept per finding (the counts are always complete).
 EXAMPLES = 5
@@ -44,6 +51,12 @@ def normalise(text: str) -> str:
 def row_key(texts: Sequence[Any]) -> str:
     """One row's key: its normalised text, or a pair's normalised texts joined by a tab."""
     return "\t".join(normalise(as_text(value)) for value in texts)
+
+
+def row_keys(cells: Sequence[Sequence[Any]]) -> list[str]:
+    """Each row's key from its columns' cells (``cells[column][row]``)."""
+    count = len(cells[0]) if cells else 0
+    return [row_key([cell[i] for cell in cells]) for i in range(count)]
 
 
 def as_text(value: Any) -> str:
@@ -328,35 +341,40 @@ def near_duplicate_pairs(signatures: Any, threshold: float = NEAR_THRESHOLD, ban
 
 
 def near_duplicates(splits: Sequence[AuditRows], threshold: float = NEAR_THRESHOLD) -> NearDuplicates:
-    """Near-duplicate groups over every split at once: the distinct non-empty keys are hashed once each, and
-    a group holds the rows of two or more distinct keys that LSH links (directly or through each other)."""
+    """Near-duplicate groups over every split at once (``near_groups`` of the splits' keys)."""
+    return NearDuplicates(near_groups([rows.keys for rows in splits], threshold), threshold)
+
+
+def near_groups(
+    key_lists: Sequence[Sequence[str]], threshold: float = NEAR_THRESHOLD
+) -> list[list[tuple[int, int]]]:
+    """Groups of (list index, row index), rows in order: the distinct non-empty keys are hashed once each,
+    and a group holds the rows of two or more distinct keys that LSH links (directly or through others)."""
     import numpy as np
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
     key_ids: dict[str, int] = {}
-    for rows in splits:
-        for key in rows.keys:
+    for keys in key_lists:
+        for key in keys:
             if key.strip():
                 key_ids.setdefault(key, len(key_ids))
     if len(key_ids) < 2:
-        return NearDuplicates(threshold=threshold)
-    signatures = minhash_signatures(list(key_ids))
-    pairs = near_duplicate_pairs(signatures, threshold)
+        return []
+    pairs = near_duplicate_pairs(minhash_signatures(list(key_ids)), threshold)
     if not len(pairs):
-        return NearDuplicates(threshold=threshold)
+        return []
     size = len(key_ids)
     graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(size, size))
     _, component = connected_components(graph, directed=False)
-    linked = np.unique(pairs)
-    group_of = {int(key): int(component[key]) for key in linked}
+    group_of = {int(key): int(component[key]) for key in np.unique(pairs)}
     groups: dict[int, list[tuple[int, int]]] = defaultdict(list)
-    for split_index, rows in enumerate(splits):
-        for index, key in enumerate(rows.keys):
+    for list_index, keys in enumerate(key_lists):
+        for index, key in enumerate(keys):
             group = group_of.get(key_ids.get(key, -1))
             if group is not None:
-                groups[group].append((split_index, index))
-    return NearDuplicates(list(groups.values()), threshold)
+                groups[group].append((list_index, index))
+    return list(groups.values())
 
 
 def near_duplicate_report(splits: Sequence[AuditRows], near: NearDuplicates) -> dict[str, Any]:
@@ -402,6 +420,73 @@ def _method() -> str:
         f"MinHash ({PERMUTATIONS} hashes of byte {SHINGLE_BYTES}-grams of the normalised text), LSH "
         f"{BANDS} bands of {PERMUTATIONS // BANDS}"
     )
+
+
+# -- fixes: data.deduplicate, data.drop_leaks -------------------------------------------------------------
+DEDUPLICATE_MODES = ("exact", "near")
+
+
+def drop_training_rows(
+    splits: dict[str, Split], data: dict[str, Any], text_columns: Sequence[str] | None, task: str
+) -> dict[str, int]:
+    """Apply ``data.deduplicate`` (keep the first row of each text, or of each near-duplicate group) and
+    ``data.drop_leaks`` (drop training rows whose text is a validation or test row) to the training split,
+    in place; log and return how many rows each removed (for metrics.json). Rows are compared as the audit
+    compares them: the normalised text of ``text_columns``."""
+    mode, leaks = data.get("deduplicate"), data.get("drop_leaks")
+    if not mode and not leaks:
+        return {}
+    setting = "data.deduplicate" if mode else "data.drop_leaks"
+    if text_columns is None:
+        raise LlmkitError(
+            f"{setting} does not work for task {task}, which has no texts to compare; remove {setting}"
+        )
+    train = splits["train"]
+    keys = split_keys(train, text_columns)
+    removed: dict[str, int] = {}
+    dropped: set[int] = set()
+    if mode:
+        dropped.update(repeated_rows(keys, near=mode == "near"))
+        removed["train_duplicates_removed"] = len(dropped)
+        log(f"data.deduplicate {mode}: removed {len(dropped)} of {len(keys)} training rows (repeats)")
+    if leaks:
+        others = [split_keys(split, text_columns) for role, split in splits.items() if role != "train"]
+        leaked = set(leaked_rows(keys, others)) - dropped
+        dropped |= leaked
+        removed["train_leaks_removed"] = len(leaked)
+        evaluation = " or ".join(role for role in splits if role != "train") or "evaluation"
+        log(f"data.drop_leaks: removed {len(leaked)} training rows that copy a {evaluation} row")
+    if dropped:
+        train.keep_rows([i for i in range(len(keys)) if i not in dropped])
+    return removed
+
+
+def split_keys(split: Split, text_columns: Sequence[str]) -> list[str]:
+    """Each row's key from the text columns the split has."""
+    present = [column for column in text_columns if column in split.dataset.column_names]
+    return row_keys([column_values(split.dataset, column) for column in present])
+
+
+def repeated_rows(keys: Sequence[str], near: bool = False) -> list[int]:
+    """Rows to drop so that each text is kept once (its first row); with ``near``, also each near-duplicate
+    group (``near_groups``) keeps only its first row. Empty texts are never dropped."""
+    seen: set[str] = set()
+    dropped: set[int] = set()
+    for index, key in enumerate(keys):
+        if key.strip():
+            if key in seen:
+                dropped.add(index)
+            seen.add(key)
+    if near:
+        for group in near_groups([keys]):
+            dropped.update(index for _, index in group[1:])
+    return sorted(dropped)
+
+
+def leaked_rows(train_keys: Sequence[str], other_keys: Sequence[Sequence[str]]) -> list[int]:
+    """Training rows whose (non-empty) key is a row of one of the other splits."""
+    elsewhere = {key for keys in other_keys for key in keys if key.strip()}
+    return [index for index, key in enumerate(train_keys) if key in elsewhere]
 
 
 # -- helpers -----------------------------------------------------------------------------------------------

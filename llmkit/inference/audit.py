@@ -77,6 +77,7 @@ def audit(
             f"llmkit audit: task {resolved.task} has no texts or labels it can audit yet; the audited tasks "
             f"are classification, token-classification, fill-mask, question-answering and embedding"
         )
+    removed = checks.drop_training_rows(splits, resolved.data, columns.texts, resolved.task)
     started = time.perf_counter()
     tokenizer, unit_note = recipe_tokenizer(resolved, task, splits)
     rows = [audit_rows(split, columns, task, tokenizer) for split in splits.values()]
@@ -88,6 +89,8 @@ def audit(
         for split in splits.values()
     }
     report["lengths_note"] = unit_note
+    if removed:  # the recipe's data.deduplicate / data.drop_leaks: the audit sees the rows after them
+        report["removed_by_recipe"] = removed
     if max_rows is not None:
         report["max_rows"] = max_rows
     report["label_noise"] = label_noise_step(
@@ -149,7 +152,7 @@ def audit_rows(split: Split, columns: AuditColumns, task: Task, tokenizer: Any) 
     present = [column for column in columns.texts if column in dataset.column_names]
     cells = [column_values(dataset, column) for column in present]
     texts = [" | ".join(checks.as_text(cell[i]) for cell in cells) for i in range(len(dataset))]
-    keys = [checks.row_key([cell[i] for cell in cells]) for i in range(len(dataset))]
+    keys = checks.row_keys(cells)
     labels = classes = None
     if columns.label and columns.label in dataset.column_names:
         names = _label_names(task)
@@ -342,6 +345,8 @@ def write_outputs(folder: Path, report: dict[str, Any]) -> None:
 def summary_lines(report: dict[str, Any], folder: Path) -> list[str]:
     """One screen: each split's findings, leakage, contradictions, label noise, and where the files are."""
     lines = [f"audit of {report['recipe']['source']} (task {report['recipe']['task']})"]
+    if report.get("removed_by_recipe"):
+        lines.append(f"  before the checks, the recipe removed {removed_text(report['removed_by_recipe'])}")
     for role, split in report["splits"].items():
         duplicates = report["exact_duplicates"][role]
         lengths = report["lengths"][role]
@@ -391,6 +396,18 @@ def summary_lines(report: dict[str, Any], folder: Path) -> list[str]:
     return lines
 
 
+def removed_text(removed: dict[str, int]) -> str:
+    """What data.deduplicate and data.drop_leaks removed, in words."""
+    parts = []
+    if "train_duplicates_removed" in removed:
+        parts.append(f"{removed['train_duplicates_removed']} repeated training rows (data.deduplicate)")
+    if "train_leaks_removed" in removed:
+        parts.append(
+            f"{removed['train_leaks_removed']} training rows copying an evaluation row (data.drop_leaks)"
+        )
+    return " and ".join(parts)
+
+
 def markdown_lines(report: dict[str, Any]) -> list[str]:
     """audit.md: the summary's numbers as tables, with the examples under each finding."""
     from llmkit.core.markdown import table
@@ -401,6 +418,8 @@ def markdown_lines(report: dict[str, Any]) -> list[str]:
         f"after {report['normalisation']}. Lengths are {report['lengths_note']}.",
         "",
     ]
+    if report.get("removed_by_recipe"):
+        lines += [f"Before the checks, the recipe removed {removed_text(report['removed_by_recipe'])}.", ""]
     lines += ["## Splits", ""]
     rows = []
     for role, split in report["splits"].items():
