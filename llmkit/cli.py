@@ -304,7 +304,10 @@ def validate(
 
 @app.command()
 def audit(
-    recipe: Annotated[str | None, typer.Argument(help="Recipe YAML file or bundled recipe name.")] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Argument(help="Recipe YAML file, bundled recipe name, or a run folder (adds the bias probe)."),
+    ] = None,
     overrides: Annotated[
         list[str] | None, typer.Argument(help="Dotted KEY=VALUE overrides.", show_default=False)
     ] = None,
@@ -333,9 +336,17 @@ def audit(
         str | None,
         typer.Option("--noise-model", help="Embedding model for label noise (default: the recipe's model)."),
     ] = None,
+    bias_terms: Annotated[
+        Path | None,
+        typer.Option("--bias-terms", help="YAML file of identity-term groups, added to the shipped ones."),
+    ] = None,
+    bias_rows: Annotated[
+        int, typer.Option("--bias-rows", min=1, help="Evaluation rows the bias probe swaps terms in at most.")
+    ] = 1000,
 ) -> None:
     """Audit a recipe's data as training reads it: exact and near duplicates, train/validation/test copies,
-    contradictory labels, label balance, lengths, broken encodings and label-noise suspects."""
+    contradictory labels, label balance, lengths, broken encodings and label-noise suspects; on a run, also
+    the counterfactual bias probe of its model."""
     recipe, overrides = recipe_and_overrides(recipe, overrides)
     from llmkit.inference.audit import audit as run_audit
 
@@ -348,6 +359,8 @@ def audit(
         label_noise=label_noise,
         noise_rows=noise_rows,
         noise_model=noise_model,
+        bias_terms=bias_terms,
+        bias_rows=bias_rows,
     )
     for line in result.summary:
         typer.echo(line)

@@ -4,9 +4,9 @@ The recipe is loaded and its data read and checked as `llmkit validate` does (``
 ``load_splits``, the task's ``check_data``); the task names the columns to compare (``Task.audit_columns``)
 and ``llmkit.data.audit`` does the counting. Label-noise suspects come from confident learning (cleanlab's
 ``find_label_issues``) on out-of-fold probabilities of two logistic regressions, one on sentence embeddings
-(the recipe's model, mean-pooled, or ``--noise-model``: the one step here that runs a model) and one on
-TF-IDF n-grams of the same texts, averaged.
-Writes ``audit.json`` and ``audit.md`` and returns the terminal summary.
+(the recipe's model, mean-pooled, or ``--noise-model``) and one on TF-IDF n-grams of the same texts,
+averaged. On a run folder, the counterfactual bias probe (``llmkit.inference.bias``) runs its model on the
+evaluation rows. Writes ``audit.json`` and ``audit.md`` and returns the terminal summary.
 """
 
 from __future__ import annotations
@@ -20,8 +20,11 @@ from typing import Any
 from llmkit.core.errors import LlmkitError
 from llmkit.core.progress import log
 from llmkit.data import audit as checks
+from llmkit.data.counterfactual import load_terms
 from llmkit.data.files import Split, column_values, keep_first_rows, load_splits
+from llmkit.inference.bias import BIAS_ROWS, bias_probe
 from llmkit.recipe.loader import load_recipe
+from llmkit.runs.folder import RECIPE_FILE
 from llmkit.tasks import build_task
 from llmkit.tasks.base import AuditColumns, Task
 
@@ -59,11 +62,19 @@ def audit(
     label_noise: bool = True,
     noise_rows: int = NOISE_ROWS,
     noise_model: str | None = None,
+    bias_terms: str | Path | None = None,
+    bias_rows: int = BIAS_ROWS,
 ) -> AuditResult:
     """Audit the recipe's splits and write audit.json and audit.md into ``output`` (default: a new folder
-    under runs/). Raises LlmkitError for bad input, as training would."""
+    under runs/). ``recipe`` may be a run folder: its saved recipe's data is audited, and the counterfactual
+    bias probe runs its model on the evaluation rows (default output: RUN/audit). Raises LlmkitError for bad
+    input, as training would."""
     if max_rows is not None and max_rows < 1:
         raise LlmkitError(f"--max-rows {max_rows}: give a positive number of rows per split")
+    run = run_folder(recipe)
+    if run is not None:
+        recipe, output = run / RECIPE_FILE, output if output is not None else run / "audit"
+        load_terms(bias_terms)  # a bad term file fails before any check runs
     resolved = load_recipe(recipe, overrides)
     folder = output_folder(output, resolved.output_dir)
     task = build_task(resolved.task, resolved.data, resolved.options)
@@ -96,9 +107,30 @@ def audit(
     report["label_noise"] = label_noise_step(
         rows, columns, label_noise, noise_rows, noise_model or resolved.model, resolved.training["seed"]
     )
+    if run is not None:
+        report["bias"] = bias_step(run, splits, bias_terms, bias_rows, resolved.training["seed"])
     report["seconds"] = round(time.perf_counter() - started, 1)
     write_outputs(folder, report)
     return AuditResult(report, folder, summary_lines(report, folder))
+
+
+def run_folder(recipe: str | Path | dict[str, Any] | None) -> Path | None:
+    """``recipe`` as a run folder (one holding a saved recipe.yaml), else None."""
+    if isinstance(recipe, str | Path) and Path(recipe).is_dir() and (Path(recipe) / RECIPE_FILE).is_file():
+        return Path(recipe)
+    return None
+
+
+def bias_step(
+    run: Path, splits: dict[str, Split], terms: str | Path | None, limit: int, seed: int
+) -> dict[str, Any]:
+    """The counterfactual bias probe on the evaluation rows (validation, else test)."""
+    split = splits.get("validation") or splits.get("test")
+    if split is None:
+        return {"checked": False, "why": "the run's recipe has no validation or test rows"}
+    shown = min(limit, len(split.dataset))
+    log(f"audit: bias probe ({run}, counterfactuals of the first {shown} {split.role} rows)")
+    return bias_probe(run, split, terms, limit, seed)
 
 
 # -- reading ----------------------------------------------------------------------------------------------
@@ -391,6 +423,12 @@ def summary_lines(report: dict[str, Any], folder: Path) -> list[str]:
         )
     else:
         lines.append(f"  label noise: {noise['why']}")
+    bias = report.get("bias")
+    if bias is not None and not bias.get("checked"):
+        lines.append(f"  bias probe: {bias['why']}")
+    elif bias is not None:
+        for name, group in bias["groups"].items():
+            lines.append(f"  bias probe, {name}: {_flips_text(group)}")
     lines.append(f"lengths in {report['lengths_note']}")
     lines.append(f"wrote {folder / 'audit.md'} and {folder / 'audit.json'} ({report['seconds']:g} s)")
     return lines
@@ -557,6 +595,68 @@ def markdown_lines(report: dict[str, Any]) -> list[str]:
             [[s["where"], s["text"], s["given"], s["suggested"], s["confidence"]] for s in noise["suspects"]],
         )
         lines.append("")
+    if "bias" in report:
+        lines += bias_lines(report["bias"])
+    return lines
+
+
+def _flips_text(group: dict[str, Any]) -> str:
+    if group["flip_rate"] is None:
+        return "no evaluation row holds one of its terms"
+    low, high = group["interval"]
+    return (
+        f"{group['flips']} of {group['counterfactuals']} counterfactuals flip the prediction "
+        f"({group['flip_rate']:.1%}, 95 % interval {low:.1%}–{high:.1%}; {group['rows_with_terms']} rows)"
+    )
+
+
+def bias_lines(bias: dict[str, Any]) -> list[str]:
+    """audit.md's bias-probe section: per group the flip rate with its interval, then examples of flips."""
+    from llmkit.core.markdown import table
+
+    lines = ["## Bias probe: counterfactual invariance", ""]
+    if not bias.get("checked"):
+        return [*lines, f"Not checked: {bias['why']}.", ""]
+    lines += [
+        f"Identity terms ({bias['terms']}) swapped in column `{bias['column']}` of the first {bias['rows']} "
+        f"{bias['split']} rows; a flip is a counterfactual predicted as another class than its row. "
+        f"Interval: 95 % bootstrap over rows. Score shift: the mean change of the predicted class's "
+        f"probability where the class stayed.",
+        "",
+    ]
+    rows = []
+    for name, group in bias["groups"].items():
+        interval = group["interval"]
+        rows.append(
+            [
+                name,
+                group["rows_with_terms"],
+                group["counterfactuals"],
+                "–" if group["flip_rate"] is None else f"{group['flip_rate']:.1%}",
+                "–" if interval is None else f"{interval[0]:.1%}–{interval[1]:.1%}",
+                "–" if group["mean_score_shift"] is None else f"{group['mean_score_shift']:+.4f}",
+            ]
+        )
+    lines += table(["group", "rows", "counterfactuals", "flip rate", "95 % interval", "score shift"], rows)
+    lines.append("")
+    for name, group in bias["groups"].items():
+        if group["examples"]:
+            lines += [f"### Flips: {name}", ""]
+            lines += table(
+                ["row", "text", "counterfactual", "swapped", "prediction", "after the swap"],
+                [
+                    [
+                        e["where"],
+                        e["text"],
+                        e["counterfactual"],
+                        e["swapped"],
+                        e["prediction"],
+                        e["counterfactual_prediction"],
+                    ]
+                    for e in group["examples"]
+                ],
+            )
+            lines.append("")
     return lines
 
 
