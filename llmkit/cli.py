@@ -302,6 +302,70 @@ def validate(
         typer.echo(line)
 
 
+@app.command()
+def audit(
+    recipe: Annotated[
+        str | None,
+        typer.Argument(help="Recipe YAML file, bundled recipe name, or a run folder (adds the bias probe)."),
+    ] = None,
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="Dotted KEY=VALUE overrides.", show_default=False)
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Folder for audit.json and audit.md (default: a new runs/NAME-audit)."
+        ),
+    ] = None,
+    max_rows: Annotated[
+        int | None, typer.Option("--max-rows", min=1, help="Audit only the first N rows of each split.")
+    ] = None,
+    near: Annotated[
+        bool, typer.Option("--near/--no-near", help="Look for near duplicates (MinHash LSH).")
+    ] = True,
+    label_noise: Annotated[
+        bool,
+        typer.Option(
+            "--label-noise/--no-label-noise", help="Find label-noise suspects (cleanlab; an extra)."
+        ),
+    ] = True,
+    noise_rows: Annotated[
+        int, typer.Option("--noise-rows", min=10, help="Training rows the label-noise step embeds at most.")
+    ] = 10_000,
+    noise_model: Annotated[
+        str | None,
+        typer.Option("--noise-model", help="Embedding model for label noise (default: the recipe's model)."),
+    ] = None,
+    bias_terms: Annotated[
+        Path | None,
+        typer.Option("--bias-terms", help="YAML file of identity-term groups, added to the shipped ones."),
+    ] = None,
+    bias_rows: Annotated[
+        int, typer.Option("--bias-rows", min=1, help="Evaluation rows the bias probe swaps terms in at most.")
+    ] = 1000,
+) -> None:
+    """Audit a recipe's data as training reads it: exact and near duplicates, train/validation/test copies,
+    contradictory labels, label balance, lengths, broken encodings and label-noise suspects; on a run, also
+    the counterfactual bias probe of its model."""
+    recipe, overrides = recipe_and_overrides(recipe, overrides)
+    from llmkit.inference.audit import audit as run_audit
+
+    result = run_audit(
+        recipe,
+        overrides,
+        output=output,
+        max_rows=max_rows,
+        near=near,
+        label_noise=label_noise,
+        noise_rows=noise_rows,
+        noise_model=noise_model,
+        bias_terms=bias_terms,
+        bias_rows=bias_rows,
+    )
+    for line in result.summary:
+        typer.echo(line)
+
+
 def read_texts(text: str | None, input_file: Path | None) -> list[str]:
     """TEXT, or one text per line from --input FILE, or from stdin (TEXT '-' or piped input)."""
     if text is not None and text != "-":

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from llmkit.core.errors import LlmkitError, did_you_mean
+from llmkit.data.audit import DEDUPLICATE_MODES
 from llmkit.data.files import SPLIT_ROLES
 
 #: Data keys every task understands; tasks add their column names and options.
@@ -29,6 +30,10 @@ COMMON_DATA_DEFAULTS: dict[str, Any] = {
     "max_train_samples": None,  # only the first N training rows (quick experiments)
     "max_eval_samples": None,  # only the first N validation rows
     "max_test_samples": None,  # the test split is whole unless this is set (max_eval_samples is validation's)
+    # drop repeated training rows, keeping the first: exact (the same normalised text) or near (MinHash
+    # near duplicates, as `llmkit audit` finds them)
+    "deduplicate": None,
+    "drop_leaks": False,  # drop training rows whose normalised text is also a validation or test row
     "columns": None,  # names of a headerless CSV/TSV's columns, e.g. [label, title, text]
     "join_lists": None,  # join a text column's lists of strings with this, e.g. " "
     # read data.train lazily as training goes (.txt, .jsonl, .csv, .tsv): needs training.max_steps
@@ -66,6 +71,22 @@ def check_data_source(data: dict[str, Any], where: str) -> None:
             raise LlmkitError(
                 f"{where}: data.splits.{role} must be a split name or slice (e.g. train[:10%]), got {split!r}"
             )
+
+
+def check_row_filters(data: dict[str, Any], where: str) -> None:
+    """``data.deduplicate`` is exact, near or null; neither fix works on a stream (its rows are not read
+    whole)."""
+    mode = data["deduplicate"]
+    if mode not in (None, False, *DEDUPLICATE_MODES):
+        raise LlmkitError(
+            f"{where}: data.deduplicate must be {' or '.join(DEDUPLICATE_MODES)} (or null), got {mode!r}"
+        )
+    if data["streaming"] and (mode or data["drop_leaks"]):
+        setting = "data.deduplicate" if mode else "data.drop_leaks"
+        raise LlmkitError(
+            f"{where}: {setting} needs the training rows whole and does not work with data.streaming; "
+            f"remove one of them"
+        )
 
 
 def check_streaming(

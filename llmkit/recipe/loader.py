@@ -31,7 +31,7 @@ import yaml
 from llmkit.core.errors import LlmkitError, did_you_mean
 from llmkit.core.paths import PACKAGE_DIR
 from llmkit.data.files import warn_stale_validation
-from llmkit.data.section import COMMON_DATA_DEFAULTS, check_data_source, check_streaming
+from llmkit.data.section import COMMON_DATA_DEFAULTS, check_data_source, check_row_filters, check_streaming
 from llmkit.models.adaptation import check_peft_section
 from llmkit.models.scratch import check_from_scratch, check_tokenizer_section
 from llmkit.models.student import check_student
@@ -352,6 +352,7 @@ def validate_recipe(raw: dict[str, Any]) -> Recipe:
     data_defaults = {**COMMON_DATA_DEFAULTS, **task_cls.data_defaults}
     data = check_section(raw.get("data") or {}, data_defaults, "data", where, task_cls.data_words)
     check_data_source(data, where)
+    check_row_filters(data, where)
     split = data["validation_split"]
     if not isinstance(split, (int, float)) or isinstance(split, bool) or not 0 <= split < 1:
         raise LlmkitError(f"{where}: data.validation_split must be a number in [0, 1), got {split!r}")

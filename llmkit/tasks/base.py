@@ -36,6 +36,7 @@ examples.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from llmkit.data.files import stream_texts
@@ -55,6 +56,17 @@ FAST_LOSS_COMPILE_REFUSAL = (
     "its loss computes vocabulary logits only at labelled positions by calling the model's parts directly, "
     "which a compiled model would bypass"
 )
+
+
+@dataclass(frozen=True)
+class AuditColumns:
+    """The columns `llmkit audit` reads: the input texts a row is compared by (a pair task's two), the
+    target column (None: none), and what the target is: ``class`` (one label a row), ``classes`` (a label
+    set), ``sequence`` (a tag list: compared whole) or ``other`` (compared whole, no distribution)."""
+
+    texts: tuple[str, ...]
+    label: str | None = None
+    kind: str = "other"
 
 
 class Task:
@@ -248,6 +260,11 @@ class Task:
         the pre-flight chat checks of `llmkit validate`; [] for a task (or data shape) without a chat
         template."""
         return []
+
+    def audit_columns(self) -> AuditColumns | None:
+        """What `llmkit audit` compares rows by (``llmkit.data.audit``); None: the task is not audited.
+        Called after ``check_data``, so settings resolved from the data (e.g. the problem type) are known."""
+        return None
 
     def data_summary(self, splits: dict[str, Split]) -> list[str]:
         """Extra lines for `llmkit validate` (e.g. the label distribution)."""

@@ -37,7 +37,7 @@ from llmkit.data.files import (
     require_columns,
     require_text,
 )
-from llmkit.tasks.base import Task, argmax_logits, length_ordered_batches
+from llmkit.tasks.base import AuditColumns, Task, argmax_logits, length_ordered_batches
 from llmkit.tasks.zero_shot import (
     check_chat_template,
     load_verbalizer_model,
@@ -160,6 +160,13 @@ class ClassificationTask(Task):
         if self.data["text_pair"]:
             columns["text_pair"] = self.data["text_pair"]
         return columns
+
+    def audit_columns(self) -> AuditColumns:
+        """The text (and pair) compared; the label is a class, a label set, or a score (not distributed)."""
+        kinds = {"single_label": "class", "multi_label": "classes"}
+        return AuditColumns(
+            tuple(self.text_columns().values()), self.data["label"], kinds.get(self.problem, "other")
+        )
 
     def check_inputs(self, split: Split) -> None:
         require_columns(split, self.text_columns())

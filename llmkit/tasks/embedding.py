@@ -36,7 +36,7 @@ import numpy as np
 from llmkit.core.errors import LlmkitError, missing_package
 from llmkit.core.progress import log
 from llmkit.data.files import Split, column_values, numbers_from_text, require_columns, require_text
-from llmkit.tasks.base import Task
+from llmkit.tasks.base import AuditColumns, Task
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -103,6 +103,10 @@ class EmbeddingTask(Task):
         if self.negative:
             columns["negative"] = self.negative
         return columns
+
+    def audit_columns(self) -> AuditColumns:
+        """A row is its anchor and positive text (a pair copied between splits leaks as a class row does)."""
+        return AuditColumns((self.data["anchor"], self.data["positive"]))
 
     def check_inputs(self, split: Split) -> None:
         """The two texts a similarity is predicted for."""

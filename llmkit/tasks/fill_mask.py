@@ -20,7 +20,7 @@ from llmkit.data.files import TXT_UNITS, Split, require_columns, require_text
 from llmkit.data.token_blocks import BlockCutter, cut_chunks
 from llmkit.models.adaptation import from_pretrained, inner_model
 from llmkit.tasks import next_sentence
-from llmkit.tasks.base import FAST_LOSS_COMPILE_REFUSAL, Task, argmax_logits
+from llmkit.tasks.base import FAST_LOSS_COMPILE_REFUSAL, AuditColumns, Task, argmax_logits
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -81,6 +81,10 @@ class FillMaskTask(Task):
             self.reports_perplexity = False
 
     # -- data -------------------------------------------------------------------------------------
+    def audit_columns(self) -> AuditColumns:
+        """The text column (``data.text``); masked-LM rows have no labels."""
+        return AuditColumns((self.data["text"],))
+
     def check_inputs(self, split: Split) -> None:
         require_columns(split, {"text": self.data["text"]})
         require_text(split, self.data["text"], "text")

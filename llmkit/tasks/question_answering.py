@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from llmkit.core.errors import LlmkitError
 from llmkit.data.files import Split, column_values, require_columns, require_text, shown_value
-from llmkit.tasks.base import Task
+from llmkit.tasks.base import AuditColumns, Task
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -93,6 +93,10 @@ class QuestionAnsweringTask(Task):
         self.evaluating: Any = None  # the split the Trainer evaluates now
 
     # -- data -------------------------------------------------------------------------------------
+    def audit_columns(self) -> AuditColumns:
+        """A row is its question and context; the answers are compared whole (no distribution)."""
+        return AuditColumns((self.data["question"], self.data["context"]))
+
     def check_inputs(self, split: Split) -> None:
         require_columns(split, {"question": self.data["question"], "context": self.data["context"]})
         require_text(split, self.data["question"], "question")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from llmkit.core.errors import LlmkitError
 from llmkit.data.files import CONLL_UNIT, Split, column_values, require_columns, require_text, shown_value
-from llmkit.tasks.base import Task, argmax_logits, length_ordered_batches
+from llmkit.tasks.base import AuditColumns, Task, argmax_logits, length_ordered_batches
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -64,6 +64,10 @@ class TokenClassificationTask(Task):
         self.integer_tags = False  # tags are ids into label_names
 
     # -- data -------------------------------------------------------------------------------------
+    def audit_columns(self) -> AuditColumns:
+        """The token list (compared as its words joined) and its tag list (compared whole)."""
+        return AuditColumns((self.data["tokens"],), self.data["tags"], "sequence")
+
     def check_inputs(self, split: Split) -> None:
         """A list of words, or (for prediction) a text column."""
         tokens, text = self.data["tokens"], self.data["text"]

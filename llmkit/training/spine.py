@@ -23,6 +23,7 @@ from llmkit.core.devices import (
 )
 from llmkit.core.errors import LlmkitError, RunInterrupted
 from llmkit.core.progress import interactive, log, log_lines_callback, quiet_library_progress, timed_step
+from llmkit.data.audit import drop_training_rows
 from llmkit.data.files import Split, load_splits, sample_texts
 from llmkit.models.adaptation import (
     ADAPTER_WEIGHTS_FILE,
@@ -182,6 +183,8 @@ def prepare(recipe: Recipe) -> PreparedRun:
     if "validation" not in splits and args.eval_strategy != "no":  # a dataset without a validation split
         args = training_arguments(recipe, output_dir, has_eval=False, **settings)
     task.check_data(splits)
+    audit_columns = task.audit_columns()
+    removed = drop_training_rows(splits, recipe.data, audit_columns and audit_columns.texts, recipe.task)
     model_path = model_folder(recipe, task, splits)  # the recipe's model, or one built from scratch
     task.check_model(model_path)
     load_options = {
@@ -221,7 +224,7 @@ def prepare(recipe: Recipe) -> PreparedRun:
             quiet_library_progress(keep_datasets_bars=interactive()),
         ):
             encoded[role] = encode_cached(task, split, tokenizer, model_path, recipe, args, row_digests[role])
-    data_counts = {}  # e.g. truncated documents per split
+    data_counts = dict(removed)  # rows data.deduplicate/drop_leaks removed, truncated documents, ...
     for role, dataset in encoded.items():
         if splits[role].stream is None:
             data_counts.update(task.encoding_metrics(role, dataset))

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from llmkit.core.errors import LlmkitError
+from llmkit.data.audit import drop_training_rows
 from llmkit.data.files import Split, load_splits
 from llmkit.models.resolve import check_weights
 from llmkit.recipe.loader import load_recipe
@@ -46,6 +47,8 @@ def validate(
     check_machine_settings(resolved, task)  # what finetune refuses on this machine (fp16 on a CPU)
     splits = load_splits(resolved.data, seed=resolved.training["seed"])
     task.check_data(splits)
+    columns = task.audit_columns()
+    drop_training_rows(splits, resolved.data, columns and columns.texts, resolved.task)  # logs what it drops
     model_path = model_folder(resolved, task, splits)  # the recipe's model, or one built from scratch
     task.check_model(model_path)
     check_weights(model_path, resolved.model_options["allow_pickle"])
