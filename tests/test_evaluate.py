@@ -148,6 +148,21 @@ CASES: dict[str, tuple[dict[str, Any], Any, Any]] = {
         pair,
         lambda i: pair(i + 2),
     ),
+    "reward-model": (
+        {"task": "reward-model", "model": "tiny-bert", "data": {"max_length": 96, "max_prompt_length": 64}},
+        pair,
+        lambda i: pair(i + 2),
+    ),
+    "reward-model-lora": (
+        {
+            "task": "reward-model",
+            "model": "tiny-gpt2",
+            "data": {"max_length": 128, "max_prompt_length": 64},
+            "peft": {"r": 4},
+        },
+        pair,
+        lambda i: pair(i + 2),
+    ),
 }
 
 

@@ -85,12 +85,11 @@ METRIC_NAMES = {
 REPORT_NEW_TOKENS = 48
 
 
-class PreferenceTask(Task):
-    name = "preference"
-    default_model = "smollm2-135m"
-    pipeline_task = "text-generation"
-    prediction_keys = ("generated",)
-    headline_metric = "reward_accuracy"
+class PairedRowsTask(Task):
+    """What the tasks that learn from chosen / rejected pairs share (``preference``, ``reward-model``): the
+    three row shapes, their checks (a pair that teaches nothing is refused or left out, counted), rendering
+    through the chat template and the prompt / reply budgets. Subclasses train on the encoded pairs."""
+
     target_columns = ("chosen_ids", "rejected_ids")
     data_defaults: ClassVar[dict[str, Any]] = {
         "format": "auto",
@@ -102,29 +101,6 @@ class PreferenceTask(Task):
         "skip_identical_pairs": False,  # true: pairs with equal replies are left out (counted), not an error
         "max_length": 512,  # prompt + reply tokens
         "max_prompt_length": 256,  # a longer prompt keeps its last turns
-        "max_new_tokens": 128,
-    }
-    options_section = "preference"
-    #: Each method's settings live in its own sub-section, so `preference.method=simpo` on a DPO recipe
-    #: switches every setting at once (a DPO beta of 0.1 is no SimPO beta) and the other section rests.
-    options_defaults: ClassVar[dict[str, Any]] = {
-        "method": "dpo",  # dpo | simpo (reference-free): which sub-section below applies
-        "dpo": {
-            "loss_type": "sigmoid",  # one of TRL's DPO losses
-            "beta": 0.1,
-            "precompute_reference": False,  # reference log-probs once before training (a forward less/step)
-        },
-        "simpo": {
-            "beta": 2.0,
-            "gamma": 0.5,  # the target reward margin
-        },
-    }
-    training_defaults: ClassVar[dict[str, Any]] = {
-        "per_device_train_batch_size": 4,
-        "per_device_eval_batch_size": 8,
-        "learning_rate": 5e-6,
-        "gradient_checkpointing": False,  # TRL's configs default it on; llmkit leaves it to the recipe
-        "eval_on_start": True,  # reward accuracy before training too (eval_before_*)
     }
 
     def __init__(self, data: dict[str, Any], options: dict[str, Any] | None = None) -> None:
@@ -135,12 +111,8 @@ class PreferenceTask(Task):
                 f"{did_you_mean(str(data['format']), FORMATS)}"
             )
         self.format: str = data["format"]
-        #: Encoded validation/test pairs (prepare_evaluation): their reference log-probs, when precomputed,
-        #: come from the model before training, even for a full fine-tune whose reference is then gone.
-        self.evaluation_splits: dict[str, Any] = {}
         #: hh pairs left out per split because their transcripts differ before the last assistant turn.
         self.diverged_early: dict[str, int] = {}
-        check_options(self.options)
         if not 0 < data["max_prompt_length"] < data["max_length"]:
             raise LlmkitError(
                 f"data.max_prompt_length={data['max_prompt_length']} must be positive and below "
@@ -372,6 +344,67 @@ class PreferenceTask(Task):
     def encoding_state(self) -> dict[str, Any]:
         return {"format": self.format}
 
+    def encoding_metrics(self, role: str, dataset: Dataset) -> dict[str, int]:
+        states, prefix = dataset["truncation"], "eval" if role == "validation" else role
+        return {
+            f"{prefix}_truncated_pairs": states.count(TRUNCATED),
+            f"{prefix}_dropped_pairs": states.count(DROPPED),
+        }
+
+    def prepare_evaluation(self, role: str, split: Split, encoded: Dataset) -> Dataset:
+        """Drop the pairs that did not fit (counted by encoding_metrics) and the bookkeeping column."""
+        states = encoded["truncation"]
+        if DROPPED in states:
+            log(
+                f"{split.origin}: {states.count(DROPPED)} of {len(states)} pairs dropped: the last user turn "
+                f"alone is longer than data.max_prompt_length={self.data['max_prompt_length']}"
+            )
+            if states.count(DROPPED) == len(states):
+                raise LlmkitError(
+                    f"{split.origin}: every pair's prompt is longer than data.max_prompt_length="
+                    f"{self.data['max_prompt_length']}; raise it (and data.max_length)"
+                )
+            encoded = encoded.select([index for index, state in enumerate(states) if state != DROPPED])
+        return encoded.remove_columns("truncation")
+
+
+class PreferenceTask(PairedRowsTask):
+    name = "preference"
+    default_model = "smollm2-135m"
+    pipeline_task = "text-generation"
+    prediction_keys = ("generated",)
+    headline_metric = "reward_accuracy"
+    data_defaults: ClassVar[dict[str, Any]] = {**PairedRowsTask.data_defaults, "max_new_tokens": 128}
+    options_section = "preference"
+    #: Each method's settings live in its own sub-section, so `preference.method=simpo` on a DPO recipe
+    #: switches every setting at once (a DPO beta of 0.1 is no SimPO beta) and the other section rests.
+    options_defaults: ClassVar[dict[str, Any]] = {
+        "method": "dpo",  # dpo | simpo (reference-free): which sub-section below applies
+        "dpo": {
+            "loss_type": "sigmoid",  # one of TRL's DPO losses
+            "beta": 0.1,
+            "precompute_reference": False,  # reference log-probs once before training (a forward less/step)
+        },
+        "simpo": {
+            "beta": 2.0,
+            "gamma": 0.5,  # the target reward margin
+        },
+    }
+    training_defaults: ClassVar[dict[str, Any]] = {
+        "per_device_train_batch_size": 4,
+        "per_device_eval_batch_size": 8,
+        "learning_rate": 5e-6,
+        "gradient_checkpointing": False,  # TRL's configs default it on; llmkit leaves it to the recipe
+        "eval_on_start": True,  # reward accuracy before training too (eval_before_*)
+    }
+
+    def __init__(self, data: dict[str, Any], options: dict[str, Any] | None = None) -> None:
+        super().__init__(data, options)
+        #: Encoded validation/test pairs (prepare_evaluation): their reference log-probs, when precomputed,
+        #: come from the model before training, even for a full fine-tune whose reference is then gone.
+        self.evaluation_splits: dict[str, Any] = {}
+        check_options(self.options)
+
     def encode(self, dataset: Dataset, tokenizer: PreTrainedTokenizerBase) -> Dataset:
         from datasets import Dataset
 
@@ -399,28 +432,8 @@ class PreferenceTask(Task):
             del columns["chosen_ids"], columns["rejected_ids"]
         return Dataset.from_dict(columns)
 
-    def encoding_metrics(self, role: str, dataset: Dataset) -> dict[str, int]:
-        states, prefix = dataset["truncation"], "eval" if role == "validation" else role
-        return {
-            f"{prefix}_truncated_pairs": states.count(TRUNCATED),
-            f"{prefix}_dropped_pairs": states.count(DROPPED),
-        }
-
     def prepare_evaluation(self, role: str, split: Split, encoded: Dataset) -> Dataset:
-        """Drop the pairs that did not fit (counted by encoding_metrics) and the bookkeeping column."""
-        states = encoded["truncation"]
-        if DROPPED in states:
-            log(
-                f"{split.origin}: {states.count(DROPPED)} of {len(states)} pairs dropped: the last user turn "
-                f"alone is longer than data.max_prompt_length={self.data['max_prompt_length']}"
-            )
-            if states.count(DROPPED) == len(states):
-                raise LlmkitError(
-                    f"{split.origin}: every pair's prompt is longer than data.max_prompt_length="
-                    f"{self.data['max_prompt_length']}; raise it (and data.max_length)"
-                )
-            encoded = encoded.select([index for index, state in enumerate(states) if state != DROPPED])
-        encoded = encoded.remove_columns("truncation")
+        encoded = super().prepare_evaluation(role, split, encoded)
         if role != "train" and "chosen_ids" in encoded.column_names:
             self.evaluation_splits[role] = encoded  # precompute_reference scores them before training
         return encoded
