@@ -50,7 +50,6 @@ class RewardModelTask(PairedRowsTask):
     data_defaults: ClassVar[dict[str, Any]] = {
         **PairedRowsTask.data_defaults,
         "use_chat_template": False,  # true: the model's own template (a chat model's), saved with the run
-        "completion": "completion",  # a single reply to score (`llmkit predict`, a test split without pairs)
     }
     training_defaults: ClassVar[dict[str, Any]] = {
         "per_device_train_batch_size": 8,  # pairs: two sequences each
