@@ -331,6 +331,13 @@ class PairedRowsTask(Task):
             raise LlmkitError(f"{where} is an empty reply; fill it in or remove that row")
         return value.strip() if self.format == "hh" else value
 
+    def reply_columns(self, columns: list[str]) -> tuple[str, ...]:
+        """The reply keys a split's rows hold: a pair, a single completion (KTO's rows, a reply to score),
+        or none (prompts only)."""
+        if self.data["chosen"] in columns:
+            return ("chosen", "rejected")
+        return ("completion",) if self.data["completion"] in columns else ()
+
     # -- encoding ---------------------------------------------------------------------------------
     def chat_template(self, tokenizer: PreTrainedTokenizerBase) -> str:
         """The model's template, or llmkit's when asked for; a model without one is an error, not a guess."""
@@ -506,12 +513,6 @@ class PreferenceTask(PairedRowsTask):
         if not has_replies:
             del columns["chosen_ids"], columns["rejected_ids"]
         return Dataset.from_dict(columns)
-
-    def reply_columns(self, columns: list[str]) -> tuple[str, ...]:
-        """The reply keys a split's rows hold: a pair, a single completion (KTO's rows), or none (prompts)."""
-        if self.data["chosen"] in columns:
-            return ("chosen", "rejected")
-        return ("completion",) if self.data["completion"] in columns else ()
 
     def unpaired_rows(self, dataset: Dataset) -> list[tuple[Any, str, bool]]:
         """``(prompt, completion, desirable)`` rows: as given, or each pair's chosen (true) and rejected

@@ -106,17 +106,11 @@ class RewardModelTask(PairedRowsTask):
             )
         return [framed(tokenizer, pair["prompt_ids"] + pair[key]) for key in keys], pair["truncation"]
 
-    def reply_keys(self, columns: list[str]) -> tuple[str, ...]:
-        """The replies a row holds: a pair, or a single one to score."""
-        if self.data["chosen"] in columns and self.data["rejected"] in columns:
-            return ("chosen", "rejected")
-        return ("completion",)
-
     def encode(self, dataset: Dataset, tokenizer: PreTrainedTokenizerBase) -> Dataset:
         from datasets import Dataset
 
         template = self.chat_template(tokenizer)
-        keys = self.reply_keys(dataset.column_names)
+        keys = self.reply_columns(dataset.column_names)
         names = ["chosen_ids", "rejected_ids"] if len(keys) == 2 else ["completion_ids"]
         columns: dict[str, list] = {name: [] for name in [*names, "truncation"]}
         for row in dataset:
@@ -215,7 +209,7 @@ class RewardModelTask(PairedRowsTask):
         """Each row's reply scored (pairs: both); a row whose last user turn alone is over
         ``data.max_prompt_length`` scores None (counted)."""
         template = self.chat_template(tokenizer)
-        keys = self.reply_keys(list(rows[0])) if rows else ()
+        keys = self.reply_columns(list(rows[0])) if rows else ()
         names = (CHOSEN_SCORE, REJECTED_SCORE) if len(keys) == 2 else (SCORE,)
         sequences: list[list[int]] = []
         owners: list[int] = []
