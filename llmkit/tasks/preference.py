@@ -59,7 +59,7 @@ FORMATS = ("auto", "text", "chat", "hh")
 METHODS = ("dpo", "simpo", "orpo", "kto")
 #: Methods that learn from unpaired rows (prompt, completion, desirable or not); a paired file is unpaired.
 UNPAIRED_METHODS = ("kto",)
-#: Seed of the one shuffle of a paired file's unpaired rows (KTO trains in a fixed order: see ``unpaired``).
+#: Seed of the one shuffle of a paired file's unpaired rows (KTO trains in a fixed order: ``unpaired_rows``).
 UNPAIR_SEED = 0
 #: TRL 1.16's DPO losses (DPOConfig.loss_type).
 DPO_LOSS_TYPES = (
@@ -402,7 +402,7 @@ class PreferenceTask(PairedRowsTask):
     #: Each method's settings live in its own sub-section, so `preference.method=simpo` on a DPO recipe
     #: switches every setting at once (a DPO beta of 0.1 is no SimPO beta) and the other section rests.
     options_defaults: ClassVar[dict[str, Any]] = {
-        "method": "dpo",  # dpo | simpo (reference-free): which sub-section below applies
+        "method": "dpo",  # dpo | simpo, orpo (reference-free) | kto (unpaired rows): which section applies
         "dpo": {
             "loss_type": "sigmoid",  # one of TRL's DPO losses
             "beta": 0.1,
