@@ -289,6 +289,7 @@ ROW_MAKERS = {
     "summarization": summarization_rows,
     "translation": translation_rows,
     "preference": preference_rows,
+    "reward-model": preference_rows,
     "embedding": embedding_rows,
 }
 
@@ -372,6 +373,7 @@ INFERENCE_COMMANDS = {
     "fill-mask": "fill-mask",
     "generation": "generate",
     "preference": "generate",
+    "reward-model": "predict",
     "summarization": "summarize",
     "translation": "translate",
     "embedding": "predict",
@@ -389,9 +391,13 @@ def inference_command(case: RecipeCase, run: Path, workdir: Path) -> list[str]:
     """The task's inference command on ``run``, with JSON output where the command has it."""
     task = case.task
     name, verb = task.name, inference_verb(case)
-    if name in ("classification", "token-classification", "embedding"):
+    if name in ("classification", "token-classification", "embedding", "reward-model"):
         probe = workdir / "probe.jsonl"
-        if name == "embedding":
+        if name == "reward-model":
+            hh = task.data["format"] == "hh"
+            prompt = f"\n\nHuman: {PROBE}?\n\nAssistant:" if hh else f"{PROBE}?"
+            row = {task.data["prompt"]: prompt, task.data["completion"]: f" {POSITIVE[0]}."}
+        elif name == "embedding":
             row = {task.data["anchor"]: PROBE, task.data["positive"]: NEGATIVE[0]}
         elif name == "classification":
             row = {

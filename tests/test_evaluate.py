@@ -59,6 +59,17 @@ def pair(index: int) -> dict[str, str]:
     return {"prompt": f"Name the colour {colour}.", "chosen": colour, "rejected": f"{other} {other}"}
 
 
+def unpaired(index: int) -> dict[str, Any]:
+    """KTO's row: a completion and whether it is desirable (the colour asked for) or not."""
+    row = pair(index)
+    desirable = index % 2 == 0
+    return {
+        "prompt": row["prompt"],
+        "completion": row["chosen" if desirable else "rejected"],
+        "label": desirable,
+    }
+
+
 #: name -> (recipe, a training row, a validation row): every task (and problem type) llmkit trains.
 CASES: dict[str, tuple[dict[str, Any], Any, Any]] = {
     "classification": (
@@ -148,6 +159,42 @@ CASES: dict[str, tuple[dict[str, Any], Any, Any]] = {
         pair,
         lambda i: pair(i + 2),
     ),
+    "preference-orpo": (
+        {
+            "task": "preference",
+            "model": "tiny-gpt2",
+            "data": {"use_chat_template": False, "max_length": 128, "max_prompt_length": 64},
+            "preference": {"method": "orpo"},
+        },
+        pair,
+        lambda i: pair(i + 2),
+    ),
+    "preference-kto": (  # unpaired rows, with LoRA: the reference is the adapter switched off
+        {
+            "task": "preference",
+            "model": "tiny-gpt2",
+            "data": {"use_chat_template": False, "max_length": 128, "max_prompt_length": 64},
+            "preference": {"method": "kto"},
+            "peft": {"r": 4},
+        },
+        unpaired,
+        lambda i: unpaired(i + 2),
+    ),
+    "reward-model": (
+        {"task": "reward-model", "model": "tiny-bert", "data": {"max_length": 96, "max_prompt_length": 64}},
+        pair,
+        lambda i: pair(i + 2),
+    ),
+    "reward-model-lora": (
+        {
+            "task": "reward-model",
+            "model": "tiny-gpt2",
+            "data": {"max_length": 128, "max_prompt_length": 64},
+            "peft": {"r": 4},
+        },
+        pair,
+        lambda i: pair(i + 2),
+    ),
 }
 
 
@@ -207,8 +254,13 @@ def test_evaluate_on_the_validation_file_gives_back_the_runs_eval_metrics(name: 
     assert record["models"][0]["metrics"] == json.loads(json.dumps(scored.metrics))
     # the intervals' legend only where there are intervals (generation has none)
     assert ("[low, high]" in (folder / "evaluation.md").read_text()) == bool(scored.intervals)
-    if name == "preference":  # TRL reports batch means: the 2 batches (4 and 2 pairs) are what is resampled
-        assert scored.outcomes.count == 2 and "eval_reward_accuracy" in scored.intervals
+    if name.startswith(
+        "preference"
+    ):  # TRL reports batch means: the 2 batches (4 and 2 pairs) are what is resampled
+        headline = (
+            "eval_reward_margin" if name == "preference-kto" else "eval_reward_accuracy"
+        )  # KTO: no pairs
+        assert scored.outcomes.count == 2 and headline in scored.intervals
         legend = "resamples of the evaluation batches (up to 4 pairs each)"
         assert legend in (folder / "evaluation.md").read_text()
     if name.startswith("fill-mask"):  # its rows hold no [MASK] to predict

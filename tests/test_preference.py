@@ -353,12 +353,102 @@ def test_simpo_needs_no_reference_and_reports_the_same_metrics(tmp_path: Path) -
     assert metrics["eval_reward_margin"] > metrics["eval_before_reward_margin"]
 
 
+def test_orpo_needs_no_reference_and_reports_the_same_metrics_and_its_own(tmp_path: Path) -> None:
+    result = run_pairs(tmp_path, "preference.method=orpo", "preference.orpo.beta=0.5")
+    metrics = result.metrics
+    for name in (
+        "reward_accuracy",
+        "reward_margin",
+        "logp_chosen",
+        "logp_rejected",
+        "nll_loss",
+        "log_odds_ratio",
+    ):
+        assert f"eval_{name}" in metrics and f"eval_before_{name}" in metrics, name
+    assert metrics["eval_nll_loss"] < metrics["eval_before_nll_loss"]  # ORPO also learns the chosen replies
+    assert metrics["eval_log_odds_ratio"] > metrics["eval_before_log_odds_ratio"]
+
+
+def unpaired_rows(count: int) -> list[dict]:
+    """KTO's rows: each pair's chosen reply as a desirable completion, the next one's rejected as not."""
+    rows = []
+    for index, row in enumerate(pairs(count)):
+        desirable = index % 2 == 0
+        reply = row["chosen" if desirable else "rejected"]
+        rows.append({"prompt": row["prompt"], "completion": reply, "label": desirable})
+    return rows
+
+
+def test_kto_unpairs_a_paired_file_into_desirable_and_undesirable_rows(tokenizer) -> None:
+    from datasets import Dataset
+
+    kto = task({"method": "kto"})
+    encoded = kto.encode(Dataset.from_list(pairs(6)), tokenizer)
+    assert encoded.column_names == ["prompt_ids", "completion_ids", "label", "truncation"]
+    assert len(encoded) == 12 and sum(encoded["label"]) == 6
+    columns = zip(encoded["prompt_ids"], encoded["completion_ids"], encoded["label"], strict=True)
+    decoded = {(tokenizer.decode(p), tokenizer.decode(c), label) for p, c, label in columns}
+    prompt = render_chat(
+        tokenizer, [{"role": "user", "content": "Name the colour red."}], DEFAULT_CHAT_TEMPLATE, True
+    )
+    end = tokenizer.eos_token + "\n\n"
+    assert (prompt, "red" + end, True) in decoded and (prompt, "blue blue" + end, False) in decoded
+    assert encoded["label"][:6] != [True] * 6  # shuffled once: batches mix both kinds
+    assert (
+        kto.encode(Dataset.from_list(pairs(6)), tokenizer)["label"] == encoded["label"]
+    )  # the same every time
+    unpaired = kto.encode(Dataset.from_list(unpaired_rows(4)), tokenizer)
+    assert unpaired["label"] == [True, False, True, False]  # an unpaired file keeps its order
+
+
+def test_kto_from_a_paired_file_learns_against_a_frozen_reference(tmp_path: Path) -> None:
+    result = run_pairs(tmp_path, "preference.method=kto", "training.per_device_train_batch_size=4")
+    metrics = result.metrics
+    for name in ("reward_margin", "reward_chosen", "reward_rejected", "logp_chosen", "logp_rejected", "kl"):
+        assert f"eval_{name}" in metrics and f"eval_before_{name}" in metrics, name
+    assert metrics["eval_before_reward_margin"] == pytest.approx(0.0, abs=1e-6)  # the policy is the reference
+    assert metrics["eval_reward_margin"] > 0
+    assert metrics["train_dropped_pairs"] == 0
+
+
+def test_kto_on_unpaired_rows_with_lora_uses_the_base_as_reference(tmp_path: Path, run_cli) -> None:
+    train = write_jsonl(tmp_path / "unpaired.jsonl", unpaired_rows(16))
+    validation = write_jsonl(tmp_path / "validation.jsonl", unpaired_rows(8))
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"task: preference\ndata: {{train: {train}, validation: {validation}}}\n")
+    settings = [*LLMKIT_TEMPLATE, "preference.method=kto"]
+    checked = run_cli("validate", recipe, *settings)
+    assert checked.exit_code == 0, checked.stderr
+    assert "stop token '<|endoftext|>' inside the loss: 16 of 16" in checked.stdout  # DPO's chat checks
+    result = llmkit.finetune(
+        str(recipe),
+        [
+            *settings,
+            "peft.r=4",
+            "training.max_steps=6",
+            "training.learning_rate=5e-3",
+            f"output_dir={tmp_path / 'out'}",
+        ],
+    )
+    out = result.output_dir
+    assert (out / "adapter_config.json").exists() and not (out / "ref").exists()  # no second adapter
+    assert result.metrics["eval_before_reward_margin"] == pytest.approx(0.0, abs=1e-5)  # adapter off = ref
+    assert result.metrics["eval_reward_margin"] > 0
+
+
 # -- bad input ----------------------------------------------------------------------------------------
 @pytest.fixture
 def bad_files(tmp_path: Path) -> dict[str, Path]:
     good = pairs(4)
+    unpaired = unpaired_rows(4)
     return {
         "good": write_jsonl(tmp_path / "good.jsonl", good),
+        "unpaired": write_jsonl(tmp_path / "unpaired.jsonl", unpaired),
+        "text_label": write_jsonl(
+            tmp_path / "text_label.jsonl",
+            [{**row, "label": "yes" if row["label"] else "no"} for row in unpaired],
+        ),
+        "all_desirable": write_jsonl(tmp_path / "all.jsonl", [{**row, "label": True} for row in unpaired]),
         "no_rejected": write_jsonl(tmp_path / "no_rejected.jsonl", [{"prompt": "a", "chosen": "b"}] * 3),
         "identical": write_jsonl(
             tmp_path / "identical.jsonl", [*good[:2], {**good[2], "rejected": good[2]["chosen"]}]
@@ -398,6 +488,31 @@ BAD_FINETUNE = [
         "unknown key 'preference.loss_type' (did you mean 'preference.dpo.loss_type'?)",
     ),
     ("an unknown DPO loss", ["preference.dpo.loss_type=sigmoidd"], "did you mean 'sigmoid'"),
+    (
+        "unpaired rows for a paired method",
+        ["data.train={unpaired}"],
+        "unpaired.jsonl: rows of column 'completion' (data.completion) without 'chosen' / 'rejected' pairs",
+    ),
+    (
+        "a KTO label that is not true or false",
+        ["data.train={text_label}", "preference.method=kto"],
+        "text_label.jsonl line 1: column 'label' (data.label) is 'yes'; a KTO label is true",
+    ),
+    (
+        "KTO rows that are all desirable",
+        ["data.train={all_desirable}", "preference.method=kto"],
+        "every row's 'label' (data.label) is True; KTO learns from desirable and undesirable",
+    ),
+    (
+        "a negative KTO weight",
+        ["preference.method=kto", "preference.kto.undesirable_weight=-1"],
+        "preference.kto.undesirable_weight must be a positive number",
+    ),
+    (
+        "an ORPO beta of 0",
+        ["preference.method=orpo", "preference.orpo.beta=0"],
+        "preference.orpo.beta must be",
+    ),
     (
         "a SimPO beta of 0",
         ["preference.method=simpo", "preference.simpo.beta=0"],

@@ -214,6 +214,10 @@ def task_recipe(task: str, tmp_path: Path) -> dict:
             "max_prompt_length": 64,
         },
     }
+    recipes["reward-model"] = {
+        "model": "tiny-bert",
+        "data": {"train": str(preference), "max_length": 64, "max_prompt_length": 32},
+    }
     similar = tmp_path / "similar.jsonl"
     similar.write_text(
         "".join(

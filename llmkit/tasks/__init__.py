@@ -23,6 +23,7 @@ TASKS: dict[str, str] = {
     "token-classification": "llmkit.tasks.token_classification:TokenClassificationTask",
     "question-answering": "llmkit.tasks.question_answering:QuestionAnsweringTask",
     "preference": "llmkit.tasks.preference:PreferenceTask",
+    "reward-model": "llmkit.tasks.reward_model:RewardModelTask",
     "embedding": "llmkit.tasks.embedding:EmbeddingTask",
 }
 #: Other names a recipe may give a task.

@@ -1,4 +1,5 @@
-"""Preference tuning: teach a chat model to prefer the chosen reply over the rejected one, with TRL.
+"""Preference tuning: teach a chat model to prefer the chosen reply over the rejected one, with TRL; and
+what the tasks that learn from such pairs share (:class:`PairedRowsTask`: the reward model's too).
 
 Rows are ``{prompt, chosen, rejected}``; three data shapes, chosen by ``data.format``:
 
@@ -17,14 +18,18 @@ last turns, replies are cut to fit ``data.max_length``, and pairs whose last use
 dropped (both counted).
 
 ``preference.method``: ``dpo`` (TRL's DPOTrainer, any of its ``loss_type`` choices; with LoRA the reference is
-the base model with the adapter switched off, without it a frozen copy) or ``simpo`` (TRL's CPOTrainer with
-the SimPO loss and ``cpo_alpha=0``: length-normalised, no reference model). Metrics: reward accuracy (chosen
-scored above rejected), mean reward margin and the chosen/rejected log-probabilities, per evaluated split.
+the base model with the adapter switched off, without it a frozen copy), ``simpo`` (TRL's CPOTrainer with
+the SimPO loss and ``cpo_alpha=0``: length-normalised, no reference model), ``orpo`` (TRL's ORPOTrainer: the
+chosen reply's NLL plus the odds-ratio term, no reference model) or ``kto`` (TRL's KTOTrainer, reference as
+for DPO) on unpaired rows ``{prompt, completion, label}``: a paired file is unpaired (each pair's chosen reply
+desirable, its rejected one not). Metrics: reward accuracy (chosen scored above rejected; not for KTO's
+unpaired rows), mean reward margin and the chosen/rejected log-probabilities, per evaluated split.
 """
 
 from __future__ import annotations
 
 import copy
+import random
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -51,7 +56,11 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 FORMATS = ("auto", "text", "chat", "hh")
-METHODS = ("dpo", "simpo")
+METHODS = ("dpo", "simpo", "orpo", "kto")
+#: Methods that learn from unpaired rows (prompt, completion, desirable or not); a paired file is unpaired.
+UNPAIRED_METHODS = ("kto",)
+#: Seed of the one shuffle of a paired file's unpaired rows (KTO trains in a fixed order: ``unpaired_rows``).
+UNPAIR_SEED = 0
 #: TRL 1.16's DPO losses (DPOConfig.loss_type).
 DPO_LOSS_TYPES = (
     "sigmoid",
@@ -85,12 +94,11 @@ METRIC_NAMES = {
 REPORT_NEW_TOKENS = 48
 
 
-class PreferenceTask(Task):
-    name = "preference"
-    default_model = "smollm2-135m"
-    pipeline_task = "text-generation"
-    prediction_keys = ("generated",)
-    headline_metric = "reward_accuracy"
+class PairedRowsTask(Task):
+    """What the tasks that learn from chosen / rejected pairs share (``preference``, ``reward-model``): the
+    three row shapes, their checks (a pair that teaches nothing is refused or left out, counted), rendering
+    through the chat template and the prompt / reply budgets. Subclasses train on the encoded pairs."""
+
     target_columns = ("chosen_ids", "rejected_ids")
     data_defaults: ClassVar[dict[str, Any]] = {
         "format": "auto",
@@ -102,29 +110,7 @@ class PreferenceTask(Task):
         "skip_identical_pairs": False,  # true: pairs with equal replies are left out (counted), not an error
         "max_length": 512,  # prompt + reply tokens
         "max_prompt_length": 256,  # a longer prompt keeps its last turns
-        "max_new_tokens": 128,
-    }
-    options_section = "preference"
-    #: Each method's settings live in its own sub-section, so `preference.method=simpo` on a DPO recipe
-    #: switches every setting at once (a DPO beta of 0.1 is no SimPO beta) and the other section rests.
-    options_defaults: ClassVar[dict[str, Any]] = {
-        "method": "dpo",  # dpo | simpo (reference-free): which sub-section below applies
-        "dpo": {
-            "loss_type": "sigmoid",  # one of TRL's DPO losses
-            "beta": 0.1,
-            "precompute_reference": False,  # reference log-probs once before training (a forward less/step)
-        },
-        "simpo": {
-            "beta": 2.0,
-            "gamma": 0.5,  # the target reward margin
-        },
-    }
-    training_defaults: ClassVar[dict[str, Any]] = {
-        "per_device_train_batch_size": 4,
-        "per_device_eval_batch_size": 8,
-        "learning_rate": 5e-6,
-        "gradient_checkpointing": False,  # TRL's configs default it on; llmkit leaves it to the recipe
-        "eval_on_start": True,  # reward accuracy before training too (eval_before_*)
+        "completion": "completion",  # a single reply: KTO's unpaired rows, the reward model's rows to score
     }
 
     def __init__(self, data: dict[str, Any], options: dict[str, Any] | None = None) -> None:
@@ -135,12 +121,8 @@ class PreferenceTask(Task):
                 f"{did_you_mean(str(data['format']), FORMATS)}"
             )
         self.format: str = data["format"]
-        #: Encoded validation/test pairs (prepare_evaluation): their reference log-probs, when precomputed,
-        #: come from the model before training, even for a full fine-tune whose reference is then gone.
-        self.evaluation_splits: dict[str, Any] = {}
         #: hh pairs left out per split because their transcripts differ before the last assistant turn.
         self.diverged_early: dict[str, int] = {}
-        check_options(self.options)
         if not 0 < data["max_prompt_length"] < data["max_length"]:
             raise LlmkitError(
                 f"data.max_prompt_length={data['max_prompt_length']} must be positive and below "
@@ -349,6 +331,13 @@ class PreferenceTask(Task):
             raise LlmkitError(f"{where} is an empty reply; fill it in or remove that row")
         return value.strip() if self.format == "hh" else value
 
+    def reply_columns(self, columns: list[str]) -> tuple[str, ...]:
+        """The reply keys a split's rows hold: a pair, a single completion (KTO's rows, a reply to score),
+        or none (prompts only)."""
+        if self.data["chosen"] in columns:
+            return ("chosen", "rejected")
+        return ("completion",) if self.data["completion"] in columns else ()
+
     # -- encoding ---------------------------------------------------------------------------------
     def chat_template(self, tokenizer: PreTrainedTokenizerBase) -> str:
         """The model's template, or llmkit's when asked for; a model without one is an error, not a guess."""
@@ -372,10 +361,136 @@ class PreferenceTask(Task):
     def encoding_state(self) -> dict[str, Any]:
         return {"format": self.format}
 
+    def encoding_metrics(self, role: str, dataset: Dataset) -> dict[str, int]:
+        states, prefix = dataset["truncation"], "eval" if role == "validation" else role
+        return {
+            f"{prefix}_truncated_pairs": states.count(TRUNCATED),
+            f"{prefix}_dropped_pairs": states.count(DROPPED),
+        }
+
+    def prepare_evaluation(self, role: str, split: Split, encoded: Dataset) -> Dataset:
+        """Drop the pairs that did not fit (counted by encoding_metrics) and the bookkeeping column."""
+        states = encoded["truncation"]
+        if DROPPED in states:
+            log(
+                f"{split.origin}: {states.count(DROPPED)} of {len(states)} pairs dropped: the last user turn "
+                f"alone is longer than data.max_prompt_length={self.data['max_prompt_length']}"
+            )
+            if states.count(DROPPED) == len(states):
+                raise LlmkitError(
+                    f"{split.origin}: every pair's prompt is longer than data.max_prompt_length="
+                    f"{self.data['max_prompt_length']}; raise it (and data.max_length)"
+                )
+            encoded = encoded.select([index for index, state in enumerate(states) if state != DROPPED])
+        return encoded.remove_columns("truncation")
+
+
+class PreferenceTask(PairedRowsTask):
+    name = "preference"
+    default_model = "smollm2-135m"
+    pipeline_task = "text-generation"
+    prediction_keys = ("generated",)
+    headline_metric = "reward_accuracy"
+    #: KTO scores unpaired rows: there are no pairs to count as right, the margin is its headline.
+    other_headline_metrics = ("reward_margin",)
+    data_defaults: ClassVar[dict[str, Any]] = {
+        **PairedRowsTask.data_defaults,
+        "label": "label",  # KTO's unpaired rows: true for a desirable completion, false for an undesirable
+        "max_new_tokens": 128,
+    }
+    options_section = "preference"
+    #: Each method's settings live in its own sub-section, so `preference.method=simpo` on a DPO recipe
+    #: switches every setting at once (a DPO beta of 0.1 is no SimPO beta) and the other section rests.
+    options_defaults: ClassVar[dict[str, Any]] = {
+        "method": "dpo",  # dpo | simpo, orpo (reference-free) | kto (unpaired rows): which section applies
+        "dpo": {
+            "loss_type": "sigmoid",  # one of TRL's DPO losses
+            "beta": 0.1,
+            "precompute_reference": False,  # reference log-probs once before training (a forward less/step)
+        },
+        "simpo": {
+            "beta": 2.0,
+            "gamma": 0.5,  # the target reward margin
+        },
+        "orpo": {
+            "beta": 0.1,  # lambda: the odds-ratio term's weight beside the chosen reply's NLL
+        },
+        "kto": {
+            "beta": 0.1,
+            "desirable_weight": 1.0,  # the weight of desirable rows' losses
+            "undesirable_weight": 1.0,  # the weight of undesirable rows' losses
+        },
+    }
+    training_defaults: ClassVar[dict[str, Any]] = {
+        "per_device_train_batch_size": 4,
+        "per_device_eval_batch_size": 8,
+        "learning_rate": 5e-6,
+        "gradient_checkpointing": False,  # TRL's configs default it on; llmkit leaves it to the recipe
+        "eval_on_start": True,  # reward accuracy before training too (eval_before_*)
+    }
+
+    def __init__(self, data: dict[str, Any], options: dict[str, Any] | None = None) -> None:
+        super().__init__(data, options)
+        #: Encoded validation/test pairs (prepare_evaluation): their reference log-probs, when precomputed,
+        #: come from the model before training, even for a full fine-tune whose reference is then gone.
+        self.evaluation_splits: dict[str, Any] = {}
+        check_options(self.options)
+        if self.unpaired:
+            self.target_columns = ("completion_ids", "label")
+
+    @property
+    def unpaired(self) -> bool:
+        """The method learns from unpaired rows (KTO): a pair becomes a desirable and an undesirable row."""
+        return self.options["method"] in UNPAIRED_METHODS
+
+    # -- data -------------------------------------------------------------------------------------
+    def check_data(self, splits: dict[str, Split]) -> None:
+        """Pairs, checked as the preference tasks check them; or KTO's unpaired rows ``{prompt, completion,
+        label}``, whose labels must be true or false."""
+        train = splits["train"]
+        columns = train.dataset.column_names
+        if self.data["chosen"] in columns or self.data["completion"] not in columns:
+            super().check_data(splits)
+            return
+        if not self.unpaired:
+            raise LlmkitError(
+                f"{train.origin}: rows of column '{self.data['completion']}' (data.completion) without "
+                f"'{self.data['chosen']}' / '{self.data['rejected']}' pairs are unpaired; train them with "
+                f"preference.method=kto, or give pairs"
+            )
+        for split in splits.values():
+            self.check_inputs(split)
+            if split.role == "test" and self.data["completion"] not in split.dataset.column_names:
+                continue  # prompts only: predicted
+            require_columns(split, {"completion": self.data["completion"], "label": self.data["label"]})
+            for index, value in enumerate(column_values(split.dataset, self.data["completion"])):
+                self.reply_text(value, split, index, "completion")
+            self._check_labels(split)
+
+    def _check_labels(self, split: Split) -> None:
+        """A KTO label says whether the completion is desirable: true or false, both present in training."""
+        labels = column_values(split.dataset, self.data["label"])
+        for index, value in enumerate(labels):
+            if not isinstance(value, bool):
+                raise LlmkitError(
+                    f"{split.origin} {split.where(index)}: column '{self.data['label']}' (data.label) is "
+                    f"{value!r}; a KTO label is true (a desirable completion) or false (an undesirable one)"
+                )
+        if split.role == "train" and len(set(labels)) == 1:
+            raise LlmkitError(
+                f"{split.origin}: every row's '{self.data['label']}' (data.label) is {labels[0]}; KTO learns "
+                f"from desirable and undesirable completions, give both"
+            )
+
+    def encoding_state(self) -> dict[str, Any]:
+        return {**super().encoding_state(), **({"unpaired": True} if self.unpaired else {})}
+
     def encode(self, dataset: Dataset, tokenizer: PreTrainedTokenizerBase) -> Dataset:
         from datasets import Dataset
 
         template = self.chat_template(tokenizer)
+        if self.unpaired and self.reply_columns(dataset.column_names):
+            return self.encode_unpaired(dataset, tokenizer, template)
         columns: dict[str, list] = {"prompt_ids": [], "chosen_ids": [], "rejected_ids": [], "truncation": []}
         has_replies = self.data["chosen"] in dataset.column_names
         for row in dataset:
@@ -399,40 +514,63 @@ class PreferenceTask(Task):
             del columns["chosen_ids"], columns["rejected_ids"]
         return Dataset.from_dict(columns)
 
-    def encoding_metrics(self, role: str, dataset: Dataset) -> dict[str, int]:
-        states, prefix = dataset["truncation"], "eval" if role == "validation" else role
-        return {
-            f"{prefix}_truncated_pairs": states.count(TRUNCATED),
-            f"{prefix}_dropped_pairs": states.count(DROPPED),
-        }
+    def unpaired_rows(self, dataset: Dataset) -> list[tuple[Any, str, bool]]:
+        """``(prompt, completion, desirable)`` rows: as given, or each pair's chosen (true) and rejected
+        (false) reply, shuffled once (seeded): KTO trains in a fixed order, and a batch should mix both."""
+        if self.reply_columns(dataset.column_names) == ("completion",):
+            prompt, completion, label = (self.data[key] for key in ("prompt", "completion", "label"))
+            return [
+                (row[prompt], self.reply_text(row[completion], None, 0, "completion"), row[label])
+                for row in dataset
+            ]
+        rows = []
+        for row in dataset:
+            for key, desirable in (("chosen", True), ("rejected", False)):
+                rows.append(
+                    (row[self.data["prompt"]], self.reply_text(row[self.data[key]], None, 0, key), desirable)
+                )
+        random.Random(UNPAIR_SEED).shuffle(rows)
+        return rows
+
+    def encode_unpaired(self, dataset: Dataset, tokenizer: PreTrainedTokenizerBase, template: str) -> Dataset:
+        """KTO's tokenized format: ``prompt_ids``, ``completion_ids``, ``label`` (cut as pairs are)."""
+        from datasets import Dataset
+
+        columns: dict[str, list] = {"prompt_ids": [], "completion_ids": [], "label": [], "truncation": []}
+        for prompt, completion, desirable in self.unpaired_rows(dataset):
+            row = encode_pair(tokenizer, template, self.prompt_messages(prompt), [completion], self.data)
+            if row["truncation"] != DROPPED and not row["chosen_ids"]:
+                raise LlmkitError(
+                    "the chat template renders an assistant reply as no text, so no token would carry loss; "
+                    "`llmkit validate` shows how rows render; set data.use_chat_template=false for llmkit's"
+                )
+            columns["prompt_ids"].append(row.get("prompt_ids", []))
+            columns["completion_ids"].append(row.get("chosen_ids", []))
+            columns["label"].append(desirable)
+            columns["truncation"].append(row["truncation"])
+        return Dataset.from_dict(columns)
 
     def prepare_evaluation(self, role: str, split: Split, encoded: Dataset) -> Dataset:
-        """Drop the pairs that did not fit (counted by encoding_metrics) and the bookkeeping column."""
-        states = encoded["truncation"]
-        if DROPPED in states:
-            log(
-                f"{split.origin}: {states.count(DROPPED)} of {len(states)} pairs dropped: the last user turn "
-                f"alone is longer than data.max_prompt_length={self.data['max_prompt_length']}"
-            )
-            if states.count(DROPPED) == len(states):
-                raise LlmkitError(
-                    f"{split.origin}: every pair's prompt is longer than data.max_prompt_length="
-                    f"{self.data['max_prompt_length']}; raise it (and data.max_length)"
-                )
-            encoded = encoded.select([index for index, state in enumerate(states) if state != DROPPED])
-        encoded = encoded.remove_columns("truncation")
+        encoded = super().prepare_evaluation(role, split, encoded)
         if role != "train" and "chosen_ids" in encoded.column_names:
             self.evaluation_splits[role] = encoded  # precompute_reference scores them before training
         return encoded
 
     def collator(self, tokenizer: PreTrainedTokenizerBase):
         from trl.trainer.dpo_trainer import DataCollatorForPreference
+        from trl.trainer.kto_trainer import DataCollatorForUnpairedPreference
 
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if self.unpaired:
+            return DataCollatorForUnpairedPreference(pad_token_id=pad)
         return DataCollatorForPreference(pad_token_id=pad)
 
     def example_lengths(self, encoded: Dataset) -> list[int]:
         """Tokens of the longer sequence (prompt + reply) of each pair, for `llmkit validate`."""
+        if "completion_ids" in encoded.column_names:  # KTO's unpaired rows
+            return [
+                len(p) + len(c) for p, c in zip(encoded["prompt_ids"], encoded["completion_ids"], strict=True)
+            ]
         return [
             len(p) + max(len(c), len(r))
             for p, c, r in zip(
@@ -442,6 +580,11 @@ class PreferenceTask(Task):
 
     def describe_example(self, batch: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> list[str]:
         lines = []
+        if "label" in batch:  # KTO: one unpaired row
+            ids = batch["input_ids"][0][batch["attention_mask"][0].bool()]
+            loss = batch["completion_mask"][0][: len(ids)].bool()
+            kind = "desirable" if bool(batch["label"][0]) else "undesirable"
+            return [f"{kind} ({len(ids)} tokens, loss on {int(loss.sum())}): {tokenizer.decode(ids)!r}"]
         for name, row in (("chosen", 0), ("rejected", 1)):
             ids = batch["input_ids"][row][batch["attention_mask"][row].bool()]
             loss = batch["completion_mask"][row][: len(ids)].bool()
@@ -449,19 +592,21 @@ class PreferenceTask(Task):
         return lines
 
     def chat_examples(self, rows: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase) -> list[Any]:
-        """Both sequences of each pair as trained, with the prompt inference would render (chat checks)."""
+        """Both sequences of each pair (KTO's rows: the one) as trained, with the prompt inference would
+        render (chat checks)."""
         from llmkit.tasks.chat_checks import ChatExample
 
         template = self.chat_template(tokenizer)
         examples = []
         for row in rows:
             messages = self.prompt_messages(row[self.data["prompt"]])
-            replies = [self.reply_text(row[self.data[k]], None, 0, k) for k in ("chosen", "rejected")]
+            keys = self.reply_columns(list(row))
+            replies = [self.reply_text(row[self.data[k]], None, 0, k) for k in keys]
             pair = encode_pair(tokenizer, template, messages, replies, self.data)
             if pair["truncation"] == DROPPED:
                 examples.append(ChatExample(pair["messages"], [], [], dropped=True))
                 continue
-            for key in ("chosen_ids", "rejected_ids"):
+            for key in ("chosen_ids", "rejected_ids")[: len(replies)]:
                 ids = pair["prompt_ids"] + pair[key]
                 mask = [False] * len(pair["prompt_ids"]) + [True] * len(pair[key])
                 examples.append(
@@ -484,8 +629,10 @@ class PreferenceTask(Task):
         return ()  # TRL's losses are means over pairs, divided by the accumulation by TRL's trainers
 
     def trainer_class(self) -> type:
-        if self.options["method"] == "simpo":
-            return simpo_trainer_class(self)
+        if self.options["method"] in ("simpo", "orpo"):
+            return reference_free_trainer_class(self)
+        if self.options["method"] == "kto":
+            return kto_trainer_class(self)
         return dpo_trainer_class(self)
 
     def arguments_class(self) -> type:
@@ -493,6 +640,14 @@ class PreferenceTask(Task):
             from trl.experimental.cpo import CPOConfig
 
             return CPOConfig
+        if self.options["method"] == "orpo":
+            from trl.experimental.orpo import ORPOConfig
+
+            return ORPOConfig
+        if self.options["method"] == "kto":
+            from trl import KTOConfig
+
+            return KTOConfig
         from trl import DPOConfig
 
         return DPOConfig
@@ -557,16 +712,17 @@ def check_options(options: dict[str, Any]) -> None:
             f"preference.method must be one of {', '.join(METHODS)}, got {method!r}"
             f"{did_you_mean(str(method), METHODS)}"
         )
-    dpo, simpo = options["dpo"], options["simpo"]
+    dpo = options["dpo"]
     if dpo["loss_type"] not in DPO_LOSS_TYPES:
         raise LlmkitError(
             f"preference.dpo.loss_type must be one of {', '.join(DPO_LOSS_TYPES)}, got {dpo['loss_type']!r}"
             f"{did_you_mean(str(dpo['loss_type']), DPO_LOSS_TYPES)}"
         )
-    for name, section in (("dpo", dpo), ("simpo", simpo)):
-        beta = section["beta"]
-        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or beta <= 0:
-            raise LlmkitError(f"preference.{name}.beta must be a positive number, got {beta!r}")
+    positive = [(f"{name}.beta", options[name]["beta"]) for name in ("dpo", "simpo", "orpo", "kto")]
+    positive += [(f"kto.{key}", options["kto"][key]) for key in ("desirable_weight", "undesirable_weight")]
+    for key, value in positive:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise LlmkitError(f"preference.{key} must be a positive number, got {value!r}")
     if not isinstance(dpo["precompute_reference"], bool):
         raise LlmkitError(
             f"preference.dpo.precompute_reference must be true or false, got {dpo['precompute_reference']!r}"
@@ -584,6 +740,23 @@ def method_settings(options: dict[str, Any], max_length: int) -> dict[str, Any]:
             "simpo_gamma": float(simpo["gamma"]),
             "max_length": max_length,
             "remove_unused_columns": False,
+        }
+    if options["method"] == "orpo":
+        return {
+            "beta": float(options["orpo"]["beta"]),
+            "max_length": max_length,
+            "remove_unused_columns": False,
+        }
+    if options["method"] == "kto":
+        kto = options["kto"]
+        return {
+            "loss_type": "kto",
+            "beta": float(kto["beta"]),
+            "desirable_weight": float(kto["desirable_weight"]),
+            "undesirable_weight": float(kto["undesirable_weight"]),
+            "max_length": None,
+            # the KL term pairs each completion with the previous row's prompt in its batch (precomputed)
+            "train_sampling_strategy": "sequential",
         }
     dpo = options["dpo"]
     return {
@@ -739,6 +912,7 @@ def trainer_mixin() -> type:
         ):
             self._eval_pairs = []
             self._stored("eval").clear()
+            self._prepare_policy_as_training_does()
             output = super().evaluation_loop(
                 dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
             )
@@ -753,6 +927,22 @@ def trainer_mixin() -> type:
             )
             self._stored("eval").clear()
             return output
+
+        def _prepare_policy_as_training_does(self) -> None:
+            """Mixed precision is accelerate's autocast around a prepared model's forward. The Trainer
+            prepares the model for an evaluation only while the accelerator holds no model, and TRL's prepared
+            reference (DPO's or KTO's frozen copy) is one: an evaluation before any training (``llmkit
+            evaluate``) scored the policy in fp32 against a bf16 reference, ~1e-4 off the run's own scores.
+            Prepared here, it computes as in training."""
+            reference = getattr(self, "ref_model", None)
+            if reference is None:
+                return
+            models = self.accelerator._models
+            policy_prepared = any(m is self.model for m in models)
+            reference_prepared = any(m is reference for m in models)
+            sharded = self.is_deepspeed_enabled or self.is_fsdp_enabled  # prepared otherwise by the Trainer
+            if reference_prepared and not policy_prepared and not sharded:
+                self.model = self.accelerator.prepare_model(self.model, evaluation_mode=True)
 
         def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
             store = self._stored("train")
@@ -819,23 +1009,6 @@ def dpo_trainer_class(task: PreferenceTask) -> type:
                 self._with_reference[id(dataset)] = self._precompute_ref_logps(dataset, name, size)
             return self._with_reference[id(dataset)]
 
-        def evaluation_loop(self, *args: Any, **kwargs: Any):
-            self._prepare_policy_as_training_does()
-            return super().evaluation_loop(*args, **kwargs)
-
-        def _prepare_policy_as_training_does(self) -> None:
-            """Mixed precision is accelerate's autocast around a prepared model's forward. The Trainer
-            prepares the model for an evaluation only while the accelerator holds no model, and TRL's prepared
-            reference is one: an evaluation before any training (``llmkit evaluate``) scored the policy in
-            fp32 against a bf16 reference, ~1e-4 off the run's own scores. Prepared here, it computes as in
-            training."""
-            models = self.accelerator._models
-            policy_prepared = any(m is self.model for m in models)
-            reference_prepared = any(m is self.ref_model for m in models)
-            sharded = self.is_deepspeed_enabled or self.is_fsdp_enabled  # prepared otherwise by the Trainer
-            if reference_prepared and not policy_prepared and not sharded:
-                self.model = self.accelerator.prepare_model(self.model, evaluation_mode=True)
-
         def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
             if self.precompute_ref_logps and eval_dataset is not None:
                 with torch.no_grad():
@@ -846,15 +1019,19 @@ def dpo_trainer_class(task: PreferenceTask) -> type:
     return PreferenceDPOTrainer
 
 
-def simpo_trainer_class(task: PreferenceTask) -> type:
-    """TRL's CPOTrainer with the SimPO loss (cpo_alpha 0: no NLL term), fed llmkit's pre-tokenized pairs."""
-    from trl.experimental.cpo import CPOTrainer
+def reference_free_trainer_class(task: PreferenceTask) -> type:
+    """TRL's CPOTrainer with the SimPO loss (cpo_alpha 0: no NLL term) or its ORPOTrainer (the chosen reply's
+    NLL plus the odds-ratio term), fed llmkit's pre-tokenized pairs: both score a pair by the policy alone."""
+    if task.options["method"] == "orpo":
+        from trl.experimental.orpo import ORPOTrainer as base
+    else:
+        from trl.experimental.cpo import CPOTrainer as base
 
-    class PreferenceSimPOTrainer(trainer_mixin(), CPOTrainer):
+    class PreferenceReferenceFreeTrainer(trainer_mixin(), base):
         def __init__(self, model, args, train_dataset, eval_dataset=None, **kwargs: Any) -> None:
             for key, value in method_settings(task.options, task.data["max_length"]).items():
                 setattr(args, key, value)
-            kwargs.pop("data_collator", None)  # CPO pads its own columns
+            kwargs.pop("data_collator", None)  # CPO and ORPO pad their own columns
             self._eval_pairs: list[int] = []
             super().__init__(
                 model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset, **kwargs
@@ -867,7 +1044,7 @@ def simpo_trainer_class(task: PreferenceTask) -> type:
             return len(inputs["prompt_input_ids"])
 
         def tokenize_row(self, feature, model=None) -> dict:
-            """llmkit's ids -> CPO's columns (prompt + reply sequences, labels only on the reply)."""
+            """llmkit's ids -> CPO's and ORPO's columns (prompt + reply sequences, labels on the reply)."""
             prompt = list(feature["prompt_ids"])
             row = {"prompt_input_ids": prompt, "prompt_attention_mask": [1] * len(prompt)}
             for key in ("chosen", "rejected"):
@@ -882,4 +1059,54 @@ def simpo_trainer_class(task: PreferenceTask) -> type:
                 eval_dataset = eval_dataset.map(self.tokenize_row)
             return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
 
-    return PreferenceSimPOTrainer
+    return PreferenceReferenceFreeTrainer
+
+
+def kto_trainer_class(task: PreferenceTask) -> type:
+    """TRL's KTOTrainer on llmkit's pre-tokenized unpaired rows; the reference is, as for DPO, the adapter
+    switched off (LoRA) or a frozen copy of the model."""
+    from trl import KTOTrainer
+
+    class PreferenceKTOTrainer(trainer_mixin(), KTOTrainer):
+        def __init__(self, model, args, train_dataset, eval_dataset=None, **kwargs: Any) -> None:
+            for key, value in method_settings(task.options, task.data["max_length"]).items():
+                setattr(args, key, value)
+            kwargs.pop("preprocess_logits_for_metrics", None)
+            kwargs.pop("compute_metrics", None)  # the metrics come from the loss (rewards, KL)
+            ref_model = None
+            if not is_adapted(model):  # TRL would reload it from the model's name
+                ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+            self._eval_pairs: list[int] = []
+            super().__init__(
+                model=model,
+                ref_model=ref_model,
+                args=args,
+                train_dataset=train_dataset,
+                eval_dataset=eval_dataset,
+                **kwargs,
+            )
+            if is_adapted(self.model) and "ref" in self.model.peft_config:
+                # as for DPO: llmkit's adapter is new, so the base with adapters off is the reference
+                self.model.delete_adapter("ref")
+
+        def _stored(self, mode: str) -> dict[str, list[float]]:
+            return self._metrics[mode]
+
+        def _pairs_in(self, inputs: dict[str, Any]) -> int:
+            return len(inputs["label"])
+
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            """llmkit's encoding is TRL's tokenized format already; the KL term's mismatched completions are
+            added as TRL adds them: each row takes the previous row's completion within its batch."""
+            if "prompt_ids" not in dataset.column_names:
+                return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+            if not self.calculate_KL or "KL_completion_ids" in dataset.column_names:
+                return dataset
+
+            def shifted(batch: dict[str, list]) -> dict[str, list]:
+                batch["KL_completion_ids"] = [batch["completion_ids"][-1], *batch["completion_ids"][:-1]]
+                return batch
+
+            return dataset.map(shifted, batched=True, batch_size=args.per_device_train_batch_size)
+
+    return PreferenceKTOTrainer
