@@ -577,11 +577,15 @@ class ClassificationTask(Task):
 
     def load_model(self, path: Path, **load_options: Any) -> PreTrainedModel:
         """The task's model; a head this load creates starts at the label prior (``data.head_bias``).
-        Zero-shot (``data.verbalizer``): the causal LM wrapped as a classifier of the verbaliser's labels."""
+        Zero-shot (``data.verbalizer``): the causal LM wrapped as a classifier of the verbaliser's labels; a
+        SetFit run's folder: its sentence-transformers body and linear head."""
         from llmkit.models.adaptation import from_pretrained
+        from llmkit.models.sentence_classifier import is_sentence_classifier, load_sentence_classifier
 
         if self.verbalizer is not None:
             return load_verbalizer_model(path, self.verbalizer, **load_options)
+        if is_sentence_classifier(path):  # a SetFit run: its body and head, as saved
+            return load_sentence_classifier(path, **load_options)
         model, info = from_pretrained(
             self.auto_class(), path, output_loading_info=True, **self.model_kwargs(), **load_options
         )
