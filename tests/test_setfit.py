@@ -4,6 +4,7 @@ read back with the run's own scores, and one-line refusals."""
 from __future__ import annotations
 
 import json
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -180,4 +181,23 @@ def test_what_setfit_cannot_train_is_a_one_line_error(
     assert result.exit_code == 2, result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert message in last, result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("module", "package"), [("sklearn", "scikit-learn"), ("sentence_transformers", "sentence-transformers")]
+)
+def test_a_missing_extra_is_a_one_line_error_naming_it(
+    module: str, package: str, tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = [[text, "positive"] for text in POSITIVE] + [[text, "negative"] for text in NEGATIVE]
+    train = write_csv(tmp_path / "train.csv", ["text", "label"], rows)
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed: importing it raises ImportError
+    result = run_cli(
+        "finetune", "model=tiny-bert", f"data.train={train}", "data.validation=null", "setfit.iterations=2",
+        "training.max_steps=1", f"output_dir={tmp_path / 'out'}",
+    )  # fmt: skip
+    assert result.exit_code == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert f"setfit needs the {package} package" in last and "pip install -e '.[setfit]'" in last
     assert not (tmp_path / "out").exists()

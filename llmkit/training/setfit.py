@@ -56,6 +56,7 @@ def setfit_plan(recipe: Recipe, task: Task, train: Split) -> SetFitPlan | None:
     if recipe.setfit is None:
         return None
     where = f"recipe {recipe.source}"
+    require_setfit_libraries(where)
     problem = getattr(task, "problem", None)
     if problem != "single_label":
         raise LlmkitError(
@@ -87,6 +88,19 @@ def setfit_plan(recipe: Recipe, task: Task, train: Split) -> SetFitPlan | None:
         )
     texts = [str(text) for text in column_values(train.dataset, task.data["text"])]
     return SetFitPlan(dict(recipe.setfit), texts, labels, recipe.training["seed"])
+
+
+def require_setfit_libraries(where: str) -> None:
+    """scikit-learn (the head) and sentence-transformers (the body) are extras: say how to get them;
+    scikit-learn first, as sentence-transformers imports it too."""
+    for module, package in (("sklearn", "scikit-learn"), ("sentence_transformers", "sentence-transformers")):
+        try:
+            __import__(module)
+        except ImportError:
+            raise LlmkitError(
+                f"{where}: setfit needs the {package} package; install it with `pip install {package}` (or "
+                f"llmkit's extra: `pip install -e '.[setfit]'`)"
+            ) from None
 
 
 def contrastive_pairs(texts: list[str], labels: list[int], iterations: int, seed: int) -> list[Pair]:
