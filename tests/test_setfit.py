@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from llmkit.models.sentence_classifier import HEAD_FILE, head_from_logistic_regression
+from llmkit.runs.entries import is_run_entry
 from llmkit.training.setfit import contrastive_pairs
 from tests.conftest import NEGATIVE, POSITIVE, write_csv
 
@@ -96,6 +97,7 @@ def test_a_run_folder_is_a_sentence_transformer_with_a_head_that_evaluate_and_pr
     assert {"eval_accuracy", "eval_f1", "eval_loss", "train_loss"} <= set(metrics)
     assert not any("model_preparation" in key for key in metrics)
     assert (setfit_run / "report.md").is_file() and (setfit_run / "recipe.yaml").is_file()
+    assert all(is_run_entry(entry.name) for entry in setfit_run.iterdir())  # --overwrite replaces them all
     config = json.loads((setfit_run / "config.json").read_text())
     assert config["id2label"] == {"0": "negative", "1": "positive"}
 

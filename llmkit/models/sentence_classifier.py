@@ -26,12 +26,11 @@ import torch
 
 from llmkit.core.errors import LlmkitError
 from llmkit.core.progress import log
+from llmkit.models.setfit_section import HEAD_FILE
 
 if TYPE_CHECKING:
     import numpy as np
 
-#: The head's weights in a SetFit run folder; its presence marks the folder as a SentenceClassifier.
-HEAD_FILE = "classifier_head.safetensors"
 CONFIG_FILE = "config.json"
 ENCODE_BATCH_SIZE = 64
 

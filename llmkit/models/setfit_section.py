@@ -13,6 +13,9 @@ from typing import Any
 
 from llmkit.core.errors import LlmkitError, did_you_mean
 
+#: The head's weights in a SetFit run folder (its presence marks the folder as a SentenceClassifier); named
+#: here, apart from the model's module, so that the run folder's list of entries names it without torch.
+HEAD_FILE = "classifier_head.safetensors"
 #: The ``setfit:`` section: SetFit's two stages instead of fine-tuning a classification head end to end.
 SETFIT_DEFAULTS: dict[str, Any] = {
     # contrastive pairs per training row and kind: this many with a row of its class (target 1) and as many
