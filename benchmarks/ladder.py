@@ -162,23 +162,21 @@ def train_rungs(options: argparse.Namespace, log: list[dict]) -> list[dict]:
             for method, recipe, overrides in plans:
                 name = f"{method}-{shots}-seed{seed}"
                 run = finetune(WORK / name, recipe, overrides, log, options.reuse_runs)
-                rungs.append(
-                    rung(name, method, run, shots, seed, steps if method != "finetune-one-epoch" else None)
-                )
+                rungs.append(rung(name, method, run, shots, seed))
     if options.lora:
         shots, steps = TARGET["shots"], setfit_steps(setfit, TARGET["shots"])
         overrides = ["model=smollm2-135m", "peft.method=lora", f"data.shots={shots}"]
         overrides += [f"data.shots_seed={FIRST_SEED}", f"training.max_steps={steps}"]
         name = f"smollm2-lora-{shots}-seed{FIRST_SEED}"
         run = finetune(WORK / name, FINETUNE_RECIPE, overrides, log, options.reuse_runs)
-        rungs.append(rung(name, "smollm2-lora", run, shots, FIRST_SEED, steps))
+        rungs.append(rung(name, "smollm2-lora", run, shots, FIRST_SEED))
     if options.full or options.full_run:
         run = (
             finetune(WORK / "finetune-all-rows", FINETUNE_RECIPE, [], log, options.reuse_runs)
             if options.full
             else (REPO / options.full_run).resolve()
         )
-        rungs.append(rung("finetune-all-rows", "finetune-all-rows", run, None, None, None))
+        rungs.append(rung("finetune-all-rows", "finetune-all-rows", run, None, None))
     return rungs
 
 
@@ -202,7 +200,8 @@ def finetune(run: Path, recipe: str, overrides: list[str], log: list[dict], reus
     return run
 
 
-def rung(name: str, method: str, run: Path, shots: int | None, seed: int | None, steps: int | None) -> dict:
+def rung(name: str, method: str, run: Path, shots: int | None, seed: int | None) -> dict:
+    """A trained rung as the tables show it: what it is, its run, the steps it took, its seconds and size."""
     metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     return {
         "name": name,
@@ -210,7 +209,7 @@ def rung(name: str, method: str, run: Path, shots: int | None, seed: int | None,
         "shots": shots,
         "shots_seed": seed,
         "run": relative(str(run)),
-        "steps": steps if steps is not None else run_steps(run),
+        "steps": run_steps(run),
         "train_seconds": round(metrics["train_runtime"], 1),
         "bytes": weights_bytes(run),
     }
