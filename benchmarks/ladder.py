@@ -518,7 +518,9 @@ def plot(result: dict, path: Path) -> None:
         points = [r for r in rungs if r["method"] == method]
         if not points:
             continue
-        offset = {"setfit": 1.0, "finetune-same-steps": 0.97, "finetune-one-epoch": 1.03}.get(method, 1.0)
+        offset = {"finetune-same-steps": 0.97, "finetune-one-epoch": 1.03, "smollm2-lora": 1.06}.get(
+            method, 1.0
+        )
         for r in points:
             low, high = r["interval"]
             axis.errorbar(
