@@ -94,6 +94,10 @@ class RecipeCase:
     def has_peft(self) -> bool:
         return bool(self.raw.get("peft"))
 
+    @property
+    def has_setfit(self) -> bool:
+        return self.raw.get("setfit") is not None
+
     def split_kinds(self) -> dict[str, str]:
         """Split -> file suffix: the shared-data line's files, else the recipe's own data files."""
         kinds = {}
@@ -151,7 +155,10 @@ def write_data(case: RecipeCase, folder: Path) -> list[str]:
         )
     overrides = []
     for split, suffix in case.split_kinds().items():
-        rows = make_rows(case, task.data, ROWS[split], offset=SPLITS.index(split))
+        count = ROWS[split]
+        if split == "train" and task.data.get("shots"):  # data.shots rows of each of the two classes
+            count = max(count, 2 * task.data["shots"])
+        rows = make_rows(case, task.data, count, offset=SPLITS.index(split))
         path = folder / f"{split}{suffix}"
         write_rows(path, rows, task.name)
         overrides.append(f"data.{split}={path}")

@@ -89,6 +89,7 @@ def export(
     """
     from llmkit.inference.predict import task_for_model
     from llmkit.models.resolve import check_weights, load_model, load_tokenizer
+    from llmkit.models.sentence_classifier import is_sentence_classifier
 
     source, output = Path(run_or_model), Path(output)
     check_source(source)
@@ -98,6 +99,11 @@ def export(
         raise LlmkitError(
             f"{source} is a {task.name} model, which llmkit export does not support; it exports "
             f"{' and '.join(EXPORTED_TASKS)} models"
+        )
+    if is_sentence_classifier(source):
+        raise LlmkitError(
+            f"{source} is a SetFit run (a sentence-transformers body and a linear head), which llmkit export "
+            f"does not support; llmkit predict and evaluate read the run folder itself"
         )
     if format == "onnx":
         for module in ("onnx", "onnxscript", "onnxruntime"):

@@ -8,6 +8,7 @@ A recipe has these top-level keys::
     training: {max_steps: 50, ...}  # any transformers.TrainingArguments field
     peft: {method: lora, r: 16}     # optional: train a LoRA adapter instead of every weight
     distill: {teacher: runs/x}      # optional: learn from a teacher model's outputs as well
+    setfit: {iterations: 20}        # optional (classification): SetFit's contrastive body, then a head
     tokenizer: {train: true}        # only with model: {from_scratch: SIZE}: a tokenizer trained on the data
     output_dir: runs/classification
 
@@ -34,6 +35,7 @@ from llmkit.data.files import warn_stale_validation
 from llmkit.data.section import COMMON_DATA_DEFAULTS, check_data_source, check_row_filters, check_streaming
 from llmkit.models.adaptation import check_peft_section
 from llmkit.models.scratch import check_from_scratch, check_tokenizer_section
+from llmkit.models.setfit_section import check_setfit_section
 from llmkit.models.student import check_student
 from llmkit.models.teacher import check_distill_section
 
@@ -46,6 +48,7 @@ TOP_LEVEL_KEYS = (
     "training",
     "peft",
     "distill",
+    "setfit",
     "tokenizer",
     "output_dir",
     "overwrite",
@@ -134,6 +137,8 @@ class Recipe:
     student: dict[str, Any] | None = None
     #: The validated ``distill:`` section (``llmkit.models.teacher``); None: no teacher.
     distill: dict[str, Any] | None = None
+    #: The validated ``setfit:`` section (``llmkit.models.setfit_section``); None: no SetFit.
+    setfit: dict[str, Any] | None = None
 
     def safety_options(self) -> dict[str, bool]:
         """The model options that widen what is fetched and loaded (pickle weights, remote code)."""
@@ -154,6 +159,7 @@ class Recipe:
             "training": dict(self.training),
             **({"peft": dict(self.peft)} if self.peft is not None else {}),
             **({"distill": dict(self.distill)} if self.distill is not None else {}),
+            **({"setfit": dict(self.setfit)} if self.setfit is not None else {}),
             **({"tokenizer": dict(self.tokenizer)} if self.scratch is not None else {}),
             **({self.options_section: dict(self.options)} if self.options_section else {}),
             "output_dir": self.output_dir,
@@ -399,6 +405,7 @@ def validate_recipe(raw: dict[str, Any]) -> Recipe:
     tokenizer = check_tokenizer_section(raw.get("tokenizer"), scratch, task_cls.scratch_style, where)
     distilling_tasks = [name for name in task_names() if get_task_class(name).distills]
     distill = check_distill_section(raw.get("distill"), task_cls.name, distilling_tasks, where)
+    setfit = check_setfit_section(raw.get("setfit"), task_cls.name, peft, distill, where)
     options = (
         check_section(raw.get(section) or {}, task_cls.options_defaults, section, where) if section else {}
     )
@@ -426,6 +433,7 @@ def validate_recipe(raw: dict[str, Any]) -> Recipe:
         tokenizer=tokenizer,
         student=student,
         distill=distill,
+        setfit=setfit,
     )
 
 

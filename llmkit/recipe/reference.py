@@ -1,9 +1,10 @@
 """The recipe reference: every key a task's recipe takes, with its default and what it means.
 
 Generated from the schema itself (``llmkit.recipe.loader``, the task's own defaults, ``peft:``, ``distill:``,
-``tokenizer:`` and a student's ``model`` keys), comments included: a key's comment is the one beside (or just
-above) it in the source of its defaults, so the reference cannot drift from what llmkit reads. ``llmkit
-recipes --reference`` prints it; ``docs/recipe-reference.yaml`` is a copy that a test keeps equal to it.
+``setfit:``, ``tokenizer:`` and a student's ``model`` keys), comments included: a key's comment is the one
+beside (or just above) it in the source of its defaults, so the reference cannot drift from what llmkit
+reads. ``llmkit recipes --reference`` prints it; ``docs/recipe-reference.yaml`` is a copy that a test keeps
+equal to it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import yaml
 
 from llmkit.data import section as data_section
-from llmkit.models import adaptation, scratch, student, teacher
+from llmkit.models import adaptation, scratch, setfit_section, student, teacher
 from llmkit.recipe import loader as config
 from llmkit.tasks import get_task_class
 
@@ -157,6 +158,15 @@ def recipe_reference(task_name: str = "classification") -> str:
             "distill",
             teacher.DISTILL_DEFAULTS,
             source_comments(teacher, "DISTILL_DEFAULTS"),
+            commented_out=True,
+        )
+    if task_name == "classification":
+        lines += section(
+            "absent (or null): the model trains end to end; a setfit: section trains it as SetFit does "
+            "(docs/tasks/classification.md)",
+            "setfit",
+            setfit_section.SETFIT_DEFAULTS,
+            source_comments(setfit_section, "SETFIT_DEFAULTS"),
             commented_out=True,
         )
     if task_cls.scratch_style:

@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 from llmkit.models.adaptation import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, MERGED_DIR, MODEL_CONFIG_FILE
+from llmkit.models.setfit_section import HEAD_FILE
 from llmkit.runs.plots import PLOTS_DIR
 
 CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
@@ -76,6 +77,7 @@ RUN_FOLDER_ENTRIES = (
     "sentence_bert_config.json",
     "config_sentence_transformers.json",
     "[0-9]_*",
+    HEAD_FILE,  # a SetFit run's head beside its sentence-transformers body
 )
 
 
@@ -86,6 +88,7 @@ WEIGHT_ENTRIES = (
     "model-*-of-*.safetensors",
     "model.safetensors.index.json",
     ADAPTER_WEIGHTS_FILE,
+    HEAD_FILE,
     MERGED_DIR,
     "checkpoint-*",
 )

@@ -24,6 +24,7 @@ test macro-F1 0.075 after 300 steps from a zero bias, 0.285 from the prior; docs
 from __future__ import annotations
 
 import math
+import random
 from collections import Counter
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -111,6 +112,10 @@ class ClassificationTask(Task):
         "verbalizer": None,
         "prompt": None,  # with data.verbalizer: the prompt, {text} (and {text_pair}) filled in per row
         "chat_prompt": False,  # with data.verbalizer: render the prompt as a user turn of the chat template
+        # few-shot: train on N rows per class, sampled (seeded by data.shots_seed) from the training rows
+        # left once validation is carved off; single-label only
+        "shots": None,
+        "shots_seed": 42,  # which rows data.shots samples; the same seed gives the same rows to any method
     }
 
     data_words: ClassVar[dict[str, tuple[str, ...]]] = {"threshold": (CHOSEN_ON_VALIDATION,)}
@@ -136,6 +141,7 @@ class ClassificationTask(Task):
             raise LlmkitError(
                 f"data.label_separator must be a non-empty string (e.g. ','), got {separator!r}"
             )
+        check_shots(data)
         self.labels: list[Any] = []  # raw label values, index = class id
         self.label_names: list[str] = []
         # "auto" is resolved from the training labels by check_data (or from the model's config to predict)
@@ -201,6 +207,8 @@ class ClassificationTask(Task):
                 self._check_label_sets(split)
             else:
                 self._check_label_values(split)
+        if self.data["shots"] is not None:
+            self._keep_shots(splits["train"])
         if self.problem == "regression":
             self.labels, self.label_names = [], [str(label_column)]
         else:
@@ -215,6 +223,32 @@ class ClassificationTask(Task):
                 "data.threshold: validation chooses each label's threshold on the validation split, and "
                 "this recipe has none; set data.validation (or data.validation_split) or a number"
             )
+
+    def _keep_shots(self, train: Split) -> None:
+        """``data.shots``: keep N training rows of each class, a seeded sample (in file order), so a few-shot
+        run sees what a user with N labelled examples would have; validation was carved off before."""
+        shots, column = self.data["shots"], self.data["label"]
+        if self.problem != "single_label":
+            raise LlmkitError(
+                f"data.shots samples rows per class and works for single-label classification only, and "
+                f"data.problem is {self.problem}; drop data.shots"
+            )
+        if train.stream is not None:
+            raise LlmkitError("data.shots samples from the whole training file; set data.streaming=false")
+        rows_of: dict[Any, list[int]] = {}
+        for index, [label] in enumerate(self._row_labels(train)):
+            rows_of.setdefault(label, []).append(index)
+        for label in sorted(rows_of):
+            if len(rows_of[label]) < shots:
+                raise LlmkitError(
+                    f"data.shots is {shots}, but class {label!r} has only {len(rows_of[label])} rows in "
+                    f"column '{column}' of {train.origin}; lower data.shots or add rows"
+                )
+        generator = random.Random(self.data["shots_seed"])
+        kept = sorted(index for label in sorted(rows_of) for index in generator.sample(rows_of[label], shots))
+        train.keep_rows(kept)
+        seed = self.data["shots_seed"]
+        log(f"data.shots: {shots} training rows per class ({len(kept)} rows, data.shots_seed {seed})")
 
     def _starts_at_prior(self) -> bool:
         head_bias = self.data["head_bias"]
@@ -549,11 +583,15 @@ class ClassificationTask(Task):
 
     def load_model(self, path: Path, **load_options: Any) -> PreTrainedModel:
         """The task's model; a head this load creates starts at the label prior (``data.head_bias``).
-        Zero-shot (``data.verbalizer``): the causal LM wrapped as a classifier of the verbaliser's labels."""
+        Zero-shot (``data.verbalizer``): the causal LM wrapped as a classifier of the verbaliser's labels; a
+        SetFit run's folder: its sentence-transformers body and linear head."""
         from llmkit.models.adaptation import from_pretrained
+        from llmkit.models.sentence_classifier import is_sentence_classifier, load_sentence_classifier
 
         if self.verbalizer is not None:
             return load_verbalizer_model(path, self.verbalizer, **load_options)
+        if is_sentence_classifier(path):  # a SetFit run: its body and head, as saved
+            return load_sentence_classifier(path, **load_options)
         model, info = from_pretrained(
             self.auto_class(), path, output_loading_info=True, **self.model_kwargs(), **load_options
         )
@@ -739,6 +777,15 @@ class ClassificationTask(Task):
         for label in self.label_set(value) or [] if self.problem == "multi_label" else [_as_label(value)]:
             names.append(self.label_name(self.labels.index(label)) if label in self.labels else str(label))
         return ", ".join(names) or "(none)"
+
+
+def check_shots(data: dict[str, Any]) -> None:
+    """``data.shots`` is a positive number of rows per class (or null), ``data.shots_seed`` an integer."""
+    shots, seed = data["shots"], data["shots_seed"]
+    if shots is not None and (not isinstance(shots, int) or isinstance(shots, bool) or shots < 1):
+        raise LlmkitError(f"data.shots must be a positive number of rows per class or null, got {shots!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise LlmkitError(f"data.shots_seed must be an integer, got {seed!r}")
 
 
 def best_thresholds(probabilities: Any, gold: Any) -> list[float]:

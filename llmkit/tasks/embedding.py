@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from llmkit.core.errors import LlmkitError, missing_package
-from llmkit.core.progress import log
 from llmkit.data.files import Split, column_values, numbers_from_text, require_columns, require_text
 from llmkit.tasks.base import AuditColumns, Task
 
@@ -240,22 +239,11 @@ class EmbeddingTask(Task):
     def load_model(self, path: Path, **load_options: Any) -> Any:
         """A ``SentenceTransformer``: the folder's own modules, or (a plain encoder) the encoder with mean
         pooling; its texts are cut at ``data.max_length`` tokens, which the saved folder keeps."""
-        SentenceTransformer = require_sentence_transformers().SentenceTransformer
+        require_sentence_transformers()
+        from llmkit.models.sentence_classifier import load_sentence_transformer
 
-        plain = not (path / "modules.json").exists()
-        if plain:
-            log(f"{path} is a plain encoder: sentence embeddings are the mean of its token embeddings")
-        model_kwargs = {key: load_options[key] for key in ("dtype", "use_safetensors") if key in load_options}
-        model = SentenceTransformer(
-            str(path),
-            device="cpu",  # the Trainer (or inference) places it
-            local_files_only=True,
-            trust_remote_code=bool(load_options.get("trust_remote_code")),
-            model_kwargs={key: value for key, value in model_kwargs.items() if value is not None},
-        )
-        if self.data["max_length"] is not None:  # None (llmkit embed on a folder): the folder's own
-            model.max_seq_length = self.data["max_length"]
-        return model
+        # None (llmkit embed on a folder): the folder's own limit
+        return load_sentence_transformer(path, self.data["max_length"], **load_options)
 
     def loss_targets(self) -> tuple[str, ...]:
         """sentence-transformers' losses are means over the batch's rows: the Trainer divides by the

@@ -75,6 +75,7 @@ from llmkit.training.distillation import (
 from llmkit.training.distillation import describe as describe_distillation
 from llmkit.training.loss_scaling import step_weighted_trainer
 from llmkit.training.sampling import length_grouping_trainer
+from llmkit.training.setfit import SetFitPlan, load_setfit_model, setfit_plan, setfit_trainer
 from llmkit.training.streaming import encode_stream
 from llmkit.training.token_cache import encode_cached, split_digest
 
@@ -149,6 +150,8 @@ class PreparedRun:
     model_path: Path | None = None
     #: The teacher and how the student learns from it (a ``distill:`` section); None: the labels alone.
     distillation: Distillation | None = None
+    #: SetFit's two stages (a ``setfit:`` section) instead of end-to-end training; None: the Trainer's own.
+    setfit: SetFitPlan | None = None
 
 
 def model_folder(recipe: Recipe, task: Task, splits: dict[str, Split]) -> Path:
@@ -185,6 +188,7 @@ def prepare(recipe: Recipe) -> PreparedRun:
     task.check_data(splits)
     audit_columns = task.audit_columns()
     removed = drop_training_rows(splits, recipe.data, audit_columns and audit_columns.texts, recipe.task)
+    setfit = setfit_plan(recipe, task, splits["train"])  # what SetFit cannot train fails before any load
     model_path = model_folder(recipe, task, splits)  # the recipe's model, or one built from scratch
     task.check_model(model_path)
     load_options = {
@@ -232,7 +236,10 @@ def prepare(recipe: Recipe) -> PreparedRun:
 
     with quiet_library_progress():
         set_seed(recipe.training["seed"])
-        model = load_model(task, model_path, **load_options)
+        if setfit is not None:
+            model = load_setfit_model(task, model_path, recipe.data["max_length"], load_options)
+        else:
+            model = load_model(task, model_path, **load_options)
         model = adapt_model(model, recipe.peft, task, where, bool(args.gradient_checkpointing))
     if recipe.peft is not None:
         trainable, total = trainable_share(model)
@@ -256,17 +263,22 @@ def prepare(recipe: Recipe) -> PreparedRun:
         data_counts=data_counts,
         model_path=model_path,
         distillation=distillation,
+        setfit=setfit,
     )
 
 
-def task_trainer_class(task: Task, distillation: Distillation | None = None) -> type:
+def task_trainer_class(
+    task: Task, distillation: Distillation | None = None, setfit: SetFitPlan | None = None
+) -> type:
     """The task's Trainer as training and `llmkit evaluate` both run it: each micro-batch's loss weighed by
     its share of the step (llmkit.training.loss_scaling), batches grouped by length in training, evaluation in
     the split's order (llmkit.training.sampling); with a teacher, the loss it weighs is the distillation's
-    (llmkit.training.distillation)."""
+    (llmkit.training.distillation); with SetFit, training is its two stages (llmkit.training.setfit)."""
     trainer = task.trainer_class()
     if distillation is not None:
         trainer = distilling_trainer(trainer, distillation)
+    if setfit is not None:
+        trainer = setfit_trainer(trainer, setfit)
     return length_grouping_trainer(step_weighted_trainer(trainer, task.loss_targets()))
 
 
@@ -275,7 +287,7 @@ def build_trainer(run: PreparedRun, callbacks: list[Any] | tuple[Any, ...] = ())
     caller's) and the run's fingerprint."""
     task, recipe = run.task, run.recipe
     divergence_guard = stop_on_non_finite_loss()
-    trainer = crash_safe_trainer(task_trainer_class(task, run.distillation))(
+    trainer = crash_safe_trainer(task_trainer_class(task, run.distillation, run.setfit))(
         model=run.model,
         args=run.args,
         train_dataset=run.encoded["train"],
