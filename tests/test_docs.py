@@ -145,3 +145,13 @@ def test_the_site_builds_in_strict_mode(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "site" / "index.html").exists()
     assert (tmp_path / "site" / "reference" / "cli" / "index.html").exists()
+
+
+def test_every_bundled_recipe_has_a_row_in_the_results_table() -> None:
+    """Issue 31: a bundled recipe is a promise, so each states what it reached (or that it is unmeasured)."""
+    results = (DOCS / "results.md").read_text(encoding="utf-8")
+    table = results.split("## Every bundled recipe against its anchor", 1)[1].split("\n## ", 1)[0]
+    rows = set(re.findall(r"^\| `([\w.-]+\.yaml)`", table, flags=re.MULTILINE))
+    bundled = {path.name for path in (REPO / "recipes").glob("*.yaml")}
+    assert not bundled - rows, f"docs/results.md has no row for {sorted(bundled - rows)}"
+    assert not rows - bundled, f"docs/results.md has rows for recipes that are gone: {sorted(rows - bundled)}"
