@@ -24,6 +24,7 @@ TASKS: dict[str, str] = {
     "question-answering": "llmkit.tasks.question_answering:QuestionAnsweringTask",
     "preference": "llmkit.tasks.preference:PreferenceTask",
     "embedding": "llmkit.tasks.embedding:EmbeddingTask",
+    "grpo": "llmkit.tasks.grpo:GrpoTask",
 }
 #: Other names a recipe may give a task.
 TASK_ALIASES: dict[str, str] = {"ner": "token-classification"}
