@@ -741,6 +741,30 @@ def export(
 
 
 @app.command()
+def data(
+    generator: Annotated[
+        str, typer.Argument(help="What to generate: arithmetic (word problems with exact integer answers).")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Folder for train.jsonl and test.jsonl.")],
+    train: Annotated[int, typer.Option("--train", help="Training problems.")] = 1000,
+    test: Annotated[int, typer.Option("--test", help="Held-out problems (none of them in train).")] = 200,
+    seed: Annotated[int, typer.Option("--seed", help="The same seed gives the same problems.")] = 0,
+    max_number: Annotated[int, typer.Option("--max-number", help="Largest number in a problem.")] = 20,
+) -> None:
+    """Write a generated data set shipped with llmkit: seeded train and held-out splits as JSON lines.
+
+    `arithmetic`: one- and two-step word problems ({prompt, answer, expression}) for `task: grpo`, whose
+    `answer` and `format` rewards check the final 'Answer: N' line (docs/tasks/grpo.md).
+    """
+    from llmkit.data.arithmetic import write_splits
+
+    if generator != "arithmetic":
+        raise LlmkitError(f"llmkit data {generator}: unknown generator; generators: arithmetic")
+    for path in write_splits(out, train, test, seed, max_number):
+        typer.echo(str(path))
+
+
+@app.command()
 def report(
     output_dir: Annotated[Path, typer.Argument(help="Output folder of a finished `llmkit finetune` run.")],
 ) -> None:

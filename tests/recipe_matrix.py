@@ -50,6 +50,9 @@ TINY_DATA = {
     "max_new_tokens": 4,
     "max_eval_samples": 4,
 }
+#: A task section's settings shrunk where a recipe has that section (GRPO: 2 completions a prompt, as the tiny
+#: batch of 2 holds, and short ones).
+TINY_OPTIONS = {"grpo": {"num_generations": 2, "max_completion_length": 4}}
 TINY_TRAINING = {
     "max_steps": 2,
     "per_device_train_batch_size": 2,
@@ -287,6 +290,20 @@ def embedding_rows(case: RecipeCase, data: dict, count: int, offset: int) -> lis
     return rows
 
 
+def grpo_rows(case: RecipeCase, data: dict, count: int, offset: int) -> list[dict]:
+    """Questions with exact answers (the arithmetic sample's columns)."""
+    rows = []
+    for i in range(count):
+        a, b = i % 7 + 2, (i + offset) % 5 + 1
+        rows.append(
+            {
+                data["prompt"]: f"{a} + {b} = ?",
+                data["answer"]: a + b,
+            }
+        )
+    return rows
+
+
 ROW_MAKERS = {
     "classification": classification_rows,
     "token-classification": token_classification_rows,
@@ -298,6 +315,7 @@ ROW_MAKERS = {
     "preference": preference_rows,
     "reward-model": preference_rows,
     "embedding": embedding_rows,
+    "grpo": grpo_rows,
 }
 
 
@@ -346,6 +364,9 @@ def stand_in_overrides(case: RecipeCase) -> list[str]:
         if data.get("use_chat_template") and STAND_INS[model] in WITHOUT_CHAT_TEMPLATE:
             overrides.append("data.use_chat_template=false")
     overrides += [f"data.{key}={value}" for key, value in TINY_DATA.items() if key in data]
+    for section, settings in TINY_OPTIONS.items():
+        if section in case.raw:
+            overrides += [f"{section}.{key}={value}" for key, value in settings.items()]
     overrides += [f"training.{key}={value}" for key, value in TINY_TRAINING.items()]
     return overrides
 
@@ -367,7 +388,7 @@ VOLATILE_KEYS = {"model"}
 def is_chat(case: RecipeCase) -> bool:
     data = case.raw.get("data") or {}
     return (
-        case.task.name == "preference"
+        case.task.name in ("preference", "grpo")
         or data.get("format") in ("instruction", "chat")
         or "instruction" in data
     )
@@ -384,6 +405,7 @@ INFERENCE_COMMANDS = {
     "summarization": "summarize",
     "translation": "translate",
     "embedding": "predict",
+    "grpo": "generate",
 }
 
 
@@ -419,7 +441,7 @@ def inference_command(case: RecipeCase, run: Path, workdir: Path) -> list[str]:
         return [verb, QUESTION, "--context", CONTEXT, "-m", str(run), "--json"]
     if name == "fill-mask":
         return [verb, f"the food was {mask_token(run)} and fresh", "-m", str(run), "--json"]
-    if name in ("generation", "preference"):
+    if name in ("generation", "preference", "grpo"):
         chat = ["--chat"] if is_chat(case) else []
         greedy = ["--temperature", "0", "--max-new-tokens", "4"]
         return ["generate", PROBE, "-m", str(run), *greedy, "--json", *chat]

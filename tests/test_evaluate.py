@@ -70,6 +70,11 @@ def unpaired(index: int) -> dict[str, Any]:
     }
 
 
+def sum_question(index: int) -> dict[str, Any]:
+    a, b = index % 7 + 1, index % 3 + 2
+    return {"prompt": f"What is {a} plus {b}? End with 'Answer: N'.", "answer": a + b}
+
+
 #: name -> (recipe, a training row, a validation row): every task (and problem type) llmkit trains.
 CASES: dict[str, tuple[dict[str, Any], Any, Any]] = {
     "classification": (
@@ -194,6 +199,24 @@ CASES: dict[str, tuple[dict[str, Any], Any, Any]] = {
         },
         pair,
         lambda i: pair(i + 2),
+    ),
+    "grpo": (  # one greedy completion per prompt, scored by its rewards and exact match of its final answer
+        {
+            "task": "grpo",
+            "model": "tiny-gpt2",
+            "data": {"use_chat_template": False, "max_prompt_length": 64},
+            "grpo": {
+                "rewards": [
+                    {"name": "answer"},
+                    {"name": "format", "pattern": "[aeiou]"},
+                    {"name": "length", "max_tokens": 5},
+                ],
+                "num_generations": 2,
+                "max_completion_length": 6,
+            },
+        },
+        sum_question,
+        lambda i: sum_question(i + 5),
     ),
 }
 

@@ -226,6 +226,15 @@ def task_recipe(task: str, tmp_path: Path) -> dict:
         )
     )
     recipes["embedding"] = {"model": "tiny-bert", "data": {"train": str(similar)}}
+    problems = tmp_path / "problems.jsonl"
+    problems.write_text(
+        "".join(json.dumps({"prompt": f"{i} + 2 = ?", "answer": i + 2}) + "\n" for i in range(12))
+    )
+    recipes["grpo"] = {
+        "model": "tiny-gpt2",
+        "data": {"train": str(problems), "use_chat_template": False, "max_prompt_length": 64},
+        "grpo": {"num_generations": 2, "max_completion_length": 4},
+    }
     assert set(recipes) == set(task_names()), "give every registered task a recipe here"
     recipe = recipes[task]
     recipe["data"]["validation_split"] = 0.25

@@ -409,6 +409,8 @@ def validate_recipe(raw: dict[str, Any]) -> Recipe:
     options = (
         check_section(raw.get(section) or {}, task_cls.options_defaults, section, where) if section else {}
     )
+    if section:
+        options = task_cls.settle_options(options, recipe_folder(source))
 
     output_dir = raw.get("output_dir", f"{RUNS_DIR}/{task_name}")
     if not isinstance(output_dir, str) or not output_dir.strip():
@@ -435,6 +437,12 @@ def validate_recipe(raw: dict[str, Any]) -> Recipe:
         distill=distill,
         setfit=setfit,
     )
+
+
+def recipe_folder(source: str) -> Path:
+    """The folder a recipe file is in (the current folder for a recipe given as a dict or overrides)."""
+    path = Path(source)
+    return path.parent if path.is_file() else Path.cwd()
 
 
 def check_section(

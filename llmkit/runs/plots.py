@@ -74,9 +74,27 @@ def training_series(log_history: list[dict[str, Any]], headline_metric: str) -> 
             metric = [(step, math.exp(min(value, 50.0))) for step, value in points(log_history, "eval_loss")]
         label = headline_metric.replace("_", " ")
         series.append(Series(headline_metric, label.capitalize(), label, {"eval": metric}))
+    series += reward_series(log_history)
     for item in series:
         item.lines = {label: line for label, line in item.lines.items() if line}
     return [item for item in series if item.lines]
+
+
+def reward_series(log_history: list[dict[str, Any]]) -> list[Series]:
+    """GRPO: the mean reward of the sampled completions (the weighted total and each reward's, logged by TRL
+    as ``reward`` and ``rewards/<name>/mean``) beside the evaluations' greedy ones; the completion lengths."""
+    means = {
+        key for entry in log_history for key in entry if key.startswith("rewards/") and key.endswith("/mean")
+    }
+    names = sorted(key.removeprefix("rewards/").removesuffix("/mean") for key in means)
+    reward = Series("reward", "Reward", "mean reward", {"train": points(log_history, "reward")})
+    reward.lines["eval"] = points(log_history, "eval_reward")
+    for name in names:
+        reward.lines[f"train {name}"] = points(log_history, f"rewards/{name}/mean")
+    length = Series("completion_length", "Completion length", "tokens")
+    length.lines["train"] = points(log_history, "completions/mean_length")
+    length.lines["eval"] = points(log_history, "eval_completion_length")
+    return [reward, length]
 
 
 def matplotlib_missing() -> str | None:

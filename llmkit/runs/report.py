@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 #: Sample predictions shown in the report (from the validation split, else test, else train).
 SAMPLE_ROWS = 3
+#: GRPO's completions sampled during training: the report shows the last this many, each prompt's end.
+MAX_COMPLETION_ROWS = 24
+PROMPT_TAIL = 150
 #: Token statistics come from at most this many encoded examples per split.
 STATISTICS_ROWS = 5000
 
@@ -157,6 +160,8 @@ def render_report(run: RunRecord, task_cls: type[Task], plots: list[Path], skipp
         lines.append("None recorded.")
     lines.append("")
 
+    lines += completion_lines(run)
+
     lines += ["## Recipe", "", "```yaml", yaml.safe_dump(recipe, sort_keys=False).rstrip(), "```", ""]
     rerun = f"llmkit finetune {run.output_dir / 'recipe.yaml'} output_dir=runs/again"
     lines += [f"Rerun it with `{rerun}`.", ""]
@@ -165,6 +170,35 @@ def render_report(run: RunRecord, task_cls: type[Task], plots: list[Path], skipp
         shown = ", ".join(f"{name} {version}" for name, version in versions.items() if version)
         lines += ["## Environment", "", f"{shown}; {run.manifest.get('world_size', 1)} process(es).", ""]
     return "\n".join(lines)
+
+
+def completion_lines(run: RunRecord) -> list[str]:
+    """GRPO: completions sampled during training, a few per logging step, with each reward they got."""
+    sampled = run.stats.get("completions") or []
+    if not sampled:
+        return []
+    labels = list(dict.fromkeys(label for sample in sampled for label in sample.get("rewards", {})))
+    rows = [
+        [
+            sample.get("step", ""),
+            "…" + str(sample.get("prompt", ""))[-PROMPT_TAIL:],
+            sample.get("completion", ""),
+            *(format_value(sample.get("rewards", {}).get(label, "")) for label in labels),
+        ]
+        for sample in sampled[-MAX_COMPLETION_ROWS:]
+    ]
+    shown = "the last " if len(sampled) > MAX_COMPLETION_ROWS else ""
+    intro = (
+        f"Completions sampled in training ({shown}{len(rows)} of {len(sampled)} kept), with their rewards."
+    )
+    return [
+        "## Sampled completions",
+        "",
+        intro,
+        "",
+        *table(["step", "prompt", "completion", *labels], rows),
+        "",
+    ]
 
 
 def timing_rows(run: RunRecord) -> list[list[str]]:

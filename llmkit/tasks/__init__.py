@@ -25,6 +25,7 @@ TASKS: dict[str, str] = {
     "preference": "llmkit.tasks.preference:PreferenceTask",
     "reward-model": "llmkit.tasks.reward_model:RewardModelTask",
     "embedding": "llmkit.tasks.embedding:EmbeddingTask",
+    "grpo": "llmkit.tasks.grpo:GrpoTask",
 }
 #: Other names a recipe may give a task.
 TASK_ALIASES: dict[str, str] = {"ner": "token-classification"}

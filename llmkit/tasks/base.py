@@ -120,6 +120,12 @@ class Task:
         self.data = data
         self.options = {**self.options_defaults, **(options or {})}
 
+    @classmethod
+    def settle_options(cls, options: dict[str, Any], recipe_folder: Path) -> dict[str, Any]:
+        """The task's section with what it names relative to the recipe file settled (GRPO: a reward
+        function's file beside the recipe), so the run's saved recipe means the same from any folder."""
+        return options
+
     # -- data -------------------------------------------------------------------------------------
     def check_inputs(self, split: Split) -> None:
         """Validate the input columns a model needs to predict (no targets); raise LlmkitError."""

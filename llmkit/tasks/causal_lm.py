@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmkit.core.errors import LlmkitError
+from llmkit.core.errors import LlmkitError, did_you_mean
 from llmkit.data.token_blocks import cut_chunks, joined_chunks
 from llmkit.models.adaptation import from_pretrained, inner_model, model_config_dict
 
@@ -184,6 +184,51 @@ def render_chat(
     return tokenizer.apply_chat_template(
         messages, chat_template=template, tokenize=False, add_generation_prompt=add_generation_prompt
     )
+
+
+def chat_prompt_messages(value: Any, shape: str, where: str) -> list[dict[str, str]]:
+    """A prompt cell as chat messages ending with the user's turn: ``text`` is one user turn, ``chat`` a list
+    of ``{role, content}`` messages (preference tuning and GRPO read prompts so); ``where`` names the cell."""
+    if shape == "text":
+        if not isinstance(value, str) or not value.strip():
+            shown = "empty" if value is None or isinstance(value, str) else f"not text ({value!r})"
+            raise LlmkitError(f"{where} is {shown}; fill in or remove that row")
+        return [{"role": "user", "content": value.strip()}]
+    if not isinstance(value, list) or not value:
+        raise LlmkitError(f"{where} is not a non-empty list of {{role, content}} messages")
+    messages = []
+    for number, message in enumerate(value, start=1):
+        if not isinstance(message, dict) or not isinstance(message.get("content"), str):
+            raise LlmkitError(
+                f"{where}: message {number} is not a {{role, content}} object with text content"
+            )
+        if message.get("role") not in CHAT_ROLES:
+            role = message.get("role")
+            raise LlmkitError(
+                f"{where}: message {number} has unknown role {role!r}"
+                f"{did_you_mean(str(role), CHAT_ROLES)}; roles are {', '.join(CHAT_ROLES)}"
+            )
+        messages.append({"role": message["role"], "content": message["content"]})
+    if messages[-1]["role"] != "user":
+        raise LlmkitError(
+            f"{where}: the last message is {messages[-1]['role']!r}; a prompt ends with the user's turn"
+        )
+    return messages
+
+
+def required_chat_template(tokenizer: PreTrainedTokenizerBase, use_model_template: bool, what: str) -> str:
+    """The model's chat template, or llmkit's when ``data.use_chat_template`` is false; a model without one is
+    an error (``what`` cannot be rendered as the model is prompted), not a guess."""
+    if not use_model_template:
+        return DEFAULT_CHAT_TEMPLATE
+    own = getattr(tokenizer, "chat_template", None)
+    if not (isinstance(own, str) and own.strip()):
+        raise LlmkitError(
+            f"the model has no chat template, so {what} cannot be rendered as it is prompted; set "
+            f"data.use_chat_template=false to use llmkit's documented template (docs/tasks/generation.md), "
+            f"or use a chat model such as smollm2-135m"
+        )
+    return own
 
 
 def conversation_segments(

@@ -40,12 +40,12 @@ from llmkit.data.files import Split, column_values, require_columns
 from llmkit.models.adaptation import is_adapted
 from llmkit.tasks.base import Task
 from llmkit.tasks.causal_lm import (
-    CHAT_ROLES,
-    DEFAULT_CHAT_TEMPLATE,
     IGNORE_INDEX,
+    chat_prompt_messages,
     check_causal_lm_length,
     load_causal_lm,
     render_chat,
+    required_chat_template,
     tokenize_segments,
 )
 
@@ -287,33 +287,12 @@ class PairedRowsTask(Task):
         column = self.data["prompt"]
         where = f"{split.origin} {split.where(index)}: column '{column}' (data.prompt)" if split else "prompt"
         shape = self.format if self.format != "auto" else "chat" if isinstance(value, list) else "text"
-        if shape in ("text", "hh"):
+        if shape == "hh":
             if not isinstance(value, str) or not value.strip():
                 shown = "empty" if value is None or isinstance(value, str) else f"not text ({value!r})"
                 raise LlmkitError(f"{where} is {shown}; fill in or remove that row")
-            if shape == "text":
-                return [{"role": "user", "content": value.strip()}]
             return hh_messages(value, where)
-        if not isinstance(value, list) or not value:
-            raise LlmkitError(f"{where} is not a non-empty list of {{role, content}} messages")
-        messages = []
-        for number, message in enumerate(value, start=1):
-            if not isinstance(message, dict) or not isinstance(message.get("content"), str):
-                raise LlmkitError(
-                    f"{where}: message {number} is not a {{role, content}} object with text content"
-                )
-            if message.get("role") not in CHAT_ROLES:
-                role = message.get("role")
-                raise LlmkitError(
-                    f"{where}: message {number} has unknown role {role!r}"
-                    f"{did_you_mean(str(role), CHAT_ROLES)}; roles are {', '.join(CHAT_ROLES)}"
-                )
-            messages.append({"role": message["role"], "content": message["content"]})
-        if messages[-1]["role"] != "user":
-            raise LlmkitError(
-                f"{where}: the last message is {messages[-1]['role']!r}; a prompt ends with the user's turn"
-            )
-        return messages
+        return chat_prompt_messages(value, shape, where)
 
     def reply_text(self, value: Any, split: Split | None, index: int, key: str) -> str:
         """A chosen/rejected reply as text (a one-message assistant list gives its content)."""
@@ -341,16 +320,7 @@ class PairedRowsTask(Task):
     # -- encoding ---------------------------------------------------------------------------------
     def chat_template(self, tokenizer: PreTrainedTokenizerBase) -> str:
         """The model's template, or llmkit's when asked for; a model without one is an error, not a guess."""
-        if not self.data["use_chat_template"]:
-            return DEFAULT_CHAT_TEMPLATE
-        own = getattr(tokenizer, "chat_template", None)
-        if not (isinstance(own, str) and own.strip()):
-            raise LlmkitError(
-                "the model has no chat template, so preference pairs cannot be rendered as it is prompted; "
-                "set data.use_chat_template=false to use llmkit's documented template "
-                "(docs/tasks/generation.md), or use a chat model such as smollm2-135m"
-            )
-        return own
+        return required_chat_template(tokenizer, self.data["use_chat_template"], "preference pairs")
 
     def prepare_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
         """The saved model carries the template it was tuned in: `llmkit generate --chat` then uses it."""

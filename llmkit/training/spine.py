@@ -369,6 +369,8 @@ def save_run(
         stats["student"] = student
     if run.distillation is not None:
         stats["distillation"] = run.distillation.record
+    if completions := getattr(trainer, "completion_samples", None):  # GRPO: sampled as training went
+        stats["completions"] = completions
     test = run.encoded.get("test")
     if test is not None and not has_targets(task, test):
         write_jsonl(
@@ -466,7 +468,7 @@ def final_step_evaluation(
 
 def metrics_before_training(log_history: list[dict[str, Any]]) -> dict[str, float]:
     """The untrained model's scores from ``training.eval_on_start``, as ``eval_before_<metric>``."""
-    first = next((entry for entry in log_history if "eval_loss" in entry), {})
+    first = next((entry for entry in log_history if "eval_runtime" in entry), {})
     return {
         "eval_before_" + key.removeprefix("eval_"): value
         for key, value in first.items()

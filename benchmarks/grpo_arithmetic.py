@@ -1,0 +1,157 @@
+"""GRPO with LoRA on the shipped arithmetic problems, SmolLM2-135M-Instruct, within a training-time budget.
+
+One command (from the repo root):
+
+    OMP_NUM_THREADS=2 python benchmarks/grpo_arithmetic.py --budget-minutes 20 --eval-prompts 60
+
+runs ``recipes/grpo-arithmetic.yaml`` (4 completions per prompt, 2 prompts a step, LoRA r=16, learning rate
+2e-4 constant, completions up to 48 tokens) until ``--budget-minutes`` of training steps have passed
+(evaluations not counted), with the held-out exact match (one greedy completion per problem, the first
+``--eval-prompts`` of ``sample:arithmetic/test.jsonl``) before training, halfway through the budget and at the
+end, and the mean reward of every step. Writes benchmarks/results/grpo_arithmetic.{json,md} (the run folder,
+with its report and plots, stays in runs/bench-grpo).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+RESULTS = REPO / "benchmarks" / "results"
+RUN = REPO / "runs" / "bench-grpo"
+
+
+def budget_callback(budget: float) -> object:
+    """Stops training after ``budget`` seconds of training steps and asks for an evaluation halfway."""
+    from transformers import TrainerCallback
+
+    class Budget(TrainerCallback):
+        def __init__(self) -> None:
+            self.spent, self.began, self.halfway = 0.0, 0.0, budget / 2
+            self.loads: list[float] = []
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.began = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.spent += time.perf_counter() - self.began
+            self.loads.append(os.getloadavg()[0])
+            if self.halfway and self.spent >= self.halfway:
+                control.should_evaluate, self.halfway = True, 0.0
+            if self.spent >= budget:
+                control.should_training_stop = True
+            return control
+
+    return Budget()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--budget-minutes", type=float, default=20.0)
+    parser.add_argument("--eval-prompts", type=int, default=60)
+    parser.add_argument("--max-steps", type=int, default=400, help="an upper bound; the budget stops first")
+    args = parser.parse_args()
+
+    import llmkit
+
+    callback = budget_callback(args.budget_minutes * 60)
+    began = time.perf_counter()
+    result = llmkit.finetune(
+        str(REPO / "recipes" / "grpo-arithmetic.yaml"),
+        [
+            f"output_dir={RUN}",
+            f"data.max_eval_samples={args.eval_prompts}",
+            "grpo.max_completion_length=48",
+            f"training.max_steps={args.max_steps}",
+            "training.per_device_train_batch_size=8",
+            "training.per_device_eval_batch_size=30",
+            "training.learning_rate=2e-4",
+            "training.lr_scheduler_type=constant",
+            "training.warmup_steps=0",
+            "training.eval_strategy=no",
+            "training.logging_steps=1",
+        ],
+        overwrite=True,
+        callbacks=[callback],
+    )
+    history = json.loads((RUN / "log_history.json").read_text())
+    timing = {"training_seconds": callback.spent, "wall_seconds": time.perf_counter() - began}
+    record = results(history, result.metrics, timing, callback.loads, args.budget_minutes, args.eval_prompts)
+    write_results(record)
+
+
+def results(
+    history: list[dict],
+    metrics: dict[str, float],
+    timing: dict[str, float],
+    loads: list[float],
+    budget_minutes: float,
+    eval_prompts: int,
+) -> dict:
+    """The run's curves (held-out exact match at each evaluation, mean rewards at each step) and settings."""
+
+    def curve(key: str) -> list[list[float]]:
+        return [[entry["step"], entry[key]] for entry in history if key in entry and "loss" in entry]
+
+    return {
+        "budget_minutes": budget_minutes,
+        "training_seconds": round(timing["training_seconds"], 1),
+        "wall_seconds": round(timing["wall_seconds"], 1),
+        "load_average_1min": {"min": min(loads), "max": max(loads)} if loads else {},
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "steps": max(entry.get("step", 0) for entry in history),
+        "held_out_prompts": eval_prompts,
+        # one point a step: the spine's last evaluation repeats the last step's (greedy: the same score)
+        "exact_match": [
+            list(p)
+            for p in {e["step"]: e["eval_exact_match"] for e in history if "eval_exact_match" in e}.items()
+        ],
+        "reward": curve("reward"),
+        "answer_reward": curve("rewards/answer/mean"),
+        "format_reward": curve("rewards/format/mean"),
+        "completion_length": curve("completions/mean_length"),
+        "metrics": {k: v for k, v in metrics.items() if k.startswith(("eval_", "train_"))},
+    }
+
+
+def write_results(record: dict) -> None:
+    """benchmarks/results/grpo_arithmetic.{json,md}."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "grpo_arithmetic.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    lines = [
+        "# GRPO on the arithmetic problems (SmolLM2-135M-Instruct + LoRA)",
+        "",
+        f"Budget {record['budget_minutes']:g} min of training steps ({record['training_seconds']:.0f} s "
+        f"used, {record['steps']} steps, OMP_NUM_THREADS={record['omp_num_threads']}, 1-min load average "
+        f"{record['load_average_1min']}); held-out exact match on {record['held_out_prompts']} problems.",
+        "",
+        "| step | held-out exact match |",
+        "|---|---|",
+        *[f"| {step} | {value:.3f} |" for step, value in record["exact_match"]],
+        "",
+        "| step | mean reward | answer | format | completion tokens |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {step} | {value:.3f} | {answer:.3f} | {fmt:.3f} | {length:.1f} |"
+            for (step, value), (_, answer), (_, fmt), (_, length) in zip(
+                record["reward"],
+                record["answer_reward"],
+                record["format_reward"],
+                record["completion_length"],
+                strict=False,
+            )
+        ],
+        "",
+    ]
+    (RESULTS / "grpo_arithmetic.md").write_text("\n".join(lines), encoding="utf-8")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
