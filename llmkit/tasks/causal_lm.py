@@ -216,6 +216,33 @@ def chat_prompt_messages(value: Any, shape: str, where: str) -> list[dict[str, s
     return messages
 
 
+def carry_chat_template(tokenizer: PreTrainedTokenizerBase, template: str) -> None:
+    """The saved model carries the template it was tuned in (`llmkit generate --chat` then uses it), and a pad
+    token for batches of prompts."""
+    tokenizer.chat_template = template
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+def frozen_reference(model: Any) -> Any | None:
+    """TRL's reference model for a fully tuned policy: a frozen copy (TRL would reload it from the model's
+    name); None for a LoRA policy, whose reference is the base with the adapter switched off."""
+    import copy
+
+    from llmkit.models.adaptation import is_adapted
+
+    return None if is_adapted(model) else copy.deepcopy(model).eval().requires_grad_(False)
+
+
+def drop_reference_adapter(model: Any) -> None:
+    """TRL adds a "ref" adapter beside a LoRA policy's; llmkit's adapter is new (its update is zero), so the
+    base with the adapter off is already the reference, and a second adapter would be saved with the first."""
+    from llmkit.models.adaptation import is_adapted
+
+    if is_adapted(model) and "ref" in model.peft_config:
+        model.delete_adapter("ref")
+
+
 def required_chat_template(tokenizer: PreTrainedTokenizerBase, use_model_template: bool, what: str) -> str:
     """The model's chat template, or llmkit's when ``data.use_chat_template`` is false; a model without one is
     an error (``what`` cannot be rendered as the model is prompted), not a guess."""

@@ -32,7 +32,9 @@ from llmkit.core.progress import log
 from llmkit.data.files import Split, column_values, require_columns
 from llmkit.tasks.base import Task
 from llmkit.tasks.causal_lm import (
+    carry_chat_template,
     chat_prompt_messages,
+    drop_reference_adapter,
     generate_left_padded,
     load_causal_lm,
     render_chat,
@@ -167,10 +169,7 @@ class GrpoTask(Task):
         return required_chat_template(tokenizer, self.data["use_chat_template"], "GRPO prompts")
 
     def prepare_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
-        """The saved model carries the template it was tuned in: `llmkit generate --chat` then uses it."""
-        tokenizer.chat_template = self.chat_template(tokenizer)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        carry_chat_template(tokenizer, self.chat_template(tokenizer))
 
     def encoding_state(self) -> dict[str, Any]:
         return {"format": self.format}
@@ -424,8 +423,6 @@ def grpo_trainer_class(task: GrpoTask) -> type:
     from transformers.trainer_utils import EvalLoopOutput
     from trl import GRPOTrainer
 
-    from llmkit.models.adaptation import is_adapted
-
     class GrpoTrainer(GRPOTrainer):
         def __init__(
             self,
@@ -451,10 +448,7 @@ def grpo_trainer_class(task: GrpoTask) -> type:
                 processing_class=processing_class,
                 callbacks=callbacks,
             )
-            if is_adapted(self.model) and "ref" in self.model.peft_config:
-                # llmkit's adapter is new (its update is zero): the base with the adapter off is the
-                # reference, and a second adapter would be saved with the first
-                self.model.delete_adapter("ref")
+            drop_reference_adapter(self.model)
 
         def _send_telemetry(self) -> None:
             return

@@ -28,7 +28,6 @@ unpaired rows), mean reward margin and the chosen/rejected log-probabilities, pe
 
 from __future__ import annotations
 
-import copy
 import random
 import re
 from dataclasses import dataclass
@@ -37,12 +36,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from llmkit.core.errors import LlmkitError, did_you_mean
 from llmkit.core.progress import log
 from llmkit.data.files import Split, column_values, require_columns
-from llmkit.models.adaptation import is_adapted
 from llmkit.tasks.base import Task
 from llmkit.tasks.causal_lm import (
     IGNORE_INDEX,
+    carry_chat_template,
     chat_prompt_messages,
     check_causal_lm_length,
+    drop_reference_adapter,
+    frozen_reference,
     load_causal_lm,
     render_chat,
     required_chat_template,
@@ -323,10 +324,7 @@ class PairedRowsTask(Task):
         return required_chat_template(tokenizer, self.data["use_chat_template"], "preference pairs")
 
     def prepare_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
-        """The saved model carries the template it was tuned in: `llmkit generate --chat` then uses it."""
-        tokenizer.chat_template = self.chat_template(tokenizer)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        carry_chat_template(tokenizer, self.chat_template(tokenizer))
 
     def encoding_state(self) -> dict[str, Any]:
         return {"format": self.format}
@@ -938,9 +936,7 @@ def dpo_trainer_class(task: PreferenceTask) -> type:
             kwargs.pop("preprocess_logits_for_metrics", None)
             kwargs.pop("compute_metrics", None)  # the metrics come from the loss (rewards, margins)
             precompute = args.precompute_ref_log_probs
-            ref_model = None
-            if not is_adapted(model) and not precompute:  # TRL would reload it from the model's name
-                ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+            ref_model = None if precompute else frozen_reference(model)
             self._eval_pairs: list[int] = []
             super().__init__(
                 model=model,
@@ -950,10 +946,7 @@ def dpo_trainer_class(task: PreferenceTask) -> type:
                 eval_dataset=eval_dataset,
                 **kwargs,
             )
-            if is_adapted(self.model) and "ref" in self.model.peft_config:
-                # llmkit's adapter is new (its update is zero): the base with adapters off is the reference,
-                # and a second adapter would be saved with the first
-                self.model.delete_adapter("ref")
+            drop_reference_adapter(self.model)
             self._with_reference: dict[int, Any] = {}
             if precompute and eval_dataset is not None:
                 self._with_reference[id(eval_dataset)] = self.eval_dataset
@@ -1043,9 +1036,7 @@ def kto_trainer_class(task: PreferenceTask) -> type:
                 setattr(args, key, value)
             kwargs.pop("preprocess_logits_for_metrics", None)
             kwargs.pop("compute_metrics", None)  # the metrics come from the loss (rewards, KL)
-            ref_model = None
-            if not is_adapted(model):  # TRL would reload it from the model's name
-                ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+            ref_model = frozen_reference(model)
             self._eval_pairs: list[int] = []
             super().__init__(
                 model=model,
@@ -1055,9 +1046,7 @@ def kto_trainer_class(task: PreferenceTask) -> type:
                 eval_dataset=eval_dataset,
                 **kwargs,
             )
-            if is_adapted(self.model) and "ref" in self.model.peft_config:
-                # as for DPO: llmkit's adapter is new, so the base with adapters off is the reference
-                self.model.delete_adapter("ref")
+            drop_reference_adapter(self.model)
 
         def _stored(self, mode: str) -> dict[str, list[float]]:
             return self._metrics[mode]
