@@ -365,6 +365,7 @@ def test_recipes_that_stood_on_shared_data_name_their_hub_dataset() -> None:
         "pretrain-gpt-shakespeare",
         "stsb-embedding",
         "squad-retrieval",
+        "sst2-setfit",
     }
     for name in bundled_recipes():
         data = load_recipe(name).data
