@@ -216,6 +216,16 @@ def chat_prompt_messages(value: Any, shape: str, where: str) -> list[dict[str, s
     return messages
 
 
+def checked_format(data: dict[str, Any], formats: tuple[str, ...]) -> str:
+    """``data.format``, one of the task's row formats (``auto`` decides per row)."""
+    if data["format"] not in formats:
+        raise LlmkitError(
+            f"data.format must be one of {', '.join(formats)}, got {data['format']!r}"
+            f"{did_you_mean(str(data['format']), formats)}"
+        )
+    return data["format"]
+
+
 def carry_chat_template(tokenizer: PreTrainedTokenizerBase, template: str) -> None:
     """The saved model carries the template it was tuned in (`llmkit generate --chat` then uses it), and a pad
     token for batches of prompts."""

@@ -34,6 +34,7 @@ from llmkit.tasks.base import Task
 from llmkit.tasks.causal_lm import (
     carry_chat_template,
     chat_prompt_messages,
+    checked_format,
     drop_reference_adapter,
     generate_left_padded,
     load_causal_lm,
@@ -110,12 +111,7 @@ class GrpoTask(Task):
 
     def __init__(self, data: dict[str, Any], options: dict[str, Any] | None = None) -> None:
         super().__init__(data, options)
-        if data["format"] not in FORMATS:
-            raise LlmkitError(
-                f"data.format must be one of {', '.join(FORMATS)}, got {data['format']!r}"
-                f"{did_you_mean(str(data['format']), FORMATS)}"
-            )
-        self.format: str = data["format"]
+        self.format: str = checked_format(data, FORMATS)
         self.rewards: list[RewardSpec] = check_rewards(self.options["rewards"], data["answer"])
         #: A split with the answers is scored, one without (a test split) predicted.
         self.target_columns = (data["answer"],) if data["answer"] else (PROMPT,)

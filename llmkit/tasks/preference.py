@@ -42,6 +42,7 @@ from llmkit.tasks.causal_lm import (
     carry_chat_template,
     chat_prompt_messages,
     check_causal_lm_length,
+    checked_format,
     drop_reference_adapter,
     frozen_reference,
     load_causal_lm,
@@ -116,12 +117,7 @@ class PairedRowsTask(Task):
 
     def __init__(self, data: dict[str, Any], options: dict[str, Any] | None = None) -> None:
         super().__init__(data, options)
-        if data["format"] not in FORMATS:
-            raise LlmkitError(
-                f"data.format must be one of {', '.join(FORMATS)}, got {data['format']!r}"
-                f"{did_you_mean(str(data['format']), FORMATS)}"
-            )
-        self.format: str = data["format"]
+        self.format: str = checked_format(data, FORMATS)
         #: hh pairs left out per split because their transcripts differ before the last assistant turn.
         self.diverged_early: dict[str, int] = {}
         if not 0 < data["max_prompt_length"] < data["max_length"]:
