@@ -20,6 +20,7 @@ from llmkit.models.resolve import load_tokenizer, resolve_model
 from llmkit.recipe.loader import load_recipe
 from llmkit.runs.entries import is_run_entry
 from llmkit.tasks import get_task_class
+from llmkit.tasks.base import checked_splits
 from llmkit.tasks.causal_lm import DEFAULT_CHAT_TEMPLATE
 from llmkit.training.token_cache import encode_cached, save_to_cache
 from tests.conftest import NEGATIVE, POSITIVE, write_csv
@@ -80,7 +81,7 @@ def encode_split(recipe: dict, role: str):
     resolved = load_recipe(recipe)
     task = get_task_class(resolved.task)(resolved.data)
     splits = load_splits(resolved.data, seed=resolved.training["seed"])
-    task.check_data(splits)
+    checked_splits(task, splits, resolved.data, resolved.task)
     model_path = resolve_model(resolved.model)
     task.check_model(model_path)
     tokenizer = load_tokenizer(model_path)

@@ -284,7 +284,8 @@ def test_evaluate_on_the_validation_file_gives_back_the_runs_eval_metrics(name: 
             "eval_reward_margin" if name == "preference-kto" else "eval_reward_accuracy"
         )  # KTO: no pairs
         assert scored.outcomes.count == 2 and headline in scored.intervals
-        legend = "resamples of the evaluation batches (up to 4 pairs each)"
+        unit = "rows (desirable or undesirable)" if name == "preference-kto" else "pairs"
+        legend = f"resamples of the evaluation batches (up to 4 {unit} each)"
         assert legend in (folder / "evaluation.md").read_text()
     if name.startswith("fill-mask"):  # its rows hold no [MASK] to predict
         assert record["models"][0]["predictions"] is None and not (folder / "predictions.jsonl").exists()

@@ -12,6 +12,7 @@ from llmkit.core.errors import LlmkitError
 from llmkit.data.files import column_values, load_splits
 from llmkit.recipe.loader import load_recipe
 from llmkit.tasks import get_task_class
+from llmkit.tasks.base import checked_splits
 from tests.conftest import NEGATIVE, POSITIVE, write_csv
 from tests.test_cache import encode_split, own_cache  # noqa: F401 (a fixture)
 
@@ -24,11 +25,11 @@ def three_classes(tmp_path: Path) -> Path:
 
 
 def shot_splits(train: Path, **data) -> dict:
-    """The splits as a run settles them: read and carved, then checked (which keeps the shots)."""
+    """The splits as a run settles them: read and carved, checked, fixed, then the shots kept."""
     resolved = load_recipe({"model": "tiny-bert", "data": {"train": str(train), **data}})
     task = get_task_class(resolved.task)(resolved.data)
     splits = load_splits(resolved.data, seed=resolved.training["seed"])
-    task.check_data(splits)
+    checked_splits(task, splits, resolved.data, resolved.task)
     return splits
 
 
@@ -48,6 +49,17 @@ def test_shots_keeps_n_rows_of_each_class_and_validation_is_carved_first(tmp_pat
     assert texts(splits["validation"]) == texts(carved["validation"])  # the shots leave validation alone
     assert not set(splits["train"].file_rows) & set(splits["validation"].file_rows)
     assert set(splits["train"].file_rows) <= set(carved["train"].file_rows)
+
+
+def test_shots_are_sampled_after_deduplication_so_each_class_keeps_n_distinct_rows(tmp_path: Path) -> None:
+    # 'positive': 13 rows, 6 of them distinct (8 copies of one); 'negative': 10 distinct rows
+    rows = [["the same praise", "positive"]] * 8 + [[t, "positive"] for t in POSITIVE[:5]]
+    rows += [[t, "negative"] for t in NEGATIVE]
+    train = write_csv(tmp_path / "train.csv", ["text", "label"], rows)
+    kept = shot_splits(train, shots=6, validation_split=0.0, deduplicate="exact")["train"]
+    assert len(set(texts(kept))) == len(texts(kept)) == 12  # 6 distinct rows per class, none dropped after
+    with pytest.raises(LlmkitError, match=r"class 'positive' has only 6 rows"):
+        shot_splits(train, shots=7, validation_split=0.0, deduplicate="exact")
 
 
 def test_the_sample_follows_data_shots_seed_alone(tmp_path: Path) -> None:

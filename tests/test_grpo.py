@@ -283,6 +283,21 @@ def test_a_prompt_over_the_budget_is_named_or_left_out(tmp_path: Path, run_cli) 
     assert squeezed.exit_code == 2 and "more than the model's context (256 positions)" in squeezed.stderr
 
 
+def test_rows_without_the_answer_column_are_refused_and_validate_counts_prompts_over_their_limit(
+    tmp_path: Path, run_cli
+) -> None:
+    path = recipe(tmp_path, [{"name": "format"}], data={"answer": "solution"})
+
+    result = run_cli("validate", path)
+
+    assert result.exit_code == 2
+    assert "train.jsonl: no column 'solution' (set by data.answer)" in result.stderr
+    assert "data.answer=null for rows without answers" in result.stderr
+    valid = run_cli("validate", path, "data.answer=null")
+    assert valid.exit_code == 0
+    assert "0 (0.0%) are over max_prompt_length 200 (refused: an error naming the row)" in valid.stdout
+
+
 def test_the_batch_must_hold_whole_groups_of_completions(tmp_path: Path, run_cli) -> None:
     path = recipe(tmp_path, [{"name": "answer"}])
 

@@ -132,11 +132,12 @@ def training_rows(run: Path) -> tuple[list[str], list[int]]:
     from llmkit.data.files import column_values, load_splits
     from llmkit.recipe.loader import load_recipe
     from llmkit.tasks import get_task_class
+    from llmkit.tasks.base import checked_splits
 
     recipe = load_recipe(run / "recipe.yaml")
     task = get_task_class(recipe.task)(recipe.data)
     splits = load_splits(recipe.data, seed=recipe.training["seed"])
-    task.check_data(splits)
+    checked_splits(task, splits, recipe.data, recipe.task)
     train = splits["train"].dataset
     ids = {label: index for index, label in enumerate(task.labels)}
     return column_values(train, "text"), [ids[label] for label in column_values(train, "label")]

@@ -89,6 +89,7 @@ def audit(
             f"are classification, token-classification, fill-mask, question-answering and embedding"
         )
     removed = checks.drop_training_rows(splits, resolved.data, columns.texts, resolved.task)
+    task.select_training_rows(splits)  # the rows the recipe trains on (data.shots), as finetune keeps them
     started = time.perf_counter()
     tokenizer, unit_note = recipe_tokenizer(resolved, task, splits)
     rows = [audit_rows(split, columns, task, tokenizer) for split in splits.values()]

@@ -517,7 +517,8 @@ def row_outcomes(task, trainer, output, rows, encoded, recorded) -> RowOutcomes 
     if recorded is not None and recorded["predictions"]:
         return generated_text_outcomes(trainer.compute_metrics, recorded)
     if getattr(trainer, "evaluated_batches", None) is not None:
-        return batch_outcomes(trainer.evaluated_batches.means, trainer.evaluated_batches.pairs)
+        batches = trainer.evaluated_batches
+        return batch_outcomes(batches.means, batches.pairs, batches.unit)
     if getattr(trainer, "scored_units", None) is not None:  # embedding: pairs or distinct queries
         units = trainer.scored_units
         return RowOutcomes(units.count, units.metrics, units.on_counts, unit=units.unit)
@@ -636,7 +637,7 @@ def question_outcomes(task, rows, encoded, predictions) -> RowOutcomes:
     return RowOutcomes(len(answers), on_rows, answers=(answers, gold))
 
 
-def batch_outcomes(means: dict[str, list[float]], pairs: list[int]) -> RowOutcomes:
+def batch_outcomes(means: dict[str, list[float]], pairs: list[int], unit: str = "pairs") -> RowOutcomes:
     """Preference: each evaluation batch's metric means, weighted by its pairs as the pass weighs them (a
     cluster bootstrap: a resample draws whole batches; the batches follow the file's order)."""
     weights = np.asarray(pairs, dtype=np.float64)
@@ -656,7 +657,7 @@ def batch_outcomes(means: dict[str, list[float]], pairs: list[int]) -> RowOutcom
 
     largest = max(pairs, default=0)
     return RowOutcomes(
-        len(pairs), on_rows, on_counts, unit=f"evaluation batches (up to {largest} pairs each)"
+        len(pairs), on_rows, on_counts, unit=f"evaluation batches (up to {largest} {unit} each)"
     )
 
 

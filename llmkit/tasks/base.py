@@ -7,7 +7,9 @@ Everything else (reading data, resolving models, TrainingArguments, saving) is s
 The order in which ``llmkit.training.spine.run`` calls a task's hooks (``llmkit validate``: 1-5 on some
 train rows):
 
-1. ``check_data(splits)``: every split as read, before anything is written;
+1. ``check_data(splits)``: every split as read, before anything is written; then the recipe's fixes drop
+   training rows (``data.deduplicate``, ``data.drop_leaks``) and ``select_training_rows(splits)`` keeps the
+   ones the run trains on (classification's ``data.shots``), both through ``checked_splits``;
 2. ``check_model(model_path)``: the resolved model folder (a task may read the model family here); with
    ``model.from_scratch`` the folder is built first (``llmkit.models.scratch``) from
    ``pretraining_texts(train)`` (the tokenizer's training text) and ``scratch_model_class(config)`` (the
@@ -39,6 +41,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from llmkit.data.audit import drop_training_rows
 from llmkit.data.files import stream_texts
 
 if TYPE_CHECKING:
@@ -56,6 +59,25 @@ FAST_LOSS_COMPILE_REFUSAL = (
     "its loss computes vocabulary logits only at labelled positions by calling the model's parts directly, "
     "which a compiled model would bypass"
 )
+
+
+@dataclass(frozen=True)
+class LengthLimit:
+    """What `llmkit validate` counts the examples' lengths against: the recipe key and its tokens, what
+    happens to a longer example, and whether an example exactly at the limit counts (a truncated one is cut
+    to the limit; a refused one is over it)."""
+
+    key: str
+    tokens: int
+    effect: str = "truncated"
+    counts_at_limit: bool = True
+
+    def counted(self, lengths: Any) -> Any:
+        return lengths >= self.tokens if self.counts_at_limit else lengths > self.tokens
+
+    def describe(self, count: int, total: int) -> str:
+        where = "reach" if self.counts_at_limit else "are over"
+        return f"{count} ({count / total:.1%}) {where} {self.key} {self.tokens} ({self.effect})"
 
 
 @dataclass(frozen=True)
@@ -134,6 +156,10 @@ class Task:
         """Validate inputs and targets of the training splits; errors name the file, row and column."""
         for split in splits.values():
             self.check_inputs(split)
+
+    def select_training_rows(self, splits: dict[str, Split]) -> None:
+        """Keep the training rows this run trains on (a sample of them), after the recipe's fixes dropped
+        repeats and leaks, so a sample of N rows is N rows of the fixed data."""
 
     def check_evaluation_data(self, split: Split, model_path: Path) -> None:
         """A labelled file a trained model is scored on (`llmkit evaluate`): checked as training checks its
@@ -261,6 +287,10 @@ class Task:
 
         return column_lengths(encoded, "input_ids")
 
+    def length_limit(self) -> LengthLimit:
+        """The limit an example's tokens meet, for `llmkit validate`'s statistics."""
+        return LengthLimit("max_length", self.data["max_length"])
+
     def chat_examples(self, rows: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase) -> list[Any]:
         """Rows rendered through a chat template as trained (``llmkit.tasks.chat_checks.ChatExample``), for
         the pre-flight chat checks of `llmkit validate`; [] for a task (or data shape) without a chat
@@ -372,3 +402,16 @@ def _compact(prediction: dict[str, Any]) -> str:
     if len(prediction) == 1:
         return str(next(iter(prediction.values())))
     return ", ".join(f"{key}: {value}" for key, value in prediction.items())
+
+
+def checked_splits(
+    task: Task, splits: dict[str, Split], data: dict[str, Any], task_name: str
+) -> dict[str, int]:
+    """Every command that reads a recipe's data does it in this order: check the splits, apply the recipe's
+    fixes (``data.deduplicate``, ``data.drop_leaks``), then keep the rows the run trains on
+    (``select_training_rows``). Returns how many rows each fix removed (for metrics.json)."""
+    task.check_data(splits)
+    columns = task.audit_columns()
+    removed = drop_training_rows(splits, data, columns and columns.texts, task_name)
+    task.select_training_rows(splits)
+    return removed

@@ -208,7 +208,7 @@ class ClassificationTask(Task):
             else:
                 self._check_label_values(split)
         if self.data["shots"] is not None:
-            self._keep_shots(splits["train"])
+            self._check_shots_problem(splits["train"])
         if self.problem == "regression":
             self.labels, self.label_names = [], [str(label_column)]
         else:
@@ -224,10 +224,7 @@ class ClassificationTask(Task):
                 "this recipe has none; set data.validation (or data.validation_split) or a number"
             )
 
-    def _keep_shots(self, train: Split) -> None:
-        """``data.shots``: keep N training rows of each class, a seeded sample (in file order), so a few-shot
-        run sees what a user with N labelled examples would have; validation was carved off before."""
-        shots, column = self.data["shots"], self.data["label"]
+    def _check_shots_problem(self, train: Split) -> None:
         if self.problem != "single_label":
             raise LlmkitError(
                 f"data.shots samples rows per class and works for single-label classification only, and "
@@ -235,6 +232,16 @@ class ClassificationTask(Task):
             )
         if train.stream is not None:
             raise LlmkitError("data.shots samples from the whole training file; set data.streaming=false")
+
+    def select_training_rows(self, splits: dict[str, Split]) -> None:
+        """``data.shots``: keep N training rows of each class, a seeded sample (in file order) of the rows
+        left after data.deduplicate/drop_leaks, so a few-shot run sees what a user with N labelled examples
+        would have; validation was carved off before. The label list is the one check_data read (every
+        class keeps N rows); the head's prior, where used, is the shots' own."""
+        if self.data["shots"] is None:
+            return
+        train = splits["train"]
+        shots, column = self.data["shots"], self.data["label"]
         rows_of: dict[Any, list[int]] = {}
         for index, [label] in enumerate(self._row_labels(train)):
             rows_of.setdefault(label, []).append(index)
@@ -249,6 +256,8 @@ class ClassificationTask(Task):
         train.keep_rows(kept)
         seed = self.data["shots_seed"]
         log(f"data.shots: {shots} training rows per class ({len(kept)} rows, data.shots_seed {seed})")
+        if self.head_prior is not None:
+            self.head_prior = self._head_prior(train)
 
     def _starts_at_prior(self) -> bool:
         head_bias = self.data["head_bias"]

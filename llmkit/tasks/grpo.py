@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from llmkit.core.errors import LlmkitError, did_you_mean
 from llmkit.core.progress import log
 from llmkit.data.files import Split, column_values, require_columns
-from llmkit.tasks.base import Task
+from llmkit.tasks.base import LengthLimit, Task
 from llmkit.tasks.causal_lm import (
     carry_chat_template,
     chat_prompt_messages,
@@ -144,8 +144,13 @@ class GrpoTask(Task):
             self.check_inputs(split)
             if split.role == "test" and not has_columns(split, self.target_columns):
                 continue
-            if self.data["answer"]:
-                require_columns(split, {"answer": self.data["answer"]})
+            answer = self.data["answer"]
+            if answer and answer not in split.dataset.column_names:
+                raise LlmkitError(
+                    f"{split.origin}: no column '{answer}' (set by data.answer); columns are: "
+                    f"{', '.join(split.dataset.column_names)}; set data.answer=<one of them>, or "
+                    f"data.answer=null for rows without answers (no exact match; the rewards judge alone)"
+                )
             for spec in self.rewards:
                 column = spec.settings.get("column")
                 if spec.kind == "answer" and column not in split.dataset.column_names:
@@ -219,6 +224,11 @@ class GrpoTask(Task):
 
     def example_lengths(self, encoded: Dataset) -> list[int]:
         return list(encoded[PROMPT_TOKENS]) if PROMPT_TOKENS in encoded.column_names else []
+
+    def length_limit(self) -> LengthLimit:
+        """A prompt's rendered tokens against data.max_prompt_length (data.max_length is not used)."""
+        effect = "left out" if self.data["skip_long_prompts"] else "refused: an error naming the row"
+        return LengthLimit("max_prompt_length", self.data["max_prompt_length"], effect, counts_at_limit=False)
 
     def describe_example(self, batch: Any, tokenizer: PreTrainedTokenizerBase) -> list[str]:
         row = batch[0]

@@ -828,10 +828,12 @@ def llmkit_metric_name(key: str) -> str:
 
 @dataclass
 class EvaluatedBatches:
-    """An evaluation pass's per-batch metric means (llmkit's names) and each batch's number of pairs."""
+    """An evaluation pass's per-batch metric means (llmkit's names) and each batch's number of pairs (of
+    rows, for KTO: ``unit`` names what a batch holds)."""
 
     means: dict[str, list[float]]
     pairs: list[int]
+    unit: str = "pairs"
 
 
 def weighted_means(values: dict[str, list[float]], pairs: list[int]) -> dict[str, float]:
@@ -850,6 +852,8 @@ def trainer_mixin() -> type:
     ``evaluate``'s result, no telemetry and no TRL model card (llmkit writes its own)."""
 
     class PreferenceTrainerMixin:
+        batch_unit = "pairs"  # what an evaluation batch holds, as `llmkit evaluate` names it
+
         def _stored(self, mode: str) -> dict[str, list[float]]:
             raise NotImplementedError
 
@@ -888,6 +892,7 @@ def trainer_mixin() -> type:
             self.evaluated_batches = EvaluatedBatches(
                 {llmkit_metric_name(key): list(values) for key, values in measured.items()},
                 list(self._eval_pairs),
+                self.batch_unit,
             )
             self._stored("eval").clear()
             return output
@@ -1046,6 +1051,8 @@ def kto_trainer_class(task: PreferenceTask) -> type:
 
         def _stored(self, mode: str) -> dict[str, list[float]]:
             return self._metrics[mode]
+
+        batch_unit = "rows (desirable or undesirable)"
 
         def _pairs_in(self, inputs: dict[str, Any]) -> int:
             return len(inputs["label"])

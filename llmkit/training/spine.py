@@ -23,7 +23,6 @@ from llmkit.core.devices import (
 )
 from llmkit.core.errors import LlmkitError, RunInterrupted
 from llmkit.core.progress import interactive, log, log_lines_callback, quiet_library_progress, timed_step
-from llmkit.data.audit import drop_training_rows
 from llmkit.data.files import Split, load_splits, sample_texts
 from llmkit.models.adaptation import (
     ADAPTER_WEIGHTS_FILE,
@@ -51,6 +50,7 @@ from llmkit.runs.folder import (
 )
 from llmkit.runs.report import data_statistics, sample_predictions, write_report
 from llmkit.tasks import Task, build_task
+from llmkit.tasks.base import checked_splits
 from llmkit.training.arguments import (
     check_machine_settings,
     early_stopping_callbacks,
@@ -185,9 +185,7 @@ def prepare(recipe: Recipe) -> PreparedRun:
     splits = load_splits(recipe.data, seed=recipe.training["seed"])
     if "validation" not in splits and args.eval_strategy != "no":  # a dataset without a validation split
         args = training_arguments(recipe, output_dir, has_eval=False, **settings)
-    task.check_data(splits)
-    audit_columns = task.audit_columns()
-    removed = drop_training_rows(splits, recipe.data, audit_columns and audit_columns.texts, recipe.task)
+    removed = checked_splits(task, splits, recipe.data, recipe.task)  # checked, fixed, sampled (data.shots)
     setfit = setfit_plan(recipe, task, splits["train"])  # what SetFit cannot train fails before any load
     model_path = model_folder(recipe, task, splits)  # the recipe's model, or one built from scratch
     task.check_model(model_path)

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from llmkit.core.errors import LlmkitError
-from llmkit.data.audit import drop_training_rows
 from llmkit.data.files import Split, load_splits
 from llmkit.models.resolve import check_weights
 from llmkit.recipe.loader import load_recipe
 from llmkit.tasks import build_task
+from llmkit.tasks.base import checked_splits
 from llmkit.tasks.chat_checks import ChatExample, check_chat_examples, packing_fill, stop_token_ids
 
 STATISTICS_ROWS = 5000  # token statistics come from at most this many training rows
@@ -46,9 +46,7 @@ def validate(
     task = build_task(resolved.task, resolved.data, resolved.options)
     check_machine_settings(resolved, task)  # what finetune refuses on this machine (fp16 on a CPU)
     splits = load_splits(resolved.data, seed=resolved.training["seed"])
-    task.check_data(splits)
-    columns = task.audit_columns()
-    drop_training_rows(splits, resolved.data, columns and columns.texts, resolved.task)  # logs what it drops
+    checked_splits(task, splits, resolved.data, resolved.task)  # logs what the fixes and data.shots drop
     model_path = model_folder(resolved, task, splits)  # the recipe's model, or one built from scratch
     task.check_model(model_path)
     check_weights(model_path, resolved.model_options["allow_pickle"])
@@ -78,18 +76,17 @@ def validate(
     with quiet_library_progress():
         sample = task.encode(train.select(range(min(STATISTICS_ROWS, len(train)))), tokenizer)
     lengths = np.array(task.example_lengths(sample))
-    limit = resolved.data["max_length"]
-    at_limit = int((lengths >= limit).sum())
+    limit = task.length_limit()
     lines.append(
         f"tokens per example (first {len(lengths)} training examples): mean {lengths.mean():.1f}, "
         f"median {np.median(lengths):.0f}, p95 {np.percentile(lengths, 95):.0f}, max {lengths.max()}; "
-        f"{at_limit} ({at_limit / len(lengths):.1%}) reach max_length {limit} (truncated)"
+        + limit.describe(int(limit.counted(lengths).sum()), len(lengths))
     )
     collate = task.collator(tokenizer)
     for number in range(min(examples, len(sample))):
         lines.append(f"example {number + 1}:")
         lines += [f"  {line}" for line in task.describe_example(collate([sample[number]]), tokenizer)]
-    fill = packing_fill(sample, limit)
+    fill = packing_fill(sample, resolved.data["max_length"])
     if fill:
         lines.append(fill)
     return lines
