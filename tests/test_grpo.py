@@ -1,10 +1,11 @@
-"""GRPO: the shipped arithmetic problems, the final-answer check, the rewards (built-ins and a function beside
-the recipe), what a run logs and reports, and bad input in one line. A tiny causal LM learns nothing, so the
-runs test mechanics: which rewards are computed on what, and where their means land."""
+"""GRPO: the shipped arithmetic problems, the final-answer check, the rewards (built-ins, a function beside
+the recipe and a reward-model run), what a run logs and reports, and bad input in one line. A tiny causal LM
+learns nothing, so the runs test mechanics: which rewards are computed on what, and where their means land."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -170,6 +171,8 @@ def test_built_in_rewards_score_answers_format_and_length() -> None:
         ([{"name": "length", "min_tokens": 5, "max_tokens": 2}], "max_tokens=2 is below min_tokens=5"),
         ([{"function": "../evil:run"}], "grpo.rewards[0].function must be MODULE:FUNCTION"),
         ([{"name": "format"}, {"name": "format"}], "two rewards are labelled 'format'"),
+        ([{"model": "runs/rm", "wieght": 1}], "grpo.rewards[0]: unknown key 'wieght' for a model reward"),
+        ([{"model": ""}], "grpo.rewards[0].model must be the folder of a reward-model run"),
     ],
 )
 def test_a_wrong_reward_entry_is_one_line_naming_it(entries: list, message: str) -> None:
@@ -345,3 +348,104 @@ def test_lora_with_a_kl_penalty_uses_the_base_as_reference_and_saves_one_adapter
     with safe_open(str(result.output_dir / "adapter_model.safetensors"), "pt") as weights:
         names = list(weights.keys())
     assert names and not [name for name in names if ".ref." in name]
+
+
+# -- a reward-model run as a reward --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def reward_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A reward-model run on tiny-bert (another tokenizer than the tiny-gpt2 policy's), trained one step."""
+    folder = tmp_path_factory.mktemp("reward-model")
+    rows = [{"prompt": f"What is {n} + 1?", "chosen": f"Answer: {n + 1}", "rejected": "no"} for n in range(8)]
+    train = folder / "pairs.jsonl"
+    train.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    settings = {"task": "reward-model", "model": "tiny-bert", "output_dir": str(folder / "run")}
+    overrides = [
+        f"data.train={train}",
+        "data.validation_split=0",
+        "data.max_length=384",
+        "data.max_prompt_length=256",
+    ]
+    steps = ["training.max_steps=1", "training.eval_on_start=false", "training.eval_strategy=no"]
+    return llmkit.finetune(settings, [*overrides, *steps]).output_dir
+
+
+def test_model_rewards_are_labelled_model_or_numbered() -> None:
+    one = check_rewards([{"model": "a"}, {"name": "format"}], "answer")
+    assert [(spec.kind, spec.label) for spec in one] == [("model", "model"), ("format", "format")]
+    two = check_rewards(
+        [{"model": "a"}, {"model": "b", "weight": 0.5}, {"model": "c", "name": "judge"}], None
+    )
+    assert [spec.label for spec in two] == ["model_1", "model_2", "judge"]
+    assert two[0].settings == {"model": "a"} and two[1].weight == 0.5
+
+
+def test_a_reward_model_run_scores_completions_as_predict_does(
+    reward_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llmkit.inference.predict import predict_file
+
+    relative = os.path.relpath(reward_run, tmp_path)  # to the recipe's folder
+    path = recipe(tmp_path, [{"name": "format"}, {"model": relative, "weight": 1.0}])
+    monkeypatch.chdir(tmp_path / "data")  # the run folder is found beside the recipe, not here
+
+    result = llmkit.finetune(str(path))
+
+    history = json.loads((result.output_dir / "log_history.json").read_text())
+    steps = [entry for entry in history if "loss" in entry]
+    assert len(steps) == 2 and all("rewards/model/mean" in entry for entry in steps)
+    assert {"eval_before_reward_model", "eval_reward_model"} <= set(result.metrics)
+    saved = yaml.safe_load((result.output_dir / "recipe.yaml").read_text())
+    assert saved["grpo"]["rewards"][1]["model"] == str(reward_run.resolve())
+
+    # the completions the run sampled, scored by `llmkit predict` on the reward-model run: what the run logged
+    rows = [json.loads(line) for line in (tmp_path / "data" / "train.jsonl").read_text().splitlines()]
+    samples = json.loads((result.output_dir / "run_stats.json").read_text())["completions"]
+    question = {row["prompt"].strip(): row["prompt"] for row in rows}
+    asked = [next(q for q in question if q in sample["prompt"]) for sample in samples]
+    replies = tmp_path / "replies.jsonl"
+    replies.write_text(
+        "".join(
+            json.dumps({"prompt": question[q], "completion": sample["completion"]}) + "\n"
+            for q, sample in zip(asked, samples, strict=True)
+        ),
+        encoding="utf-8",
+    )
+    predicted = predict_file(str(reward_run), replies, tmp_path / "scored.jsonl")
+    assert all(isinstance(row["score"], float) for row in predicted)  # every prompt fits the reward model
+    logged = [sample["rewards"]["model"] for sample in samples]
+    assert logged == pytest.approx([row["score"] for row in predicted], abs=1e-5)  # TRL keeps float32
+
+    # and exactly: the reward function itself against predict, on the same texts
+    spec = check_rewards([{"model": str(reward_run)}], None)[0]
+    messages = [[{"role": "user", "content": q}] for q in asked]
+    completions = [sample["completion"] for sample in samples]
+    scores = reward_function(spec)(prompts=asked, completions=completions, prompt_messages=messages)
+    assert [round(score, 6) for score in scores] == [row["score"] for row in predicted]
+
+
+def test_a_folder_that_is_not_a_reward_model_run_is_one_line(
+    reward_run: Path, tmp_path: Path, run_cli
+) -> None:
+    from llmkit.models.resolve import resolve_model
+
+    missing = recipe(tmp_path, [{"model": "runs/none"}])
+    result = run_cli("finetune", missing)
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert f"grpo.rewards[0] (model): no folder {(tmp_path / 'runs' / 'none').resolve()}" in line
+    assert "give the output_dir of a run trained with task: reward-model" in line
+
+    classifier = tmp_path / "classifier"
+    classifier.mkdir()
+    (classifier / "recipe.yaml").write_text("task: classification\n", encoding="utf-8")
+    cases = {
+        classifier: "is a classification run, not a reward-model run",
+        resolve_model("tiny-bert"): "is not a reward-model run (no readable recipe.yaml): a plain BertModel",
+        resolve_model("tiny-gpt2"): "a plain GPT2LMHeadModel, without a single score",
+    }
+    for folder, message in cases.items():
+        spec = check_rewards([{"model": str(folder)}], None)[0]
+        with pytest.raises(LlmkitError) as caught:
+            reward_function(spec)
+        assert message in str(caught.value) and "grpo.rewards[0] (model)" in str(caught.value)
+        assert "\n" not in str(caught.value)

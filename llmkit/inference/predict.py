@@ -14,12 +14,11 @@ import yaml
 
 from llmkit.core.errors import LlmkitError
 from llmkit.data.files import Split, read_split
-from llmkit.data.section import COMMON_DATA_DEFAULTS
 from llmkit.models.adaptation import ADAPTER_CONFIG_FILE, is_adapter_folder, model_config_dict
 from llmkit.models.resolve import check_weights, load_for_inference, load_tokenizer, resolve_model
 from llmkit.recipe.loader import apply_overrides, check_section
 from llmkit.runs.folder import RECIPE_FILE
-from llmkit.tasks import Task, get_task_class
+from llmkit.tasks import Task, get_task_class, inference_data
 
 #: Architecture name suffix -> task, for folders that llmkit did not write (no recipe.yaml).
 ARCHITECTURE_TASKS = {
@@ -82,7 +81,7 @@ def task_with_defaults(
 ) -> Task:
     """A task object for inference: default data settings, overlaid with a saved recipe's, then with
     ``data.KEY=VALUE`` overrides (checked as a recipe's are: unknown keys and wrong types are errors)."""
-    settings = {**COMMON_DATA_DEFAULTS, **task_cls.data_defaults, **(data or {})}
+    settings = inference_data(task_cls, data)
     if overrides:
         settings = check_section(
             data_overrides(overrides), settings, "data", "llmkit predict", task_cls.data_words

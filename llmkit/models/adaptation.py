@@ -376,13 +376,22 @@ def trained_model_folder(folder: Path) -> Path:
     return merged if is_adapter_folder(folder) and (merged / "config.json").is_file() else Path(folder)
 
 
-def recipe_model_name(folder: Path) -> str | None:
+def saved_recipe(folder: Path) -> dict[str, Any] | None:
+    """The recipe a run saved in its folder (``recipe.yaml``, :data:`llmkit.runs.folder.RECIPE_FILE`); None
+    when there is none, or none that reads as a mapping."""
     import yaml
 
     path = Path(folder) / "recipe.yaml"
     try:
         recipe = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError):
+        return None
+    return recipe if isinstance(recipe, dict) else None
+
+
+def recipe_model_name(folder: Path) -> str | None:
+    recipe = saved_recipe(folder)
+    if recipe is None:
         return None
     model = recipe.get("model")
     name = model.get("name") if isinstance(model, dict) else model

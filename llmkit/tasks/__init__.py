@@ -11,6 +11,7 @@ import importlib
 from typing import Any
 
 from llmkit.core.errors import LlmkitError, did_you_mean
+from llmkit.data.section import COMMON_DATA_DEFAULTS
 from llmkit.tasks.base import Task
 
 #: name -> "module:Class"; each module is imported on first use.
@@ -56,12 +57,19 @@ def build_task(name: str, data: dict[str, Any], options: dict[str, Any] | None =
     return task_cls(data, options) if task_cls.options_section else task_cls(data)
 
 
+def inference_data(task_cls: type[Task], saved: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The data settings a trained model is used with: the task's defaults, overlaid with those its run saved
+    (`llmkit predict` and a reward-model run scoring GRPO's completions read a run so)."""
+    return {**COMMON_DATA_DEFAULTS, **task_cls.data_defaults, **(saved or {})}
+
+
 __all__ = [
     "TASKS",
     "TASK_ALIASES",
     "Task",
     "build_task",
     "get_task_class",
+    "inference_data",
     "task_names",
     "task_names_with_scratch",
 ]

@@ -9,11 +9,11 @@ left out and counted).
 
 The ``grpo:`` section sets how GRPO samples and learns: ``num_generations`` completions per prompt (compared
 within their group), ``max_completion_length``, the KL ``beta`` (0: no reference model), ``temperature``, and
-``rewards``, a list of built-in rewards and functions with weights (:mod:`llmkit.tasks.rewards`). Learning
-rate, batch size (in completions: ``per_device_train_batch_size`` x ``gradient_accumulation_steps`` must be a
-multiple of ``num_generations``) and steps are the ``training:`` section's; LoRA is the ``peft:`` section's
-(the reference is then the base model with the adapter switched off). Generation runs in transformers (CPU or
-GPU); vLLM is not used.
+``rewards``, a list of built-in rewards, functions and reward-model runs with weights
+(:mod:`llmkit.tasks.rewards`). Learning rate, batch size (in completions: ``per_device_train_batch_size`` x
+``gradient_accumulation_steps`` must be a multiple of ``num_generations``) and steps are the ``training:``
+section's; LoRA is the ``peft:`` section's (the reference is then the base model with the adapter switched
+off). Generation runs in transformers (CPU or GPU); vLLM is not used.
 
 Logs: TRL's per-reward means (``rewards/<name>/mean``), the total ``reward`` and the completion lengths reach
 ``log_history.json``; every logging step also keeps a few sampled completions with their rewards, which the
@@ -44,6 +44,7 @@ from llmkit.tasks.causal_lm import (
     tokenize_segments,
 )
 from llmkit.tasks.rewards import (
+    PROMPT_MESSAGES,
     RewardFunction,
     RewardSpec,
     ScoredCompletions,
@@ -86,7 +87,8 @@ class GrpoTask(Task):
     }
     options_section = "grpo"
     options_defaults: ClassVar[dict[str, Any]] = {
-        # built-ins (answer, format, length) and functions ({function: MODULE:FUNCTION}), each with a weight
+        # built-ins (answer, format, length), functions ({function: MODULE:FUNCTION}) and reward-model runs
+        # ({model: RUN_FOLDER}), each with a weight
         "rewards": [{"name": "answer", "weight": 1.0}, {"name": "format", "weight": 0.5}],
         "num_generations": 4,  # completions sampled per prompt, compared within their group
         "max_completion_length": 64,  # new tokens per completion (training and evaluation)
@@ -124,7 +126,8 @@ class GrpoTask(Task):
 
     @classmethod
     def settle_options(cls, options: dict[str, Any], recipe_folder: Path) -> dict[str, Any]:
-        """Function rewards are read from ``MODULE.py`` beside the recipe: its path goes into the options."""
+        """Function rewards are read from ``MODULE.py`` beside the recipe, model rewards from a run folder
+        relative to it: their absolute paths go into the options."""
         return {**options, "rewards": settle_files(options.get("rewards"), recipe_folder)}
 
     # -- data -------------------------------------------------------------------------------------
@@ -173,20 +176,28 @@ class GrpoTask(Task):
         carry_chat_template(tokenizer, self.chat_template(tokenizer))
 
     def encoding_state(self) -> dict[str, Any]:
-        return {"format": self.format}
+        return {"format": self.format, "prompt_messages": self.keeps_messages()}
+
+    def keeps_messages(self) -> bool:
+        """A model reward renders each prompt with its own template: the rows keep the prompt's messages."""
+        return any(spec.kind == "model" for spec in self.rewards)
 
     def encode(self, dataset: Dataset, tokenizer: PreTrainedTokenizerBase) -> Dataset:
-        """Each row with its prompt rendered (``prompt``) and counted (``prompt_tokens``); the other columns
-        stay for the rewards."""
+        """Each row with its prompt rendered (``prompt``) and counted (``prompt_tokens``), and for a model
+        reward its messages (``prompt_messages``); the other columns stay for the rewards."""
         template = self.chat_template(tokenizer)
-        rendered, lengths = [], []
+        rendered, lengths, conversations = [], [], []
         for value in dataset[self.data["prompt"]]:
-            text = render_chat(tokenizer, self.prompt_messages(value), template, add_generation_prompt=True)
+            messages = self.prompt_messages(value)
+            text = render_chat(tokenizer, messages, template, add_generation_prompt=True)
             rendered.append(text)
             lengths.append(len(prompt_ids(tokenizer, text)))
+            conversations.append(messages)
         encoded = dataset
-        for column in {self.data["prompt"], PROMPT} & set(dataset.column_names):
+        for column in {self.data["prompt"], PROMPT, PROMPT_MESSAGES} & set(dataset.column_names):
             encoded = encoded.remove_columns(column)
+        if self.keeps_messages():
+            encoded = encoded.add_column(PROMPT_MESSAGES, conversations)
         return encoded.add_column(PROMPT, rendered).add_column(PROMPT_TOKENS, lengths)
 
     def encoding_metrics(self, role: str, dataset: Dataset) -> dict[str, int]:

@@ -305,7 +305,11 @@ class PairedRowsTask(Task):
             )
         if not value.strip():
             raise LlmkitError(f"{where} is an empty reply; fill it in or remove that row")
-        return value.strip() if self.format == "hh" else value
+        return self.trained_reply(value)
+
+    def trained_reply(self, text: str) -> str:
+        """A reply as the model reads it: HH's replies start with the space after ``Assistant:``, dropped."""
+        return text.strip() if self.format == "hh" else text
 
     def reply_columns(self, columns: list[str]) -> tuple[str, ...]:
         """The reply keys a split's rows hold: a pair, a single completion (KTO's rows, a reply to score),

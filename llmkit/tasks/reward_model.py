@@ -19,12 +19,15 @@ reply: ``score`` for rows with ``data.completion``, ``chosen_score`` and ``rejec
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from llmkit.core.errors import LlmkitError
 from llmkit.core.progress import log
 from llmkit.data.files import Split, column_values, require_columns
-from llmkit.models.adaptation import model_config_dict
+from llmkit.models.adaptation import model_config_dict, saved_recipe
+from llmkit.tasks import inference_data
 from llmkit.tasks.base import length_ordered_batches
 from llmkit.tasks.preference import DROPPED, PairedRowsTask, encode_pair
 
@@ -208,24 +211,47 @@ class RewardModelTask(PairedRowsTask):
     ) -> list[dict[str, Any]]:
         """Each row's reply scored (pairs: both); a row whose last user turn alone is over
         ``data.max_prompt_length`` scores None (counted)."""
-        template = self.chat_template(tokenizer)
         keys = self.reply_columns(list(rows[0])) if rows else ()
         names = (CHOSEN_SCORE, REJECTED_SCORE) if len(keys) == 2 else (SCORE,)
+        conversations = [
+            (
+                self.prompt_messages(row[self.data["prompt"]]),
+                [self.reply_text(row[self.data[key]], None, 0, key) for key in keys],
+            )
+            for row in rows
+        ]
+        return [
+            dict.fromkeys(names)
+            if scores is None
+            else {n: round(s, 6) for n, s in zip(names, scores, strict=True)}
+            for scores in self.score_replies(model, tokenizer, conversations)
+        ]
+
+    def score_replies(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        conversations: Sequence[tuple[list[dict[str, str]], list[str]]],
+    ) -> list[list[float] | None]:
+        """Each prompt's replies scored after it, rendered and framed as the model was trained (its chat
+        template, ``data.max_length``): `llmkit predict` and a GRPO reward (``{model: RUN}``) score so. None
+        for a prompt whose last user turn alone is over ``data.max_prompt_length`` (counted)."""
+        template = self.chat_template(tokenizer)
         sequences: list[list[int]] = []
         owners: list[int] = []
-        for number, row in enumerate(rows):
-            messages = self.prompt_messages(row[self.data["prompt"]])
-            replies = [self.reply_text(row[self.data[key]], None, 0, key) for key in keys]
+        for number, (messages, replies) in enumerate(conversations):
             found, _ = self.scored_sequences(tokenizer, template, messages, replies)
             sequences += found
             owners += [number] * len(found)
-        scores = score_sequences(model, tokenizer, sequences)
-        results: list[dict[str, Any]] = [dict.fromkeys(names) for _ in rows]
-        for index, (owner, score) in enumerate(zip(owners, scores, strict=True)):
-            results[owner][names[index % len(names)]] = round(score, 6)
-        unscored = len(rows) - len(set(owners))
+        results: list[list[float] | None] = [None] * len(conversations)
+        for owner, score in zip(owners, score_sequences(model, tokenizer, sequences), strict=True):
+            results[owner] = [*(results[owner] or []), score]
+        unscored = results.count(None)
         if unscored:
-            log(f"{unscored} row(s) not scored: the last user turn is over data.max_prompt_length")
+            log(
+                f"{unscored} row(s) not scored: the last user turn is over the reward model's "
+                f"data.max_prompt_length={self.data['max_prompt_length']} tokens"
+            )
         return results
 
     def report_samples(
@@ -269,6 +295,77 @@ def score_sequences(
         for i, score in zip(batch, logits[:, 0].tolist(), strict=True):
             scores[i] = score
     return scores
+
+
+# -- a run as a scorer (GRPO's {model: RUN} reward) --------------------------------------------------------
+#: What an error refusing a folder asks for instead.
+A_REWARD_RUN = "give the output_dir of a run trained with task: reward-model"
+
+
+def reward_run_task(folder: Path, where: str) -> RewardModelTask:
+    """The task of a reward-model run folder, with the data settings it saved (how it renders replies), as
+    `llmkit predict` reads it; one line naming ``where`` when the folder is not such a run."""
+    if not folder.is_dir():
+        raise LlmkitError(
+            f"{where}: no folder {folder}; {A_REWARD_RUN} (a path relative to the recipe's folder)"
+        )
+    recipe = saved_recipe(folder)
+    if recipe is None:
+        raise LlmkitError(
+            f"{where}: {folder} is not a reward-model run (no readable recipe.yaml): {plain_model(folder)}; "
+            f"{A_REWARD_RUN}"
+        )
+    task = recipe.get("task", "classification")
+    if task != RewardModelTask.name:
+        raise LlmkitError(
+            f"{where}: {folder} is a {task} run, not a reward-model run (its model does not give one score a "
+            f"reply); {A_REWARD_RUN}"
+        )
+    return RewardModelTask(inference_data(RewardModelTask, recipe.get("data")))
+
+
+def plain_model(folder: Path) -> str:
+    """What a folder without a run's recipe holds, for the error refusing it: a one-score head is not enough,
+    since how its replies were rendered is not known."""
+    try:
+        config = model_config_dict(folder)
+    except (OSError, ValueError):
+        return "not a model folder either"
+    architectures = config.get("architectures") or [config.get("model_type", "an unknown model")]
+    one_score = len(config.get("id2label") or {}) == 1 and str(architectures[0]).endswith(
+        "ForSequenceClassification"
+    )
+    if one_score:
+        return f"a plain {architectures[0]} with one score, but how it reads replies is not known"
+    return f"a plain {architectures[0]}, without a single score"
+
+
+@dataclass
+class ReplyScorer:
+    """A reward-model run loaded once, as `llmkit predict` loads it (its own tokenizer and template, in eval
+    mode), to score replies through :meth:`RewardModelTask.score_replies`."""
+
+    task: RewardModelTask
+    tokenizer: PreTrainedTokenizerBase
+    model: PreTrainedModel
+
+    @classmethod
+    def load(cls, folder: Path, task: RewardModelTask) -> ReplyScorer:
+        from llmkit.models.resolve import check_weights, load_for_inference, load_tokenizer, resolve_model
+
+        folder = resolve_model(str(folder))
+        tokenizer = load_tokenizer(folder)
+        model = load_for_inference(task, folder, **check_weights(folder, exported=True))
+        return cls(task, tokenizer, model)
+
+    def score(self, prompts: Sequence[list[dict[str, str]]], replies: Sequence[str]) -> list[float | None]:
+        """Each reply's score after its prompt (chat messages); None where the prompt is too long to score."""
+        conversations = [
+            (messages, [self.task.trained_reply(reply)])
+            for messages, reply in zip(prompts, replies, strict=True)
+        ]
+        scores = self.task.score_replies(self.model, self.tokenizer, conversations)
+        return [None if found is None else found[0] for found in scores]
 
 
 def reward_trainer_class() -> type:

@@ -12,7 +12,13 @@ A recipe lists its rewards, each a mapping with a ``weight`` (default 1.0):
 * ``{function: MODULE:FUNCTION}`` -- ``FUNCTION`` from ``MODULE.py`` in the recipe's folder, called as TRL
   calls a reward function: keyword arguments ``prompts`` and ``completions`` (texts), ``completion_ids``,
   every data column as a list, and ``trainer_state``; it returns one number (or None) per completion. An
-  optional ``name`` labels it in the logs (default: the function's name).
+  optional ``name`` labels it in the logs (default: the function's name);
+* ``{model: RUN}`` -- the score a reward-model run (``task: reward-model``; ``RUN``: its folder, relative to
+  the recipe's) gives each completion after its prompt: the prompt's chat messages and the completion's text,
+  rendered with the run's own tokenizer and template, scored by the code `llmkit predict` scores replies with
+  (:meth:`llmkit.tasks.reward_model.RewardModelTask.score_replies`). The run is checked when the trainer is
+  built and loaded once, on the first call; labelled ``model`` (``model_1``, ``model_2``, ... when there are
+  several), or by its ``name``.
 
 A function that raises, or returns anything but one number per completion, stops the run with one line
 naming the reward and what to fix.
@@ -33,12 +39,16 @@ from typing import Any
 from llmkit.core.errors import LlmkitError, did_you_mean
 
 BUILT_INS = ("answer", "format", "length")
+#: The column GRPO's encoded rows carry for a model reward: each prompt as chat messages (TRL passes the
+#: prompt rendered with the policy's template, which another model's template cannot read).
+PROMPT_MESSAGES = "prompt_messages"
 #: The keys each kind of reward takes besides ``weight``.
 KEYS: dict[str, tuple[str, ...]] = {
     "answer": ("name", "column"),
     "format": ("name", "pattern"),
     "length": ("name", "min_tokens", "max_tokens"),
     "function": ("function", "name", "file"),
+    "model": ("model", "name"),
 }
 DEFAULT_FORMAT = r"^\s*Answer:\s*-?[\d,]*\.?\d+\s*$"
 ANSWER_MARK = re.compile(r"answer\s*:", re.IGNORECASE)
@@ -87,7 +97,7 @@ class RewardSpec:
     """One entry of ``grpo.rewards``, checked: its kind, the label its metrics carry, weight and settings."""
 
     index: int
-    kind: str  # answer | format | length | function
+    kind: str  # answer | format | length | function | model
     label: str
     weight: float
     settings: dict[str, Any] = field(default_factory=dict)
@@ -102,9 +112,15 @@ def check_rewards(entries: Any, answer_column: str | None) -> list[RewardSpec]:
     if not isinstance(entries, list) or not entries:
         raise LlmkitError(
             "grpo.rewards must be a non-empty list of rewards, e.g. [{name: answer}, {name: format, weight: "
-            "0.5}] or [{function: my_rewards:score}] (docs/tasks/grpo.md)"
+            "0.5}], [{function: my_rewards:score}] or [{model: runs/my-reward-model}] (docs/tasks/grpo.md)"
         )
-    specs = [check_reward(index, entry, answer_column) for index, entry in enumerate(entries)]
+    unnamed_models = [
+        i for i, entry in enumerate(entries) if reward_kind(entry) == "model" and not entry.get("name")
+    ]
+    specs = [
+        check_reward(index, entry, answer_column, model_label(index, unnamed_models))
+        for index, entry in enumerate(entries)
+    ]
     labels = [spec.label for spec in specs]
     for spec in specs:
         if labels.count(spec.label) > 1:
@@ -114,16 +130,32 @@ def check_rewards(entries: Any, answer_column: str | None) -> list[RewardSpec]:
     return specs
 
 
-def check_reward(index: int, entry: Any, answer_column: str | None) -> RewardSpec:
+def reward_kind(entry: Any) -> Any:
+    """An entry's kind: a function or a model by its key, a built-in by its name."""
+    if not isinstance(entry, dict):
+        return None
+    return "function" if "function" in entry else "model" if "model" in entry else entry.get("name")
+
+
+def model_label(index: int, unnamed_models: list[int]) -> str:
+    """A model reward without a name: ``model``, or ``model_1``, ``model_2``, ... when there are several."""
+    if len(unnamed_models) < 2 or index not in unnamed_models:
+        return "model"
+    return f"model_{unnamed_models.index(index) + 1}"
+
+
+def check_reward(
+    index: int, entry: Any, answer_column: str | None, unnamed_model: str = "model"
+) -> RewardSpec:
     where = f"grpo.rewards[{index}]"
     if not isinstance(entry, dict):
         raise LlmkitError(f"{where} must be a mapping such as {{name: answer, weight: 1.0}}, got {entry!r}")
-    kind = "function" if "function" in entry else entry.get("name")
-    if kind not in (*BUILT_INS, "function"):
+    kind = reward_kind(entry)
+    if kind not in (*BUILT_INS, "function", "model"):
         raise LlmkitError(
             f"{where}: unknown reward {kind!r}{did_you_mean(str(kind), BUILT_INS)}; built-ins: "
             f"{', '.join(BUILT_INS)}, or {{function: MODULE:FUNCTION}} for a function in MODULE.py beside "
-            f"the recipe"
+            f"the recipe, or {{model: RUN}} for a reward-model run's folder"
         )
     allowed = (*KEYS[kind], "weight")
     for key in entry:
@@ -139,6 +171,13 @@ def check_reward(index: int, entry: Any, answer_column: str | None) -> RewardSpe
     if kind == "function":
         settings.update(split_function_name(entry["function"], where))
         label = entry.get("name") or settings["function"]
+    elif kind == "model":
+        if not isinstance(entry["model"], str) or not entry["model"].strip():
+            raise LlmkitError(
+                f"{where}.model must be the folder of a reward-model run (task: reward-model), relative to "
+                f"the recipe's folder, got {entry['model']!r}"
+            )
+        label = entry.get("name") or unnamed_model
     else:
         label = kind
         check_built_in(kind, settings, where, answer_column)
@@ -182,15 +221,19 @@ def split_function_name(value: Any, where: str) -> dict[str, str]:
 
 
 def settle_files(entries: Any, recipe_folder: Path) -> Any:
-    """The recipe's function rewards with the file each is read from (``MODULE.py`` beside the recipe, as an
-    absolute path), so that the saved recipe of a run finds it from any folder; other entries as they are."""
+    """The recipe's function rewards with the file each is read from (``MODULE.py`` beside the recipe) and its
+    model rewards' run folders, as absolute paths, so that the saved recipe of a run finds them from any
+    folder; other entries as they are."""
     if not isinstance(entries, list):
         return entries
     settled = []
     for entry in entries:
-        if isinstance(entry, dict) and isinstance(entry.get("function"), str) and not entry.get("file"):
+        kind = reward_kind(entry)
+        if kind == "function" and isinstance(entry["function"], str) and not entry.get("file"):
             module = entry["function"].split(":")[0]
             entry = {**entry, "file": str((recipe_folder / f"{module}.py").resolve())}
+        elif kind == "model" and isinstance(entry["model"], str) and entry["model"].strip():
+            entry = {**entry, "model": str((recipe_folder / Path(entry["model"]).expanduser()).resolve())}
         settled.append(entry)
     return settled
 
@@ -256,10 +299,27 @@ def built_in(spec: RewardSpec) -> RewardFunction:
     return length
 
 
+def model_reward(spec: RewardSpec) -> RewardFunction:
+    """A reward-model run's score of each completion after its prompt: the folder is checked now (one line
+    when it is not a reward-model run), the model loaded on the first call, once."""
+    from llmkit.tasks.reward_model import ReplyScorer, reward_run_task
+
+    folder = Path(spec.settings["model"])
+    task = reward_run_task(folder, spec.where)
+    loaded: list[ReplyScorer] = []
+
+    def model(completions: list[str], **columns: Any) -> list[float | None]:
+        if not loaded:
+            loaded.append(ReplyScorer.load(folder, task))
+        return loaded[0].score(columns[PROMPT_MESSAGES], completions)
+
+    return model
+
+
 def reward_function(spec: RewardSpec) -> RewardFunction:
     """The spec as TRL calls a reward function, its failures and wrong results turned into one line. Named
     by the spec's label, which names TRL's metrics (``rewards/<label>/mean``)."""
-    inner = load_function(spec) if spec.kind == "function" else built_in(spec)
+    inner = {"function": load_function, "model": model_reward}.get(spec.kind, built_in)(spec)
 
     def checked(prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float | None]:
         try:
@@ -268,14 +328,20 @@ def reward_function(spec: RewardSpec) -> RewardFunction:
             raise
         except Exception as exc:
             raise LlmkitError(
-                f"{spec.where} raised {type(exc).__name__}: {one_line(exc)}; fix the function "
-                f"({spec.settings.get('file', 'built-in')})"
+                f"{spec.where} raised {type(exc).__name__}: {one_line(exc)}; {fix(spec)}"
             ) from None
         return checked_values(spec, values, len(completions))
 
     checked.__name__ = spec.label
     checked.__qualname__ = spec.label
     return checked
+
+
+def fix(spec: RewardSpec) -> str:
+    """What to look at when a reward raises."""
+    if spec.kind == "model":
+        return f"check the reward-model run {spec.settings['model']} (does `llmkit predict` score with it?)"
+    return f"fix the function ({spec.settings.get('file', 'built-in')})"
 
 
 def checked_values(spec: RewardSpec, values: Any, expected: int) -> list[float | None]:
