@@ -19,6 +19,36 @@ from pathlib import Path
 import pytest
 
 pytest_plugins = ["tests.recipe_matrix_plugin"]  # the recipe x command matrix table
+#: Tests that launch several processes (torch.distributed's rendezvous on one fixed port) run in one
+#: pytest-xdist worker, one after another (`--dist loadgroup`, pyproject.toml): they never race for the port.
+LAUNCHES_PROCESSES = pytest.mark.xdist_group("launches-processes")
+#: pytest-xdist's ``-n auto`` (pyproject.toml): a worker a core, at most this many (each loads its models).
+MAX_WORKERS = 4
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (a container's share, where the OS says)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    return max(1, min(MAX_WORKERS, usable_cores()))
+
+
+def share_cores_among_workers() -> None:
+    """A pytest-xdist worker computes on its share of the cores: torch's default (every core) in each of N
+    workers makes N times the threads the machine has, and they wait on each other (several times slower).
+    A thread count the user set is kept. Set before any test imports torch, and inherited by subprocesses."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not workers or "OMP_NUM_THREADS" in os.environ:
+        return
+    threads = str(max(1, usable_cores() // int(workers)))
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = threads
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(int(threads))
+
+
+share_cores_among_workers()
 os.environ["HF_HUB_OFFLINE"] = "1"  # a hub lookup must fail fast, never retry for half a minute
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

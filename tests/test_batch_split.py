@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import NEGATIVE, POSITIVE, write_csv
+from tests.conftest import LAUNCHES_PROCESSES, NEGATIVE, POSITIVE, write_csv
 
 ROWS = 16
 TEXTS = POSITIVE + NEGATIVE
@@ -248,6 +248,7 @@ def test_a_micro_batch_without_labelled_tokens_adds_nothing_to_the_step(tmp_path
     assert trainer.state.log_history[0]["loss"] == pytest.approx(expected, rel=1e-5)
 
 
+@LAUNCHES_PROCESSES
 @pytest.mark.parametrize("case", ["ner", "next-sentence"])
 def test_two_processes_accumulating_equal_one_batch(case: str, tmp_path: Path) -> None:
     """2 CPU processes (DDP over gloo) x 2 accumulated micro-batches x 4 rows = one batch of 16 rows."""

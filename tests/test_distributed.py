@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import LAUNCHES_PROCESSES
+
 
 def finetune(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -24,6 +26,7 @@ def finetune(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
+@LAUNCHES_PROCESSES
 def test_two_cpu_processes_match_one_process(sentiment_files, tmp_path: Path) -> None:
     train, validation = sentiment_files
     common = [
@@ -68,6 +71,7 @@ def test_two_cpu_processes_match_one_process(sentiment_files, tmp_path: Path) ->
     assert two.stdout.count("model saved to") == 1
 
 
+@LAUNCHES_PROCESSES
 @pytest.mark.slow
 def test_two_machines_train_as_one_job(sentiment_files, tmp_path: Path) -> None:
     """Multi-node, proven locally: machine ranks 0 and 1 on 127.0.0.1, one CPU process each, world size 2."""
@@ -171,6 +175,7 @@ if args.process_index == 0:
 """
 
 
+@LAUNCHES_PROCESSES
 def test_accelerate_would_train_fsdp_on_cpu_unsharded(tmp_path: Path) -> None:
     """Why llmkit refuses training.fsdp on a CPU: on 2 gloo processes Accelerate drops the FSDP plugin and
     prepares plain DDP (torch's own fully_shard does run on CPU; Accelerate only shards on GPUs), and

@@ -11,7 +11,7 @@ import pytest
 import llmkit
 from llmkit.models.adaptation import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, MODEL_CONFIG_FILE
 from tests import lookalikes
-from tests.conftest import write_csv
+from tests.conftest import LAUNCHES_PROCESSES, write_csv
 
 LORA = ["peft.method=lora", "peft.r=4", "peft.alpha=8"]
 
@@ -324,6 +324,7 @@ def test_merging_a_full_run_is_refused(finetune_tiny, run_cli, tmp_path: Path) -
 
 
 # -- scale-out and crash safety hold for adapters ------------------------------------------------------
+@LAUNCHES_PROCESSES
 def test_two_processes_train_the_same_adapter_as_one(sentiment_files, tmp_path: Path) -> None:
     from tests.test_distributed import finetune
 

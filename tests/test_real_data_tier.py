@@ -5,6 +5,7 @@ LLMKIT_TEST_DATA. Each case runs pytest on a copy of the conftest in a temporary
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -93,7 +94,8 @@ def test_llmkit_test_data_names_the_folder_and_the_marker_selects_the_tier(
     data = write_data(tmp_path / "elsewhere")
     run = pytest_in(repository, "-m", "real_data", **{REAL_DATA_ENV: str(data)})
     assert run.returncode == 0, run.stdout
-    assert run.stdout.strip().splitlines()[-1].startswith("2 passed, 1 deselected in ")
+    # the 2 real-data tests ran, the default-tier one did not (pytest-xdist leaves "1 deselected" out)
+    assert re.match(r"2 passed(, 1 deselected)? in ", run.stdout.strip().splitlines()[-1])
 
 
 def test_a_named_folder_that_is_not_there_is_an_error(repository: Path, tmp_path: Path) -> None:

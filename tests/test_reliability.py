@@ -19,7 +19,7 @@ import llmkit
 from llmkit.core.errors import LlmkitError
 from llmkit.runs.entries import FINGERPRINT_FILE, RUN_MARKER, complete_checkpoints, is_run_entry
 from llmkit.training.checkpoints import checkpoint_to_resume, stop_on_non_finite_loss
-from tests.conftest import REPO
+from tests.conftest import LAUNCHES_PROCESSES, REPO
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
@@ -370,6 +370,7 @@ if os.environ.get("LLMKIT_TEST_SLOW_RANK") == os.environ.get("RANK"):
 """
 
 
+@LAUNCHES_PROCESSES
 def test_two_process_checkpoints_hold_every_ranks_rng_state(sentiment_files, tmp_path: Path) -> None:
     train, validation = sentiment_files
     hooks = tmp_path / "hooks"
