@@ -4,6 +4,7 @@
     python benchmarks/evaluate_real.py qa             # SQuAD v1.1 dev + held-out SQuADShifts articles
     python benchmarks/evaluate_real.py summarization  # DialogSum recipe vs zero-shot SmolLM2, test
     python benchmarks/evaluate_real.py dpo            # SmolLM2 before / after DPO, held-out HH pairs
+    python benchmarks/evaluate_real.py kto            # ... KTO, and orpo: ORPO, at DPO's budget
     python benchmarks/evaluate_real.py goemotions     # a recipe as written, on its test data (recipe rows)
     python benchmarks/evaluate_real.py stsb           # ... STS-B dev; sst2: SST-2 dev
     python benchmarks/evaluate_real.py embedding-sts  # STS-B bi-encoder vs the untrained MiniLM, test
@@ -122,15 +123,35 @@ def dpo(options: argparse.Namespace, log: list[dict]) -> None:
     """The DPO recipe shortened (default 40 steps of 4 pairs) on HH-RLHF harmless-base train; SmolLM2 before
     (the base model: its own reference, so rewards are 0 by construction; its log-probabilities still say
     which reply it prefers) and after, on the first N held-out test pairs."""
+    preference_beside_base("dpo-hh", options, log)
+
+
+def kto(options: argparse.Namespace, log: list[dict]) -> None:
+    """KTO (``recipes/kto-hh.yaml``: each pair unpaired into a desirable and an undesirable row) at DPO's
+    budget: the same steps over the same training pairs, scored beside its base on the same test pairs."""
+    preference_beside_base("kto-hh", options, log)
+
+
+def orpo(options: argparse.Namespace, log: list[dict]) -> None:
+    """ORPO (``recipes/orpo-hh.yaml``: no reference model) at DPO's budget, beside its base."""
+    preference_beside_base("orpo-hh", options, log)
+
+
+def preference_beside_base(name: str, options: argparse.Namespace, log: list[dict]) -> None:
+    """A preference recipe shortened to ``--steps`` (default 40) on the HH-RLHF pairs its steps see (4 pairs a
+    step in the DPO, KTO and ORPO recipes: 2 pairs x 2 accumulated; KTO's 4 rows x 2 are both replies of 4
+    pairs, data.max_train_samples cutting the file's pairs before they are unpaired), then the base and the
+    run scored on the first N test pairs by the same command."""
     steps = options.steps or 40
-    # 4 pairs a step: keep only the pairs the steps see, or the reference log-probs (precomputed before
-    # training) are computed for all 1,801 training pairs (hours on 2 cores)
+    # keep only the pairs the steps see, or DPO/KTO precompute the reference log-probs of all 1,801 training
+    # pairs before training (hours on 2 cores)
     overrides = [
         f"training.max_steps={steps}",
         f"data.max_train_samples={steps * 4}",
         "training.eval_on_start=false",
+        *options.set,
     ]
-    run_beside_base("dpo-hh", overrides, SHARED / "hh_rlhf" / "test.jsonl", [], options, log)
+    run_beside_base(name, overrides, SHARED / "hh_rlhf" / "test.jsonl", [], options, log)
 
 
 def run_beside_base(
@@ -231,6 +252,8 @@ PARTS = {
     "qa": qa,
     "summarization": summarization,
     "dpo": dpo,
+    "kto": kto,
+    "orpo": orpo,
     "goemotions": goemotions,
     "stsb": stsb,
     "sst2": sst2,

@@ -160,6 +160,16 @@ def test_built_in_rewards_score_answers_format_and_length() -> None:
     assert [spec.weight for spec in specs] == [1.0, 0.5, 1.0]
 
 
+def test_the_format_reward_reads_the_last_line_unless_told_any() -> None:
+    """Rewarded anywhere, SmolLM2 learned to open with a guessed 'Answer: N' and ramble past the budget."""
+    completions = ["Answer: 5\nExplanation: 9 - 3 = 6, so", "9 - 3 = 6\nAnswer: 6\n\n", "Answer: 6 more"]
+    last = check_rewards([{"name": "format"}], None)[0]
+    anywhere = check_rewards([{"name": "format", "line": "any"}], None)[0]
+    assert reward_function(last)(prompts=["p"] * 3, completions=completions) == [0.0, 1.0, 0.0]
+    anywhere_scores = reward_function(anywhere)(prompts=["p"] * 3, completions=completions)
+    assert anywhere_scores == [1.0, 1.0, 0.0]
+
+
 @pytest.mark.parametrize(
     ("entries", "message"),
     [
@@ -167,6 +177,7 @@ def test_built_in_rewards_score_answers_format_and_length() -> None:
         ([{"name": "answr"}], "grpo.rewards[0]: unknown reward 'answr' (did you mean 'answer'?)"),
         ([{"name": "format", "patern": "x"}], "grpo.rewards[0]: unknown key 'patern'"),
         ([{"name": "format", "pattern": "("}], "grpo.rewards[0].pattern is not a regular expression"),
+        ([{"name": "format", "line": "first"}], "grpo.rewards[0].line must be last or any, got 'first'"),
         ([{"name": "answer", "weight": "high"}], "grpo.rewards[0].weight must be a number"),
         ([{"name": "length", "min_tokens": 5, "max_tokens": 2}], "max_tokens=2 is below min_tokens=5"),
         ([{"function": "../evil:run"}], "grpo.rewards[0].function must be MODULE:FUNCTION"),

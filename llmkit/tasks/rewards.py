@@ -6,8 +6,10 @@ A recipe lists its rewards, each a mapping with a ``weight`` (default 1.0):
 * ``{name: answer}`` -- 1 when the completion's final answer equals the row's answer column (``column``,
   default ``data.answer``), else 0. The final answer is the text after the last ``Answer:``, else the last
   number in the completion; numbers compare as numbers (``1,200`` = ``1200.0``), other text case-blind;
-* ``{name: format}`` -- 1 when ``pattern`` (a regular expression, searched line by line) is found, else 0;
-  the default is an ``Answer: N`` line;
+* ``{name: format}`` -- 1 when ``pattern`` (a regular expression) is found in the completion's last non-empty
+  line (``line: last``, the default), or in any line (``line: any``), else 0; the default pattern is a whole
+  ``Answer: N`` line. The last line, because that is what the prompt asks for: rewarded anywhere, a model
+  learns to open with a guessed ``Answer: N`` and ramble on (measured: docs/tasks/grpo.md);
 * ``{name: length}`` -- 1 when the completion has ``min_tokens`` to ``max_tokens`` tokens, else 0;
 * ``{function: MODULE:FUNCTION}`` -- ``FUNCTION`` from ``MODULE.py`` in the recipe's folder, called as TRL
   calls a reward function: keyword arguments ``prompts`` and ``completions`` (texts), ``completion_ids``,
@@ -45,18 +47,26 @@ PROMPT_MESSAGES = "prompt_messages"
 #: The keys each kind of reward takes besides ``weight``.
 KEYS: dict[str, tuple[str, ...]] = {
     "answer": ("name", "column"),
-    "format": ("name", "pattern"),
+    "format": ("name", "pattern", "line"),
     "length": ("name", "min_tokens", "max_tokens"),
     "function": ("function", "name", "file"),
     "model": ("model", "name"),
 }
 DEFAULT_FORMAT = r"^\s*Answer:\s*-?[\d,]*\.?\d+\s*$"
+#: Where the format reward looks: the completion's last non-empty line, or any line.
+FORMAT_LINES = ("last", "any")
 ANSWER_MARK = re.compile(r"answer\s*:", re.IGNORECASE)
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 # -- the final answer -------------------------------------------------------------------------------
+def last_line(text: str) -> str:
+    """The completion's last non-empty line ("" for an empty completion)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
 def final_answer(text: str) -> str | None:
     """The answer a completion gives: the rest of the line after its last ``Answer:``, else its last number;
     None when it gives neither."""
@@ -201,6 +211,9 @@ def check_built_in(kind: str, settings: dict[str, Any], where: str, answer_colum
             re.compile(str(pattern), re.MULTILINE)
         except re.error as exc:
             raise LlmkitError(f"{where}.pattern is not a regular expression ({exc}): {pattern!r}") from None
+        line = settings.setdefault("line", "last")
+        if line not in FORMAT_LINES:
+            raise LlmkitError(f"{where}.line must be {' or '.join(FORMAT_LINES)}, got {line!r}")
     elif kind == "length":
         low, high = settings.setdefault("min_tokens", 0), settings.setdefault("max_tokens", None)
         for key, value in (("min_tokens", low), ("max_tokens", high)):
@@ -286,9 +299,10 @@ def built_in(spec: RewardSpec) -> RewardFunction:
         return answer
     if spec.kind == "format":
         pattern = re.compile(str(spec.settings["pattern"]), re.MULTILINE)
+        searched = last_line if spec.settings["line"] == "last" else str
 
         def format(completions: list[str], **columns: Any) -> list[float | None]:
-            return [float(pattern.search(text) is not None) for text in completions]
+            return [float(pattern.search(searched(text)) is not None) for text in completions]
 
         return format
     low, high = spec.settings["min_tokens"], spec.settings["max_tokens"]
