@@ -151,7 +151,12 @@ def preference_beside_base(name: str, options: argparse.Namespace, log: list[dic
         "training.eval_on_start=false",
         *options.set,
     ]
-    run_beside_base(name, overrides, SHARED / "hh_rlhf" / "test.jsonl", [], options, log)
+    # the base scored by the recipe's method too: ORPO's reward is the policy's own log-odds, not 0
+    method = (yaml.safe_load((REPO / "recipes" / f"{name}.yaml").read_text(encoding="utf-8")) or {})[
+        "preference"
+    ]
+    settings = [f"preference.method={method['method']}"]
+    run_beside_base(name, overrides, SHARED / "hh_rlhf" / "test.jsonl", settings, options, log)
 
 
 def run_beside_base(
