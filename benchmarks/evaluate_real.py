@@ -151,12 +151,7 @@ def preference_beside_base(name: str, options: argparse.Namespace, log: list[dic
         "training.eval_on_start=false",
         *options.set,
     ]
-    # the base scored by the recipe's method too: ORPO's reward is the policy's own log-odds, not 0
-    method = (yaml.safe_load((REPO / "recipes" / f"{name}.yaml").read_text(encoding="utf-8")) or {})[
-        "preference"
-    ]
-    settings = [f"preference.method={method['method']}"]
-    run_beside_base(name, overrides, SHARED / "hh_rlhf" / "test.jsonl", settings, options, log)
+    run_beside_base(name, overrides, SHARED / "hh_rlhf" / "test.jsonl", [], options, log)
 
 
 def run_beside_base(
@@ -171,7 +166,10 @@ def run_beside_base(
     # batched as the run is: preference scores are batch means, resampled by batch, paired across models
     batch = (written.get("training") or {}).get("per_device_eval_batch_size")
     batching = [f"training.per_device_eval_batch_size={batch}"] if batch else []
-    same = [f"task={written['task']}", *recipe_data(recipe), *batching, *settings]
+    # the base scored by the recipe's preference method too: ORPO's reward is the policy's own log-odds, not 0
+    method = (written.get("preference") or {}).get("method")
+    methods = [f"preference.method={method}"] if method else []
+    same = [f"task={written['task']}", *recipe_data(recipe), *batching, *methods, *settings]
     evaluate(["smollm2-135m", run], test, options.rows or 100, options, log, same)
 
 

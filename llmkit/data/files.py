@@ -874,8 +874,9 @@ def read_dataset_roles(data: dict[str, Any], files: dict[str, Split]) -> dict[st
     return {role: (files.get(role) or read[role]) for role in SPLIT_ROLES if role in files or role in read}
 
 
-def require_columns(split: Split, columns: dict[str, str | None]) -> None:
-    """Each recipe key (e.g. data.text) must name a column of the split; list the ones that exist."""
+def require_columns(split: Split, columns: dict[str, str | None], also: str = "") -> None:
+    """Each recipe key (e.g. data.text) must name a column of the split; list the ones that exist (``also``:
+    another way out, added to the error)."""
     present = split.dataset.column_names
     for recipe_key, column in columns.items():
         if column is None:
@@ -887,6 +888,7 @@ def require_columns(split: Split, columns: dict[str, str | None]) -> None:
             raise LlmkitError(
                 f"{split.origin}: no column '{column}' (set by data.{recipe_key}); "
                 f"columns are: {', '.join(present)}; set data.{recipe_key}=<one of them>"
+                + (f", {also}" if also else "")
             )
 
 

@@ -147,13 +147,10 @@ class GrpoTask(Task):
             self.check_inputs(split)
             if split.role == "test" and not has_columns(split, self.target_columns):
                 continue
-            answer = self.data["answer"]
-            if answer and answer not in split.dataset.column_names:
-                raise LlmkitError(
-                    f"{split.origin}: no column '{answer}' (set by data.answer); columns are: "
-                    f"{', '.join(split.dataset.column_names)}; set data.answer=<one of them>, or "
-                    f"data.answer=null for rows without answers (no exact match; the rewards judge alone)"
-                )
+            no_answers = (
+                "or data.answer=null for rows without answers (no exact match; the rewards judge alone)"
+            )
+            require_columns(split, {"answer": self.data["answer"]}, also=no_answers)
             for spec in self.rewards:
                 column = spec.settings.get("column")
                 if spec.kind == "answer" and column not in split.dataset.column_names:
