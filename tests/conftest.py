@@ -18,17 +18,14 @@ from pathlib import Path
 
 import pytest
 
+from llmkit.core.devices import usable_cores  # imports no torch: the threads are set before
+
 pytest_plugins = ["tests.recipe_matrix_plugin"]  # the recipe x command matrix table
 #: Tests that launch several processes (torch.distributed's rendezvous on one fixed port) run in one
 #: pytest-xdist worker, one after another (`--dist loadgroup`, pyproject.toml): they never race for the port.
 LAUNCHES_PROCESSES = pytest.mark.xdist_group("launches-processes")
 #: pytest-xdist's ``-n auto`` (pyproject.toml): a worker a core, at most this many (each loads its models).
 MAX_WORKERS = 4
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (a container's share, where the OS says)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
