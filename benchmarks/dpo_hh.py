@@ -124,6 +124,7 @@ def dpo_run(args: argparse.Namespace) -> dict:
             else ["training.eval_strategy=no"]  # scored after training only: memory of training alone
         ),
         *checkpointing(args),
+        *args.set,
         f"output_dir={output}",
     ]
     started = time.perf_counter()
@@ -145,6 +146,7 @@ def dpo_run(args: argparse.Namespace) -> dict:
     return {
         "run": "dpo",
         "steps": args.steps,
+        "overrides": args.set,
         "dpo_accumulation": args.dpo_accumulation,
         "gradient_checkpointing": args.gradient_checkpointing,
         "eval_pairs": args.eval_pairs,
@@ -281,7 +283,9 @@ def table(runs: dict[str, dict]) -> list[str]:
     lines = [
         f"SmolLM2-135M-Instruct + LoRA r=16 on HH-RLHF harmless-base: {dpo['steps']} steps of 4 pairs "
         f"(lr {dpo['learning_rate']:g}), {dpo['eval_pairs']} test pairs, max_length 384, gradient "
-        f"checkpointing {'on' if dpo.get('gradient_checkpointing') else 'off'}:",
+        f"checkpointing {'on' if dpo.get('gradient_checkpointing') else 'off'}"
+        + (f", overrides {', '.join(dpo['overrides'])}" if dpo.get("overrides") else "")
+        + ":",
         "",
         "| | before | after | target |",
         "|---|---|---|---|",
@@ -381,6 +385,13 @@ def main() -> None:
         "--skip-eval-before",
         action="store_true",
         help="no evaluation before training (with LoRA the policy is the reference: every reward is 0)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a recipe override for the DPO run (repeatable), e.g. preference.dpo.sft_weight=1",
     )
     parser.add_argument("--tag", default="", help="write dpo_hh-TAG.* (and train in runs/bench-dpo/*-TAG)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # dpo | sft | eos_before | eos_after, in a child

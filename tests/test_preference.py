@@ -4,6 +4,7 @@ tiny-gpt2 (llmkit's documented template: it has none of its own), bad input, and
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -328,6 +329,37 @@ def test_dpo_with_lora_uses_the_base_as_reference_and_saves_one_adapter(tmp_path
     assert result.metrics["eval_reward_margin"] > 0
 
 
+def test_dpo_sft_weight_adds_the_chosen_replies_nll_to_the_first_step_loss(tmp_path: Path) -> None:
+    """With LoRA the policy starts as its reference, so plain DPO's first loss is ln 2 exactly; the SFT term
+    adds sft_weight x the chosen replies' mean token NLL on top (TRL's "sft" loss beside "sigmoid")."""
+    from llmkit.tasks.preference import method_settings
+
+    first_losses = {}
+    for weight in ("0", "2"):
+        (tmp_path / weight).mkdir()
+        result = run_pairs(
+            tmp_path / weight,
+            "peft.r=4",
+            f"preference.dpo.sft_weight={weight}",
+            "training.logging_steps=1",
+            "training.max_steps=1",
+            "training.eval_on_start=false",
+        )
+        history = json.loads((result.output_dir / "log_history.json").read_text())
+        first_losses[weight] = next(entry["loss"] for entry in history if "loss" in entry)
+    assert first_losses["0"] == pytest.approx(math.log(2), abs=1e-3)
+    added = first_losses["2"] - math.log(2)
+    assert added > 2 * 1.0, first_losses  # 2 x an NLL per token well above 1 nat for a barely trained model
+    settings = method_settings(
+        {
+            "method": "dpo",
+            "dpo": {"loss_type": "ipo", "beta": 0.1, "precompute_reference": False, "sft_weight": 0.5},
+        },
+        64,
+    )
+    assert settings["loss_type"] == ["ipo", "sft"] and settings["loss_weights"] == [1.0, 0.5]
+
+
 def test_the_dpo_recipe_switches_to_simpo_with_one_override() -> None:
     # `llmkit finetune recipes/dpo-hh.yaml preference.method=simpo` (docs/tasks/preference.md): the recipe's
     # DPO settings (loss_type, precompute_reference, beta 0.1) rest in their section; SimPO's own apply
@@ -488,6 +520,11 @@ BAD_FINETUNE = [
         "unknown key 'preference.loss_type' (did you mean 'preference.dpo.loss_type'?)",
     ),
     ("an unknown DPO loss", ["preference.dpo.loss_type=sigmoidd"], "did you mean 'sigmoid'"),
+    (
+        "a negative SFT weight",
+        ["preference.dpo.sft_weight=-0.5"],
+        "preference.dpo.sft_weight must be 0 (off) or a positive number, got -0.5",
+    ),
     (
         "unpaired rows for a paired method",
         ["data.train={unpaired}"],

@@ -18,7 +18,8 @@ last turns, replies are cut to fit ``data.max_length``, and pairs whose last use
 dropped (both counted).
 
 ``preference.method``: ``dpo`` (TRL's DPOTrainer, any of its ``loss_type`` choices; with LoRA the reference is
-the base model with the adapter switched off, without it a frozen copy), ``simpo`` (TRL's CPOTrainer with
+the base model with the adapter switched off, without it a frozen copy; ``dpo.sft_weight`` adds the chosen
+replies' NLL, as RPO does), ``simpo`` (TRL's CPOTrainer with
 the SimPO loss and ``cpo_alpha=0``: length-normalised, no reference model), ``orpo`` (TRL's ORPOTrainer: the
 chosen reply's NLL plus the odds-ratio term, no reference model) or ``kto`` (TRL's KTOTrainer, reference as
 for DPO) on unpaired rows ``{prompt, completion, label}``: a paired file is unpaired (each pair's chosen reply
@@ -375,6 +376,9 @@ class PreferenceTask(PairedRowsTask):
             "loss_type": "sigmoid",  # one of TRL's DPO losses
             "beta": 0.1,
             "precompute_reference": False,  # reference log-probs once before training (a forward less/step)
+            # weight of the chosen replies' NLL beside the DPO loss (TRL's "sft" loss, as RPO adds it): the
+            # policy also learns the chosen replies themselves -- their length, where they end their turn
+            "sft_weight": 0.0,
         },
         "simpo": {
             "beta": 2.0,
@@ -691,6 +695,11 @@ def check_options(options: dict[str, Any]) -> None:
     for key, value in positive:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
             raise LlmkitError(f"preference.{key} must be a positive number, got {value!r}")
+    sft_weight = dpo["sft_weight"]
+    if isinstance(sft_weight, bool) or not isinstance(sft_weight, (int, float)) or sft_weight < 0:
+        raise LlmkitError(
+            f"preference.dpo.sft_weight must be 0 (off) or a positive number, got {sft_weight!r}"
+        )
     if not isinstance(dpo["precompute_reference"], bool):
         raise LlmkitError(
             f"preference.dpo.precompute_reference must be true or false, got {dpo['precompute_reference']!r}"
@@ -727,8 +736,11 @@ def method_settings(options: dict[str, Any], max_length: int) -> dict[str, Any]:
             "train_sampling_strategy": "sequential",
         }
     dpo = options["dpo"]
+    losses = {"loss_type": [dpo["loss_type"]], "loss_weights": None}
+    if dpo["sft_weight"]:
+        losses = {"loss_type": [dpo["loss_type"], "sft"], "loss_weights": [1.0, float(dpo["sft_weight"])]}
     return {
-        "loss_type": [dpo["loss_type"]],
+        **losses,
         "beta": float(dpo["beta"]),
         "precompute_ref_log_probs": dpo["precompute_reference"],
         "max_length": None,
