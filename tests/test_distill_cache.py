@@ -416,6 +416,16 @@ ERRORS = [
         "training row never change; task fill-mask runs its teacher live on each batch: remove distill.cache",
     ),
     (
+        "unlabelled for token classification",
+        [
+            "task=token-classification",
+            "data.train={tagged}",
+            "data.unlabelled={tagged}",
+            "distill.teacher={token-classification}",
+        ],
+        "unknown key 'data.unlabelled'",
+    ),
+    (
         "cache not a boolean",
         ["distill.teacher={classification}", "distill.cache=sometimes"],
         "distill.cache must be true or false, got 'sometimes'",

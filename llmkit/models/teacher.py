@@ -12,7 +12,11 @@ task says how: ``Task.distillation_loss``). Here the teacher is
   LM for generation), the same labels as the student's data, in the same order (a classifier or tagger; a
   language model has none), and the same tokenizer vocabulary (the teacher reads the student's input ids);
 * loaded once through the task's Auto class, in eval mode and without gradients; a teacher without a trained
-  head for the task (a bare encoder) is refused rather than taught from a random head.
+  head for the task (a bare encoder) is refused rather than taught from a random head. Not loaded at all
+  when ``distill.cache`` (``llmkit.training.teacher_cache``) holds its outputs on every training row.
+
+This module also checks ``distill.cache`` against the task (fill-mask and generation run their teacher live)
+and that ``data.unlabelled`` comes with a teacher.
 """
 
 from __future__ import annotations

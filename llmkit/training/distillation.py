@@ -19,12 +19,23 @@ the step's items as it weighs any loss: gradient accumulation trains as one batc
 ``eval_loss`` is the task's own loss, comparable with a run without a teacher. Every logged training step also
 logs ``distill_soft_loss`` and ``distill_hard_loss`` (item-weighted means since the previous log).
 
+``data.unlabelled`` (classification) adds rows whose labels are -100 (every entry): they learn from the
+teacher alone. The two terms are then means over different items -- ``soft`` over every row, ``hard`` over the
+labelled ones -- so the loss is given as two terms (``loss_terms``), each weighed by its own share of the step
+(the rows' numbers, ``ROW_COLUMN``, count the soft term's items); the student sees a micro-batch's labelled
+rows (with their labels, for the task's own loss) and its other rows (without) as two parts.
+
 The teacher runs in eval mode without gradients, on the student's device, under the same autocast; it sees the
-student's batch as collated (the same masks for fill-mask). A task's Trainer may compute its loss on a faster
-path than the model's own forward (fill-mask: vocabulary logits only at the masked positions; a causal LM:
-only at the positions that predict a label): it then defines ``loss_and_item_logits(model, inputs,
-hard_loss)``, returning the loss (None with ``hard_loss=False``, the teacher's call) and the logits at its
-items, and the distilling Trainer uses it for the student and the teacher alike.
+student's batch as collated (the same masks for fill-mask). With ``distill.cache`` (classification, token
+classification) its outputs on every training row are computed once before the first step, or read from
+``llmkit.training.teacher_cache``, and each batch takes its rows' outputs from memory by row number: the
+collator carries each row's number past the task's own collator (``RowNumberCollator``).
+
+A task's Trainer may compute its loss on a faster path than the model's own forward (fill-mask: vocabulary
+logits only at the masked positions; a causal LM: only at the positions that predict a label): it then
+defines ``loss_and_item_logits(model, inputs, hard_loss)``, returning the loss (None with
+``hard_loss=False``, the teacher's call) and the logits at its items, and the distilling Trainer uses it for
+the student and the teacher alike.
 """
 
 from __future__ import annotations
@@ -132,12 +143,10 @@ def distilling_trainer(base: type, distillation: Distillation) -> type:
                 self.data_collator = RowNumberCollator(self.data_collator)
             if distillation.cache_folder is not None and distillation.outputs is None:
                 self._cache_teacher_outputs()
-            outputs = distillation.outputs
-            if outputs is not None and outputs.rows != len(
-                self.train_dataset
-            ):  # an encoder that kept fewer rows
+            cached = distillation.outputs
+            if cached is not None and cached.rows != len(self.train_dataset):  # the key covers the rows
                 raise RuntimeError(
-                    f"the teacher's cached outputs cover {outputs.rows} rows, training has more"
+                    f"cached teacher outputs of {cached.rows} rows, {len(self.train_dataset)} rows"
                 )
 
         def _set_signature_columns_if_needed(self) -> None:
@@ -181,7 +190,8 @@ def distilling_trainer(base: type, distillation: Distillation) -> type:
                 student_items.append(
                     self._loss_and_item_logits(model, rows_of(inputs, ~labelled), hard_loss=False)[1]
                 )
-            teacher = self._teacher_items(inputs, rows)[order.to(rows.device)]
+            teacher = self._teacher_items(inputs, rows)
+            teacher = teacher[order.to(teacher.device)]  # the labelled rows' first, as the student's
             soft = soft_loss(kind, torch.cat(student_items), teacher, temperature)
             device = self.distill_tally.device
             hard_items = count_items(inputs["labels"], self.shifts_labels).to(device)
