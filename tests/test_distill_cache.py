@@ -178,6 +178,24 @@ def test_cached_outputs_train_as_the_live_teacher_and_a_rerun_never_loads_it(
             assert logged(run, key) == pytest.approx(expected, rel=1e-5, abs=1e-7), (key, run.name)
 
 
+def test_a_cache_that_cannot_be_written_costs_one_warning(
+    tmp_path: Path, data, teachers, own_cache: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The cache folder's place is taken by a file: the run trains on the outputs it computed, says so once,
+    and leaves the file as it was."""
+    own_cache.write_text("not llmkit's\n")
+    run = finetune(
+        tmp_path / "unwritable",
+        "model=tiny-bert",
+        f"data.train={data['train']}",
+        f"distill.teacher={teachers['classification']}",
+        "training.max_steps=2",
+    )
+    assert cache_record(run)["state"] == "computed" and len(logged(run)) == 2
+    assert capsys.readouterr().err.count("cannot write the teacher-logit cache") == 1
+    assert own_cache.read_text() == "not llmkit's\n"
+
+
 def test_the_key_follows_what_decides_the_outputs_not_the_path(
     tmp_path: Path, data, teachers, own_cache: Path
 ) -> None:
