@@ -251,9 +251,9 @@ def prepare(recipe: Recipe) -> PreparedRun:
             quiet_library_progress(keep_datasets_bars=interactive()),
         ):
             digest = row_digests["unlabelled"]
-            rows = encode_cached(task, unlabelled, tokenizer, model_path, recipe, args, digest)
-        with quiet_library_progress():
-            distillation.unlabelled = without_labels(rows, encoded["train"])
+            taught = encode_cached(task, unlabelled, tokenizer, model_path, recipe, args, digest)
+        with quiet_library_progress():  # labels of -100 in the training labels' shape: the teacher's alone
+            distillation.unlabelled = without_labels(taught, encoded["train"])
 
     with quiet_library_progress():
         set_seed(recipe.training["seed"])
