@@ -12,7 +12,11 @@ task says how: ``Task.distillation_loss``). Here the teacher is
   LM for generation), the same labels as the student's data, in the same order (a classifier or tagger; a
   language model has none), and the same tokenizer vocabulary (the teacher reads the student's input ids);
 * loaded once through the task's Auto class, in eval mode and without gradients; a teacher without a trained
-  head for the task (a bare encoder) is refused rather than taught from a random head.
+  head for the task (a bare encoder) is refused rather than taught from a random head. Not loaded at all
+  when ``distill.cache`` (``llmkit.training.teacher_cache``) holds its outputs on every training row.
+
+This module also checks ``distill.cache`` against the task (fill-mask and generation run their teacher live)
+and that ``data.unlabelled`` comes with a teacher.
 """
 
 from __future__ import annotations
@@ -40,16 +44,37 @@ DISTILL_DEFAULTS: dict[str, Any] = {
     # they are
     "temperature": 2.0,
     "alpha": 0.5,  # loss = alpha * soft (teacher) + (1 - alpha) * hard (labels); 0: the labels alone
+    # compute the teacher's outputs on the training rows once, save them beside the tokenization cache and
+    # reuse them (every epoch, reruns, sweep trials: the teacher is then not even loaded); on by default, as
+    # they cost little disk and save the teacher's forward pass on every step. Classification and token
+    # classification only: fill-mask (new masks each step) and generation always run the teacher live on
+    # each batch (left at its default the key is off there; true is an error)
+    "cache": True,
 }
 #: Labels and vocabulary tokens named in a mismatch message, at most.
 SHOWN = 5
 
 
 # -- the recipe section -----------------------------------------------------------------------------------
-def check_distill_section(raw: Any, task_name: str, distilling_tasks: list[str], where: str) -> dict | None:
+def check_distill_section(
+    raw: Any,
+    task_name: str,
+    distilling_tasks: list[str],
+    where: str,
+    caching_tasks: tuple[str, ...] = (),
+    data: dict[str, Any] | None = None,
+) -> dict | None:
     """``distill:`` merged with its defaults (None: no teacher); every problem one line. ``distilling_tasks``:
-    the tasks that can learn from a teacher (``Task.distills``)."""
+    the tasks that can learn from a teacher (``Task.distills``), ``caching_tasks`` those whose teacher outputs
+    can be cached (``Task.teacher_cache_items``); ``data`` is the checked data section (``data.unlabelled``
+    needs a teacher; a stream is never cached)."""
+    data = data or {}
     if raw is None:
+        if data.get("unlabelled"):
+            raise LlmkitError(
+                f"{where}: data.unlabelled adds rows without labels, which learn from a teacher's outputs "
+                f"alone: add a distill section (distill.teacher=runs/...) or remove data.unlabelled"
+            )
         return None
     if not isinstance(raw, dict):
         raise LlmkitError(
@@ -89,7 +114,39 @@ def check_distill_section(raw: Any, task_name: str, distilling_tasks: list[str],
             f"{where}: distill.temperature must be above 0 (1 leaves the distributions as they are, higher "
             f"softens them), got {settings['temperature']!r}"
         )
+    settings["cache"] = check_cache_setting(raw, settings["cache"], task_name, caching_tasks, data, where)
+    if data.get("unlabelled") and data.get("streaming"):
+        raise LlmkitError(
+            f"{where}: data.unlabelled adds rows to a training split read whole, and data.streaming reads it "
+            f"as training goes: remove one of them"
+        )
     return settings
+
+
+def check_cache_setting(
+    raw: dict, value: Any, task_name: str, caching_tasks: tuple[str, ...], data: dict[str, Any], where: str
+) -> bool:
+    """``distill.cache`` as the run uses it: left at its default, off where the teacher's outputs on a row
+    change from step to step (fill-mask, generation) or the rows are streamed; asked for there, one line."""
+    if not isinstance(value, bool):
+        raise LlmkitError(f"{where}: distill.cache must be true or false, got {value!r}")
+    asked = "cache" in raw and value
+    if task_name not in caching_tasks:
+        if asked:
+            raise LlmkitError(
+                f"{where}: distill.cache works for {', '.join(caching_tasks)}, where the teacher's outputs "
+                f"on a training row never change; task {task_name} runs its teacher live on each batch: "
+                f"remove distill.cache"
+            )
+        return False
+    if data.get("streaming"):
+        if asked:
+            raise LlmkitError(
+                f"{where}: distill.cache keeps the teacher's outputs on a training split read whole, and "
+                f"data.streaming reads it as training goes: remove distill.cache or data.streaming"
+            )
+        return False
+    return value
 
 
 # -- the teacher ------------------------------------------------------------------------------------------

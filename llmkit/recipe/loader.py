@@ -404,7 +404,10 @@ def validate_recipe(raw: dict[str, Any]) -> Recipe:
             )
     tokenizer = check_tokenizer_section(raw.get("tokenizer"), scratch, task_cls.scratch_style, where)
     distilling_tasks = [name for name in task_names() if get_task_class(name).distills]
-    distill = check_distill_section(raw.get("distill"), task_cls.name, distilling_tasks, where)
+    caching_tasks = tuple(name for name in distilling_tasks if get_task_class(name).teacher_cache_items)
+    distill = check_distill_section(
+        raw.get("distill"), task_cls.name, distilling_tasks, where, caching_tasks, data
+    )
     setfit = check_setfit_section(raw.get("setfit"), task_cls.name, peft, distill, where)
     options = (
         check_section(raw.get(section) or {}, task_cls.options_defaults, section, where) if section else {}

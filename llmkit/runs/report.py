@@ -277,14 +277,35 @@ def distillation_lines(run: RunRecord) -> list[str]:
         )
     if distilled:
         soft = SOFT_LOSSES.get(distilled["soft_loss"], distilled["soft_loss"])
+        parameters = distilled.get("teacher_parameters")
+        size = "not loaded: its outputs were cached" if parameters is None else f"{parameters:,} parameters"
         lines.append(
-            f"- teacher: `{distilled['teacher']}` ({distilled['teacher_parameters']:,} parameters); training "
+            f"- teacher: `{distilled['teacher']}` ({size}); training "
             f"loss = {distilled['alpha']:g} x {soft} (temperature {distilled['temperature']:g}) + "
             f"{1 - distilled['alpha']:g} x the task's own loss; the validation loss is the task's own"
         )
+        lines += teacher_cache_lines(distilled)
     else:
         lines.append("- no teacher: trained on the labels alone")
     return [*lines, ""]
+
+
+def teacher_cache_lines(distilled: dict[str, Any]) -> list[str]:
+    """Where the teacher's outputs came from (``distill.cache``) and the rows it alone taught."""
+    cache = distilled.get("teacher_cache") or {}
+    lines = []
+    if cache.get("state") == "live":
+        lines.append(f"- the teacher ran live on each batch ({cache.get('why', '')})")
+    elif cache.get("state"):
+        lines.append(
+            f"- the teacher's outputs: cache {cache['state']} ({cache.get('rows', 0):,} rows, "
+            f"{cache.get('bytes', 0):,} bytes in {cache.get('folder')})"
+        )
+    if distilled.get("unlabelled_rows"):
+        lines.append(
+            f"- {distilled['unlabelled_rows']:,} unlabelled rows (data.unlabelled) learned from it alone"
+        )
+    return lines
 
 
 #: How a report names a distillation's soft loss (``llmkit.training.distillation``).

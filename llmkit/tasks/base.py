@@ -133,6 +133,12 @@ class Task:
     #: Can learn from a teacher's outputs (a ``distill:`` section, ``llmkit.training.distillation``); the
     #: comparison is ``distillation_loss``'s.
     distills: ClassVar[bool] = False
+    #: The items a teacher's outputs are cached for (``distill.cache``): ``row`` (one output per row) or
+    #: ``token`` (one per labelled token); None: the teacher runs live on each batch, since what it sees of
+    #: a row changes from step to step (fill-mask's random masks; generation is left live as well).
+    teacher_cache_items: ClassVar[str | None] = None
+    #: Takes ``data.unlabelled``: rows without labels that learn from a teacher's outputs alone.
+    learns_from_unlabelled: ClassVar[bool] = False
 
     #: The language model this task can pre-train from scratch (``llmkit.models.scratch``): ``encoder``
     #: (masked LM) or ``decoder`` (causal LM); None: the task needs a pre-trained model.

@@ -87,6 +87,8 @@ class ClassificationTask(Task):
     predicts_from_logits = True
     headline_metric = "accuracy"
     distills = True
+    teacher_cache_items = "row"
+    learns_from_unlabelled = True
     other_headline_metrics = ("f1_macro", "spearman")  # multi-label, regression
     training_defaults: ClassVar[dict[str, Any]] = {
         # batches of similar lengths: SST-2 averages 13 tokens, a random batch of 32 pads to ~40
@@ -116,6 +118,9 @@ class ClassificationTask(Task):
         # left once validation is carved off; single-label only
         "shots": None,
         "shots_seed": 42,  # which rows data.shots samples; the same seed gives the same rows to any method
+        # with a distill section: a file of extra training rows without labels (read as data.train is, its
+        # text columns; a label column is ignored), learned from the teacher's outputs alone
+        "unlabelled": None,
     }
 
     data_words: ClassVar[dict[str, tuple[str, ...]]] = {"threshold": (CHOSEN_ON_VALIDATION,)}

@@ -43,6 +43,7 @@ class TokenClassificationTask(Task):
     pipeline_task = "token-classification"
     headline_metric = "f1"
     distills = True
+    teacher_cache_items = "token"
     prediction_keys = (PREDICTED_ENTITIES,)
     data_defaults: ClassVar[dict[str, Any]] = {
         "tokens": "tokens",

@@ -22,7 +22,9 @@ from llmkit.models.adaptation import inner_model
 IGNORE_INDEX = -100
 
 
-def step_weighted_trainer(base: type, targets: tuple[str, ...]) -> type:
+def step_weighted_trainer(
+    base: type, targets: tuple[str, ...], training_targets: tuple[str, ...] = ()
+) -> type:
     """Subclass a Trainer so each accumulated micro-batch's mean loss counts by its share of the step's items.
 
     ``targets`` are the batch columns whose items (entries other than -100) the loss averages, the first
@@ -30,10 +32,13 @@ def step_weighted_trainer(base: type, targets: tuple[str, ...]) -> type:
     preference batch, whose trainer averages over pairs and divides by the accumulation itself) is left
     to the Trainer. ``base.loss_terms(model, inputs)``, where defined, may return the loss as
     ``{target: micro-batch mean}`` terms, each weighed by its own column's share; None: one mean.
+    ``training_targets`` are more such columns that only training batches have (distillation's row numbers:
+    the items of a soft loss over every row, when some rows have no labels); evaluation never sees them.
     """
 
     weighed = targets[0] if targets else None  # the column a single-mean loss is over
     single_mean = len(targets) == 1  # one mean over items (not next-sentence pre-training's two terms)
+    targets = (*targets, *training_targets)
 
     class StepWeightedTrainer(base):
         def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -70,13 +70,17 @@ from llmkit.training.distillation import (
     Distillation,
     distilling_trainer,
     load_distillation,
+    read_unlabelled,
     teacher_for,
+    training_rows,
+    without_labels,
 )
 from llmkit.training.distillation import describe as describe_distillation
 from llmkit.training.loss_scaling import step_weighted_trainer
 from llmkit.training.sampling import length_grouping_trainer
 from llmkit.training.setfit import SetFitPlan, load_setfit_model, setfit_plan, setfit_trainer
 from llmkit.training.streaming import encode_stream
+from llmkit.training.teacher_cache import ROW_COLUMN, teacher_cache_folder
 from llmkit.training.token_cache import encode_cached, split_digest
 
 
@@ -196,17 +200,26 @@ def prepare(recipe: Recipe) -> PreparedRun:
         **quantized,
     }
     tokenizer = load_tokenizer(model_path, trust_remote_code=recipe.model_options["trust_remote_code"])
+    precision = run_precision(recipe.training, recipe.user_training, machine, where)
+    unlabelled = read_unlabelled(recipe, task)  # data.unlabelled: more rows, for the teacher alone to teach
+    row_digests = {role: split_digest(split) for role, split in splits.items()}
+    if unlabelled is not None:
+        row_digests["unlabelled"] = split_digest(unlabelled)
     # the teacher: its labels and vocabulary checked, then loaded, before any encoding (a teacher without a
-    # trained head is refused) and before the student's seeded start, which it leaves as it was
+    # trained head is refused) and before the student's seeded start, which it leaves as it was; not loaded
+    # at all when the cache holds its outputs on every training row
     teacher_path = teacher_for(recipe, task, tokenizer)
-    distillation = None if teacher_path is None else load_distillation(recipe, task, teacher_path)
+    distillation = None
+    if teacher_path is not None:
+        training = [splits["train"], *([unlabelled] if unlabelled is not None else [])]
+        cache = teacher_cache(recipe, task, training, row_digests, model_path, teacher_path, precision)
+        rows = [len(split.dataset) for split in training]  # the encoders keep a row per row
+        distillation = load_distillation(recipe, task, teacher_path, cache, rows)
     task.prepare_tokenizer(tokenizer)  # on every run: encodings may come from the cache
     sizes = ", ".join(f"{role} {split.size}" for role, split in splits.items())
     processes = f", {world_size()} processes" if world_size() > 1 else ""
     log(f"task {recipe.task}, model {recipe.model} ({model_path}), rows: {sizes}{processes}")
-    precision = run_precision(recipe.training, recipe.user_training, machine, where)
     log(f"precision {precision.precision} on {machine.kind}: {precision.reason}")
-    row_digests = {role: split_digest(split) for role, split in splits.items()}
     fingerprint = run_fingerprint(recipe, row_digests, model_path, teacher_path)
     if resume_from is not None:
         explicit = recipe.training["resume"] not in ("auto", "never")
@@ -231,6 +244,16 @@ def prepare(recipe: Recipe) -> PreparedRun:
         if splits[role].stream is None:
             data_counts.update(task.encoding_metrics(role, dataset))
             encoded[role] = task.prepare_evaluation(role, splits[role], dataset)
+
+    if distillation is not None and unlabelled is not None:
+        with (
+            timed_step(f"tokenizing unlabelled ({len(unlabelled.dataset):,} rows)"),
+            quiet_library_progress(keep_datasets_bars=interactive()),
+        ):
+            digest = row_digests["unlabelled"]
+            taught = encode_cached(task, unlabelled, tokenizer, model_path, recipe, args, digest)
+        with quiet_library_progress():  # labels of -100 in the training labels' shape: the teacher's alone
+            distillation.unlabelled = without_labels(taught, encoded["train"])
 
     with quiet_library_progress():
         set_seed(recipe.training["seed"])
@@ -265,6 +288,23 @@ def prepare(recipe: Recipe) -> PreparedRun:
     )
 
 
+def teacher_cache(
+    recipe: Recipe,
+    task: Task,
+    training: list[Split],
+    row_digests: dict[str, str],
+    model_path: Path,
+    teacher_path: Path,
+    precision: PrecisionChoice,
+) -> Path | None:
+    """The teacher-logit cache entry of the run's training rows (``distill.cache``); None: the teacher runs
+    live. ``training``: the labelled split, then data.unlabelled's, as the Trainer gets them."""
+    if not recipe.distill["cache"]:
+        return None
+    rows = [(split, row_digests[split.role]) for split in training]
+    return teacher_cache_folder(recipe, task, rows, model_path, teacher_path, precision.precision)
+
+
 def task_trainer_class(
     task: Task, distillation: Distillation | None = None, setfit: SetFitPlan | None = None
 ) -> type:
@@ -273,11 +313,13 @@ def task_trainer_class(
     the split's order (llmkit.training.sampling); with a teacher, the loss it weighs is the distillation's
     (llmkit.training.distillation); with SetFit, training is its two stages (llmkit.training.setfit)."""
     trainer = task.trainer_class()
+    soft_items: tuple[str, ...] = ()  # with unlabelled rows the soft loss is a mean over every row
     if distillation is not None:
         trainer = distilling_trainer(trainer, distillation)
+        soft_items = (ROW_COLUMN,) if distillation.unlabelled is not None else ()
     if setfit is not None:
         trainer = setfit_trainer(trainer, setfit)
-    return length_grouping_trainer(step_weighted_trainer(trainer, task.loss_targets()))
+    return length_grouping_trainer(step_weighted_trainer(trainer, task.loss_targets(), soft_items))
 
 
 def build_trainer(run: PreparedRun, callbacks: list[Any] | tuple[Any, ...] = ()):
@@ -288,7 +330,7 @@ def build_trainer(run: PreparedRun, callbacks: list[Any] | tuple[Any, ...] = ())
     trainer = crash_safe_trainer(task_trainer_class(task, run.distillation, run.setfit))(
         model=run.model,
         args=run.args,
-        train_dataset=run.encoded["train"],
+        train_dataset=training_rows(run.encoded["train"], run.distillation),
         eval_dataset=run.encoded.get("validation"),
         data_collator=task.collator(run.tokenizer),
         processing_class=run.tokenizer,

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,9 @@ from llmkit.recipe.loader import Recipe
 from llmkit.tasks import Task
 
 TOKENIZED_DIR = "tokenized"
+
+#: Data keys that name files: their rows are in the key (``rows``), not their paths.
+FILE_KEYS = ("train", "validation", "test", "unlabelled")
 
 #: ``.{key}-{pid}``: a cache entry being written by process ``pid`` (renamed into place when whole).
 CACHE_STAGING = re.compile(r"^\.([0-9a-f]{20})-(\d+)$")
@@ -69,7 +73,7 @@ def tokenized_cache_key(task: Task, split: Split, model_path: Path, recipe: Reci
         "rows": rows,
         "seed": recipe.training["seed"],
         "task": task.name,
-        "data": {k: v for k, v in recipe.data.items() if k not in ("train", "validation", "test")},
+        "data": {k: v for k, v in recipe.data.items() if k not in FILE_KEYS},
         "derived": task.encoding_state(),
         "tokenizer": tokenizer_files_digest(model_path),
         "libraries": library_versions(("transformers", "tokenizers", "datasets")),
@@ -125,28 +129,43 @@ _UNWRITABLE_CACHES: set[Path] = set()
 
 
 def save_to_cache(encoded: Any, folder: Path) -> None:
-    """Save an encoded split under a staging name, then rename it into place when whole.
+    """Save an encoded split under a staging name, then rename it into place (:func:`save_entry`)."""
+    save_entry(
+        folder,
+        lambda staging: encoded.save_to_disk(str(staging)),
+        "dataset_info.json",
+        "the tokenization cache",
+        "to keep encoded splits for reruns",
+    )
 
-    A failure (read-only home, full disk, LLMKIT_CACHE under a file) is one warning, and the run goes
-    on with the rows it has; leftovers of killed runs are cleared on the way.
+
+def save_entry(folder: Path, write: Callable[[Path], None], marker: str, what: str, why: str) -> bool:
+    """Write a cache entry into a staging folder (``write(staging)``), then rename it into place when whole.
+
+    ``write`` creates the folder it is given; ``marker`` is the file a whole entry has. A failure (read-only
+    home, full disk, LLMKIT_CACHE under a file) is one warning, and the run goes on without the entry;
+    leftovers of killed runs are cleared on the way. True when the entry is in place (written here or by
+    another run).
     """
     staging = folder.with_name(f".{folder.name}-{os.getpid()}")
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_staging(folder.parent)
-        encoded.save_to_disk(str(staging))
+        write(staging)
         staging.rename(folder)
+        return True
     except Exception as exc:  # any failure of an optional cache must not fail the run
         shutil.rmtree(staging, ignore_errors=True)
-        if (folder / "dataset_info.json").exists():
-            return  # another run saved it first
+        if (folder / marker).exists():
+            return True  # another run saved it first
         if folder.parent not in _UNWRITABLE_CACHES:
             _UNWRITABLE_CACHES.add(folder.parent)
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             log(
-                f"warning: cannot write the tokenization cache in {folder.parent} ({reason}); going on "
-                f"without it (set LLMKIT_CACHE to a writable folder to keep encoded splits for reruns)"
+                f"warning: cannot write {what} in {folder.parent} ({reason}); going on without it (set "
+                f"LLMKIT_CACHE to a writable folder {why})"
             )
+        return False
 
 
 def remove_stale_staging(tokenized: Path) -> None:

@@ -39,7 +39,7 @@ def validate(
     from llmkit.core.progress import quiet_library_progress
     from llmkit.models.resolve import load_tokenizer
     from llmkit.training.arguments import check_machine_settings
-    from llmkit.training.distillation import teacher_for
+    from llmkit.training.distillation import read_unlabelled, teacher_for
     from llmkit.training.spine import model_folder
 
     resolved = load_recipe(recipe, overrides)
@@ -52,6 +52,7 @@ def validate(
     check_weights(model_path, resolved.model_options["allow_pickle"])
     tokenizer = load_tokenizer(model_path, trust_remote_code=resolved.model_options["trust_remote_code"])
     teacher = teacher_for(resolved, task, tokenizer)  # found, with the data's labels and the vocabulary
+    read_unlabelled(resolved, task)  # data.unlabelled: read, its text columns checked
     task.prepare_tokenizer(tokenizer)
 
     lines = [
