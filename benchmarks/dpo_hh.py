@@ -248,7 +248,12 @@ def eos_run(args: argparse.Namespace, which: str) -> dict:
     with torch.no_grad():
         for start in range(0, len(prompts), 10):
             batch = generate_left_padded(
-                model, prompts[start : start + 10], pad, args.eos_tokens, eos_token_ids=list(stops)
+                model,
+                prompts[start : start + 10],
+                pad,
+                args.eos_tokens,
+                eos_token_ids=list(stops),
+                repetition_penalty=args.repetition_penalty,
             )
             for row in batch.tolist():
                 stop_at = next((i for i, token in enumerate(row) if token in stops), None)
@@ -258,6 +263,7 @@ def eos_run(args: argparse.Namespace, which: str) -> dict:
         "run": f"eos_{which}",
         "prompts": len(prompts),
         "max_new_tokens": args.eos_tokens,
+        "repetition_penalty": args.repetition_penalty,
         "ended_with_eos": ended,
         "share": round(ended / len(prompts), 3),
         "mean_new_tokens": round(sum(lengths) / len(lengths), 1),
@@ -295,7 +301,13 @@ def table(runs: dict[str, dict]) -> list[str]:
         "| mean reward margin | "
         + ("0 by construction" if margin_before is None else f"{margin_before:.4f}")
         + f" | {dpo['reward_margin_after']:.4f} | |",
-        f"| generations ending with EOS within {after['max_new_tokens']} tokens | "
+        f"| generations ending with EOS within {after['max_new_tokens']} tokens (greedy"
+        + (
+            f", repetition penalty {after['repetition_penalty']:g}"
+            if after.get("repetition_penalty", 1) != 1
+            else ""
+        )
+        + ") | "
         f"{before['ended_with_eos']}/{before['prompts']} ({before['share']:.0%}) | "
         f"{after['ended_with_eos']}/{after['prompts']} ({after['share']:.0%}) | ≥ 95 % |",
         f"| mean new tokens per generation | {before['mean_new_tokens']} | {after['mean_new_tokens']} | |",
@@ -368,6 +380,12 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=150, help="0: evaluate after training only")
     parser.add_argument("--eos-prompts", type=int, default=50)
     parser.add_argument("--eos-tokens", type=int, default=256)
+    parser.add_argument(
+        "--repetition-penalty",
+        type=float,
+        default=1.0,
+        help="greedy decoding of the stopping check with this penalty (data.repetition_penalty)",
+    )
     parser.add_argument(
         "--only", help="run these (e.g. sft,eos_before,eos_after) and take the others from the last results"
     )

@@ -481,6 +481,13 @@ def generate(
     top_p: Annotated[float, typer.Option(help="Nucleus sampling: keep this much probability mass.")] = 0.9,
     top_k: Annotated[int, typer.Option(help="Sample among the k likeliest tokens; 0 = no limit.")] = 50,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same text).")] = 0,
+    repetition_penalty: Annotated[
+        float | None,
+        typer.Option(
+            help="Above 1 makes tokens already in the text less likely (1.2 breaks loops); "
+            "default: a run's data.repetition_penalty, else 1 (none)."
+        ),
+    ] = None,
     chat: Annotated[bool, typer.Option("--chat", help="Format the prompt with the chat template.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object, no streaming.")] = False,
 ) -> None:
@@ -490,7 +497,7 @@ def generate(
     from llmkit.inference.generate import SamplingSettings, as_json_record
     from llmkit.inference.generate import generate as run_generate
 
-    settings = SamplingSettings(max_new_tokens, temperature, top_p, top_k, seed)
+    settings = SamplingSettings(max_new_tokens, temperature, top_p, top_k, seed, repetition_penalty)
     result = run_generate(prompt, model, sampling=settings, chat=chat, stream=None if as_json else sys.stdout)
     if as_json:
         typer.echo(json.dumps(as_json_record(result, prompt, model), ensure_ascii=False))

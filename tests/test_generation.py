@@ -351,6 +351,57 @@ def test_generate_sampling_is_seeded(run_cli) -> None:
     assert first == again and first != other
 
 
+def test_a_repetition_penalty_breaks_greedy_loops_in_generate_and_in_predictions(run_cli, tmp_path: Path):
+    """The untrained tiny GPT-2 loops under greedy decoding; with a strong penalty it cannot repeat a token
+    it has used, so its text has more distinct tokens. `llmkit generate --repetition-penalty` and a recipe's
+    data.repetition_penalty (predictions on a test split) take the same decoding path."""
+    from transformers import AutoTokenizer
+
+    from llmkit.models.resolve import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("tiny-gpt2"))
+
+    def distinct_tokens(text: str) -> int:
+        return len(set(tokenizer(text).input_ids))
+
+    def generated(*options: str, model: str | Path = "tiny-gpt2") -> str:
+        base = ["generate", "the food was", "--model", str(model), "--temperature", "0", "--json"]
+        result = run_cli(*base, "--max-new-tokens", "40", *options)
+        assert result.exit_code == 0, result.stderr
+        return json.loads(result.stdout)["text"]
+
+    plain, penalised = generated(), generated("--repetition-penalty", "50")
+    assert distinct_tokens(penalised) > distinct_tokens(plain) + 5, (plain, penalised)
+
+    rows = instructions(8)
+    train, test = tmp_path / "train.json", tmp_path / "test.jsonl"
+    train.write_text(json.dumps(rows))
+    test.write_text(json.dumps({"instruction": rows[0]["instruction"]}) + "\n")
+    texts = {}
+    for penalty in ("1", "50"):
+        result = llmkit.finetune(
+            "instruct-alpaca",
+            [
+                "model=tiny-gpt2",
+                f"data.train={train}",
+                f"data.test={test}",
+                "data.validation_split=0",
+                "data.max_new_tokens=40",
+                f"data.repetition_penalty={penalty}",
+                "data.max_length=128",
+                "training.max_steps=1",
+                "training.learning_rate=1e-9",  # the model as it was: the decoding makes the difference
+                f"output_dir={tmp_path / penalty}",
+            ],
+        )
+        texts[penalty] = json.loads((result.output_dir / "test_predictions.jsonl").read_text())["generated"]
+    assert distinct_tokens(texts["50"]) > distinct_tokens(texts["1"]) + 5, texts
+    # `llmkit generate` on a run decodes with the run's own penalty unless told otherwise
+    run = tmp_path / "50"
+    assert generated(model=run) == generated("--repetition-penalty", "50", model=run)
+    assert generated(model=run) != generated("--repetition-penalty", "1", model=run)
+
+
 def test_generate_states_when_it_shortens_max_new_tokens(run_cli) -> None:
     prompt = "the food was great " * 30  # about 210 of tiny-gpt2's 256 positions
     result = run_cli("generate", prompt, "--model", "tiny-gpt2", "--json", "--max-new-tokens", "100")
@@ -416,6 +467,11 @@ BAD_FINETUNE = [
     ("unknown data format", ["data.format=chatml"], "data.format must be one of auto, text, instruction"),
     ("a model that cannot generate", ["model=tiny-bert"], "cannot generate text: it is an encoder (bert"),
     ("max_length beyond the context", ["data.max_length=1024"], "longer than the model's context (256"),
+    (
+        "a negative repetition penalty",
+        ["data.repetition_penalty=-1"],
+        "data.repetition_penalty must be a number above 0 (1: no penalty, 1.2: a common choice), got -1",
+    ),
 ]
 
 
@@ -440,6 +496,11 @@ BAD_GENERATE = [
     ("--chat without a template", ["hello", "--model", "tiny-gpt2", "--chat"], "has no chat template"),
     ("top-p out of range", ["hello", "--model", "tiny-gpt2", "--top-p", "1.5"], "--top-p must be in (0, 1]"),
     ("zero new tokens", ["hello", "--model", "tiny-gpt2", "--max-new-tokens", "0"], "at least 1"),
+    (
+        "a repetition penalty of 0",
+        ["hello", "--model", "tiny-gpt2", "--repetition-penalty", "0"],
+        "--repetition-penalty must be a number above 0 (1: no penalty",
+    ),
     ("a missing model folder", ["hello", "--model", "./nowhere"], "model folder nowhere does not exist"),
 ]
 

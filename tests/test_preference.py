@@ -374,7 +374,8 @@ def test_the_dpo_recipe_switches_to_simpo_with_one_override() -> None:
     assert simpo.arguments_class().__name__ == "CPOConfig"
     dpo = load_recipe("dpo-hh")
     dpo_settings = method_settings(build_task(dpo.task, dpo.data, dpo.options).options, 384)
-    assert dpo_settings["loss_type"] == ["sigmoid"] and dpo_settings["precompute_ref_log_probs"] is True
+    assert dpo_settings["loss_type"] == ["sigmoid", "sft"] and dpo_settings["loss_weights"] == [1.0, 1.0]
+    assert dpo_settings["precompute_ref_log_probs"] is True
 
 
 def test_simpo_needs_no_reference_and_reports_the_same_metrics(tmp_path: Path) -> None:
@@ -520,6 +521,11 @@ BAD_FINETUNE = [
         "unknown key 'preference.loss_type' (did you mean 'preference.dpo.loss_type'?)",
     ),
     ("an unknown DPO loss", ["preference.dpo.loss_type=sigmoidd"], "did you mean 'sigmoid'"),
+    (
+        "a repetition penalty of 0",
+        ["data.repetition_penalty=0"],
+        "data.repetition_penalty must be a number above 0 (1: no penalty, 1.2: a common choice), got 0",
+    ),
     (
         "a negative SFT weight",
         ["preference.dpo.sft_weight=-0.5"],

@@ -7,12 +7,28 @@ would not), and sampling settings must make sense (the decoding itself: ``llmkit
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
+from pathlib import Path
 from typing import Any, TextIO
 
 from llmkit.core.errors import LlmkitError
+from llmkit.models.adaptation import saved_recipe
 from llmkit.tasks.causal_lm import load_causal_lm, render_chat, require_causal_lm
-from llmkit.tasks.decoding import Generated, SamplingSettings, generate_from_prompt
+from llmkit.tasks.decoding import (
+    Generated,
+    SamplingSettings,
+    check_repetition_penalty,
+    generate_from_prompt,
+)
+
+
+def run_repetition_penalty(folder: Path) -> float:
+    """The repetition penalty a run's predictions use (its recipe's ``data.repetition_penalty``), so that
+    `llmkit generate` on a run decodes as its predictions did; 1 (none) for any other model."""
+    recipe = saved_recipe(folder) or {}
+    data = recipe.get("data")
+    value = data.get("repetition_penalty", 1.0) if isinstance(data, dict) else 1.0
+    return check_repetition_penalty(value, f"{folder / 'recipe.yaml'}: data.repetition_penalty")
 
 
 def generate(
@@ -34,6 +50,8 @@ def generate(
         raise LlmkitError('the prompt is empty; give some text to continue, e.g. "Once upon a time"')
     model_path = resolve_model(model)
     require_causal_lm(model_path, model)
+    if sampling.repetition_penalty is None:
+        sampling = replace(sampling, repetition_penalty=run_repetition_penalty(model_path))
     tokenizer = load_tokenizer(model_path)
     text = prompt
     if chat:

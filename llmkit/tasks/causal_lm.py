@@ -481,6 +481,7 @@ def generate_left_padded(
     max_new_tokens: int,
     num_beams: int = 1,
     eos_token_ids: Sequence[int] | None = None,
+    repetition_penalty: float = 1.0,
 ) -> Any:
     """Greedy (or beam) continuations of a batch of prompts: a (batch, <= max_new_tokens) tensor of new ids.
 
@@ -493,6 +494,7 @@ def generate_left_padded(
     input_ids = torch.tensor([[pad_token_id] * (width - len(p)) + list(p) for p in prompts], dtype=torch.long)
     attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], dtype=torch.long)
     stop = {"eos_token_id": list(eos_token_ids)} if eos_token_ids else {}  # else the model's own
+    penalty = {"repetition_penalty": repetition_penalty} if repetition_penalty != 1 else {}
     with torch.no_grad():
         output = model.generate(
             input_ids=input_ids.to(model.device),
@@ -502,6 +504,7 @@ def generate_left_padded(
             do_sample=False,
             pad_token_id=pad_token_id,
             **stop,
+            **penalty,
         )
     return output[:, width:]
 

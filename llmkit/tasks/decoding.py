@@ -29,13 +29,16 @@ class Generated:
 
 @dataclass
 class SamplingSettings:
-    """temperature 0 means greedy decoding; top_k 0 switches top-k filtering off."""
+    """temperature 0 means greedy decoding; top_k 0 switches top-k filtering off; a repetition_penalty
+    above 1 makes every token already in the text (prompt included) less likely (HF's CTRL-style penalty);
+    None: the run's own ``data.repetition_penalty`` (`llmkit generate` fills it in), else none."""
 
     max_new_tokens: int = 64
     temperature: float = 0.7
     top_p: float = 0.9
     top_k: int = 50
     seed: int = 0
+    repetition_penalty: float | None = 1.0
 
     def check(self) -> None:
         if self.max_new_tokens < 1:
@@ -46,11 +49,40 @@ class SamplingSettings:
             raise LlmkitError(f"--top-p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
             raise LlmkitError(f"--top-k must be 0 (off) or more, got {self.top_k}")
+        if self.repetition_penalty is not None:
+            check_repetition_penalty(self.repetition_penalty, "--repetition-penalty")
 
     def generate_kwargs(self) -> dict[str, Any]:
+        penalty = (
+            {"repetition_penalty": self.repetition_penalty}
+            if self.repetition_penalty not in (None, 1)
+            else {}
+        )
         if self.temperature == 0:
-            return {"do_sample": False}
-        return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k}
+            return {"do_sample": False, **penalty}
+        return {
+            "do_sample": True,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            **penalty,
+        }
+
+
+def check_repetition_penalty(value: Any, key: str) -> float:
+    """A repetition penalty: a number above 0, 1 being none (below 1 favours repeats)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise LlmkitError(
+            f"{key} must be a number above 0 (1: no penalty, 1.2: a common choice), got {value!r}"
+        )
+    return float(value)
+
+
+def greedy(max_new_tokens: int, repetition_penalty: float = 1.0) -> SamplingSettings:
+    """Greedy decoding, as tasks predict and evaluate (their ``data.repetition_penalty`` applied)."""
+    return SamplingSettings(
+        max_new_tokens=max_new_tokens, temperature=0, repetition_penalty=repetition_penalty
+    )
 
 
 def generate_from_prompt(
@@ -72,7 +104,7 @@ def generate_from_prompt(
     import torch
     from transformers import set_seed
 
-    sampling = sampling or SamplingSettings(max_new_tokens=max_new_tokens, temperature=0)
+    sampling = sampling or greedy(max_new_tokens)
     encoded = tokenizer(prompt, add_special_tokens=not templated, return_tensors="pt", verbose=False)
     input_ids = encoded.input_ids.to(model.device)
     prompt_tokens = input_ids.shape[1]

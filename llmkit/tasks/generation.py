@@ -42,6 +42,7 @@ from llmkit.tasks.causal_lm import (
     segments_to_example,
     tokenize_segments,
 )
+from llmkit.tasks.decoding import check_repetition_penalty
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -76,6 +77,8 @@ class GenerationTask(Task):
         "txt_unit": "paragraph",
         "use_chat_template": True,
         "max_new_tokens": 128,
+        # > 1: predictions and evaluation's generations penalise tokens already in the text (1.2 is common)
+        "repetition_penalty": 1.0,
         "max_length": 256,
     }
     torch_compile_refusal = FAST_LOSS_COMPILE_REFUSAL
@@ -94,6 +97,7 @@ class GenerationTask(Task):
                     f"{did_you_mean(str(data[key]), allowed)}"
                 )
         self.format: str = data["format"]
+        check_repetition_penalty(data["repetition_penalty"], "data.repetition_penalty")
 
     # -- data -------------------------------------------------------------------------------------
     def detect_format(self, split: Split) -> str:
@@ -388,7 +392,7 @@ class GenerationTask(Task):
     def predict(
         self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
-        from llmkit.tasks.decoding import generate_from_prompt
+        from llmkit.tasks.decoding import generate_from_prompt, greedy
 
         results = []
         for row in rows:
@@ -396,7 +400,7 @@ class GenerationTask(Task):
                 model,
                 tokenizer,
                 self.prompt_text(tokenizer, row),
-                max_new_tokens=self.data["max_new_tokens"],
+                sampling=greedy(self.data["max_new_tokens"], self.data["repetition_penalty"]),
                 templated=self.format != "text",
             )
             results.append({"generated": generated.text})
@@ -406,7 +410,7 @@ class GenerationTask(Task):
         self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]
     ) -> list[dict[str, str]]:
         """Plain text: the model continues each text's opening words; else it answers the last user turn."""
-        from llmkit.tasks.decoding import generate_from_prompt
+        from llmkit.tasks.decoding import generate_from_prompt, greedy
 
         samples = []
         for row in rows:
@@ -427,7 +431,9 @@ class GenerationTask(Task):
                 model,
                 tokenizer,
                 prompt,
-                max_new_tokens=min(self.data["max_new_tokens"], REPORT_NEW_TOKENS),
+                sampling=greedy(
+                    min(self.data["max_new_tokens"], REPORT_NEW_TOKENS), self.data["repetition_penalty"]
+                ),
                 templated=self.format != "text",
             )
             samples.append({"input": shown, "prediction": generated.text.strip(), "reference": reference})

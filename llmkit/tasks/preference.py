@@ -51,6 +51,7 @@ from llmkit.tasks.causal_lm import (
     required_chat_template,
     tokenize_segments,
 )
+from llmkit.tasks.decoding import check_repetition_penalty
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -366,6 +367,8 @@ class PreferenceTask(PairedRowsTask):
         **PairedRowsTask.data_defaults,
         "label": "label",  # KTO's unpaired rows: true for a desirable completion, false for an undesirable
         "max_new_tokens": 128,
+        # > 1: the replies predict and evaluate generate penalise tokens already in the text (1.2 is common)
+        "repetition_penalty": 1.0,
     }
     options_section = "preference"
     #: Each method's settings live in its own sub-section, so `preference.method=simpo` on a DPO recipe
@@ -407,6 +410,7 @@ class PreferenceTask(PairedRowsTask):
         #: come from the model before training, even for a full fine-tune whose reference is then gone.
         self.evaluation_splits: dict[str, Any] = {}
         check_options(self.options)
+        check_repetition_penalty(data["repetition_penalty"], "data.repetition_penalty")
         if self.unpaired:
             self.target_columns = ("completion_ids", "label")
 
@@ -632,7 +636,7 @@ class PreferenceTask(PairedRowsTask):
     def predict(
         self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
-        from llmkit.tasks.decoding import generate_from_prompt
+        from llmkit.tasks.decoding import generate_from_prompt, greedy
 
         return [
             {
@@ -640,7 +644,7 @@ class PreferenceTask(PairedRowsTask):
                     model,
                     tokenizer,
                     self.prompt_text(tokenizer, row),
-                    max_new_tokens=self.data["max_new_tokens"],
+                    sampling=greedy(self.data["max_new_tokens"], self.data["repetition_penalty"]),
                     templated=True,
                 ).text
             }
@@ -651,7 +655,7 @@ class PreferenceTask(PairedRowsTask):
         self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]]
     ) -> list[dict[str, str]]:
         """The model answers each prompt's last user turn; the reference is the chosen reply."""
-        from llmkit.tasks.decoding import generate_from_prompt
+        from llmkit.tasks.decoding import generate_from_prompt, greedy
 
         samples = []
         for row in rows:
@@ -660,7 +664,9 @@ class PreferenceTask(PairedRowsTask):
                 model,
                 tokenizer,
                 self.prompt_text(tokenizer, row),
-                max_new_tokens=min(self.data["max_new_tokens"], REPORT_NEW_TOKENS),
+                sampling=greedy(
+                    min(self.data["max_new_tokens"], REPORT_NEW_TOKENS), self.data["repetition_penalty"]
+                ),
                 templated=True,
             )
             chosen = row.get(self.data["chosen"])
