@@ -237,22 +237,29 @@ def distilling_trainer(base: type, distillation: Distillation) -> type:
             self.teacher = distillation.teacher = None
 
         def _teacher_pass(self) -> TeacherOutputs:
+            """The teacher over every training row, in batches of rows of similar length (each padded to
+            about its own rows' length, not to the longest of a random few), put back in row order. No
+            sampler: nothing is drawn from the random generator."""
             dataset = self._remove_unused_columns(self.train_dataset, "training")
             size = self.args.per_device_eval_batch_size
-            logits, counts = [], []
+            lengths = [len(ids) for ids in dataset["input_ids"]]
+            order = sorted(range(len(dataset)), key=lengths.__getitem__)
+            per_row: list[Any] = [None] * len(dataset)
             with timed_step(f"the teacher's outputs on {len(dataset):,} training rows"):
-                for start in range(0, len(dataset), size):
-                    # rows in order, no sampler: nothing is drawn from the random generator
-                    features = dataset.select(range(start, min(start + size, len(dataset)))).to_list()
-                    batch = self._prepare_inputs(self.data_collator(features))
-                    rows = batch.pop(ROW_COLUMN)
-                    if not torch.equal(rows.cpu(), torch.arange(start, start + len(rows))):
-                        raise RuntimeError("the teacher's pass met the training rows out of order")
+                for start in range(0, len(order), size):
+                    chosen = order[start : start + size]
+                    batch = self._prepare_inputs(self.data_collator(dataset.select(chosen).to_list()))
+                    rows = batch.pop(ROW_COLUMN).cpu()
+                    if rows.tolist() != chosen:
+                        raise RuntimeError("the teacher's pass lost track of the training rows")
                     with torch.no_grad(), self.compute_loss_context_manager():
                         items = self._loss_and_item_logits(self.teacher, batch, hard_loss=False)[1]
-                    logits.append(items.detach().float().cpu())
-                    counts.append(items_per_row(batch["labels"], distillation.items).cpu())
-            return outputs_from_batches(logits, counts)
+                    sizes = items_per_row(batch["labels"], distillation.items).tolist()
+                    chunks = items.detach().float().cpu().split(sizes)
+                    for row, chunk in zip(chosen, chunks, strict=True):
+                        per_row[row] = chunk
+            counts = [torch.tensor([len(chunk)]) for chunk in per_row]
+            return outputs_from_batches(per_row, counts)
 
         def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
             if "loss" in logs:
