@@ -83,9 +83,9 @@ def data(folder: Path) -> dict[str, Path]:
     }
 
 
-@pytest.fixture(scope="module")
-def calm_bert(folder: Path) -> Path:
-    """tiny-bert without dropout: a student that is a copy of its teacher then computes exactly as it does."""
+def tiny_bert_without_dropout(folder: Path) -> Path:
+    """tiny-bert without dropout, in ``folder``: a student that is a copy of its teacher then computes exactly
+    as it does, and the micro-batches of a step exactly as one batch."""
     from llmkit.models.resolve import resolve_model
 
     target = folder / "calm-bert"
@@ -94,6 +94,11 @@ def calm_bert(folder: Path) -> Path:
     config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     (target / "config.json").write_text(json.dumps(config))
     return target
+
+
+@pytest.fixture(scope="module")
+def calm_bert(folder: Path) -> Path:
+    return tiny_bert_without_dropout(folder)
 
 
 @pytest.fixture(scope="module")
@@ -698,8 +703,13 @@ def test_bad_settings_are_one_line_exit_2(
         f"output_dir={out}",
         "training.max_steps=1",
     )
+    assert_refused(result, name, expected.format(**names), out)
+
+
+def assert_refused(result, name: str, expected: str, out: Path) -> None:
+    """Exit 2 with one error line holding ``expected``, and no run folder written."""
     assert result.exit_code == 2, (name, result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert expected.format(**names) in lines[0]
+    assert expected in lines[0]
     assert not out.exists()

@@ -19,18 +19,12 @@ from pathlib import Path
 import pytest
 
 import llmkit
-from tests.conftest import NEGATIVE, POSITIVE, write_csv
+from tests.conftest import POSITIVE, write_csv
 from tests.lookalikes import write_jsonl
+from tests.test_distill import QUICK as DISTILL_QUICK
+from tests.test_distill import TEXTS, assert_refused, tiny_bert_without_dropout
 
-TEXTS = POSITIVE + NEGATIVE
-QUICK = [
-    "training.logging_steps=1",
-    "training.eval_strategy=no",
-    "training.precision=fp32",
-    "training.report_to=none",
-    "data.validation=null",
-    "data.validation_split=0",
-]
+QUICK = [*DISTILL_QUICK, "data.validation=null", "data.validation_split=0"]
 
 
 @pytest.fixture(scope="module")
@@ -81,15 +75,7 @@ def data(folder: Path) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def calm_bert(folder: Path) -> Path:
-    """tiny-bert without dropout: micro-batches of a step then compute exactly as one batch."""
-    from llmkit.models.resolve import resolve_model
-
-    target = folder / "calm-bert"
-    shutil.copytree(resolve_model("tiny-bert"), target)
-    config = json.loads((target / "config.json").read_text())
-    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    (target / "config.json").write_text(json.dumps(config))
-    return target
+    return tiny_bert_without_dropout(folder)
 
 
 def finetune(out: Path, *overrides: str) -> Path:
@@ -467,8 +453,4 @@ def test_bad_settings_are_one_line_exit_2(
         f"output_dir={out}",
         "training.max_steps=1",
     )
-    assert result.exit_code == 2, (name, result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert expected.format(**names) in lines[0]
-    assert not out.exists()
+    assert_refused(result, name, expected.format(**names), out)
