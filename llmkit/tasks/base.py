@@ -137,8 +137,6 @@ class Task:
     #: ``token`` (one per labelled token); None: the teacher runs live on each batch, since what it sees of
     #: a row changes from step to step (fill-mask's random masks; generation is left live as well).
     teacher_cache_items: ClassVar[str | None] = None
-    #: Takes ``data.unlabelled``: rows without labels that learn from a teacher's outputs alone.
-    learns_from_unlabelled: ClassVar[bool] = False
 
     #: The language model this task can pre-train from scratch (``llmkit.models.scratch``): ``encoder``
     #: (masked LM) or ``decoder`` (causal LM); None: the task needs a pre-trained model.

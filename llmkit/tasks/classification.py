@@ -88,7 +88,6 @@ class ClassificationTask(Task):
     headline_metric = "accuracy"
     distills = True
     teacher_cache_items = "row"
-    learns_from_unlabelled = True
     other_headline_metrics = ("f1_macro", "spearman")  # multi-label, regression
     training_defaults: ClassVar[dict[str, Any]] = {
         # batches of similar lengths: SST-2 averages 13 tokens, a random batch of 32 pads to ~40

@@ -53,20 +53,12 @@ class SamplingSettings:
             check_repetition_penalty(self.repetition_penalty, "--repetition-penalty")
 
     def generate_kwargs(self) -> dict[str, Any]:
-        penalty = (
-            {"repetition_penalty": self.repetition_penalty}
-            if self.repetition_penalty not in (None, 1)
-            else {}
-        )
-        if self.temperature == 0:
-            return {"do_sample": False, **penalty}
-        return {
-            "do_sample": True,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "top_k": self.top_k,
-            **penalty,
-        }
+        kwargs: dict[str, Any] = {"do_sample": self.temperature != 0}
+        if kwargs["do_sample"]:
+            kwargs.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
+        if self.repetition_penalty not in (None, 1):
+            kwargs["repetition_penalty"] = self.repetition_penalty
+        return kwargs
 
 
 def check_repetition_penalty(value: Any, key: str) -> float:
