@@ -354,8 +354,10 @@ def test_mixed_micro_batches_weigh_soft_over_every_row_and_hard_over_the_labelle
 def test_unlabelled_rows_teach_a_student_the_teachers_answers(
     tmp_path: Path, data, calm_bert: Path, contrary_teacher: Path
 ) -> None:
-    """A teacher trained on the opposite labels; a student with 4 labelled rows agrees with it more, on the
-    texts whose labels it never saw, when 12 unlabelled rows, taught by the teacher alone, are added."""
+    """A teacher trained on the opposite labels; a student with 4 labelled rows agrees with it, on the 12
+    texts given to it without labels (taught by the teacher alone), when those rows are added, and far less
+    without them. (Texts seen by neither model are left out: agreeing there is generalisation, which a
+    30-step tiny model does by chance.)"""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -374,19 +376,17 @@ def test_unlabelled_rows_teach_a_student_the_teachers_answers(
             tmp_path / "with-unlabelled", *student, f"data.unlabelled={data['unlabelled']}"
         ),
     }
-    teacher = contrary_teacher
-    labelled = set(TEXTS[:2] + TEXTS[10:12])  # data['few']: where labels and teacher differ
-    unseen_labels = [text for text in TEXTS if text not in labelled]
-    batch = AutoTokenizer.from_pretrained(teacher)(unseen_labels, padding=True, return_tensors="pt")
+    unlabelled = TEXTS[2:8] + TEXTS[12:18]  # data['unlabelled']'s texts
+    batch = AutoTokenizer.from_pretrained(contrary_teacher)(unlabelled, padding=True, return_tensors="pt")
 
     def answers(run: Path):
         with torch.no_grad():
             return AutoModelForSequenceClassification.from_pretrained(run).eval()(**batch).logits.argmax(-1)
 
-    taught = answers(teacher)
+    taught = answers(contrary_teacher)
     agreement = {name: (answers(run) == taught).float().mean().item() for name, run in learners.items()}
-    # measured: 0.375 and 0.875 to 1 (the last decimals of a 30-step run differ with the threads' history)
-    assert agreement["with unlabelled"] >= 0.75, agreement
+    # measured: 0.5 and 1.0, at 1 and 2 threads
+    assert agreement["with unlabelled"] >= 11 / 12, agreement
     assert agreement["with unlabelled"] > agreement["labelled only"] + 0.3, agreement
 
 
