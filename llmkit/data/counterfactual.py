@@ -3,7 +3,9 @@ pronouns, nationalities, religions) swapped in a text, from an editable term lis
 (``identity_terms.yaml`` beside this module) or the user's own file.
 
 A model whose prediction changes when only "he" becomes "she", or "Christian" becomes "Muslim", treats the
-groups differently; the probe (``llmkit.inference.bias``) counts how often that happens per group.
+groups differently; the probe (``llmkit.inference.bias``) counts how often that happens per group. The same
+counterfactuals, made from the training rows and given their rows' labels, are the fix
+(``data.augment: counterfactual``, classification): counterfactual data augmentation.
 """
 
 from __future__ import annotations
@@ -32,48 +34,43 @@ class TermGroup:
         return re.compile(r"\b(" + "|".join(re.escape(word) for word in words) + r")\b", re.IGNORECASE)
 
 
-def load_terms(path: str | Path | None = None) -> list[TermGroup]:
-    """The shipped groups, plus the groups of ``path`` (same format; one of a shipped name replaces it)."""
-    groups = {group.name: group for group in _read_groups(TERMS_FILE)}
+def load_terms(path: str | Path | None = None, key: str = "--bias-terms") -> list[TermGroup]:
+    """The shipped groups, plus the groups of ``path`` (same format; one of a shipped name replaces it);
+    ``key`` names the setting that gave the path, in errors."""
+    groups = {group.name: group for group in _read_groups(TERMS_FILE, key)}
     if path is not None:
-        groups.update({group.name: group for group in _read_groups(Path(path))})
+        groups.update({group.name: group for group in _read_groups(Path(path), key)})
     return list(groups.values())
 
 
-def _read_groups(path: Path) -> list[TermGroup]:
+def _read_groups(path: Path, key: str) -> list[TermGroup]:
     import yaml
 
     if not path.is_file():
-        raise LlmkitError(f"--bias-terms {path}: no such file; give a YAML file of term groups")
+        raise LlmkitError(f"{key} {path}: no such file; give a YAML file of term groups")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as error:
-        raise LlmkitError(f"--bias-terms {path}: not valid YAML ({str(error).splitlines()[0]})") from None
+        raise LlmkitError(f"{key} {path}: not valid YAML ({str(error).splitlines()[0]})") from None
     if not isinstance(raw, dict):
-        raise LlmkitError(
-            f"--bias-terms {path}: give a mapping of group names to {{swap: ...}} or {{replace: ...}}"
-        )
-    return [_group(path, str(name), value) for name, value in raw.items()]
+        raise LlmkitError(f"{key} {path}: give a mapping of group names to {{swap: ...}} or {{replace: ...}}")
+    return [_group(path, str(name), value, key) for name, value in raw.items()]
 
 
-def _group(path: Path, name: str, value: Any) -> TermGroup:
+def _group(path: Path, name: str, value: Any, key: str) -> TermGroup:
     example = "swap: [[he, she], [him, her]] or replace: [Christian, Muslim, Jewish]"
     if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in KINDS:
-        raise LlmkitError(f"--bias-terms {path}: group '{name}' must be one key, e.g. {example}")
+        raise LlmkitError(f"{key} {path}: group '{name}' must be one key, e.g. {example}")
     kind, terms = next(iter(value.items()))
     if kind == "swap":
         pairs = terms if isinstance(terms, list) else []
         if not pairs or not all(
             isinstance(p, list) and len(p) == 2 and all(_word(t) for t in p) for p in pairs
         ):
-            raise LlmkitError(
-                f"--bias-terms {path}: group '{name}': swap takes pairs of words, e.g. {example}"
-            )
+            raise LlmkitError(f"{key} {path}: group '{name}': swap takes pairs of words, e.g. {example}")
         return TermGroup(name, kind, tuple((str(a), str(b)) for a, b in pairs))
     if not isinstance(terms, list) or len(terms) < 2 or not all(_word(t) for t in terms):
-        raise LlmkitError(
-            f"--bias-terms {path}: group '{name}': replace takes two or more words, e.g. {example}"
-        )
+        raise LlmkitError(f"{key} {path}: group '{name}': replace takes two or more words, e.g. {example}")
     return TermGroup(name, kind, (tuple(str(term) for term in terms),))
 
 
@@ -102,6 +99,20 @@ def counterfactuals(text: str, group: TermGroup) -> list[tuple[str, str]]:
                 replaced = only.sub(lambda match, other=other: _cased(other, match.group(0)), text)
                 variants.append((replaced, f"{present}→{other.lower()}"))
     return variants
+
+
+def counterfactual_rows(texts: list[str], groups: list[TermGroup]) -> list[tuple[int, str]]:
+    """Every counterfactual of every text (row index, new text), each group's as the probe makes them, in
+    row order; a text made twice for a row (or equal to the row's own) is kept once."""
+    made: list[tuple[int, str]] = []
+    for index, text in enumerate(texts):
+        seen = {text}
+        for group in groups:
+            for variant, _ in counterfactuals(text, group):
+                if variant not in seen:
+                    seen.add(variant)
+                    made.append((index, variant))
+    return made
 
 
 def _cased(word: str, like: str) -> str:

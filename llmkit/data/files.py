@@ -119,6 +119,21 @@ class Split:
         # an array, not a list: datasets fingerprints the argument, and pickling a million ints takes seconds
         self.dataset = self.dataset.select(picked or np.asarray(indices, dtype=np.int64))
 
+    def add_variants(self, sources: list[int], column: str, texts: list[str]) -> None:
+        """Append copies of the rows at ``sources`` with ``column`` set to ``texts`` (one per copy); each
+        copy points at its source's file row, so a message about it names the row it was made from."""
+        import numpy as np
+        from datasets import Dataset, concatenate_datasets
+
+        if not sources:
+            return
+        values = self.dataset.select(np.asarray(sources, dtype=np.int64)).to_dict()
+        values[column] = texts
+        copies = Dataset.from_dict(values, features=self.dataset.features)
+        rows = self.file_rows if self.file_rows is not None else list(range(len(self.dataset)))
+        self.file_rows = rows + [rows[i] for i in sources]
+        self.dataset = concatenate_datasets([self.dataset, copies])
+
 
 @dataclass(frozen=True)
 class TextStream:

@@ -8,8 +8,9 @@ The order in which ``llmkit.training.spine.run`` calls a task's hooks (``llmkit 
 train rows):
 
 1. ``check_data(splits)``: every split as read, before anything is written; then the recipe's fixes drop
-   training rows (``data.deduplicate``, ``data.drop_leaks``) and ``select_training_rows(splits)`` keeps the
-   ones the run trains on (classification's ``data.shots``), both through ``checked_splits``;
+   training rows (``data.deduplicate``, ``data.drop_leaks``), ``select_training_rows(splits)`` keeps the
+   ones the run trains on (classification's ``data.shots``) and ``augment_training_rows(splits)`` adds rows
+   made from them (classification's ``data.augment``), all through ``checked_splits``;
 2. ``check_model(model_path)``: the resolved model folder (a task may read the model family here); with
    ``model.from_scratch`` the folder is built first (``llmkit.models.scratch``) from
    ``pretraining_texts(train)`` (the tokenizer's training text) and ``scratch_model_class(config)`` (the
@@ -164,6 +165,11 @@ class Task:
     def select_training_rows(self, splits: dict[str, Split]) -> None:
         """Keep the training rows this run trains on (a sample of them), after the recipe's fixes dropped
         repeats and leaks, so a sample of N rows is N rows of the fixed data."""
+
+    def augment_training_rows(self, splits: dict[str, Split]) -> dict[str, int]:
+        """Add training rows made from the kept ones (classification's ``data.augment``), last, so that
+        they are made from the rows the run trains on; returns how many were added (for metrics.json)."""
+        return {}
 
     def check_evaluation_data(self, split: Split, model_path: Path) -> None:
         """A labelled file a trained model is scored on (`llmkit evaluate`): checked as training checks its
@@ -412,10 +418,11 @@ def checked_splits(
     task: Task, splits: dict[str, Split], data: dict[str, Any], task_name: str
 ) -> dict[str, int]:
     """Every command that reads a recipe's data does it in this order: check the splits, apply the recipe's
-    fixes (``data.deduplicate``, ``data.drop_leaks``), then keep the rows the run trains on
-    (``select_training_rows``). Returns how many rows each fix removed (for metrics.json)."""
+    fixes (``data.deduplicate``, ``data.drop_leaks``), keep the rows the run trains on
+    (``select_training_rows``), then add rows made from them (``augment_training_rows``). Returns how many
+    rows each fix removed or added (for metrics.json)."""
     task.check_data(splits)
     columns = task.audit_columns()
-    removed = drop_training_rows(splits, data, columns and columns.texts, task_name)
+    counts = drop_training_rows(splits, data, columns and columns.texts, task_name)
     task.select_training_rows(splits)
-    return removed
+    return counts | task.augment_training_rows(splits)

@@ -59,6 +59,7 @@ PREDICTED_LABEL, PREDICTED_SCORE = "predicted_label", "predicted_score"
 PREDICTED_LABELS, PROBABILITIES = "predicted_labels", "probabilities"  # multi-label
 PROBLEMS = ("auto", "single_label", "multi_label", "regression")
 HEAD_BIASES = ("auto", "prior", "zero")
+AUGMENTATIONS = ("counterfactual",)
 #: data.threshold: each label's threshold chosen on the validation split after training
 CHOSEN_ON_VALIDATION = "validation"
 #: the thresholds tried for each label: 0.01 to 0.04, then steps of 0.05 to 0.95 (a label on 1 % of the rows
@@ -120,6 +121,11 @@ class ClassificationTask(Task):
         # with a distill section: a file of extra training rows without labels (read as data.train is, its
         # text columns; a label column is ignored), learned from the teacher's outputs alone
         "unlabelled": None,
+        # counterfactual: add each training row's counterfactuals (identity terms swapped, as the bias probe
+        # of `llmkit audit RUN` swaps them) with the row's label, so that the model learns that the terms
+        # do not decide it; made from data.text, after data.shots
+        "augment": None,
+        "augment_terms": None,  # a YAML file of term groups added to the shipped ones (as --bias-terms)
     }
 
     data_words: ClassVar[dict[str, tuple[str, ...]]] = {"threshold": (CHOSEN_ON_VALIDATION,)}
@@ -146,6 +152,15 @@ class ClassificationTask(Task):
                 f"data.label_separator must be a non-empty string (e.g. ','), got {separator!r}"
             )
         check_shots(data)
+        if data["augment"] not in (None, *AUGMENTATIONS):
+            raise LlmkitError(
+                f"data.augment must be {' or '.join(AUGMENTATIONS)} (or null), got {data['augment']!r}"
+            )
+        if data["augment_terms"] is not None and not data["augment"]:
+            raise LlmkitError(
+                "data.augment_terms adds term groups to data.augment: counterfactual; set data.augment or "
+                "remove data.augment_terms"
+            )
         self.labels: list[Any] = []  # raw label values, index = class id
         self.label_names: list[str] = []
         # "auto" is resolved from the training labels by check_data (or from the model's config to predict)
@@ -262,6 +277,30 @@ class ClassificationTask(Task):
         log(f"data.shots: {shots} training rows per class ({len(kept)} rows, data.shots_seed {seed})")
         if self.head_prior is not None:
             self.head_prior = self._head_prior(train)
+
+    def augment_training_rows(self, splits: dict[str, Split]) -> dict[str, int]:
+        """``data.augment: counterfactual``: each training row's counterfactuals (``data.text`` with identity
+        terms swapped, as `llmkit audit RUN` probes a model) become rows with the row's label."""
+        if not self.data["augment"]:
+            return {}
+        from llmkit.data.counterfactual import counterfactual_rows, load_terms
+
+        train = splits["train"]
+        if train.stream is not None:
+            raise LlmkitError("data.augment adds rows to the whole training file; set data.streaming=false")
+        groups = load_terms(self.data["augment_terms"], "data.augment_terms")
+        column = self.data["text"]
+        made = counterfactual_rows(column_values(train.dataset, column), groups)
+        sources = {index for index, _ in made}
+        before = len(train.dataset)
+        train.add_variants([index for index, _ in made], column, [text for _, text in made])
+        log(
+            f"data.augment counterfactual: added {len(made)} training rows, identity terms swapped in "
+            f"{len(sources)} of {before} rows"
+        )
+        if self.head_prior is not None:
+            self.head_prior = self._head_prior(train)
+        return {"train_counterfactuals_added": len(made)}
 
     def _starts_at_prior(self) -> bool:
         head_bias = self.data["head_bias"]
