@@ -401,5 +401,57 @@ def test_summarization_task_rejects_bad_settings() -> None:
         task(prompt="Summarize this.")
     with pytest.raises(LlmkitError, match=r"data\.num_beams must be a whole number of at least 1"):
         task(num_beams=0)
+    with pytest.raises(
+        LlmkitError, match=r"data\.repetition_penalty must be a number above 0 \(1: no penalty"
+    ):
+        task(repetition_penalty=0)
     with pytest.raises(LlmkitError, match=r"leaves no room for the prompt"):
         task(max_length=64, max_target_length=64)
+
+
+@pytest.mark.parametrize("model", ["tiny-bart", "tiny-gpt2"])
+def test_a_repetition_penalty_reaches_predictions_and_evaluation(
+    model: str, dialogsum_files, tmp_path: Path, run_cli
+) -> None:
+    """An untrained tiny model loops under greedy decoding; data.repetition_penalty 50 breaks the loops in
+    the test split's predictions (more distinct tokens), and the run's own evaluation decodes the same way:
+    `llmkit evaluate` (the predictions' path) on the validation file gives back its eval ROUGE exactly."""
+    test = tmp_path / "test.jsonl"
+    dialogues = dialogsum_files["validation"].read_text().splitlines()
+    test.write_text(
+        "".join(json.dumps({"dialogue": json.loads(line)["dialogue"]}) + "\n" for line in dialogues)
+    )
+    tokenizer = tokenizer_for(model)
+    distinct, runs = {}, {}
+    for penalty in ("1", "50"):
+        runs[penalty] = finetune(
+            model,
+            dialogsum_files,
+            tmp_path / penalty,
+            f"data.test={test}",
+            f"data.repetition_penalty={penalty}",
+            "training.max_steps=1",
+            "training.learning_rate=1e-9",  # the model as it was: the decoding makes the difference
+        ).output_dir
+        predictions = [
+            json.loads(line)["generated_summary"]
+            for line in (runs[penalty] / "test_predictions.jsonl").open()
+        ]
+        distinct[penalty] = sum(len(set(tokenizer(text).input_ids)) for text in predictions)
+    assert distinct["50"] > distinct["1"] + 2 * len(dialogues), distinct
+    run = runs["50"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    result = run_cli(
+        "evaluate",
+        run,
+        "--data",
+        dialogsum_files["validation"],
+        "--output",
+        tmp_path / "ev",
+        "--resamples",
+        "10",
+    )
+    assert result.exit_code == 0, result.stderr
+    scored = json.loads((tmp_path / "ev" / "evaluation.json").read_text())["models"][0]["metrics"]
+    for key in ("eval_rouge1", "eval_rouge2", "eval_rougeL"):
+        assert scored[key] == pytest.approx(metrics[key], abs=1e-9), key

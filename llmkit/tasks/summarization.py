@@ -60,6 +60,9 @@ class SummarizationTask(TextToTextTask):
         "max_target_length": 128,
         "max_new_tokens": 64,
         "num_beams": 1,
+        # above 1: every token already in the prompt or output is less likely (1.2 a common choice); breaks
+        # the repetition loops of small models decoding greedily; predictions and evaluation alike
+        "repetition_penalty": 1.0,
         "explode": False,  # a list of reference summaries becomes one row per reference
     }
     verb = "summarize"

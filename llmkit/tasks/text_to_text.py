@@ -16,7 +16,8 @@ tokens so that prompt + target fit in ``data.max_length`` (decoder-only). A sour
 its end; the prefix, the instructions, the template and the target are never cut for it. Each split reports
 how many sources were cut (``<split>_<truncation_key>``, also on stderr).
 
-Evaluation generates targets (``data.max_new_tokens``, ``data.num_beams``; greedy by default) one batch at
+Evaluation generates targets (``data.max_new_tokens``, ``data.num_beams``, ``data.repetition_penalty``;
+greedy by default), as predictions do, one batch at
 a time and hands each batch's texts to the task's scorer (``batch_eval_metrics``), so neither logits nor
 generated ids are ever held: the scorer's metrics, ``eval_gen_len`` and ``eval_loss``.
 
@@ -50,6 +51,7 @@ from llmkit.tasks.causal_lm import (
     load_causal_lm,
     tokenize_segments,
 )
+from llmkit.tasks.decoding import check_repetition_penalty
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -114,7 +116,7 @@ def model_family(config: dict[str, Any]) -> tuple[str | None, str]:
 class GenerationEvalArguments(Seq2SeqTrainingArguments):
     """Seq2SeqTrainingArguments that generate at evaluation (what ``Seq2SeqTrainer`` reads).
 
-    Generation settings come from the recipe's ``data`` keys (max_new_tokens, num_beams), passed by the
+    Generation settings come from the recipe's ``data`` keys (``TextToTextTask.decoding``), passed by the
     trainers; a module-level class, because the Trainer pickles its arguments into checkpoints.
     """
 
@@ -153,6 +155,9 @@ class TextToTextTask(Task):
         for key in ("max_length", "max_target_length", "max_new_tokens", "num_beams"):
             if not isinstance(data[key], int) or isinstance(data[key], bool) or data[key] < 1:
                 raise LlmkitError(f"data.{key} must be a whole number of at least 1, got {data[key]!r}")
+        data["repetition_penalty"] = check_repetition_penalty(
+            data["repetition_penalty"], "data.repetition_penalty"
+        )
         prompt = data["prompt"]
         if not isinstance(prompt, str) or prompt.count(self.prompt_field) != 1:
             raise LlmkitError(
@@ -435,10 +440,14 @@ class TextToTextTask(Task):
         return GenerationEvalArguments
 
     def trainer_class(self) -> type:
-        settings = {"max_new_tokens": self.data["max_new_tokens"], "num_beams": self.data["num_beams"]}
+        settings = self.decoding()
         if self._family() == "seq2seq":
             return seq2seq_trainer_class(settings, self.scorer)
         return causal_trainer_class(settings, self.scorer)
+
+    def decoding(self) -> dict[str, Any]:
+        """How targets are generated, in evaluation and in predictions alike (greedy or beam search)."""
+        return {key: self.data[key] for key in ("max_new_tokens", "num_beams", "repetition_penalty")}
 
     # -- inference ----------------------------------------------------------------------------------
     def predict(
@@ -487,18 +496,14 @@ class TextToTextTask(Task):
                     model,
                     [prompts[i] for i in batch],
                     pad_id,
-                    self.data["max_new_tokens"],
-                    self.data["num_beams"],
                     eos_token_ids=stop_ids(model, tokenizer),
+                    **self.decoding(),
                 )
             else:
                 padded = tokenizer.pad({"input_ids": [prompts[i] for i in batch]}, return_tensors="pt")
                 with torch.no_grad():
                     new_ids = model.generate(
-                        **padded.to(model.device),
-                        max_new_tokens=self.data["max_new_tokens"],
-                        num_beams=self.data["num_beams"],
-                        do_sample=False,
+                        **padded.to(model.device), do_sample=False, **seq2seq_decoding(self.decoding())
                     )
             texts = tokenizer.batch_decode(new_ids, skip_special_tokens=True)
             for index, text in zip(batch, texts, strict=True):
@@ -586,7 +591,12 @@ def as_numpy(values: Any) -> Any:
 Scorer = Callable[[Any], GeneratedTextScorer]
 
 
-def seq2seq_trainer_class(settings: dict[str, int], scorer: Scorer) -> type:
+def seq2seq_decoding(settings: dict[str, Any]) -> dict[str, Any]:
+    """A task's decoding settings as ``generate`` keywords: a penalty of 1 (none) is left out."""
+    return {key: value for key, value in settings.items() if key != "repetition_penalty" or value != 1}
+
+
+def seq2seq_trainer_class(settings: dict[str, Any], scorer: Scorer) -> type:
     """``Seq2SeqTrainer`` that generates with the task's settings and scores batch by batch."""
     from transformers import Seq2SeqTrainer
 
@@ -598,14 +608,15 @@ def seq2seq_trainer_class(settings: dict[str, int], scorer: Scorer) -> type:
         def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval", **gen_kwargs):
             # max_length counts the decoder start token; it is given instead of max_new_tokens because
             # Seq2SeqTrainer writes a default max_length into the generation config, and both would clash.
-            defaults = {"max_length": settings["max_new_tokens"] + 1, "num_beams": settings["num_beams"]}
+            decoding = seq2seq_decoding(settings)
+            defaults = {"max_length": decoding.pop("max_new_tokens") + 1, **decoding}
             gen_kwargs = {**defaults, "do_sample": False, **gen_kwargs}
             return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix, **gen_kwargs)
 
     return GeneratingSeq2SeqTrainer
 
 
-def causal_trainer_class(settings: dict[str, int], scorer: Scorer) -> type:
+def causal_trainer_class(settings: dict[str, Any], scorer: Scorer) -> type:
     """The causal-LM Trainer, whose evaluation also generates each batch's targets from its prompts."""
     import torch
 
@@ -628,12 +639,7 @@ def causal_trainer_class(settings: dict[str, int], scorer: Scorer) -> type:
             tokenizer = self.processing_class
             pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
             generated = generate_left_padded(
-                unwrapped,
-                prompts,
-                pad_id,
-                settings["max_new_tokens"],
-                settings["num_beams"],
-                eos_token_ids=stop_ids(unwrapped, tokenizer),
+                unwrapped, prompts, pad_id, eos_token_ids=stop_ids(unwrapped, tokenizer), **settings
             )
             if generated.shape[1] == 0:
                 generated = torch.full((len(prompts), 1), pad_id, device=generated.device)

@@ -92,6 +92,9 @@ class TranslationTask(TextToTextTask):
         "max_target_length": 128,
         "max_new_tokens": 128,
         "num_beams": 1,
+        # above 1: every token already in the prompt or output is less likely (1.2 a common choice); breaks
+        # the repetition loops of small models decoding greedily; predictions and evaluation alike
+        "repetition_penalty": 1.0,
     }
     verb = "translate"
     source_noun, source_plural = "source text", "source texts"
