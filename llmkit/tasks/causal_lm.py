@@ -474,6 +474,11 @@ def load_causal_lm(model_path: Path, **load_options: Any) -> PreTrainedModel:
     return from_pretrained(AutoModelForCausalLM, model_path, **load_options)
 
 
+def penalty_kwargs(repetition_penalty: float | None) -> dict[str, float]:
+    """``generate``'s repetition_penalty; none (None or 1) is left out, as ``generate`` itself does."""
+    return {} if repetition_penalty in (None, 1) else {"repetition_penalty": repetition_penalty}
+
+
 def generate_left_padded(
     model: PreTrainedModel,
     prompts: Sequence[Sequence[int]],
@@ -494,7 +499,6 @@ def generate_left_padded(
     input_ids = torch.tensor([[pad_token_id] * (width - len(p)) + list(p) for p in prompts], dtype=torch.long)
     attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], dtype=torch.long)
     stop = {"eos_token_id": list(eos_token_ids)} if eos_token_ids else {}  # else the model's own
-    penalty = {"repetition_penalty": repetition_penalty} if repetition_penalty != 1 else {}
     with torch.no_grad():
         output = model.generate(
             input_ids=input_ids.to(model.device),
@@ -504,7 +508,7 @@ def generate_left_padded(
             do_sample=False,
             pad_token_id=pad_token_id,
             **stop,
-            **penalty,
+            **penalty_kwargs(repetition_penalty),
         )
     return output[:, width:]
 

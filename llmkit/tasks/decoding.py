@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
 from llmkit.core.errors import LlmkitError
-from llmkit.tasks.causal_lm import context_length
+from llmkit.tasks.causal_lm import context_length, penalty_kwargs
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -56,9 +56,7 @@ class SamplingSettings:
         kwargs: dict[str, Any] = {"do_sample": self.temperature != 0}
         if kwargs["do_sample"]:
             kwargs.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
-        if self.repetition_penalty not in (None, 1):
-            kwargs["repetition_penalty"] = self.repetition_penalty
-        return kwargs
+        return kwargs | penalty_kwargs(self.repetition_penalty)
 
 
 def check_repetition_penalty(value: Any, key: str) -> float:

@@ -49,6 +49,7 @@ from llmkit.tasks.causal_lm import (
     conversation_segments,
     generate_left_padded,
     load_causal_lm,
+    penalty_kwargs,
     tokenize_segments,
 )
 from llmkit.tasks.decoding import check_repetition_penalty
@@ -592,8 +593,9 @@ Scorer = Callable[[Any], GeneratedTextScorer]
 
 
 def seq2seq_decoding(settings: dict[str, Any]) -> dict[str, Any]:
-    """A task's decoding settings as ``generate`` keywords: a penalty of 1 (none) is left out."""
-    return {key: value for key, value in settings.items() if key != "repetition_penalty" or value != 1}
+    """A task's decoding settings as ``generate`` keywords (a penalty of 1, none, left out)."""
+    others = {key: value for key, value in settings.items() if key != "repetition_penalty"}
+    return others | penalty_kwargs(settings["repetition_penalty"])
 
 
 def seq2seq_trainer_class(settings: dict[str, Any], scorer: Scorer) -> type:
