@@ -157,6 +157,10 @@ def test_augmentation_removes_a_bias_the_training_data_teaches(tmp_path: Path, r
             "remove data.augment_terms",
         ),
         (
+            ["data.augment=counterfactual", "data.augment_terms=5"],
+            "data.augment_terms must be a YAML file's path (string), got 5",
+        ),
+        (
             ["data.augment=counterfactual", "data.augment_terms=nowhere.yaml"],
             "data.augment_terms nowhere.yaml: no such file; give a YAML file of term groups",
         ),

@@ -156,7 +156,10 @@ class ClassificationTask(Task):
             raise LlmkitError(
                 f"data.augment must be {' or '.join(AUGMENTATIONS)} (or null), got {data['augment']!r}"
             )
-        if data["augment_terms"] is not None and not data["augment"]:
+        terms = data["augment_terms"]
+        if terms is not None and (not isinstance(terms, str) or not terms.strip()):
+            raise LlmkitError(f"data.augment_terms must be a YAML file's path (string), got {terms!r}")
+        if terms is not None and not data["augment"]:
             raise LlmkitError(
                 "data.augment_terms adds term groups to data.augment: counterfactual; set data.augment or "
                 "remove data.augment_terms"
@@ -286,8 +289,6 @@ class ClassificationTask(Task):
         from llmkit.data.counterfactual import counterfactual_rows, load_terms
 
         train = splits["train"]
-        if train.stream is not None:
-            raise LlmkitError("data.augment adds rows to the whole training file; set data.streaming=false")
         groups = load_terms(self.data["augment_terms"], "data.augment_terms")
         column = self.data["text"]
         made = counterfactual_rows(column_values(train.dataset, column), groups)
