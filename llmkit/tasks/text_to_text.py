@@ -16,10 +16,10 @@ tokens so that prompt + target fit in ``data.max_length`` (decoder-only). A sour
 its end; the prefix, the instructions, the template and the target are never cut for it. Each split reports
 how many sources were cut (``<split>_<truncation_key>``, also on stderr).
 
-Evaluation generates targets (``data.max_new_tokens``, ``data.num_beams``, ``data.repetition_penalty``;
-greedy by default), as predictions do, one batch at
-a time and hands each batch's texts to the task's scorer (``batch_eval_metrics``), so neither logits nor
-generated ids are ever held: the scorer's metrics, ``eval_gen_len`` and ``eval_loss``.
+Evaluation generates targets as predictions do (``data.max_new_tokens``, ``data.num_beams``,
+``data.repetition_penalty``; greedy by default), one batch at a time, and hands each batch's texts to the
+task's scorer (``batch_eval_metrics``), so neither logits nor generated ids are ever held: the scorer's
+metrics, ``eval_gen_len`` and ``eval_loss``.
 
 A task built on :class:`TextToTextTask` says which columns hold its source and target, how its prompt
 names the source, what a T5 model reads before it, and how its generated texts are scored.
