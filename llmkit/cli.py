@@ -336,6 +336,13 @@ def audit(
         str | None,
         typer.Option("--noise-model", help="Embedding model for label noise (default: the recipe's model)."),
     ] = None,
+    noise_finetune: Annotated[
+        bool,
+        typer.Option(
+            "--noise-finetune",
+            help="Label noise: also fine-tune the noise model on 3 folds (finds more; minutes).",
+        ),
+    ] = False,
     bias_terms: Annotated[
         Path | None,
         typer.Option("--bias-terms", help="YAML file of identity-term groups, added to the shipped ones."),
@@ -359,6 +366,7 @@ def audit(
         label_noise=label_noise,
         noise_rows=noise_rows,
         noise_model=noise_model,
+        noise_finetune=noise_finetune,
         bias_terms=bias_terms,
         bias_rows=bias_rows,
     )

@@ -14,12 +14,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 import llmkit
-from tests.conftest import POSITIVE, write_csv
+from tests.conftest import LAUNCHES_PROCESSES, POSITIVE, write_csv
 from tests.lookalikes import write_jsonl
 from tests.test_distill import QUICK as DISTILL_QUICK
 from tests.test_distill import TEXTS, assert_refused, tiny_bert_without_dropout
@@ -160,6 +162,51 @@ def test_cached_outputs_train_as_the_live_teacher_and_a_rerun_never_loads_it(
     for key in ("loss", "distill_soft_loss", "distill_hard_loss"):
         expected = logged(live, key)
         assert len(expected) == 4 and min(expected) > 0
+        for run in (written, read):
+            assert logged(run, key) == pytest.approx(expected, rel=1e-5, abs=1e-7), (key, run.name)
+
+
+@LAUNCHES_PROCESSES
+def test_two_processes_write_the_cache_once_and_read_it_as_the_live_teacher(
+    tmp_path: Path, data, teachers, own_cache: Path
+) -> None:
+    """Token classification on 2 CPU processes (DDP over gloo, each with its own shard of every batch): the
+    main process writes the cache while the other waits, then reads it; a second 2-process run reads it in
+    both; all three runs log the losses of the run whose teacher runs live."""
+    common = [
+        *QUICK,
+        "model=tiny-bert",
+        *task_data("token-classification", data),
+        f"distill.teacher={teachers['token-classification']}",
+        "training.max_steps=3",
+        "training.per_device_train_batch_size=4",
+    ]
+
+    def two_processes(name: str, *overrides: str) -> Path:
+        command = [sys.executable, "-m", "llmkit", "finetune", "--num-processes", "2", *common]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+        done = subprocess.run(
+            [*command, f"output_dir={tmp_path / name}", *overrides],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        assert done.returncode == 0 and "2 processes" in done.stderr, done.stderr[-3000:]
+        return tmp_path / name
+
+    live = two_processes("live", "distill.cache=false")
+    assert not own_cache.exists()
+    written = two_processes("written")
+    record = cache_record(written)
+    assert record["state"] == "written" and record["rows"] == 16
+    assert [path.name for path in own_cache.iterdir()] == [Path(record["folder"]).name]  # one entry, whole
+    read = two_processes("read")
+    assert cache_record(read) == {**record, "state": "hit"}
+    for key in ("loss", "distill_soft_loss", "distill_hard_loss"):
+        expected = logged(live, key)
+        assert len(expected) == 3 and min(expected) > 0
         for run in (written, read):
             assert logged(run, key) == pytest.approx(expected, rel=1e-5, abs=1e-7), (key, run.name)
 

@@ -5,8 +5,10 @@ The recipe is loaded and its data read and checked as `llmkit validate` does (``
 and ``llmkit.data.audit`` does the counting. Label-noise suspects come from confident learning (cleanlab's
 ``find_label_issues``) on out-of-fold probabilities of two logistic regressions, one on sentence embeddings
 (the recipe's model, mean-pooled, or ``--noise-model``) and one on TF-IDF n-grams of the same texts,
-averaged. On a run folder, the counterfactual bias probe (``llmkit.inference.bias``) runs its model on the
-evaluation rows. Writes ``audit.json`` and ``audit.md`` and returns the terminal summary.
+averaged; with ``--noise-finetune``, a third from a short k-fold fine-tune of that model
+(``llmkit.training.out_of_fold``) joins the average. On a run folder, the counterfactual bias probe
+(``llmkit.inference.bias``) runs its model on the evaluation rows. Writes ``audit.json`` and ``audit.md``
+and returns the terminal summary.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ AUDIT_FILES = ("audit.json", "audit.md")
 #: Training rows the label-noise step embeds at most (the first ones): embedding is its slow part.
 NOISE_ROWS = 10_000
 NOISE_FOLDS = 5
+#: Folds of ``--noise-finetune`` (each a fine-tune of the model: the step's slow part).
+FINETUNE_FOLDS = 3
 #: Which rows cleanlab flags: "confident_learning" (off the confident joint's diagonal) flags fewer rows than
 #: its default "prune_by_noise_rate" and more of them are really mislabelled (benchmarks/audit_noise.py).
 NOISE_FILTER = "confident_learning"
@@ -62,6 +66,7 @@ def audit(
     label_noise: bool = True,
     noise_rows: int = NOISE_ROWS,
     noise_model: str | None = None,
+    noise_finetune: bool = False,
     bias_terms: str | Path | None = None,
     bias_rows: int = BIAS_ROWS,
 ) -> AuditResult:
@@ -106,7 +111,13 @@ def audit(
     if max_rows is not None:
         report["max_rows"] = max_rows
     report["label_noise"] = label_noise_step(
-        rows, columns, label_noise, noise_rows, noise_model or resolved.model, resolved.training["seed"]
+        rows,
+        columns,
+        label_noise,
+        noise_rows,
+        noise_model or resolved.model,
+        resolved.training["seed"],
+        noise_finetune,
     )
     if run is not None:
         report["bias"] = bias_step(run, splits, bias_terms, bias_rows, resolved.training["seed"])
@@ -254,6 +265,7 @@ def label_noise_step(
     limit: int,
     model: str,
     seed: int,
+    finetune: bool = False,
 ) -> dict[str, Any]:
     """Confident learning on the training split, or why it was not run."""
     if columns.kind != "class":
@@ -271,8 +283,9 @@ def label_noise_step(
     log(f"audit: label noise (embeddings of {shown} training rows by {model}, out-of-fold probabilities)")
     texts = train.texts[:limit]
     labels = [str(label) for label in train.labels[:limit]]  # type: ignore[index]
-    vectors = embed_texts(texts, model)
-    found = label_suspects(vectors, labels, texts, seed=seed)
+    embedder = load_embedder(model)
+    vectors = embedder.vectors(texts)
+    found = label_suspects(vectors, labels, texts, seed=seed, finetune=embedder if finetune else None)
     found["model"] = model
     found["rows"] = len(texts)
     found["suspects"] = [
@@ -281,12 +294,12 @@ def label_noise_step(
     return found
 
 
-def embed_texts(texts: list[str], model: str) -> Any:
-    """Unit-length sentence embeddings by ``model`` (a sentence-transformers model, or any encoder with
-    mean pooling added: ``llmkit.inference.embed``)."""
+def load_embedder(model: str) -> Any:
+    """``model`` as ``llmkit embed`` loads it (a sentence-transformers model, or any encoder with mean
+    pooling added: ``llmkit.inference.embed``); its ``vectors`` are unit-length sentence embeddings."""
     from llmkit.inference.embed import load_embedding_model
 
-    return load_embedding_model(model).vectors(texts)
+    return load_embedding_model(model)
 
 
 def label_suspects(
@@ -296,9 +309,11 @@ def label_suspects(
     seed: int = 0,
     folds: int = NOISE_FOLDS,
     filter_by: str = NOISE_FILTER,
+    finetune: Any = None,
 ) -> dict[str, Any]:
     """cleanlab's ``find_label_issues`` on out-of-fold probabilities (``noise_probabilities``); the suspects
-    ranked by self-confidence (lowest first), each with its suggested label and that label's probability."""
+    ranked by self-confidence (lowest first), each with its suggested label and that label's probability.
+    ``finetune``: an embedding model (``load_embedder``) whose k-fold fine-tune joins the average."""
     import numpy as np
     from cleanlab.filter import find_label_issues
 
@@ -311,16 +326,22 @@ def label_suspects(
             "why": "every class needs at least 2 training rows for out-of-fold predictions",
         }
     probabilities = noise_probabilities(vectors, ids, texts, seed, folds)
+    if texts is None:
+        heads = "a logistic regression on sentence embeddings"
+    else:
+        heads = "logistic regressions on sentence embeddings and on TF-IDF n-grams"
+        if finetune is not None:  # the third source: (embeddings + n-grams + fine-tune) / 3
+            probabilities = (probabilities * 2 + finetuned_probabilities(finetune, texts, ids, seed)) / 3
+            heads += f" and a {min(FINETUNE_FOLDS, folds)}-fold fine-tune of the model"
+        heads += ", averaged"
     ranked = find_label_issues(
         ids, probabilities, filter_by=filter_by, return_indices_ranked_by="self_confidence"
     )
     suggested = probabilities.argmax(axis=1)
-    heads = "logistic regressions on sentence embeddings and on TF-IDF n-grams, averaged"
     return {
         "checked": True,
         "method": f"cleanlab find_label_issues (filter_by={filter_by}) on {folds}-fold out-of-fold "
-        f"probabilities of "
-        + (heads if texts is not None else "a logistic regression on sentence embeddings"),
+        f"probabilities of {heads}",
         "out_of_fold_accuracy": round(float((suggested == ids).mean()), 4),
         "suspect_rows": len(ranked),
         "suspect_share": round(len(ranked) / len(ids), 4),
@@ -346,6 +367,24 @@ def noise_probabilities(vectors: Any, ids: Any, texts: list[str] | None, seed: i
         return probabilities
     ngrams = out_of_fold_probabilities(ngram_features(texts), ids, NGRAM_C, seed, folds)
     return (probabilities + ngrams) / 2
+
+
+def finetuned_probabilities(embedder: Any, texts: list[str], ids: Any, seed: int) -> Any:
+    """Out-of-fold probabilities of the embedding model's encoder fine-tuned on the other folds
+    (``llmkit.training.out_of_fold``)."""
+    import numpy as np
+
+    from llmkit.training.out_of_fold import finetuned_out_of_fold_probabilities
+
+    body = embedder.model
+    encoder = getattr(body[0], "auto_model", None) if len(body) else None
+    if encoder is None:
+        raise LlmkitError(
+            f"--noise-finetune: {embedder.folder} has no transformer encoder to fine-tune; leave the flag "
+            f"out or pass an encoder with --noise-model (e.g. minilm-l6)"
+        )
+    folds = min(FINETUNE_FOLDS, int(np.bincount(ids).min()))
+    return finetuned_out_of_fold_probabilities(encoder, body.tokenizer, texts, ids, seed, folds)
 
 
 def out_of_fold_probabilities(features: Any, ids: Any, c: float, seed: int, folds: int) -> Any:
