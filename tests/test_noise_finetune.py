@@ -71,3 +71,21 @@ def test_a_model_without_a_transformer_encoder_is_a_one_line_error() -> None:
     embedder = SimpleNamespace(model=[object()], folder=Path("static-embeddings"))
     with pytest.raises(LlmkitError, match="--noise-finetune: static-embeddings has no transformer encoder"):
         finetuned_probabilities(embedder, ["a", "b"], np.array([0, 1]), seed=0)
+
+
+def test_the_probe_trains_float32_copies_and_leaves_the_loaded_model_as_it_was(monkeypatch) -> None:
+    """Inference may load the model in half precision (on a GPU): each fold trains a float32 copy, and the
+    embedding model the audit loaded keeps its weights and dtype."""
+    import torch
+
+    monkeypatch.setattr(out_of_fold, "EPOCHS", 1)
+    texts, ids = keyword_rows(12)
+    embedder = load_embedder("tiny-bert")
+    encoder = embedder.model[0].auto_model.to(torch.bfloat16)
+    before = {name: value.clone() for name, value in encoder.state_dict().items()}
+    probabilities = finetuned_probabilities(embedder, texts, ids, seed=0)
+    assert probabilities.dtype == np.float64 and np.isfinite(probabilities).all()
+    after = encoder.state_dict()
+    assert all(
+        after[name].dtype == torch.bfloat16 and torch.equal(after[name], before[name]) for name in before
+    )

@@ -278,8 +278,7 @@ class ClassificationTask(Task):
         train.keep_rows(kept)
         seed = self.data["shots_seed"]
         log(f"data.shots: {shots} training rows per class ({len(kept)} rows, data.shots_seed {seed})")
-        if self.head_prior is not None:
-            self.head_prior = self._head_prior(train)
+        self._refresh_head_prior(train)
 
     def augment_training_rows(self, splits: dict[str, Split]) -> dict[str, int]:
         """``data.augment: counterfactual``: each training row's counterfactuals (``data.text`` with identity
@@ -299,9 +298,13 @@ class ClassificationTask(Task):
             f"data.augment counterfactual: added {len(made)} training rows, identity terms swapped in "
             f"{len(sources)} of {before} rows"
         )
+        self._refresh_head_prior(train)
+        return {"train_counterfactuals_added": len(made)}
+
+    def _refresh_head_prior(self, train: Split) -> None:
+        """The training rows changed after check_data (shots, augmentation): a prior in use follows them."""
         if self.head_prior is not None:
             self.head_prior = self._head_prior(train)
-        return {"train_counterfactuals_added": len(made)}
 
     def _starts_at_prior(self) -> bool:
         head_bias = self.data["head_bias"]

@@ -59,7 +59,8 @@ def finetuned_out_of_fold_probabilities(
     for fold, (trained, held_out) in enumerate(splitter.split(np.zeros(len(ids)), ids)):
         log(f"audit: label noise, fine-tuning fold {fold + 1} of {folds} on {len(trained)} rows")
         torch.manual_seed(seed + fold)
-        model = MeanPooledClassifier(copy.deepcopy(encoder), classes)
+        # a float32 copy where the loaded encoder is (inference may have put it on a GPU, in half precision)
+        model = MeanPooledClassifier(copy.deepcopy(encoder).float(), classes).to(encoder.device)
         train_fold(model, tokenizer, token_ids, trained, ids, seed + fold)
         probabilities[held_out] = predict_rows(model, tokenizer, token_ids, held_out)
     return probabilities
@@ -82,10 +83,11 @@ def train_fold(
     lengths = np.array([len(row_ids) for row_ids in token_ids])
     batches = [batch for epoch in range(EPOCHS) for batch in epoch_batches(rows, lengths, seed, epoch)]
     schedule = get_linear_schedule_with_warmup(optimizer, round(WARMUP_SHARE * len(batches)), len(batches))
+    device = model.head.weight.device
     model.train()
     for batch in batches:
-        logits = model(**padded(tokenizer, token_ids, batch))
-        torch.nn.functional.cross_entropy(logits, torch.as_tensor(ids[batch])).backward()
+        logits = model(**padded(tokenizer, token_ids, batch, device))
+        torch.nn.functional.cross_entropy(logits, torch.as_tensor(ids[batch], device=device)).backward()
         optimizer.step()
         schedule.step()
         optimizer.zero_grad()
@@ -97,11 +99,13 @@ def predict_rows(
     """Softmax probabilities of ``rows``, in their given order (batched by length)."""
     ordered = rows[np.argsort([len(token_ids[row]) for row in rows], kind="stable")]
     found: dict[int, np.ndarray] = {}
+    device = model.head.weight.device
     model.eval()
     with torch.no_grad():
         for start in range(0, len(ordered), PREDICT_BATCH_SIZE):
             batch = ordered[start : start + PREDICT_BATCH_SIZE]
-            scores = torch.softmax(model(**padded(tokenizer, token_ids, batch)).float(), dim=-1).numpy()
+            logits = model(**padded(tokenizer, token_ids, batch, device))
+            scores = torch.softmax(logits.float(), dim=-1).cpu().numpy()
             found.update(zip(batch.tolist(), scores, strict=True))
     return np.stack([found[row] for row in rows.tolist()])
 
@@ -116,7 +120,9 @@ def epoch_batches(rows: np.ndarray, lengths: np.ndarray, seed: int, epoch: int) 
     return [ordered[start : start + BATCH_SIZE] for start in range(0, len(ordered), BATCH_SIZE)]
 
 
-def padded(tokenizer: Any, token_ids: list[list[int]], batch: np.ndarray) -> dict[str, torch.Tensor]:
-    """The batch's token ids padded to its longest row, with the attention mask."""
+def padded(
+    tokenizer: Any, token_ids: list[list[int]], batch: np.ndarray, device: torch.device
+) -> dict[str, torch.Tensor]:
+    """The batch's token ids padded to its longest row, with the attention mask, on ``device``."""
     inputs = tokenizer.pad({"input_ids": [token_ids[row] for row in batch]}, return_tensors="pt")
-    return {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
+    return {key: inputs[key].to(device) for key in ("input_ids", "attention_mask")}
