@@ -10,7 +10,7 @@ runs ``recipes/grpo-arithmetic.yaml`` (4 completions per prompt, 2 prompts a ste
 ``--eval-prompts`` of ``sample:arithmetic/test.jsonl``) before training, ``--evaluations`` times through the
 budget (the last at the end), and the mean reward of every step; ``--set KEY=VALUE`` adds a recipe override.
 Writes benchmarks/results/grpo_arithmetic.{json,md} (the run folder, with its report and plots, stays in
-runs/bench-grpo).
+runs/bench-grpo); ``--tag=-X`` writes grpo_arithmetic-X.{json,md} and runs/bench-grpo-X instead.
 """
 
 from __future__ import annotations
@@ -62,7 +62,9 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=400, help="an upper bound; the budget stops first")
     parser.add_argument("--evaluations", type=int, default=2, help="held-out evaluations during training")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a recipe override")
+    parser.add_argument("--tag", default="", help="suffix of the run folder and the results files (-60min)")
     args = parser.parse_args()
+    run = RUN.with_name(RUN.name + args.tag)
 
     import llmkit
 
@@ -71,7 +73,7 @@ def main() -> None:
     result = llmkit.finetune(
         str(REPO / "recipes" / "grpo-arithmetic.yaml"),
         [
-            f"output_dir={RUN}",
+            f"output_dir={run}",
             f"data.max_eval_samples={args.eval_prompts}",
             "grpo.max_completion_length=48",
             f"training.max_steps={args.max_steps}",
@@ -87,11 +89,11 @@ def main() -> None:
         overwrite=True,
         callbacks=[callback],
     )
-    history = json.loads((RUN / "log_history.json").read_text())
+    history = json.loads((run / "log_history.json").read_text())
     timing = {"training_seconds": callback.spent, "wall_seconds": time.perf_counter() - began}
     record = results(history, result.metrics, timing, callback.loads, args.budget_minutes, args.eval_prompts)
     record["overrides"] = args.set
-    write_results(record)
+    write_results(record, args.tag)
 
 
 def results(
@@ -128,10 +130,10 @@ def results(
     }
 
 
-def write_results(record: dict) -> None:
-    """benchmarks/results/grpo_arithmetic.{json,md}."""
+def write_results(record: dict, tag: str = "") -> None:
+    """benchmarks/results/grpo_arithmetic{tag}.{json,md}."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "grpo_arithmetic.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    (RESULTS / f"grpo_arithmetic{tag}.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     lines = [
         "# GRPO on the arithmetic problems (SmolLM2-135M-Instruct + LoRA)",
         "",
@@ -158,7 +160,7 @@ def write_results(record: dict) -> None:
         ],
         "",
     ]
-    (RESULTS / "grpo_arithmetic.md").write_text("\n".join(lines), encoding="utf-8")
+    (RESULTS / f"grpo_arithmetic{tag}.md").write_text("\n".join(lines), encoding="utf-8")
     print("\n".join(lines))
 
 

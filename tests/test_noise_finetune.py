@@ -89,3 +89,24 @@ def test_the_probe_trains_float32_copies_and_leaves_the_loaded_model_as_it_was(m
     assert all(
         after[name].dtype == torch.bfloat16 and torch.equal(after[name], before[name]) for name in before
     )
+
+
+def test_a_model_it_cannot_finetune_fails_before_the_embedding(monkeypatch) -> None:
+    """The label-noise step checks the model it would fine-tune before it spends the embedding's minutes."""
+    import llmkit.inference.audit as audit_module
+    from llmkit.data.audit import AuditRows
+    from llmkit.tasks.base import AuditColumns
+
+    class NoEncoder:
+        model, folder = [object()], Path("static-embeddings")
+
+        def vectors(self, texts: list[str]) -> np.ndarray:
+            raise AssertionError("embedded before the check")
+
+    monkeypatch.setattr(audit_module, "load_embedder", lambda model: NoEncoder())
+    texts = ["good film", "bad film"] * 3
+    train = AuditRows("train", texts, texts, ["1", "0"] * 3, [2] * 6, str)
+    with pytest.raises(LlmkitError, match="has no transformer encoder"):
+        audit_module.label_noise_step(
+            [train], AuditColumns(("text",), "label", "class"), True, 100, "static", 0, finetune=True
+        )

@@ -284,6 +284,8 @@ def label_noise_step(
     texts = train.texts[:limit]
     labels = [str(label) for label in train.labels[:limit]]  # type: ignore[index]
     embedder = load_embedder(model)
+    if finetune:
+        finetune_encoder(embedder)  # a model it cannot fine-tune fails before the embedding, not after
     vectors = embedder.vectors(texts)
     found = label_suspects(vectors, labels, texts, seed=seed, finetune=embedder if finetune else None)
     found["model"] = model
@@ -376,6 +378,13 @@ def finetuned_probabilities(embedder: Any, texts: list[str], ids: Any, seed: int
 
     from llmkit.training.out_of_fold import finetuned_out_of_fold_probabilities
 
+    folds = min(FINETUNE_FOLDS, int(np.bincount(ids).min()))
+    encoder, tokenizer = finetune_encoder(embedder), embedder.model.tokenizer
+    return finetuned_out_of_fold_probabilities(encoder, tokenizer, texts, ids, seed, folds)
+
+
+def finetune_encoder(embedder: Any) -> Any:
+    """The transformer encoder inside the embedding model, which ``--noise-finetune`` fine-tunes."""
     body = embedder.model
     encoder = getattr(body[0], "auto_model", None) if len(body) else None
     if encoder is None:
@@ -383,8 +392,7 @@ def finetuned_probabilities(embedder: Any, texts: list[str], ids: Any, seed: int
             f"--noise-finetune: {embedder.folder} has no transformer encoder to fine-tune; leave the flag "
             f"out or pass an encoder with --noise-model (e.g. minilm-l6)"
         )
-    folds = min(FINETUNE_FOLDS, int(np.bincount(ids).min()))
-    return finetuned_out_of_fold_probabilities(encoder, body.tokenizer, texts, ids, seed, folds)
+    return encoder
 
 
 def out_of_fold_probabilities(features: Any, ids: Any, c: float, seed: int, folds: int) -> Any:

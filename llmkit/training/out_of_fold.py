@@ -21,7 +21,6 @@ import torch
 
 from llmkit.core.progress import log
 
-FOLDS = 3
 EPOCHS = 2
 LEARNING_RATE = 1e-4
 BATCH_SIZE = 32
@@ -46,10 +45,10 @@ class MeanPooledClassifier(torch.nn.Module):
 
 
 def finetuned_out_of_fold_probabilities(
-    encoder: Any, tokenizer: Any, texts: list[str], ids: np.ndarray, seed: int, folds: int = FOLDS
+    encoder: Any, tokenizer: Any, texts: list[str], ids: np.ndarray, seed: int, folds: int
 ) -> np.ndarray:
-    """Each row's class probabilities from the encoder fine-tuned on the other folds (stratified, the same
-    split for a given seed as the audit's logistic regressions use)."""
+    """Each row's class probabilities from the encoder fine-tuned on the other ``folds - 1`` folds
+    (stratified; the folds and each fold's training order follow ``seed``)."""
     from sklearn.model_selection import StratifiedKFold
 
     token_ids = tokenizer(texts, truncation=True, max_length=MAX_LENGTH)["input_ids"]
