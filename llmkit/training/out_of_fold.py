@@ -31,7 +31,9 @@ PREDICT_BATCH_SIZE = 128
 
 
 class MeanPooledClassifier(torch.nn.Module):
-    """Logits from a linear head on the mean of the encoder's token states (padding left out)."""
+    """Logits from a linear head on the mean of the encoder's token states (padding left out). Not SetFit's
+    ``SentenceClassifier``, whose head reads the sentence-transformers body's output (unit length for
+    all-MiniLM-L6-v2): the probe's settings were chosen with the plain mean."""
 
     def __init__(self, encoder: Any, classes: int) -> None:
         super().__init__()
