@@ -333,8 +333,10 @@ def label_suspects(
     else:
         heads = "logistic regressions on sentence embeddings and on TF-IDF n-grams"
         if finetune is not None:  # the third source: (embeddings + n-grams + fine-tune) / 3
-            probabilities = (probabilities * 2 + finetuned_probabilities(finetune, texts, ids, seed)) / 3
-            heads += f" and a {min(FINETUNE_FOLDS, folds)}-fold fine-tune of the model"
+            tuned_folds = min(FINETUNE_FOLDS, folds)  # folds is already capped by the smallest class
+            tuned = finetuned_probabilities(finetune, texts, ids, seed, tuned_folds)
+            probabilities = (probabilities * 2 + tuned) / 3
+            heads += f" and a {tuned_folds}-fold fine-tune of the model"
         heads += ", averaged"
     ranked = find_label_issues(
         ids, probabilities, filter_by=filter_by, return_indices_ranked_by="self_confidence"
@@ -371,14 +373,13 @@ def noise_probabilities(vectors: Any, ids: Any, texts: list[str] | None, seed: i
     return (probabilities + ngrams) / 2
 
 
-def finetuned_probabilities(embedder: Any, texts: list[str], ids: Any, seed: int) -> Any:
+def finetuned_probabilities(
+    embedder: Any, texts: list[str], ids: Any, seed: int, folds: int = FINETUNE_FOLDS
+) -> Any:
     """Out-of-fold probabilities of the embedding model's encoder fine-tuned on the other folds
     (``llmkit.training.out_of_fold``)."""
-    import numpy as np
-
     from llmkit.training.out_of_fold import finetuned_out_of_fold_probabilities
 
-    folds = min(FINETUNE_FOLDS, int(np.bincount(ids).min()))
     encoder, tokenizer = finetune_encoder(embedder), embedder.model.tokenizer
     return finetuned_out_of_fold_probabilities(encoder, tokenizer, texts, ids, seed, folds)
 
